@@ -1,0 +1,26 @@
+//! tyk-gitops: every Tyk gateway replica on one verified Git commit.
+//!
+//! The pipeline, one module per stage, each taking the previous stage's output:
+//!
+//! - `source`: Git remote → `Commit` (ls-remote, shallow fetch, auth) → `Tree`
+//! - `tree`: the files of one config root, from a commit or a folder
+//! - `bundle`: `Tree` → `Bundle` (apps, policies, middleware, templates)
+//! - `validate`: schemas and cross-file rules → `Report`
+//! - `apply`: `Bundle` → `Revision` on disk, published by one atomic rename
+//! - `gateway`: Tyk control API: wait, reload, what it `Loaded`
+//! - `state`: what was applied, verified and rejected (`state.json`)
+//! - `reconcile`: the only place that sequences the stages
+//!
+//! `cli` and `config` turn flags into a validated `Config`; `main` maps
+//! errors to exit codes.
+
+pub mod apply;
+pub mod bundle;
+pub mod cli;
+pub mod config;
+pub mod gateway;
+pub mod reconcile;
+pub mod source;
+pub mod state;
+pub mod tree;
+pub mod validate;

@@ -1,0 +1,206 @@
+//! The files of one config root, whatever they were read from (a Git commit's
+//! tree or a folder on disk). Every later stage works on a `Tree`, so the
+//! validator cannot tell, and need not care, where the bytes came from.
+//!
+//! Invariant: paths are relative to the config root, `/`-separated, never
+//! contain `..` or empty segments, and entries are sorted by path.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use git2::{ObjectType, Oid};
+
+/// What a tree entry is. Symlinks and submodules are recorded, not followed,
+/// so the validator can refuse them with a precise message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryKind {
+    File,
+    Symlink,
+    Submodule,
+}
+
+/// A file's bytes, or why we did not read them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Content {
+    Loaded(Vec<u8>),
+    /// Over the size limit: refused without reading it all.
+    TooLarge { size: u64 },
+    /// Symlinks and submodules have no content we would use.
+    Absent,
+}
+
+#[derive(Debug, Clone)]
+pub struct TreeEntry {
+    /// Relative to the config root, `/`-separated.
+    pub path: String,
+    pub kind: EntryKind,
+    pub content: Content,
+    /// Git blob id of the content (computed for files read from disk), the
+    /// key of the validation cache. Zero for entries without content.
+    pub blob: Oid,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Tree {
+    pub entries: Vec<TreeEntry>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TreeError {
+    #[error("cannot read {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("{path} is not a directory")]
+    NotADirectory { path: PathBuf },
+    #[error("file name is not UTF-8: {path}")]
+    NonUtf8Name { path: PathBuf },
+}
+
+impl Tree {
+    /// Builds a tree from already-known entries; sorts them by path.
+    pub fn from_entries(mut entries: Vec<TreeEntry>) -> Tree {
+        entries.sort_by(|a, b| a.path.cmp(&b.path));
+        Tree { entries }
+    }
+
+    /// Reads a folder (a checkout, for `tyk-gitops validate`). `.git` is
+    /// skipped; symlinks are recorded, not followed; files over
+    /// `max_file_size` are recorded with their size only.
+    pub fn from_dir(root: &Path, max_file_size: u64) -> Result<Tree, TreeError> {
+        let meta = fs::metadata(root).map_err(|source| TreeError::Io {
+            path: root.to_path_buf(),
+            source,
+        })?;
+        if !meta.is_dir() {
+            return Err(TreeError::NotADirectory {
+                path: root.to_path_buf(),
+            });
+        }
+        let mut entries = Vec::new();
+        let mut stack = vec![(root.to_path_buf(), String::new())];
+        while let Some((dir, prefix)) = stack.pop() {
+            let read = fs::read_dir(&dir).map_err(|source| TreeError::Io {
+                path: dir.clone(),
+                source,
+            })?;
+            for item in read {
+                let item = item.map_err(|source| TreeError::Io {
+                    path: dir.clone(),
+                    source,
+                })?;
+                let full = item.path();
+                let name = item
+                    .file_name()
+                    .into_string()
+                    .map_err(|_| TreeError::NonUtf8Name { path: full.clone() })?;
+                if prefix.is_empty() && name == ".git" {
+                    continue;
+                }
+                let rel = if prefix.is_empty() {
+                    name
+                } else {
+                    format!("{prefix}/{name}")
+                };
+                let ft = item.file_type().map_err(|source| TreeError::Io {
+                    path: full.clone(),
+                    source,
+                })?;
+                if ft.is_symlink() {
+                    entries.push(TreeEntry {
+                        path: rel,
+                        kind: EntryKind::Symlink,
+                        content: Content::Absent,
+                        blob: Oid::ZERO_SHA1,
+                    });
+                } else if ft.is_dir() {
+                    stack.push((full, rel));
+                } else if ft.is_file() {
+                    let entry = read_file(&full, rel, max_file_size)?;
+                    entries.push(entry);
+                }
+            }
+        }
+        Ok(Tree::from_entries(entries))
+    }
+
+    pub fn get(&self, path: &str) -> Option<&TreeEntry> {
+        self.entries
+            .binary_search_by(|e| e.path.as_str().cmp(path))
+            .ok()
+            .map(|i| &self.entries[i])
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+fn read_file(full: &Path, rel: String, max_file_size: u64) -> Result<TreeEntry, TreeError> {
+    let io_err = |source| TreeError::Io {
+        path: full.to_path_buf(),
+        source,
+    };
+    let size = fs::metadata(full).map_err(io_err)?.len();
+    if size > max_file_size {
+        return Ok(TreeEntry {
+            path: rel,
+            kind: EntryKind::File,
+            content: Content::TooLarge { size },
+            blob: Oid::ZERO_SHA1,
+        });
+    }
+    let bytes = fs::read(full).map_err(io_err)?;
+    Ok(TreeEntry {
+        path: rel,
+        kind: EntryKind::File,
+        blob: blob_id(&bytes),
+        content: Content::Loaded(bytes),
+    })
+}
+
+/// The Git blob id of `bytes`, as `git hash-object` computes it.
+pub fn blob_id(bytes: &[u8]) -> Oid {
+    // hash_object only fails for invalid object types; Blob is valid.
+    Oid::hash_object(ObjectType::Blob, bytes).unwrap_or_else(|_| Oid::ZERO_SHA1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blob_id_matches_git() {
+        // `printf 'hello\n' | git hash-object --stdin`
+        assert_eq!(
+            blob_id(b"hello\n").to_string(),
+            "ce013625030ba8dba906f756967f9e9ca394464a"
+        );
+    }
+
+    #[test]
+    fn from_dir_records_symlinks_and_large_files_without_following() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(dir.path().join("apps")).unwrap();
+        fs::create_dir_all(dir.path().join(".git")).unwrap();
+        fs::write(dir.path().join(".git/config"), "x").unwrap();
+        fs::write(dir.path().join("apps/a.json"), "{}").unwrap();
+        fs::write(dir.path().join("apps/big.json"), vec![b' '; 100]).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", dir.path().join("apps/l.json")).unwrap();
+        let tree = Tree::from_dir(dir.path(), 50).unwrap();
+        let paths: Vec<_> = tree.entries.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["apps/a.json", "apps/big.json", "apps/l.json"]);
+        assert_eq!(
+            tree.get("apps/big.json").unwrap().content,
+            Content::TooLarge { size: 100 }
+        );
+        assert_eq!(tree.get("apps/l.json").unwrap().kind, EntryKind::Symlink);
+        assert_eq!(
+            tree.get("apps/a.json").unwrap().content,
+            Content::Loaded(b"{}".to_vec())
+        );
+    }
+}
