@@ -1,6 +1,7 @@
 //! The validate stage: `Tree` → (`Bundle`, `Report`).
 //! (Contract fixed; implementation owned by the validation work.)
 
+pub mod command;
 pub mod report;
 
 use std::collections::HashMap;

@@ -1,0 +1,7 @@
+//! One integration-test binary (one link step); each module is a story.
+mod support;
+
+mod gateway;
+mod source;
+mod sync;
+mod validate;
