@@ -1,1 +1,206 @@
-//! (in progress)
+//! `<root>/state.json`: what was applied and verified, the recent history,
+//! and the commits refused (so a rejected sha is not retried until a new
+//! commit arrives). Written atomically: temp file, fsync, rename.
+//!
+//! The `current` symlink, not this file, is the truth for what the gateway
+//! reads; a lost or corrupt state only costs one extra sync.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+const FILE: &str = "state.json";
+/// Not `.json`: nothing should ever mistake a half-written state for one.
+const TMP: &str = ".state.tmp";
+const HISTORY_LEN: usize = 20;
+const REJECTED_LEN: usize = 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("cannot {action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+}
+
+/// The revision in `current` and what we know of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Applied {
+    pub sha: String,
+    pub git_ref: String,
+    /// Directory name under `revisions/`.
+    pub revision: String,
+    /// Seconds since the Unix epoch.
+    pub applied_at: u64,
+    /// When the gateway last reported exactly this revision's ids; `None`
+    /// when no gateway was asked (init container) or it has not yet.
+    pub verified_at: Option<u64>,
+    pub apis: usize,
+    pub policies: usize,
+}
+
+/// Why a commit is not applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rejection {
+    pub sha: String,
+    pub at: u64,
+    /// `invalid` (validation findings) or `verify-failed` (the gateway did
+    /// not load what the commit holds; rolled back).
+    pub reason: String,
+    pub message: String,
+    /// The validation findings, as `tyk-gitops validate --format json`
+    /// prints them, kept for `/status` and for a rerun of `sync`.
+    #[serde(default)]
+    pub findings: Vec<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    pub sha: String,
+    pub revision: String,
+    pub at: u64,
+    pub result: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    pub current: Option<Applied>,
+    #[serde(default)]
+    pub history: Vec<HistoryEntry>,
+    #[serde(default)]
+    pub rejected: BTreeMap<String, Rejection>,
+}
+
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl State {
+    /// Loads the state, or an empty one when the file is missing. A corrupt
+    /// file is reported to the caller's log and treated as empty: the
+    /// `current` link still says what is served.
+    pub fn load(root: &Path) -> Result<(State, Option<String>), StateError> {
+        let path = root.join(FILE);
+        match fs::read(&path) {
+            Ok(bytes) => match serde_json::from_slice(&bytes) {
+                Ok(state) => Ok((state, None)),
+                Err(e) => Ok((
+                    State::default(),
+                    Some(format!(
+                        "{} is corrupt ({e}); starting afresh",
+                        path.display()
+                    )),
+                )),
+            },
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok((State::default(), None)),
+            Err(source) => Err(StateError::Io {
+                action: "read",
+                path,
+                source,
+            }),
+        }
+    }
+
+    pub fn save(&self, root: &Path) -> Result<(), StateError> {
+        let tmp = root.join(TMP);
+        let path = root.join(FILE);
+        let io = |action, path: &Path| {
+            let path = path.to_path_buf();
+            move |source| StateError::Io {
+                action,
+                path,
+                source,
+            }
+        };
+        // Serialising plain data to a Vec cannot fail.
+        let bytes = serde_json::to_vec_pretty(self).unwrap_or_default();
+        let mut f = File::create(&tmp).map_err(io("create", &tmp))?;
+        f.write_all(&bytes).map_err(io("write", &tmp))?;
+        f.sync_all().map_err(io("sync", &tmp))?;
+        fs::rename(&tmp, &path).map_err(io("rename", &tmp))?;
+        File::open(root)
+            .and_then(|d| d.sync_all())
+            .map_err(io("sync", root))
+    }
+
+    pub fn record(&mut self, sha: &str, revision: &str, result: &str) {
+        self.history.insert(
+            0,
+            HistoryEntry {
+                sha: sha.to_string(),
+                revision: revision.to_string(),
+                at: now(),
+                result: result.to_string(),
+            },
+        );
+        self.history.truncate(HISTORY_LEN);
+    }
+
+    pub fn reject(&mut self, rejection: Rejection) {
+        self.record(&rejection.sha, "", &rejection.reason);
+        self.rejected.insert(rejection.sha.clone(), rejection);
+        while self.rejected.len() > REJECTED_LEN {
+            let oldest = self
+                .rejected
+                .values()
+                .min_by_key(|r| r.at)
+                .map(|r| r.sha.clone());
+            match oldest {
+                Some(sha) => self.rejected.remove(&sha),
+                None => break,
+            };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn save_then_load_round_trips_and_leaves_no_temp() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut state = State::default();
+        state.record("abc", "abc", "applied");
+        state.save(dir.path()).unwrap();
+        let (loaded, warning) = State::load(dir.path()).unwrap();
+        assert_eq!(loaded, state);
+        assert!(warning.is_none());
+        assert!(!dir.path().join(TMP).exists());
+    }
+
+    #[test]
+    fn corrupt_state_is_reported_and_treated_as_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join(FILE), "{not json").unwrap();
+        let (loaded, warning) = State::load(dir.path()).unwrap();
+        assert_eq!(loaded, State::default());
+        assert!(warning.unwrap().contains("corrupt"));
+    }
+
+    #[test]
+    fn rejected_list_stays_bounded() {
+        let mut state = State::default();
+        for i in 0..(REJECTED_LEN + 5) {
+            state.reject(Rejection {
+                sha: format!("{i:040}"),
+                at: i as u64,
+                reason: "invalid".into(),
+                message: String::new(),
+                findings: vec![],
+            });
+        }
+        assert_eq!(state.rejected.len(), REJECTED_LEN);
+        assert!(!state.rejected.contains_key(&format!("{:040}", 0)));
+        assert_eq!(state.history.len(), HISTORY_LEN);
+    }
+}
