@@ -1,17 +1,155 @@
-//! Command-line flags (clap). Every flag has an env var `TYK_GITOPS_<FLAG>`.
-//! Raw flags only: `config` turns them into a validated `Config`.
+//! Command-line flags (clap). Every flag also reads `TYK_GITOPS_<FLAG>`, as
+//! git-sync does, so a Kubernetes manifest can use either. These are raw
+//! flags only: `config` turns them into a validated `Config` once.
 
-use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(name = "tyk-gitops", version, about = "Every Tyk gateway replica on one verified Git commit")]
+#[command(
+    name = "tyk-gitops",
+    version,
+    about = "Every Tyk gateway replica on one verified Git commit"
+)]
 pub struct Cli {
+    /// Log format: `text` for people, `json` for log pipelines.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "TYK_GITOPS_LOG_FORMAT"
+    )]
+    pub log_format: LogFormat,
+
+    /// Log filter, in `tracing` env-filter syntax (e.g. `info`, `debug`).
+    #[arg(
+        long,
+        global = true,
+        default_value = "info",
+        env = "TYK_GITOPS_LOG_LEVEL"
+    )]
+    pub log_level: String,
+
     #[command(subcommand)]
     pub command: Command,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// One pass: fetch, validate, apply, reload, verify; then exit (init containers).
+    Sync(SyncArgs),
     /// Validate a config repo checkout (for its CI); no Git, no gateway.
     Validate(crate::validate::command::Args),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Reload {
+    /// `GET /tyk/reload?block=true` on this gateway.
+    Local,
+    /// `GET /tyk/reload/group`: every gateway on the same Redis.
+    Group,
+    /// Write files only; do not contact the gateway.
+    None,
+}
+
+/// The flags of one sync, shared by `sync` and `run`.
+#[derive(Debug, Clone, Args)]
+pub struct SyncArgs {
+    /// Config repo: https://, http://, ssh://, git@host:path, git://, file:// or a local path.
+    #[arg(long, env = "TYK_GITOPS_REPO")]
+    pub repo: String,
+
+    /// Branch, tag or full commit sha [default: the remote's HEAD].
+    #[arg(long = "ref", env = "TYK_GITOPS_REF")]
+    pub git_ref: Option<String>,
+
+    /// Config root inside the repo (one repo, many environments: envs/prod).
+    #[arg(long, env = "TYK_GITOPS_PATH")]
+    pub path: Option<String>,
+
+    /// Where revisions, the Git cache and state.json live; point the gateway at <root>/current.
+    #[arg(long, default_value = "/var/lib/tyk-gitops", env = "TYK_GITOPS_ROOT")]
+    pub root: PathBuf,
+
+    /// The path at which the gateway's container sees --root (middleware paths in definitions are rewritten to it) [default: --root].
+    #[arg(long, env = "TYK_GITOPS_GATEWAY_ROOT")]
+    pub gateway_root: Option<PathBuf>,
+
+    /// Tyk gateway control API, e.g. http://localhost:8080. Absent: write files only (init container).
+    #[arg(long, env = "TYK_GITOPS_GATEWAY")]
+    pub gateway: Option<String>,
+
+    /// File holding the gateway's `secret` (or set TYK_GITOPS_GATEWAY_SECRET). Re-read on every sync.
+    #[arg(long, env = "TYK_GITOPS_GATEWAY_SECRET_FILE")]
+    pub gateway_secret_file: Option<PathBuf>,
+
+    /// How to make the gateway load a new revision.
+    #[arg(long, value_enum, default_value = "local", env = "TYK_GITOPS_RELOAD")]
+    pub reload: Reload,
+
+    /// How long to wait for the gateway's /hello before giving up.
+    #[arg(long, default_value = "60s", value_parser = parse_duration, env = "TYK_GITOPS_GATEWAY_WAIT")]
+    pub gateway_wait: Duration,
+
+    /// How long the gateway may take to report exactly the commit's APIs and policies after a reload.
+    #[arg(long, default_value = "30s", value_parser = parse_duration, env = "TYK_GITOPS_VERIFY_TIMEOUT")]
+    pub verify_timeout: Duration,
+
+    /// Shallow fetch depth.
+    #[arg(long, default_value_t = 1, env = "TYK_GITOPS_DEPTH")]
+    pub depth: u32,
+
+    /// Write and reload even when the commit is already applied and verified.
+    #[arg(long, env = "TYK_GITOPS_FORCE")]
+    pub force: bool,
+
+    /// HTTPS user name (the token goes in --password-file).
+    #[arg(long, env = "TYK_GITOPS_USERNAME")]
+    pub username: Option<String>,
+
+    /// File holding the HTTPS password or token; re-read on every sync, so rotated tokens work.
+    #[arg(long, env = "TYK_GITOPS_PASSWORD_FILE")]
+    pub password_file: Option<PathBuf>,
+
+    /// SSH private key file.
+    #[arg(long, env = "TYK_GITOPS_SSH_KEY_FILE")]
+    pub ssh_key_file: Option<PathBuf>,
+
+    /// known_hosts file; SSH host keys are always verified [default: ~/.ssh/known_hosts].
+    #[arg(long, env = "TYK_GITOPS_SSH_KNOWN_HOSTS_FILE")]
+    pub ssh_known_hosts_file: Option<PathBuf>,
+
+    /// Git connect timeout.
+    #[arg(long, default_value = "10s", value_parser = parse_duration, env = "TYK_GITOPS_CONNECT_TIMEOUT")]
+    pub connect_timeout: Duration,
+
+    /// Git transfer timeout.
+    #[arg(long, default_value = "120s", value_parser = parse_duration, env = "TYK_GITOPS_TIMEOUT")]
+    pub timeout: Duration,
+
+    /// Revisions kept on disk for rollback (current always kept).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(2..), env = "TYK_GITOPS_KEEP_REVISIONS")]
+    pub keep_revisions: u32,
+
+    /// Refuse files larger than this many bytes.
+    #[arg(long, default_value_t = crate::validate::DEFAULT_MAX_FILE_SIZE, env = "TYK_GITOPS_MAX_FILE_SIZE")]
+    pub max_file_size: u64,
+
+    /// Treat validation warnings as errors.
+    #[arg(long, env = "TYK_GITOPS_STRICT")]
+    pub strict: bool,
+}
+
+/// `30s`, `5m`, `1h30m`, `250ms`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 30s, 5m, 250ms)"))
 }

@@ -1,1 +1,264 @@
-//! (in progress)
+//! Raw flags → a validated `SyncConfig`, once. Nothing downstream re-parses
+//! flags or reads the environment; secrets are kept as where-to-read-them
+//! and read on each sync, so rotated files are picked up.
+
+use std::fmt;
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+
+use crate::cli::{Reload, SyncArgs};
+use crate::gateway::ReloadMode;
+use crate::source::SourceConfig;
+
+/// The env var holding the gateway secret when no file is given.
+pub const GATEWAY_SECRET_ENV: &str = "TYK_GITOPS_GATEWAY_SECRET";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0}")]
+    Usage(String),
+    #[error("cannot read the gateway secret from {path}: {source}")]
+    SecretFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// A secret value; never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// Where the gateway secret comes from.
+#[derive(Debug, Clone)]
+pub enum SecretSource {
+    File(PathBuf),
+    Value(Secret),
+}
+
+impl SecretSource {
+    /// The secret now (a file is re-read every time; trailing newline dropped).
+    pub fn read(&self) -> Result<Secret, ConfigError> {
+        match self {
+            SecretSource::Value(s) => Ok(s.clone()),
+            SecretSource::File(path) => std::fs::read_to_string(path)
+                .map(|s| Secret(s.trim_end_matches(['\n', '\r']).to_string()))
+                .map_err(|source| ConfigError::SecretFile {
+                    path: path.clone(),
+                    source,
+                }),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    pub url: String,
+    pub secret: SecretSource,
+    pub reload: ReloadMode,
+    /// Bound on waiting for `/hello`.
+    pub wait: Duration,
+    /// Bound on waiting for the loaded ids to match after a reload.
+    pub verify_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct SyncConfig {
+    pub source: SourceConfig,
+    /// Config root inside the repo, normalised (`envs/prod`), if any.
+    pub path: Option<String>,
+    /// Absolute.
+    pub root: PathBuf,
+    /// Where the gateway sees `root`; middleware paths point into it.
+    pub gateway_root: PathBuf,
+    /// `None`: write files only, as an init container before the gateway starts.
+    pub gateway: Option<GatewayConfig>,
+    pub force: bool,
+    pub keep_revisions: usize,
+    pub validate: crate::validate::Options,
+}
+
+impl SyncConfig {
+    pub fn from_args(args: SyncArgs) -> Result<SyncConfig, ConfigError> {
+        let secret_env = std::env::var(GATEWAY_SECRET_ENV).ok();
+        Self::from_args_and_secret(args, secret_env)
+    }
+
+    fn from_args_and_secret(
+        args: SyncArgs,
+        secret_env: Option<String>,
+    ) -> Result<SyncConfig, ConfigError> {
+        if args.repo.trim().is_empty() {
+            return Err(ConfigError::Usage("--repo must not be empty".into()));
+        }
+        let root = absolute(&args.root)?;
+        let gateway_root = match &args.gateway_root {
+            Some(p) if p.is_absolute() => p.clone(),
+            Some(p) => {
+                return Err(ConfigError::Usage(format!(
+                    "--gateway-root must be an absolute path, got {}",
+                    p.display()
+                )));
+            }
+            None => root.clone(),
+        };
+        let path = args.path.as_deref().map(normalise_subpath).transpose()?;
+        if args.password_file.is_some() && args.ssh_key_file.is_some() {
+            return Err(ConfigError::Usage(
+                "--password-file (HTTPS) and --ssh-key-file (SSH) exclude each other".into(),
+            ));
+        }
+        let gateway = match (&args.gateway, args.reload) {
+            (None, _) | (Some(_), Reload::None) => None,
+            (Some(url), reload) => {
+                let secret = match (&args.gateway_secret_file, secret_env) {
+                    (Some(file), _) => SecretSource::File(file.clone()),
+                    (None, Some(value)) if !value.is_empty() => {
+                        SecretSource::Value(Secret::new(value))
+                    }
+                    _ => {
+                        return Err(ConfigError::Usage(format!(
+                            "--gateway needs the gateway's secret: --gateway-secret-file FILE or {GATEWAY_SECRET_ENV}"
+                        )));
+                    }
+                };
+                Some(GatewayConfig {
+                    url: url.clone(),
+                    secret,
+                    reload: match reload {
+                        Reload::Group => ReloadMode::Group,
+                        _ => ReloadMode::Local,
+                    },
+                    wait: args.gateway_wait,
+                    verify_timeout: args.verify_timeout,
+                })
+            }
+        };
+        let username = match (&args.username, &args.password_file) {
+            (Some(u), _) => Some(u.clone()),
+            // Token auth: the user name is ignored by GitHub, GitLab, Gitea.
+            (None, Some(_)) => Some("git".to_string()),
+            (None, None) => None,
+        };
+        Ok(SyncConfig {
+            source: SourceConfig {
+                repo: args.repo,
+                git_ref: args.git_ref.filter(|r| !r.is_empty()),
+                depth: args.depth.max(1),
+                username,
+                password_file: args.password_file,
+                ssh_key_file: args.ssh_key_file,
+                ssh_known_hosts_file: args.ssh_known_hosts_file,
+                connect_timeout: args.connect_timeout,
+                timeout: args.timeout,
+            },
+            path,
+            root,
+            gateway_root,
+            gateway,
+            force: args.force,
+            keep_revisions: args.keep_revisions as usize,
+            validate: crate::validate::Options {
+                strict: args.strict,
+                max_file_size: args.max_file_size,
+                ..crate::validate::Options::default()
+            },
+        })
+    }
+}
+
+fn absolute(path: &Path) -> Result<PathBuf, ConfigError> {
+    std::path::absolute(path)
+        .map_err(|e| ConfigError::Usage(format!("--root {}: {e}", path.display())))
+}
+
+/// `./envs/prod/` → `envs/prod`; refuses `..` and absolute paths, which
+/// would leave the repository.
+fn normalise_subpath(raw: &str) -> Result<String, ConfigError> {
+    let mut parts = Vec::new();
+    for c in Path::new(raw).components() {
+        match c {
+            Component::Normal(s) => parts.push(s.to_string_lossy().into_owned()),
+            Component::CurDir => {}
+            _ => {
+                return Err(ConfigError::Usage(format!(
+                    "--path {raw:?} must be a relative path inside the repository"
+                )));
+            }
+        }
+    }
+    Ok(parts.join("/"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn args(extra: &[&str]) -> SyncArgs {
+        #[derive(Parser)]
+        struct T {
+            #[command(flatten)]
+            a: SyncArgs,
+        }
+        let mut argv = vec!["t", "--repo", "file:///r", "--root", "/tmp/r"];
+        argv.extend_from_slice(extra);
+        T::parse_from(argv).a
+    }
+
+    #[test]
+    fn subpath_is_normalised_and_escapes_are_refused() {
+        assert_eq!(normalise_subpath("./envs/prod/").unwrap(), "envs/prod");
+        assert!(normalise_subpath("../x").is_err());
+        assert!(normalise_subpath("/etc").is_err());
+    }
+
+    #[test]
+    fn a_gateway_needs_a_secret() {
+        let err =
+            SyncConfig::from_args_and_secret(args(&["--gateway", "http://g"]), None).unwrap_err();
+        assert!(err.to_string().contains("--gateway-secret-file"));
+        let ok = SyncConfig::from_args_and_secret(
+            args(&["--gateway", "http://g"]),
+            Some("s3cret".into()),
+        )
+        .unwrap();
+        let debug = format!("{ok:?}");
+        assert!(!debug.contains("s3cret"), "{debug}");
+    }
+
+    #[test]
+    fn reload_none_means_no_gateway_contact() {
+        let c = SyncConfig::from_args_and_secret(
+            args(&["--gateway", "http://g", "--reload", "none"]),
+            None,
+        )
+        .unwrap();
+        assert!(c.gateway.is_none());
+    }
+
+    #[test]
+    fn secret_file_is_read_each_time_without_newline() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("s");
+        std::fs::write(&f, "one\n").unwrap();
+        let src = SecretSource::File(f.clone());
+        assert_eq!(src.read().unwrap().expose(), "one");
+        std::fs::write(&f, "two\n").unwrap();
+        assert_eq!(src.read().unwrap().expose(), "two");
+    }
+}

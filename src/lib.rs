@@ -17,8 +17,10 @@
 pub mod apply;
 pub mod bundle;
 pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod gateway;
+pub mod logging;
 pub mod reconcile;
 pub mod source;
 pub mod state;

@@ -1,10 +1,16 @@
+//! Entry point: parse flags, set up logging, run the command, map its
+//! result to an exit code (0 ok, 1 invalid commit, 2 usage, 3 Git, 4 gateway,
+//! 5 local disk or state).
+
 use clap::Parser;
 use tyk_gitops::cli::{Cli, Command};
 
 fn main() {
     let cli = Cli::parse();
+    tyk_gitops::logging::init(cli.log_format, &cli.log_level);
     let code = match cli.command {
         Command::Validate(args) => tyk_gitops::validate::command::run(&args),
+        Command::Sync(args) => tyk_gitops::commands::sync(args),
     };
     std::process::exit(code);
 }
