@@ -25,7 +25,9 @@ pub enum EntryKind {
 pub enum Content {
     Loaded(Vec<u8>),
     /// Over the size limit: refused without reading it all.
-    TooLarge { size: u64 },
+    TooLarge {
+        size: u64,
+    },
     /// Symlinks and submodules have no content we would use.
     Absent,
 }

@@ -111,7 +111,10 @@ impl ConfigRepo {
     /// Commits everything and returns the new sha.
     pub fn commit(&self, message: &str) -> String {
         git(self.path(), &["add", "-A"]);
-        git(self.path(), &["commit", "-q", "--allow-empty", "-m", message]);
+        git(
+            self.path(),
+            &["commit", "-q", "--allow-empty", "-m", message],
+        );
         self.head()
     }
 
@@ -139,7 +142,13 @@ impl ConfigRepo {
         let dest = parent.join(name);
         git(
             parent,
-            &["clone", "-q", "--bare", &self.url(), dest.to_str().expect("utf8 path")],
+            &[
+                "clone",
+                "-q",
+                "--bare",
+                &self.url(),
+                dest.to_str().expect("utf8 path"),
+            ],
         );
         dest
     }
