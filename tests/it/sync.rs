@@ -1,1 +1,423 @@
-//! (in progress)
+//! `tyk-gitops sync`, the init container's one pass, as a user runs it: the
+//! real binary against config repos served by real Git servers and the Tyk
+//! emulator.
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tempfile::TempDir;
+
+use crate::support::bin;
+use crate::support::git_server::GitDaemon;
+use crate::support::repo::{ConfigRepo, api_json};
+use crate::support::tyk::{EmuConfig, TykEmulator};
+
+const SECRET: &str = "emulator-secret-7f3a";
+
+/// One `tyk-gitops sync` invocation, built up like a sentence.
+struct Sync {
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+}
+
+struct Ran {
+    code: i32,
+    stderr: String,
+}
+
+impl Sync {
+    fn new(repo: &str, root: &Path) -> Sync {
+        Sync {
+            args: vec![
+                "sync".into(),
+                "--repo".into(),
+                repo.into(),
+                "--root".into(),
+                root.display().to_string(),
+            ],
+            env: Vec::new(),
+        }
+    }
+
+    fn arg(mut self, a: &str) -> Sync {
+        self.args.push(a.to_string());
+        self
+    }
+
+    fn args(mut self, a: &[&str]) -> Sync {
+        self.args.extend(a.iter().map(|s| s.to_string()));
+        self
+    }
+
+    fn gateway(self, emu: &TykEmulator) -> Sync {
+        self.gateway_with_secret(emu, SECRET)
+    }
+
+    fn gateway_with_secret(self, emu: &TykEmulator, secret: &str) -> Sync {
+        self.secret(secret)
+            .args(&["--gateway", &emu.url(), "--verify-timeout", "3s"])
+    }
+
+    fn secret(mut self, secret: &str) -> Sync {
+        self.env
+            .push(("TYK_GITOPS_GATEWAY_SECRET".into(), secret.to_string()));
+        self
+    }
+
+    fn run(self) -> Ran {
+        let out: Output = Command::new(bin())
+            .args(&self.args)
+            .envs(self.env)
+            .env_remove("TYK_GITOPS_GATEWAY_SECRET_FILE")
+            .output()
+            .expect("run tyk-gitops");
+        Ran {
+            code: out.status.code().unwrap_or(-1),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
+impl Ran {
+    #[track_caller]
+    fn code(self, expected: i32) -> Ran {
+        assert_eq!(self.code, expected, "stderr:\n{}", self.stderr);
+        self
+    }
+}
+
+/// A root directory plus an emulator reading `<root>/current`.
+struct Node {
+    root: TempDir,
+    emu: TykEmulator,
+}
+
+impl Node {
+    fn new() -> Node {
+        let root = tempfile::tempdir().expect("tempdir");
+        let emu = TykEmulator::start(EmuConfig {
+            app_path: root.path().join("current/apps"),
+            policy_path: Some(root.path().join("current/policies")),
+            policy_record_name: None,
+            secret: SECRET.to_string(),
+        });
+        Node { root, emu }
+    }
+
+    fn root(&self) -> &Path {
+        self.root.path()
+    }
+
+    fn current(&self) -> PathBuf {
+        self.root().join("current")
+    }
+
+    fn current_sha(&self) -> String {
+        let state: Value =
+            serde_json::from_slice(&fs::read(self.root().join("state.json")).expect("state"))
+                .expect("state json");
+        state["current"]["sha"].as_str().unwrap_or("").to_string()
+    }
+
+    fn apis(&self) -> Vec<String> {
+        self.emu.loaded_api_ids().into_iter().collect()
+    }
+}
+
+fn ids(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+fn two_api_repo() -> ConfigRepo {
+    let repo = ConfigRepo::new();
+    repo.api("alpha").api("beta").policy("gold", &["alpha", "beta"]);
+    repo.commit("two APIs");
+    repo
+}
+
+#[test]
+fn first_sync_writes_a_revision_the_gateway_loads_and_verifies() {
+    let repo = two_api_repo();
+    let node = Node::new();
+    Sync::new(&repo.url(), node.root()).gateway(&node.emu).run().code(0);
+
+    assert!(node.current().join("apps/alpha.json").is_file());
+    let policy: Value =
+        serde_json::from_slice(&fs::read(node.current().join("policies/gold.json")).unwrap())
+            .unwrap();
+    assert_eq!(policy["id"], "gold");
+    let map: Value =
+        serde_json::from_slice(&fs::read(node.current().join("policies.json")).unwrap()).unwrap();
+    assert!(map.get("gold").is_some(), "{map}");
+    assert_eq!(node.apis(), ids(&["alpha", "beta"]));
+    assert_eq!(
+        node.emu.loaded_policy_ids().into_iter().collect::<Vec<_>>(),
+        ids(&["gold"])
+    );
+    assert_eq!(node.current_sha(), repo.head());
+    let state: Value =
+        serde_json::from_slice(&fs::read(node.root().join("state.json")).unwrap()).unwrap();
+    assert!(state["current"]["verified_at"].is_u64(), "{state}");
+}
+
+#[test]
+fn init_container_sync_without_gateway_only_writes_files() {
+    let repo = two_api_repo();
+    let root = tempfile::tempdir().unwrap();
+    Sync::new(&repo.url(), root.path()).run().code(0);
+    assert!(root.path().join("current/apps/beta.json").is_file());
+    // The link is relative: the volume may be mounted elsewhere in the gateway.
+    assert!(fs::read_link(root.path().join("current")).unwrap().is_relative());
+}
+
+#[test]
+fn second_sync_of_the_same_commit_writes_nothing_and_sends_no_reload() {
+    let repo = two_api_repo();
+    let node = Node::new();
+    Sync::new(&repo.url(), node.root()).gateway(&node.emu).run().code(0);
+    let reloads = node.emu.reload_count();
+    let state_before = fs::metadata(node.root().join("state.json")).unwrap();
+    let link_before = fs::symlink_metadata(node.current()).unwrap();
+
+    let ran = Sync::new(&repo.url(), node.root()).gateway(&node.emu).run().code(0);
+    assert!(ran.stderr.contains("unchanged"), "{}", ran.stderr);
+    assert_eq!(node.emu.reload_count(), reloads);
+    let state_after = fs::metadata(node.root().join("state.json")).unwrap();
+    let link_after = fs::symlink_metadata(node.current()).unwrap();
+    assert_eq!(state_before.mtime_nsec(), state_after.mtime_nsec());
+    assert_eq!(state_before.ino(), state_after.ino());
+    assert_eq!(link_before.ino(), link_after.ino());
+
+    // --force writes and reloads again.
+    Sync::new(&repo.url(), node.root())
+        .gateway(&node.emu)
+        .arg("--force")
+        .run()
+        .code(0);
+    assert!(node.emu.reload_count() > reloads);
+}
+
+#[test]
+fn a_changed_file_goes_live_and_unchanged_files_are_hard_linked() {
+    let repo = two_api_repo();
+    let node = Node::new();
+    Sync::new(&repo.url(), node.root()).gateway(&node.emu).run().code(0);
+    let first = fs::canonicalize(node.current()).unwrap();
+
+    let mut beta = api_json("beta");
+    beta["proxy"]["target_url"] = "http://other:9090/".into();
+    repo.json("apps/beta.json", &beta);
+    let sha = repo.commit("retarget beta");
+    Sync::new(&repo.url(), node.root()).gateway(&node.emu).run().code(0);
+
+    let second = fs::canonicalize(node.current()).unwrap();
+    assert_ne!(first, second);
+    assert_eq!(node.current_sha(), sha);
+    let ino = |dir: &Path, f: &str| fs::metadata(dir.join(f)).unwrap().ino();
+    assert_eq!(ino(&first, "apps/alpha.json"), ino(&second, "apps/alpha.json"));
+    assert_ne!(ino(&first, "apps/beta.json"), ino(&second, "apps/beta.json"));
+    let written: Value =
+        serde_json::from_slice(&fs::read(second.join("apps/beta.json")).unwrap()).unwrap();
+    assert_eq!(written["proxy"]["target_url"], "http://other:9090/");
+}
+
+#[test]
+fn a_removed_file_unloads_its_api() {
+    let repo = two_api_repo();
+    let node = Node::new();
+    Sync::new(&repo.url(), node.root()).gateway(&node.emu).run().code(0);
+    repo.remove("apps/beta.json")
+        .policy("gold", &["alpha"]);
+    repo.commit("drop beta");
+    Sync::new(&repo.url(), node.root()).gateway(&node.emu).run().code(0);
+    assert_eq!(node.apis(), ids(&["alpha"]));
+    assert!(!node.current().join("apps/beta.json").exists());
+}
+
+#[test]
+fn invalid_json_leaves_current_and_the_gateway_untouched() {
+    let repo = two_api_repo();
+    let node = Node::new();
+    Sync::new(&repo.url(), node.root()).gateway(&node.emu).run().code(0);
+    let good = repo.head();
+    let before = fs::canonicalize(node.current()).unwrap();
+    let reloads = node.emu.reload_count();
+
+    repo.file("apps/beta.json", "{\n  \"api_id\": \"beta\",\n  \"name\": oops\n}\n");
+    repo.commit("typo");
+    let ran = Sync::new(&repo.url(), node.root()).gateway(&node.emu).run().code(1);
+
+    assert!(ran.stderr.contains("apps/beta.json:3:"), "{}", ran.stderr);
+    assert!(ran.stderr.contains("json-syntax"), "{}", ran.stderr);
+    assert_eq!(fs::canonicalize(node.current()).unwrap(), before);
+    assert_eq!(node.emu.reload_count(), reloads);
+    assert_eq!(node.apis(), ids(&["alpha", "beta"]));
+    assert_eq!(node.current_sha(), good);
+
+    // The same bad commit again is refused at once, with the same code.
+    Sync::new(&repo.url(), node.root()).gateway(&node.emu).run().code(1);
+    // A fix goes live.
+    repo.api("beta");
+    let fixed = repo.commit("fix");
+    Sync::new(&repo.url(), node.root()).gateway(&node.emu).run().code(0);
+    assert_eq!(node.current_sha(), fixed);
+}
+
+#[test]
+fn wrong_gateway_secret_exits_4_without_leaking_either_secret() {
+    let repo = two_api_repo();
+    let node = Node::new();
+    let wrong = "not-the-secret-91c2";
+    let ran = Sync::new(&repo.url(), node.root())
+        .gateway_with_secret(&node.emu, wrong)
+        .run()
+        .code(4);
+    assert!(ran.stderr.contains("403"), "{}", ran.stderr);
+    assert!(!ran.stderr.contains(wrong) && !ran.stderr.contains(SECRET));
+    // Nothing was published for a gateway we cannot reload.
+    assert!(!node.current().exists());
+}
+
+#[test]
+fn gateway_not_up_is_a_bounded_wait_then_exit_4() {
+    let repo = two_api_repo();
+    let root = tempfile::tempdir().unwrap();
+    let port = crate::support::free_port();
+    let started = Instant::now();
+    let ran = Sync::new(&repo.url(), root.path())
+        .secret(SECRET)
+        .args(&["--gateway", &format!("http://127.0.0.1:{port}"), "--gateway-wait", "1s"])
+        .run()
+        .code(4);
+    assert!(started.elapsed() < Duration::from_secs(15));
+    assert!(ran.stderr.contains("unreachable"), "{}", ran.stderr);
+    assert!(!root.path().join("current").exists());
+}
+
+#[test]
+fn a_verify_mismatch_rolls_back_and_marks_the_commit_failed() {
+    let repo = two_api_repo();
+    let node = Node::new();
+    Sync::new(&repo.url(), node.root()).gateway(&node.emu).run().code(0);
+    let good = fs::canonicalize(node.current()).unwrap();
+
+    repo.api("gamma");
+    repo.commit("add gamma");
+    node.emu.set_fail_reloads(true);
+    let ran = Sync::new(&repo.url(), node.root()).gateway(&node.emu).run().code(4);
+    assert!(ran.stderr.contains("gamma"), "{}", ran.stderr);
+    assert!(ran.stderr.contains("rolled back"), "{}", ran.stderr);
+    assert_eq!(fs::canonicalize(node.current()).unwrap(), good);
+    node.emu.set_fail_reloads(false);
+    // Marked failed: not retried until a new commit arrives.
+    Sync::new(&repo.url(), node.root()).gateway(&node.emu).run().code(1);
+}
+
+#[test]
+fn drift_on_the_gateway_is_repaired_by_a_reload() {
+    let repo = two_api_repo();
+    let node = Node::new();
+    Sync::new(&repo.url(), node.root()).gateway(&node.emu).run().code(0);
+    node.emu.tamper_remove_api("beta");
+    let ran = Sync::new(&repo.url(), node.root()).gateway(&node.emu).run().code(0);
+    assert!(ran.stderr.contains("repaired"), "{}", ran.stderr);
+    assert_eq!(node.apis(), ids(&["alpha", "beta"]));
+}
+
+#[test]
+fn branch_tag_and_sha_refs_over_git_daemon() {
+    let repo = ConfigRepo::new();
+    repo.api("v1");
+    let v1 = repo.commit("v1");
+    repo.tag("release-1");
+    repo.checkout_new_branch("staging");
+    repo.api("staging-only");
+    let staging = repo.commit("staging");
+    repo.checkout("main");
+    repo.api("v2");
+    repo.commit("v2");
+
+    let daemon = GitDaemon::start(repo.path().parent().unwrap());
+    let url = daemon.url(repo.path().file_name().unwrap().to_str().unwrap());
+    let cases: [(&str, &str, &[&str]); 3] = [
+        ("staging", &staging, &["staging-only", "v1"]),
+        ("release-1", &v1, &["v1"]),
+        (&v1, &v1, &["v1"]),
+    ];
+    for (r, sha, apis) in cases {
+        let root = tempfile::tempdir().unwrap();
+        Sync::new(&url, root.path()).args(&["--ref", r]).run().code(0);
+        let mut files: Vec<String> = fs::read_dir(root.path().join("current/apps"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().replace(".json", ""))
+            .collect();
+        files.sort();
+        assert_eq!(files, ids(apis), "ref {r}");
+        let state: Value =
+            serde_json::from_slice(&fs::read(root.path().join("state.json")).unwrap()).unwrap();
+        assert_eq!(state["current"]["sha"], *sha, "ref {r}");
+    }
+    // Default: the remote's HEAD (main).
+    let root = tempfile::tempdir().unwrap();
+    Sync::new(&url, root.path()).run().code(0);
+    assert!(root.path().join("current/apps/v2.json").is_file());
+}
+
+#[test]
+fn path_picks_one_environment_of_a_repo() {
+    let repo = ConfigRepo::new();
+    repo.json("envs/prod/apps/p.json", &api_json("prod-api"));
+    repo.json("envs/staging/apps/s.json", &api_json("staging-api"));
+    repo.commit("two envs");
+    let node = Node::new();
+    Sync::new(&repo.url(), node.root())
+        .args(&["--path", "envs/prod"])
+        .gateway(&node.emu)
+        .run()
+        .code(0);
+    assert_eq!(node.apis(), ids(&["prod-api"]));
+    let ran = Sync::new(&repo.url(), node.root())
+        .args(&["--path", "envs/nope"])
+        .run()
+        .code(3);
+    assert!(ran.stderr.contains("envs/nope"), "{}", ran.stderr);
+}
+
+#[test]
+fn unreachable_repo_exits_3_and_keeps_the_last_good_revision() {
+    let repo = two_api_repo();
+    let root = tempfile::tempdir().unwrap();
+    Sync::new(&repo.url(), root.path()).run().code(0);
+    let before = fs::canonicalize(root.path().join("current")).unwrap();
+    let port = crate::support::free_port();
+    let ran = Sync::new(&format!("git://127.0.0.1:{port}/nothing"), root.path())
+        .args(&["--connect-timeout", "2s"])
+        .run()
+        .code(3);
+    assert!(!ran.stderr.is_empty());
+    assert_eq!(fs::canonicalize(root.path().join("current")).unwrap(), before);
+}
+
+#[test]
+fn json_logs_carry_the_short_sha_on_every_sync_line() {
+    let repo = two_api_repo();
+    let root = tempfile::tempdir().unwrap();
+    let ran = Sync::new(&repo.url(), root.path())
+        .args(&["--log-format", "json"])
+        .run()
+        .code(0);
+    let short = &repo.head()[..12];
+    let lines: Vec<Value> = ran
+        .stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(!lines.is_empty());
+    for line in &lines {
+        assert!(line.to_string().contains(short), "{line}");
+    }
+}

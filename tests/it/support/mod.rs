@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod repo;
+pub mod tyk;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::Child;
