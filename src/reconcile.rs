@@ -230,7 +230,7 @@ impl Reconciler {
         };
         let (write_revs, write_name) = (revs.clone(), name.clone());
         let manifest = blocking(move || {
-            let files = pending_revision_files(&bundle, &base.to_string_lossy());
+            let files = bundle.revision_files(&base.to_string_lossy());
             write_revs.write(&write_name, manifest_base, &files)
         })
         .await??;
@@ -426,20 +426,4 @@ fn expected_of(manifest: &Manifest) -> Loaded {
         api_ids: manifest.api_ids.clone(),
         policy_ids: manifest.policy_ids.clone(),
     }
-}
-
-// Stand-in until `Bundle::revision_files` lands with the validation work.
-fn pending_revision_files<'a>(
-    bundle: &'a crate::bundle::Bundle,
-    _base: &str,
-) -> Vec<crate::bundle::OutFile<'a>> {
-    use std::borrow::Cow;
-    bundle
-        .apps
-        .iter()
-        .map(|a| crate::bundle::OutFile {
-            path: format!("apps/{}", a.name),
-            bytes: Cow::Borrowed(&a.bytes[..]),
-        })
-        .collect()
 }

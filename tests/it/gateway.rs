@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -106,11 +106,18 @@ async fn wait_ready_gives_up_in_time_when_nothing_listens() {
         .wait_ready(Duration::from_millis(800))
         .await
         .expect_err("nothing listens");
-    assert!(started.elapsed() < Duration::from_millis(800 + 700), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_millis(800 + 700),
+        "took {:?}",
+        started.elapsed()
+    );
     assert!(matches!(err, GatewayError::Unreachable { .. }), "{err}");
     assert!(err.is_transient() && !err.is_mismatch());
     let text = err.to_string();
-    assert!(text.contains(&url) && text.contains("not ready after"), "{text}");
+    assert!(
+        text.contains(&url) && text.contains("not ready after"),
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -123,7 +130,10 @@ async fn wait_ready_survives_an_outage_that_ends() {
     let waiting = tokio::spawn(async move { gw.wait_ready(WAIT).await });
     tokio::time::sleep(Duration::from_millis(300)).await;
     emu.set_down(false);
-    waiting.await.expect("join").expect("ready after the outage");
+    waiting
+        .await
+        .expect("join")
+        .expect("ready after the outage");
 }
 
 #[tokio::test]
@@ -138,7 +148,10 @@ async fn wrong_secret_is_forbidden_and_never_echoed() {
     ] {
         assert!(matches!(err, GatewayError::Forbidden { .. }), "{err}");
         let text = format!("{err} {err:?} {gw:?}");
-        assert!(text.contains("403") && text.contains("--gateway-secret-file"), "{text}");
+        assert!(
+            text.contains("403") && text.contains("--gateway-secret-file"),
+            "{text}"
+        );
         assert!(!text.contains(wrong) && !text.contains(SECRET), "{text}");
     }
     assert_eq!(emu.reload_count(), 0);
@@ -151,12 +164,18 @@ async fn local_reload_then_verify_sees_the_new_files() {
     root.policy("basic");
     let emu = root.emulator();
     let gw = client(&emu.url(), SECRET);
-    assert_eq!(gw.loaded().await.expect("loaded"), expected(&["a"], &["basic"]));
+    assert_eq!(
+        gw.loaded().await.expect("loaded"),
+        expected(&["a"], &["basic"])
+    );
 
     root.api("b.json", "b", "/b/");
     gw.reload(ReloadMode::Local).await.expect("reload");
     // block=true: the reload has run when the answer comes.
-    assert_eq!(gw.loaded().await.expect("loaded"), expected(&["a", "b"], &["basic"]));
+    assert_eq!(
+        gw.loaded().await.expect("loaded"),
+        expected(&["a", "b"], &["basic"])
+    );
     let want = expected(&["a", "b"], &["basic"]);
     assert_eq!(gw.verify(&want, WAIT).await.expect("verified"), want);
     assert_eq!(emu.reload_count(), 1);
@@ -182,7 +201,10 @@ async fn group_reload_verifies_after_the_async_delay() {
 async fn reload_none_sends_nothing() {
     let root = Root::new();
     let emu = root.emulator();
-    client(&emu.url(), SECRET).reload(ReloadMode::None).await.expect("nothing to do");
+    client(&emu.url(), SECRET)
+        .reload(ReloadMode::None)
+        .await
+        .expect("nothing to do");
     assert_eq!(emu.reload_count(), 0);
 }
 
@@ -194,32 +216,58 @@ async fn invalid_api_file_is_skipped_and_verify_names_it() {
     root.api("spaces.json", "spaces", "/has space/");
     let emu = root.emulator();
     let gw = client(&emu.url(), SECRET);
-    gw.reload(ReloadMode::Local).await.expect("reload answers 200 anyway");
+    gw.reload(ReloadMode::Local)
+        .await
+        .expect("reload answers 200 anyway");
 
     let err = gw
-        .verify(&expected(&["good", "broken", "spaces"], &[]), Duration::from_millis(500))
+        .verify(
+            &expected(&["good", "broken", "spaces"], &[]),
+            Duration::from_millis(500),
+        )
         .await
         .expect_err("mismatch");
     assert!(err.is_mismatch() && !err.is_transient());
-    assert_eq!(mismatch_fields(&err), (&["broken".to_string(), "spaces".to_string()][..], &[][..]));
-    assert!(err.to_string().contains("missing APIs: broken, spaces"), "{err}");
+    assert_eq!(
+        mismatch_fields(&err),
+        (&["broken".to_string(), "spaces".to_string()][..], &[][..])
+    );
+    assert!(
+        err.to_string().contains("missing APIs: broken, spaces"),
+        "{err}"
+    );
 }
 
+/// Two files, one `api_id`: the gateway keeps the later file and says
+/// nothing. Verifying by id cannot see it (the id is there), so the
+/// validator must reject duplicates before they reach the gateway.
 #[tokio::test]
-async fn duplicate_api_id_overwrites_and_verify_sees_one() {
+async fn duplicate_api_id_keeps_only_the_later_file() {
     let root = Root::new();
     root.api("one.json", "same", "/one/");
     root.api("two.json", "same", "/two/");
+    root.api("three.json", "three", "/three/");
     let emu = root.emulator();
     let gw = client(&emu.url(), SECRET);
-    // The later file won; the first one's listen path is gone.
-    assert_eq!(emu.last_listen_paths().get("same").map(String::as_str), Some("/two/"));
-    // What the commit meant: two APIs (apply would know them by file).
-    let err = gw
-        .verify(&expected(&["same", "other"], &[]), Duration::from_millis(300))
+    assert_eq!(
+        emu.last_listen_paths().get("same").map(String::as_str),
+        Some("/two/")
+    );
+    gw.verify(&expected(&["same", "three"], &[]), WAIT)
         .await
-        .expect_err("mismatch");
-    assert_eq!(mismatch_fields(&err).0, &["other".to_string()][..]);
+        .expect("ids alone match");
+
+    // A later commit fixes the id of one.json: the API it had hidden appears.
+    root.api("one.json", "one", "/one/");
+    gw.reload(ReloadMode::Local).await.expect("reload");
+    let err = gw
+        .verify(
+            &expected(&["same", "three"], &[]),
+            Duration::from_millis(300),
+        )
+        .await
+        .expect_err("one more API than before");
+    assert_eq!(mismatch_fields(&err), (&[][..], &["one".to_string()][..]));
 }
 
 #[tokio::test]
@@ -237,8 +285,14 @@ async fn listen_path_collision_renames_the_second() {
 async fn companions_dotfiles_and_subfolders_follow_the_glob() {
     let root = Root::new();
     root.api("pet.json", "pet", "/pet/");
-    root.write("apps/pet-oas.json", r#"{"openapi": "3.0.3", "info": {"title": "x"}}"#);
-    root.write("apps/bare.json", r#"{"openapi": "3.0.3", "info": {"title": "bare"}}"#);
+    root.write(
+        "apps/pet-oas.json",
+        r#"{"openapi": "3.0.3", "info": {"title": "x"}}"#,
+    );
+    root.write(
+        "apps/bare.json",
+        r#"{"openapi": "3.0.3", "info": {"title": "bare"}}"#,
+    );
     root.api(".tmp.json", "dot", "/dot/");
     root.api("notes.json.tmp", "tmp", "/tmp/");
     fs::create_dir(root.current().join("apps/nested")).expect("mkdir");
@@ -261,17 +315,28 @@ async fn bad_policy_map_aborts_the_whole_reload() {
     });
     let gw = client(&emu.url(), SECRET);
     // The map key is the policy id.
-    assert_eq!(gw.loaded().await.expect("loaded"), expected(&["a"], &["basic"]));
+    assert_eq!(
+        gw.loaded().await.expect("loaded"),
+        expected(&["a"], &["basic"])
+    );
 
     fs::write(&map, "{ not json").expect("write");
     root.api("b.json", "b", "/b/");
-    gw.reload(ReloadMode::Local).await.expect("reload answers 200 anyway");
+    gw.reload(ReloadMode::Local)
+        .await
+        .expect("reload answers 200 anyway");
     let err = gw
-        .verify(&expected(&["a", "b"], &["basic"]), Duration::from_millis(300))
+        .verify(
+            &expected(&["a", "b"], &["basic"]),
+            Duration::from_millis(300),
+        )
         .await
         .expect_err("nothing reloaded");
     assert_eq!(mismatch_fields(&err).0, &["b".to_string()][..]);
-    assert_eq!(gw.loaded().await.expect("loaded"), expected(&["a"], &["basic"]));
+    assert_eq!(
+        gw.loaded().await.expect("loaded"),
+        expected(&["a"], &["basic"])
+    );
 }
 
 #[tokio::test]
@@ -284,7 +349,10 @@ async fn unparsable_policy_file_still_adds_an_empty_policy() {
         .verify(&expected(&[], &["basic"]), Duration::from_millis(200))
         .await
         .expect_err("mismatch");
-    assert!(err.to_string().contains("unexpected policies: (empty id)"), "{err}");
+    assert!(
+        err.to_string().contains("unexpected policies: (empty id)"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -296,7 +364,9 @@ async fn removed_file_unloads_the_api() {
     let gw = client(&emu.url(), SECRET);
     fs::remove_file(root.current().join("apps/b.json")).expect("rm");
     gw.reload(ReloadMode::Local).await.expect("reload");
-    gw.verify(&expected(&["a"], &[]), WAIT).await.expect("b unloaded");
+    gw.verify(&expected(&["a"], &[]), WAIT)
+        .await
+        .expect("b unloaded");
 }
 
 #[tokio::test]
@@ -306,8 +376,11 @@ async fn symlink_swap_is_seen_at_the_next_reload() {
     let emu = root.emulator();
     let next = root.dir.path().join("revisions/b/apps");
     fs::create_dir_all(&next).expect("mkdir");
-    fs::write(next.join("c.json"), fs::read(root.current().join("apps/a.json")).expect("read"))
-        .expect("write");
+    fs::write(
+        next.join("c.json"),
+        fs::read(root.current().join("apps/a.json")).expect("read"),
+    )
+    .expect("write");
     let tmp = root.dir.path().join("current.tmp");
     std::os::unix::fs::symlink("revisions/b", &tmp).expect("symlink");
     fs::rename(&tmp, root.current()).expect("swap");
@@ -315,7 +388,9 @@ async fn symlink_swap_is_seen_at_the_next_reload() {
     let gw = client(&emu.url(), SECRET);
     gw.reload(ReloadMode::Local).await.expect("reload");
     // c.json holds api_id "a"; the file name does not matter.
-    gw.verify(&expected(&["a"], &[]), WAIT).await.expect("verified");
+    gw.verify(&expected(&["a"], &[]), WAIT)
+        .await
+        .expect("verified");
     assert!(emu.last_listen_paths().contains_key("a"));
 }
 
@@ -328,7 +403,9 @@ async fn failed_reload_and_drift_show_as_mismatch() {
     emu.set_fail_reloads(true);
     root.api("b.json", "b", "/b/");
     gw.reload(ReloadMode::Local).await.expect("200 even so");
-    let err = gw.verify(&expected(&["a", "b"], &[]), Duration::from_millis(300)).await;
+    let err = gw
+        .verify(&expected(&["a", "b"], &[]), Duration::from_millis(300))
+        .await;
     assert!(err.expect_err("not loaded").is_mismatch());
 
     emu.set_fail_reloads(false);
@@ -369,9 +446,4 @@ async fn outage_during_verify_is_an_outage_not_a_mismatch() {
         .await
         .expect_err("down");
     assert!(err.is_transient() && !err.is_mismatch(), "{err}");
-}
-
-#[allow(dead_code)]
-fn _paths_are_plain(p: &Path) -> &Path {
-    p
 }
