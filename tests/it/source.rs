@@ -1,1 +1,516 @@
-//! (in progress)
+//! The source stage against real servers: `git daemon`, `git http-backend`
+//! behind Basic auth, OpenSSH `sshd`, and plain local paths. Each test is a
+//! user's story: publish a config repo, resolve the ref, fetch it, read it.
+
+use std::fs;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+use tyk_gitops::source::{Commit, Source, SourceConfig, SourceError};
+use tyk_gitops::tree::{Content, EntryKind, Tree};
+
+use crate::support::git_server::{GitDaemon, GitHttp};
+use crate::support::repo::{ConfigRepo, git};
+use crate::support::sshd::Sshd;
+
+fn config(repo: &str) -> SourceConfig {
+    SourceConfig {
+        repo: repo.to_string(),
+        git_ref: None,
+        depth: 1,
+        username: None,
+        password_file: None,
+        ssh_key_file: None,
+        ssh_known_hosts_file: None,
+        connect_timeout: Duration::from_secs(5),
+        timeout: Duration::from_secs(30),
+    }
+}
+
+/// A config repo, the folder servers export it from, and a cache folder.
+struct World {
+    repo: ConfigRepo,
+    served: TempDir,
+    bare: PathBuf,
+    root: TempDir,
+}
+
+impl World {
+    /// A repo with two APIs, a policy and an `envs/prod` config root,
+    /// published as `<served>/config.git`.
+    fn new() -> World {
+        let repo = ConfigRepo::new();
+        repo.api("a")
+            .api("b")
+            .policy("p1", &["a"])
+            .file("envs/prod/apps/prod.json", "{\"api_id\":\"prod\"}");
+        repo.commit("first");
+        let served = tempfile::tempdir().expect("served dir");
+        let bare = repo.bare_clone(served.path(), "config.git");
+        // SSH runs upload-pack with the repo's own config: allow sha wants.
+        git(&bare, &["config", "uploadpack.allowAnySHA1InWant", "true"]);
+        World {
+            repo,
+            served,
+            bare,
+            root: tempfile::tempdir().expect("root dir"),
+        }
+    }
+
+    /// Pushes every branch and tag to the served repo, rewriting history
+    /// where the fixture did.
+    fn publish(&self) {
+        let bare = self.bare.display().to_string();
+        git(
+            self.repo.path(),
+            &["push", "-q", "--force", &bare, "refs/heads/*:refs/heads/*"],
+        );
+        git(
+            self.repo.path(),
+            &["push", "-q", "--force", &bare, "refs/tags/*:refs/tags/*"],
+        );
+    }
+
+    fn source(&self, config: SourceConfig) -> Source {
+        Source::new(config, self.root.path().join("cache"))
+    }
+}
+
+/// resolve → fetch → read_tree, as the reconciler runs them.
+fn sync(source: &Source, subpath: Option<&str>) -> (Commit, Tree) {
+    let commit = source.resolve().expect("resolve");
+    source.fetch(&commit).expect("fetch");
+    let tree = source
+        .read_tree(&commit, subpath, 1 << 20)
+        .expect("read_tree");
+    (commit, tree)
+}
+
+fn paths(tree: &Tree) -> Vec<&str> {
+    tree.entries.iter().map(|e| e.path.as_str()).collect()
+}
+
+fn loaded(tree: &Tree, path: &str) -> String {
+    match &tree
+        .get(path)
+        .unwrap_or_else(|| panic!("{path} missing"))
+        .content
+    {
+        Content::Loaded(bytes) => String::from_utf8_lossy(bytes).into_owned(),
+        other => panic!("{path} not loaded: {other:?}"),
+    }
+}
+
+fn with_ref(mut config: SourceConfig, git_ref: &str) -> SourceConfig {
+    config.git_ref = Some(git_ref.to_string());
+    config
+}
+
+#[test]
+fn daemon_default_head_is_fetched_shallow_and_read_without_checkout() {
+    let world = World::new();
+    let daemon = GitDaemon::start(world.served.path());
+    let source = world.source(config(&daemon.url("config.git")));
+
+    let (commit, tree) = sync(&source, None);
+
+    assert_eq!(commit.sha, world.repo.head());
+    assert_eq!(commit.git_ref, "HEAD");
+    assert_eq!(
+        paths(&tree),
+        [
+            "apps/a.json",
+            "apps/b.json",
+            "envs/prod/apps/prod.json",
+            "policies/p1.json"
+        ]
+    );
+    assert!(loaded(&tree, "apps/a.json").contains("\"api_id\": \"a\""));
+    let entry = tree.get("apps/a.json").expect("entry");
+    assert_eq!(
+        entry.blob,
+        tyk_gitops::tree::blob_id(loaded(&tree, "apps/a.json").as_bytes())
+    );
+    // Shallow: the cache knows the commit but not its (absent) history.
+    let cache = world.root.path().join("cache");
+    assert!(cache.join("shallow").is_file(), "cache is not shallow");
+    // Fetching a commit already present touches nothing.
+    source.fetch(&commit).expect("second fetch is a no-op");
+}
+
+#[test]
+fn daemon_resolves_branches_tags_annotated_tags_and_full_shas() {
+    let world = World::new();
+    let first = world.repo.head();
+    world.repo.tag("v1");
+    git(
+        world.repo.path(),
+        &["tag", "-a", "v1-annotated", "-m", "release"],
+    );
+    world.repo.checkout_new_branch("dev").api("dev-only");
+    let dev = world.repo.commit("dev work");
+    world.repo.checkout("main").api("c");
+    let main = world.repo.commit("second on main");
+    world.publish();
+    let daemon = GitDaemon::start(world.served.path());
+    let url = daemon.url("config.git");
+
+    let cases = [
+        ("main", &main),
+        ("refs/heads/dev", &dev),
+        ("dev", &dev),
+        ("v1", &first),
+        ("v1-annotated", &first),
+        ("refs/tags/v1-annotated", &first),
+        // An older commit, not at any tip: fetched by id.
+        (first.as_str(), &first),
+    ];
+    for (git_ref, expected) in cases {
+        let source = world.source(with_ref(config(&url), git_ref));
+        let (commit, tree) = sync(&source, None);
+        assert_eq!(&commit.sha, expected, "ref {git_ref}");
+        assert_eq!(commit.git_ref, git_ref);
+        assert_eq!(
+            tree.get("apps/dev-only.json").is_some(),
+            expected == &dev,
+            "ref {git_ref}"
+        );
+    }
+}
+
+#[test]
+fn full_sha_resolves_without_asking_the_remote() {
+    let sha = "0123456789abcdef0123456789abcdef01234567";
+    // Nothing listens on this URL: resolve must not connect.
+    let source = Source::new(
+        with_ref(config("git://127.0.0.1:1/nowhere.git"), sha),
+        PathBuf::from("/nonexistent/cache"),
+    );
+    assert_eq!(source.resolve().expect("resolve").sha, sha);
+}
+
+#[test]
+fn subpath_is_the_config_root_and_a_missing_one_is_named() {
+    let world = World::new();
+    let daemon = GitDaemon::start(world.served.path());
+    let source = world.source(config(&daemon.url("config.git")));
+
+    let (commit, tree) = sync(&source, Some("envs/prod"));
+    assert_eq!(paths(&tree), ["apps/prod.json"]);
+
+    let err = source
+        .read_tree(&commit, Some("envs/staging"), 1 << 20)
+        .expect_err("missing subpath");
+    assert!(matches!(err, SourceError::MissingPath { .. }), "{err:?}");
+    let message = err.to_string();
+    assert!(
+        message.contains("envs/staging") && message.contains(&commit.sha),
+        "{message}"
+    );
+
+    let err = source
+        .read_tree(&commit, Some("apps/a.json"), 1 << 20)
+        .expect_err("file as subpath");
+    assert!(matches!(err, SourceError::NotADirectory { .. }), "{err:?}");
+}
+
+#[test]
+fn missing_ref_names_the_ref_the_remote_and_what_it_has() {
+    let world = World::new();
+    let daemon = GitDaemon::start(world.served.path());
+    let url = daemon.url("config.git");
+    let source = world.source(with_ref(config(&url), "mian"));
+
+    let err = source.resolve().expect_err("no such ref");
+
+    assert!(matches!(err, SourceError::RefNotFound { .. }), "{err:?}");
+    let message = err.to_string();
+    assert!(message.contains("\"mian\""), "{message}");
+    assert!(message.contains(&url), "{message}");
+    assert!(message.contains("branches: main"), "{message}");
+}
+
+#[test]
+fn a_no_change_poll_is_one_ref_listing_and_no_pack() {
+    let world = World::new();
+    let http = GitHttp::start(world.served.path(), None);
+    let source = world.source(config(&http.url("config.git")));
+    let (first, _) = sync(&source, None);
+    assert!(
+        http.requests().iter().any(|r| r.starts_with("POST")),
+        "the first fetch downloads a pack: {:?}",
+        http.requests()
+    );
+    http.clear_requests();
+
+    let again = source.resolve().expect("resolve");
+    source.fetch(&again).expect("fetch no-op");
+
+    assert_eq!(again, first);
+    assert_eq!(
+        http.requests(),
+        ["GET /config.git/info/refs?service=git-upload-pack"]
+    );
+}
+
+#[test]
+fn http_basic_auth_accepts_the_right_password_from_a_file() {
+    let world = World::new();
+    let http = GitHttp::start(world.served.path(), Some(("deploy", "s3cret-token")));
+    let secret = world.root.path().join("token");
+    fs::write(&secret, "s3cret-token\n").expect("write token");
+    let mut cfg = config(&http.url("config.git"));
+    cfg.username = Some("deploy".into());
+    cfg.password_file = Some(secret);
+
+    let (commit, tree) = sync(&world.source(cfg), None);
+
+    assert_eq!(commit.sha, world.repo.head());
+    assert!(tree.get("apps/a.json").is_some());
+}
+
+#[test]
+fn http_wrong_password_is_an_auth_error_that_never_shows_the_password() {
+    let world = World::new();
+    let http = GitHttp::start(world.served.path(), Some(("deploy", "right-token")));
+    let secret = world.root.path().join("token");
+    fs::write(&secret, "wrong-token-123").expect("write token");
+    let mut cfg = config(&http.url("config.git"));
+    cfg.username = Some("deploy".into());
+    cfg.password_file = Some(secret);
+
+    let err = world.source(cfg).resolve().expect_err("bad password");
+
+    assert!(matches!(err, SourceError::Auth { .. }), "{err:?}");
+    let shown = format!("{err} {err:?}");
+    assert!(!shown.contains("wrong-token-123"), "{shown}");
+    assert!(shown.contains(&http.url("config.git")), "{shown}");
+}
+
+#[test]
+fn http_credentials_in_the_url_work_and_are_redacted_from_errors() {
+    let world = World::new();
+    let http = GitHttp::start(world.served.path(), Some(("deploy", "url-token")));
+
+    let good = http.url_with_credentials("config.git", "deploy", "url-token");
+    let (commit, _) = sync(&world.source(config(&good)), None);
+    assert_eq!(commit.sha, world.repo.head());
+
+    let bad = http.url_with_credentials("config.git", "deploy", "leaky-token-456");
+    let err = world.source(config(&bad)).resolve().expect_err("bad token");
+    assert!(matches!(err, SourceError::Auth { .. }), "{err:?}");
+    let shown = format!("{err} {err:?}");
+    assert!(!shown.contains("leaky-token-456"), "{shown}");
+    assert!(shown.contains("deploy:***@127.0.0.1"), "{shown}");
+}
+
+#[test]
+fn a_rotated_token_is_read_again_on_the_next_call() {
+    let world = World::new();
+    let http = GitHttp::start(world.served.path(), Some(("deploy", "token-v2")));
+    let secret = world.root.path().join("token");
+    fs::write(&secret, "token-v1\n").expect("write token");
+    let mut cfg = config(&http.url("config.git"));
+    cfg.username = Some("deploy".into());
+    cfg.password_file = Some(secret.clone());
+    let source = world.source(cfg);
+
+    let err = source.resolve().expect_err("old token");
+    assert!(matches!(err, SourceError::Auth { .. }), "{err:?}");
+
+    fs::write(&secret, "token-v2\n").expect("rotate token");
+    let (commit, _) = sync(&source, None);
+    assert_eq!(commit.sha, world.repo.head());
+}
+
+fn ssh_config(sshd: &Sshd, known_hosts: &Path) -> SourceConfig {
+    let mut cfg = config(&sshd.url("config.git"));
+    cfg.ssh_key_file = Some(sshd.client_key());
+    cfg.ssh_known_hosts_file = Some(known_hosts.to_path_buf());
+    cfg
+}
+
+#[test]
+fn ssh_with_a_known_host_key_fetches() {
+    let world = World::new();
+    let sshd = Sshd::start(world.served.path());
+    let known = sshd.write_known_hosts("known_hosts", &sshd.known_hosts_line());
+    let source = world.source(ssh_config(&sshd, &known));
+
+    let commit = source
+        .resolve()
+        .unwrap_or_else(|e| panic!("resolve: {e}\nsshd log:\n{}", sshd.log()));
+    source.fetch(&commit).expect("fetch");
+    let tree = source.read_tree(&commit, None, 1 << 20).expect("read");
+
+    assert_eq!(commit.sha, world.repo.head());
+    assert!(tree.get("policies/p1.json").is_some());
+}
+
+#[test]
+fn ssh_unknown_host_is_refused_with_a_clear_message() {
+    let world = World::new();
+    let sshd = Sshd::start(world.served.path());
+    let known = sshd.write_known_hosts("empty_known_hosts", "");
+
+    let err = world
+        .source(ssh_config(&sshd, &known))
+        .resolve()
+        .expect_err("unknown host");
+
+    assert!(matches!(err, SourceError::UnknownHostKey { .. }), "{err:?}");
+    let message = err.to_string();
+    assert!(
+        message.contains(&format!("[127.0.0.1]:{}", sshd.port)),
+        "{message}"
+    );
+    assert!(message.contains(&known.display().to_string()), "{message}");
+    assert!(message.contains("refusing"), "{message}");
+}
+
+#[test]
+fn ssh_wrong_host_key_is_refused() {
+    let world = World::new();
+    let sshd = Sshd::start(world.served.path());
+    // Someone else's ed25519 key listed for this host and port.
+    let other = "AAAAC3NzaC1lZDI1NTE5AAAAIG2iZ7b3swaIFrcA8z5i/MgggH8G94VQhfG2tus00eG3";
+    let known = sshd.write_known_hosts(
+        "wrong_known_hosts",
+        &format!("[127.0.0.1]:{} ssh-ed25519 {other}\n", sshd.port),
+    );
+
+    let err = world
+        .source(ssh_config(&sshd, &known))
+        .resolve()
+        .expect_err("wrong key");
+
+    assert!(
+        matches!(err, SourceError::HostKeyMismatch { .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("SHA256:"), "{err}");
+}
+
+#[test]
+fn force_pushed_history_is_resolved_and_fetched() {
+    let world = World::new();
+    let daemon = GitDaemon::start(world.served.path());
+    let source = world.source(with_ref(config(&daemon.url("config.git")), "main"));
+    let (old, _) = sync(&source, None);
+
+    // Rewrite main from scratch, unrelated to what the cache holds.
+    git(
+        world.repo.path(),
+        &["checkout", "-q", "--orphan", "rewritten"],
+    );
+    git(world.repo.path(), &["rm", "-rq", "--cached", "."]);
+    world
+        .repo
+        .remove("apps")
+        .remove("policies")
+        .remove("envs")
+        .api("fresh");
+    world.repo.commit("new history");
+    git(
+        world.repo.path(),
+        &["branch", "-q", "-M", "rewritten", "main"],
+    );
+    world.publish();
+
+    let (new, tree) = sync(&source, None);
+    assert_ne!(new.sha, old.sha);
+    assert_eq!(new.sha, world.repo.head());
+    assert_eq!(paths(&tree), ["apps/fresh.json"]);
+}
+
+#[test]
+fn symlinks_submodules_and_large_files_are_recorded_not_read() {
+    let world = World::new();
+    std::os::unix::fs::symlink("/etc/passwd", world.repo.path().join("apps/link.json"))
+        .expect("symlink");
+    world.repo.file("apps/big.json", vec![b' '; 5000]);
+    world.repo.commit("odd entries");
+    world.publish();
+    let daemon = GitDaemon::start(world.served.path());
+    let source = world.source(config(&daemon.url("config.git")));
+    let commit = source.resolve().expect("resolve");
+    source.fetch(&commit).expect("fetch");
+
+    let tree = source.read_tree(&commit, None, 1000).expect("read");
+
+    let link = tree.get("apps/link.json").expect("link");
+    assert_eq!(link.kind, EntryKind::Symlink);
+    assert_eq!(link.content, Content::Absent);
+    let big = tree.get("apps/big.json").expect("big");
+    assert_eq!(big.kind, EntryKind::File);
+    assert_eq!(big.content, Content::TooLarge { size: 5000 });
+}
+
+#[test]
+fn local_paths_and_file_urls_are_sources_too() {
+    let world = World::new();
+    for url in [
+        world.bare.display().to_string(),
+        format!("file://{}", world.bare.display()),
+        world.repo.url(),
+    ] {
+        let root = tempfile::tempdir().expect("root");
+        let source = Source::new(config(&url), root.path().join("cache"));
+        let (commit, tree) = sync(&source, Some("envs/prod"));
+        assert_eq!(commit.sha, world.repo.head(), "{url}");
+        assert_eq!(paths(&tree), ["apps/prod.json"], "{url}");
+    }
+}
+
+#[test]
+fn unreachable_server_is_a_connect_error_within_the_timeout() {
+    let port = crate::support::free_port();
+    let mut cfg = config(&format!("git://127.0.0.1:{port}/config.git"));
+    cfg.connect_timeout = Duration::from_secs(2);
+    cfg.timeout = Duration::from_secs(2);
+    let root = tempfile::tempdir().expect("root");
+    let start = Instant::now();
+
+    let err = Source::new(cfg, root.path().join("cache"))
+        .resolve()
+        .expect_err("nothing listens");
+
+    assert!(matches!(err, SourceError::Connect { .. }), "{err:?}");
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+}
+
+#[test]
+fn a_server_that_never_answers_times_out() {
+    // Accepts connections and says nothing.
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let mut cfg = config(&format!("git://127.0.0.1:{port}/config.git"));
+    cfg.connect_timeout = Duration::from_secs(1);
+    cfg.timeout = Duration::from_secs(1);
+    let root = tempfile::tempdir().expect("root");
+    let start = Instant::now();
+
+    let err = Source::new(cfg, root.path().join("cache"))
+        .resolve()
+        .expect_err("silent server");
+
+    assert!(
+        matches!(
+            err,
+            SourceError::Timeout { .. } | SourceError::Connect { .. }
+        ),
+        "{err:?}"
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+    drop(listener);
+}

@@ -1,0 +1,110 @@
+//! A fetched commit's tree → `Tree`, straight from the object database (no
+//! checkout). Sizes come from object headers, so an oversized blob is never
+//! read into memory; symlinks and submodules are recorded, not followed.
+
+use git2::{ObjectType, Oid, Repository};
+
+use super::SourceError;
+use crate::tree::{Content, EntryKind, Tree, TreeEntry};
+
+const MODE_TREE: i32 = 0o040000;
+const MODE_SYMLINK: i32 = 0o120000;
+const MODE_GITLINK: i32 = 0o160000;
+
+pub fn read_tree(
+    repo: &Repository,
+    sha: &str,
+    subpath: Option<&str>,
+    max_file_size: u64,
+) -> Result<Tree, SourceError> {
+    let read_error = |err: git2::Error| SourceError::Read {
+        sha: sha.to_string(),
+        message: err.message().to_string(),
+    };
+    let not_fetched = || SourceError::NotFetched {
+        sha: sha.to_string(),
+    };
+    let oid = Oid::from_str(sha).map_err(|_| not_fetched())?;
+    let commit = repo
+        .find_object(oid, None)
+        .and_then(|object| object.peel_to_commit())
+        .map_err(|_| not_fetched())?;
+    let root = commit.tree().map_err(read_error)?;
+    let subpath = subpath
+        .map(|p| p.trim_matches('/'))
+        .filter(|p| !p.is_empty() && *p != ".");
+    let start = match subpath {
+        None => root,
+        Some(path) => {
+            let missing = || SourceError::MissingPath {
+                sha: sha.to_string(),
+                subpath: path.to_string(),
+            };
+            let entry = root
+                .get_path(std::path::Path::new(path))
+                .map_err(|_| missing())?;
+            if entry.kind() != Some(ObjectType::Tree) {
+                return Err(SourceError::NotADirectory {
+                    sha: sha.to_string(),
+                    subpath: path.to_string(),
+                });
+            }
+            repo.find_tree(entry.id()).map_err(read_error)?
+        }
+    };
+
+    let odb = repo.odb().map_err(read_error)?;
+    let mut entries = Vec::new();
+    let mut stack = vec![(start, String::new())];
+    while let Some((tree, prefix)) = stack.pop() {
+        for item in tree.iter() {
+            let name = item.name().map_err(|_| SourceError::BadPath {
+                sha: sha.to_string(),
+                path: format!("{prefix}{}", String::from_utf8_lossy(item.name_bytes())),
+            })?;
+            // A crafted tree could name an entry `..`; the Tree invariant
+            // (and every later stage) relies on clean relative paths.
+            if name.is_empty() || name == "." || name == ".." || name.contains('/') {
+                return Err(SourceError::BadPath {
+                    sha: sha.to_string(),
+                    path: format!("{prefix}{name}"),
+                });
+            }
+            let path = format!("{prefix}{name}");
+            match item.filemode() {
+                MODE_TREE => {
+                    let subtree = repo.find_tree(item.id()).map_err(read_error)?;
+                    stack.push((subtree, format!("{path}/")));
+                }
+                MODE_SYMLINK => entries.push(no_content(path, EntryKind::Symlink)),
+                MODE_GITLINK => entries.push(no_content(path, EntryKind::Submodule)),
+                _ => {
+                    let (size, _) = odb.read_header(item.id()).map_err(read_error)?;
+                    let size = size as u64;
+                    let content = if size > max_file_size {
+                        Content::TooLarge { size }
+                    } else {
+                        let blob = repo.find_blob(item.id()).map_err(read_error)?;
+                        Content::Loaded(blob.content().to_vec())
+                    };
+                    entries.push(TreeEntry {
+                        path,
+                        kind: EntryKind::File,
+                        content,
+                        blob: item.id(),
+                    });
+                }
+            }
+        }
+    }
+    Ok(Tree::from_entries(entries))
+}
+
+fn no_content(path: String, kind: EntryKind) -> TreeEntry {
+    TreeEntry {
+        path,
+        kind,
+        content: Content::Absent,
+        blob: Oid::ZERO_SHA1,
+    }
+}

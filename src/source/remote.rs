@@ -1,0 +1,364 @@
+//! One conversation with the remote: credentials, host-key verification and
+//! time limits wired into libgit2's callbacks, and libgit2's errors turned
+//! into `SourceError`s that say what went wrong without any secret.
+
+use std::cell::{Cell, RefCell};
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use git2::{
+    CertificateCheckStatus, Cred, CredentialType, Direction, ErrorClass, ErrorCode, Oid, Remote,
+    RemoteCallbacks,
+};
+
+use super::known_hosts::{self, Verdict};
+use super::url::{Transport, redact_url, scrub, transport};
+use super::{SourceConfig, SourceError};
+
+/// What a callback saw that libgit2's own error would blur: it knows only
+/// "callback failed", we know why.
+#[derive(Debug, Clone)]
+enum Failure {
+    UnknownHost {
+        host: String,
+    },
+    HostKeyMismatch {
+        host: String,
+        offered: String,
+        known: Vec<String>,
+    },
+    NoRawHostKey {
+        host: String,
+    },
+    AuthRejected,
+    NoCredentials(&'static str),
+    Timeout,
+}
+
+/// The settings and secrets of one operation against the remote. Secrets
+/// are read when the session starts, so a rotated token is used at once.
+pub struct Session<'a> {
+    config: &'a SourceConfig,
+    transport: Transport,
+    /// Redacted; the only form of the URL that may reach a message.
+    pub shown_url: String,
+    password: Option<String>,
+    known_hosts_path: PathBuf,
+    started: Instant,
+    failure: RefCell<Option<Failure>>,
+    credential_attempts: Cell<u32>,
+}
+
+impl<'a> Session<'a> {
+    pub fn start(config: &'a SourceConfig) -> Result<Session<'a>, SourceError> {
+        let transport = transport(&config.repo);
+        let password = match &config.password_file {
+            Some(path) => Some(read_secret(path)?),
+            None => None,
+        };
+        apply_timeouts(config.connect_timeout, config.timeout);
+        Ok(Session {
+            config,
+            transport,
+            shown_url: redact_url(&config.repo),
+            password,
+            known_hosts_path: known_hosts_path(config),
+            started: Instant::now(),
+            failure: RefCell::new(None),
+            credential_attempts: Cell::new(0),
+        })
+    }
+
+    pub fn is_local(&self) -> bool {
+        self.transport == Transport::Local
+    }
+
+    /// Every ref the remote advertises, with its object id: one listing.
+    pub fn list(&self) -> Result<Vec<(String, Oid)>, SourceError> {
+        let mut remote = Remote::create_detached(self.config.repo.as_str())
+            .map_err(|e| self.connect_error(&e))?;
+        let connection = remote
+            .connect_auth(Direction::Fetch, Some(self.callbacks()), None)
+            .map_err(|e| self.connect_error(&e))?;
+        let heads = connection.list().map_err(|e| self.connect_error(&e))?;
+        Ok(heads
+            .iter()
+            .map(|head| (head.name().to_string(), head.oid()))
+            .collect())
+    }
+
+    /// The callbacks every connection uses: credentials, host key, timeout.
+    pub fn callbacks(&self) -> RemoteCallbacks<'_> {
+        let mut callbacks = RemoteCallbacks::new();
+        callbacks
+            .credentials(|_url, user_from_url, allowed| self.credentials(user_from_url, allowed));
+        callbacks.certificate_check(|cert, host| {
+            let Some(hostkey) = cert.as_hostkey() else {
+                // TLS: libgit2 verifies the chain against the system roots.
+                return Ok(CertificateCheckStatus::CertificatePassthrough);
+            };
+            let failure = match hostkey.hostkey() {
+                Some(key) => self.check_host_key(host, key),
+                None => Some(Failure::NoRawHostKey {
+                    host: host.to_string(),
+                }),
+            };
+            match failure {
+                None => Ok(CertificateCheckStatus::CertificateOk),
+                Some(failure) => {
+                    self.failure.replace(Some(failure));
+                    Err(git2::Error::from_str("host key verification failed"))
+                }
+            }
+        });
+        callbacks.transfer_progress(|_| self.within_time());
+        callbacks.sideband_progress(|_| self.within_time());
+        callbacks
+    }
+
+    /// False (abort) once the operation has run longer than `timeout`.
+    fn within_time(&self) -> bool {
+        if self.started.elapsed() > self.config.timeout {
+            self.failure.replace(Some(Failure::Timeout));
+            return false;
+        }
+        true
+    }
+
+    fn credentials(
+        &self,
+        user_from_url: Option<&str>,
+        allowed: CredentialType,
+    ) -> Result<Cred, git2::Error> {
+        let refuse = |failure: Failure| {
+            self.failure.replace(Some(failure));
+            Err(git2::Error::from_str("no usable credentials"))
+        };
+        let user = self
+            .config
+            .username
+            .as_deref()
+            .or(user_from_url)
+            .filter(|u| !u.is_empty());
+        if allowed.contains(CredentialType::USERNAME) {
+            return Cred::username(user.unwrap_or("git"));
+        }
+        // libgit2 asks again after the server refused what we gave: one try
+        // per operation, or a wrong token loops forever.
+        if self.credential_attempts.get() > 0 {
+            return refuse(Failure::AuthRejected);
+        }
+        self.credential_attempts.set(1);
+        if allowed.contains(CredentialType::SSH_KEY) {
+            let Some(key) = &self.config.ssh_key_file else {
+                return refuse(Failure::NoCredentials(
+                    "the SSH server wants a key: set --ssh-key-file",
+                ));
+            };
+            return Cred::ssh_key(user.unwrap_or("git"), None, key, None);
+        }
+        if allowed.contains(CredentialType::USER_PASS_PLAINTEXT) {
+            let (url_user, url_password) = match &self.transport {
+                Transport::Http { user, password } => (user.as_deref(), password.as_deref()),
+                _ => (None, None),
+            };
+            let password = self.password.as_deref().or(url_password);
+            let Some(password) = password else {
+                return refuse(Failure::NoCredentials(
+                    "the server wants credentials: set --username and --password-file",
+                ));
+            };
+            // A token alone needs some user name; hosts that take tokens
+            // ignore it, and this is GitHub's documented one.
+            let user = self
+                .config
+                .username
+                .as_deref()
+                .or(url_user)
+                .unwrap_or("x-access-token");
+            return Cred::userpass_plaintext(user, password);
+        }
+        refuse(Failure::NoCredentials(
+            "the server asks for a kind of credentials this tool does not offer",
+        ))
+    }
+
+    fn check_host_key(&self, host: &str, key: &[u8]) -> Option<Failure> {
+        let port = match &self.transport {
+            Transport::Ssh { port, .. } => *port,
+            _ => None,
+        };
+        // A missing file knows no host: the same refusal, same message.
+        let text = fs::read_to_string(&self.known_hosts_path).unwrap_or_default();
+        let shown_host = known_hosts::host_pattern(host, port);
+        match known_hosts::check(&text, host, port, key) {
+            Verdict::Trusted => None,
+            Verdict::Unknown => Some(Failure::UnknownHost { host: shown_host }),
+            Verdict::Mismatch { known_types } => Some(Failure::HostKeyMismatch {
+                host: shown_host,
+                offered: format!(
+                    "{} {}",
+                    known_hosts::key_type(key),
+                    known_hosts::fingerprint(key)
+                ),
+                known: known_types,
+            }),
+        }
+    }
+
+    /// An error of the listing (connect, auth, handshake).
+    pub fn connect_error(&self, err: &git2::Error) -> SourceError {
+        self.classify(err, |message| SourceError::Connect {
+            url: self.shown_url.clone(),
+            message,
+        })
+    }
+
+    /// An error of a fetch; `other` builds the error for what is not a
+    /// connection, auth, host-key or timeout problem.
+    pub fn classify(
+        &self,
+        err: &git2::Error,
+        other: impl FnOnce(String) -> SourceError,
+    ) -> SourceError {
+        let url = self.shown_url.clone();
+        let message = self.clean(err.message());
+        let known_hosts = self.known_hosts_path.clone();
+        match self.failure.borrow().clone() {
+            Some(Failure::UnknownHost { host }) => {
+                return SourceError::UnknownHostKey {
+                    url,
+                    host,
+                    known_hosts,
+                };
+            }
+            Some(Failure::HostKeyMismatch {
+                host,
+                offered,
+                known,
+            }) => {
+                return SourceError::HostKeyMismatch {
+                    url,
+                    host,
+                    known_hosts,
+                    offered,
+                    known: known.join(", "),
+                };
+            }
+            Some(Failure::NoRawHostKey { host }) => {
+                return SourceError::Connect {
+                    url,
+                    message: format!("{host} sent no host key to verify; refusing"),
+                };
+            }
+            Some(Failure::AuthRejected) => {
+                return SourceError::Auth {
+                    url,
+                    message: "the server rejected the credentials".to_string(),
+                };
+            }
+            Some(Failure::NoCredentials(hint)) => {
+                return SourceError::Auth {
+                    url,
+                    message: hint.to_string(),
+                };
+            }
+            Some(Failure::Timeout) => {
+                return SourceError::Timeout {
+                    url,
+                    after: self.config.timeout,
+                };
+            }
+            None => {}
+        }
+        let lower = message.to_ascii_lowercase();
+        if err.code() == ErrorCode::Auth
+            || lower.contains("401")
+            || lower.contains("403")
+            || lower.contains("authentication")
+        {
+            return SourceError::Auth { url, message };
+        }
+        if lower.contains("timed out") || lower.contains("timeout") {
+            let after = if lower.contains("connect") {
+                self.config.connect_timeout
+            } else {
+                self.config.timeout
+            };
+            return SourceError::Timeout { url, after };
+        }
+        match err.class() {
+            ErrorClass::Net | ErrorClass::Os | ErrorClass::Ssh | ErrorClass::Ssl => {
+                SourceError::Connect { url, message }
+            }
+            ErrorClass::Http if err.code() != ErrorCode::NotFound => {
+                SourceError::Connect { url, message }
+            }
+            _ => other(message),
+        }
+    }
+
+    /// A libgit2 message made safe to show.
+    pub fn clean(&self, message: &str) -> String {
+        let mut secrets: Vec<&str> = Vec::new();
+        if let Some(p) = &self.password {
+            secrets.push(p);
+        }
+        if let Transport::Http {
+            password: Some(p), ..
+        } = &self.transport
+        {
+            secrets.push(p);
+        }
+        scrub(message, &secrets)
+    }
+}
+
+/// Reads a secret file, without its trailing newline.
+fn read_secret(path: &Path) -> Result<String, SourceError> {
+    let text = fs::read_to_string(path).map_err(|source| SourceError::Secret {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(text.trim_end_matches(['\n', '\r']).to_string())
+}
+
+fn known_hosts_path(config: &SourceConfig) -> PathBuf {
+    config.ssh_known_hosts_file.clone().unwrap_or_else(|| {
+        let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("/"), PathBuf::from);
+        home.join(".ssh").join("known_hosts")
+    })
+}
+
+/// libgit2 keeps its socket timeouts in process globals. Writes go through
+/// this lock and only when the values change; a connection that starts
+/// meanwhile reads either the old or the new value, both sane.
+fn apply_timeouts(connect: Duration, io: Duration) {
+    static APPLIED: Mutex<Option<(i32, i32)>> = Mutex::new(None);
+    let ms = |d: Duration| i32::try_from(d.as_millis()).unwrap_or(i32::MAX);
+    let wanted = (ms(connect), ms(io));
+    let mut applied = APPLIED
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if *applied == Some(wanted) {
+        return;
+    }
+    // SAFETY: both calls store one int in libgit2's settings and cannot
+    // fail; we serialise our own writers with the lock above.
+    unsafe {
+        let _ = git2::opts::set_server_connect_timeout_in_milliseconds(wanted.0);
+        let _ = git2::opts::set_server_timeout_in_milliseconds(wanted.1);
+    }
+    *applied = Some(wanted);
+}
+
+/// An io::Error for a path, as the cache reports it.
+pub fn io_error(path: &Path, source: io::Error) -> SourceError {
+    SourceError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
