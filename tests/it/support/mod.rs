@@ -2,7 +2,9 @@
 //! ports, a config-repo builder, and a runner for the binary.
 #![allow(dead_code)]
 
+pub mod git_server;
 pub mod repo;
+pub mod sshd;
 pub mod tyk;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
