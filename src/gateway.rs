@@ -493,6 +493,22 @@ mod tests {
     }
 
     #[test]
+    fn null_lists_mean_nothing_loaded() {
+        let apis: Option<Vec<ApiIdOnly>> = serde_json::from_str("null").expect("json");
+        assert!(apis.is_none());
+        let apis: Option<Vec<ApiIdOnly>> =
+            serde_json::from_str(r#"[{"api_id":"a","proxy":{"listen_path":"/a/"},"x":[1,{}]}]"#)
+                .expect("json");
+        assert_eq!(
+            apis.into_iter()
+                .flatten()
+                .map(|a| a.api_id)
+                .collect::<Vec<_>>(),
+            ["a"]
+        );
+    }
+
+    #[test]
     fn policy_id_falls_back_to_database_id() {
         let list: Vec<PolicyIdOnly> = serde_json::from_str(
             r#"[{"id":"basic","_id":""},{"id":"","_id":"5ead7120575961000181867e"},{"_id":null}]"#,

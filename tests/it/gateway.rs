@@ -447,3 +447,21 @@ async fn outage_during_verify_is_an_outage_not_a_mismatch() {
         .expect_err("down");
     assert!(err.is_transient() && !err.is_mismatch(), "{err}");
 }
+
+#[tokio::test]
+async fn wrong_path_prefix_is_a_status_error_naming_the_endpoint() {
+    let root = Root::new();
+    let emu = root.emulator();
+    let gw = client(&format!("{}/not-tyk/", emu.url()), SECRET);
+    let err = gw.reload(ReloadMode::Local).await.expect_err("404");
+    assert!(
+        matches!(err, GatewayError::Status { status: 404, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("/not-tyk/tyk/reload"), "{err}");
+    let err = gw
+        .wait_ready(Duration::from_millis(300))
+        .await
+        .expect_err("404");
+    assert!(err.to_string().contains("/hello answered 404"), "{err}");
+}

@@ -269,7 +269,7 @@ fn router(shared: Arc<Shared>) -> Router {
     control = both(control, "/tyk/reload/group", get(reload_group));
     control = both(control, "/tyk/apis", get(apis));
     control = both(control, "/tyk/policies", get(policies));
-    let control = control.layer(middleware::from_fn_with_state(shared.clone(), check_secret));
+    let control = control.route_layer(middleware::from_fn_with_state(shared.clone(), check_secret));
     both(Router::new(), "/hello", get(hello))
         .merge(control)
         .with_state(shared)
