@@ -23,7 +23,7 @@ pub use url::redact_url;
 
 /// Where the config comes from and how to authenticate. Secrets are read from
 /// their files on every use, so rotated tokens are picked up.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SourceConfig {
     /// `https://`, `http://`, `ssh://`, `git@host:path`, `git://`, `file://` or a path.
     pub repo: String,
@@ -37,6 +37,23 @@ pub struct SourceConfig {
     pub ssh_known_hosts_file: Option<PathBuf>,
     pub connect_timeout: Duration,
     pub timeout: Duration,
+}
+
+/// By hand, because `repo` may carry credentials and configs get logged.
+impl std::fmt::Debug for SourceConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SourceConfig")
+            .field("repo", &redact_url(&self.repo))
+            .field("git_ref", &self.git_ref)
+            .field("depth", &self.depth)
+            .field("username", &self.username)
+            .field("password_file", &self.password_file)
+            .field("ssh_key_file", &self.ssh_key_file)
+            .field("ssh_known_hosts_file", &self.ssh_known_hosts_file)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
 }
 
 /// One commit of the remote, as resolved from a ref.
@@ -184,6 +201,7 @@ impl Source {
             let mut options = FetchOptions::new();
             options
                 .remote_callbacks(session.callbacks())
+                .proxy_options(remote::proxy())
                 .download_tags(AutotagOption::None)
                 .update_fetchhead(false);
             // The local transport copies objects without a pack protocol
@@ -328,6 +346,24 @@ mod tests {
         assert!(text.contains("branches: main, dev"), "{text}");
         assert!(text.contains("tags: v1, v2"), "{text}");
         assert!(!text.contains("^{}"), "{text}");
+    }
+
+    #[test]
+    fn config_debug_never_shows_url_credentials() {
+        let config = SourceConfig {
+            repo: "https://deploy:hunter2@git.example.com/cfg.git".into(),
+            git_ref: None,
+            depth: 1,
+            username: None,
+            password_file: None,
+            ssh_key_file: None,
+            ssh_known_hosts_file: None,
+            connect_timeout: Duration::from_secs(1),
+            timeout: Duration::from_secs(1),
+        };
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("deploy:***@git.example.com"), "{shown}");
     }
 
     #[test]

@@ -10,8 +10,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use git2::{
-    CertificateCheckStatus, Cred, CredentialType, Direction, ErrorClass, ErrorCode, Oid, Remote,
-    RemoteCallbacks,
+    CertificateCheckStatus, Cred, CredentialType, Direction, ErrorClass, ErrorCode, Oid,
+    ProxyOptions, Remote, RemoteCallbacks,
 };
 
 use super::known_hosts::{self, Verdict};
@@ -81,7 +81,7 @@ impl<'a> Session<'a> {
         let mut remote = Remote::create_detached(self.config.repo.as_str())
             .map_err(|e| self.connect_error(&e))?;
         let connection = remote
-            .connect_auth(Direction::Fetch, Some(self.callbacks()), None)
+            .connect_auth(Direction::Fetch, Some(self.callbacks()), Some(proxy()))
             .map_err(|e| self.connect_error(&e))?;
         let heads = connection.list().map_err(|e| self.connect_error(&e))?;
         Ok(heads
@@ -315,6 +315,14 @@ impl<'a> Session<'a> {
         }
         scrub(message, &secrets)
     }
+}
+
+/// Proxies as git users set them (`https_proxy`, `no_proxy`, git config):
+/// a sidecar behind a corporate proxy needs nothing else.
+pub fn proxy() -> ProxyOptions<'static> {
+    let mut options = ProxyOptions::new();
+    options.auto();
+    options
 }
 
 /// Reads a secret file, without its trailing newline.

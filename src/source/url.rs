@@ -130,11 +130,12 @@ pub fn transport(url: &str) -> Transport {
 
 /// `host`, `host:22`, `[::1]:22` → host and port.
 fn split_host_port(hostport: &str) -> (String, Option<u16>) {
-    if let Some(rest) = hostport.strip_prefix('[') {
-        if let Some((host, after)) = rest.split_once(']') {
-            let port = after.strip_prefix(':').and_then(|p| p.parse().ok());
-            return (host.to_string(), port);
-        }
+    if let Some((host, after)) = hostport
+        .strip_prefix('[')
+        .and_then(|rest| rest.split_once(']'))
+    {
+        let port = after.strip_prefix(':').and_then(|p| p.parse().ok());
+        return (host.to_string(), port);
     }
     match hostport.rsplit_once(':') {
         Some((host, port)) if !host.contains(':') => (host.to_string(), port.parse().ok()),

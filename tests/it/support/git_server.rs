@@ -186,13 +186,13 @@ fn serve(stream: TcpStream, backend: &Backend, requests: &Mutex<Vec<String>>) {
 
     let body = read_body(&mut reader, &header);
     let mut stream = stream;
-    if let Some(expected) = &backend.authorization {
-        if header("authorization").as_deref() != Some(expected.as_str()) {
-            let _ = stream.write_all(
-                b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"git\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-            );
-            return;
-        }
+    if let Some(expected) = &backend.authorization
+        && header("authorization").as_deref() != Some(expected.as_str())
+    {
+        let _ = stream.write_all(
+            b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"git\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        );
+        return;
     }
 
     let (path, query) = target.split_once('?').unwrap_or((&target, ""));
