@@ -465,3 +465,64 @@ async fn wrong_path_prefix_is_a_status_error_naming_the_endpoint() {
         .expect_err("404");
     assert!(err.to_string().contains("/hello answered 404"), "{err}");
 }
+
+/// Real definitions from Tyk's repository load in the emulator as the
+/// gateway loads them: no valid file skipped by mistake, and the samples'
+/// two files sharing `api_id` "4" collapse into the later one.
+#[tokio::test]
+async fn real_tyk_definitions_load_whole_in_the_emulator() {
+    let Some(corpus) = std::env::var_os("TYK_GITOPS_CORPUS").map(PathBuf::from) else {
+        eprintln!("TYK_GITOPS_CORPUS not set: skipping the real-definitions check");
+        return;
+    };
+    let mut sets = Vec::new();
+    let mut dirs = vec![corpus.join("tyk")];
+    while let Some(dir) = dirs.pop() {
+        for entry in fs::read_dir(&dir).expect("read corpus").flatten() {
+            let path = entry.path();
+            if path.file_name().is_some_and(|name| name == "apps") {
+                sets.push(dir.clone());
+            } else if path.is_dir() {
+                dirs.push(path);
+            }
+        }
+    }
+    assert!(!sets.is_empty(), "no apps/ under {}", corpus.display());
+    for set in sets {
+        let apps = set.join("apps");
+        let want: BTreeSet<String> = fs::read_dir(&apps)
+            .expect("read apps")
+            .flatten()
+            .map(|entry| entry.path())
+            .filter(|path| {
+                let name = path.to_string_lossy();
+                name.ends_with(".json")
+                    && !name.ends_with("-oas.json")
+                    && !name.ends_with("-mcp.json")
+            })
+            .map(|path| {
+                let def: serde_json::Value =
+                    serde_json::from_slice(&fs::read(&path).expect("read")).expect("json");
+                def["api_id"].as_str().expect("api_id").to_string()
+            })
+            .collect();
+        let map = set.join("policies/policies.json");
+        let emu = TykEmulator::start(EmuConfig {
+            app_path: apps,
+            policy_path: None,
+            policy_record_name: map.exists().then_some(map),
+            secret: SECRET.to_string(),
+        });
+        assert_eq!(emu.loaded_api_ids(), want, "{}", set.display());
+        if set.ends_with("samples") {
+            assert_eq!(
+                emu.loaded_policy_ids(),
+                expected(&[], &["default"]).policy_ids
+            );
+            assert_eq!(
+                emu.last_listen_paths().get("4").map(String::as_str),
+                Some("/jq/")
+            );
+        }
+    }
+}
