@@ -47,8 +47,41 @@ pub enum LogFormat {
 pub enum Command {
     /// One pass: fetch, validate, apply, reload, verify; then exit (init containers).
     Sync(SyncArgs),
+    /// Sidecar: sync now, then keep syncing (schedule, SIGHUP, webhook); serve health, metrics, status.
+    Run(RunArgs),
     /// Validate a config repo checkout (for its CI); no Git, no gateway.
     Validate(crate::validate::command::Args),
+}
+
+/// The flags of `run`: every `sync` flag plus the loop's own.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub sync: SyncArgs,
+
+    /// Poll interval (±10% jitter so replicas do not poll in step).
+    #[arg(long, default_value = "30s", value_parser = parse_duration, env = "TYK_GITOPS_PERIOD", conflicts_with = "schedule")]
+    pub period: Duration,
+
+    /// Poll on a cron schedule instead: 5 fields (Kubernetes CronJob style) or 6 with seconds first.
+    #[arg(long, env = "TYK_GITOPS_SCHEDULE")]
+    pub schedule: Option<String>,
+
+    /// How often to check that the gateway still runs the current revision.
+    #[arg(long, default_value = "60s", value_parser = parse_duration, env = "TYK_GITOPS_VERIFY_PERIOD")]
+    pub verify_period: Duration,
+
+    /// Cap of the retry backoff after Git or gateway failures.
+    #[arg(long, default_value = "5m", value_parser = parse_duration, env = "TYK_GITOPS_MAX_BACKOFF")]
+    pub max_backoff: Duration,
+
+    /// Address of the HTTP server (/healthz, /readyz, /metrics, /status).
+    #[arg(long, default_value = "0.0.0.0:9090", env = "TYK_GITOPS_LISTEN")]
+    pub listen: String,
+
+    /// This replica's name in status and fleet reports [default: the hostname, i.e. the pod name].
+    #[arg(long, env = "TYK_GITOPS_REPLICA_ID")]
+    pub replica_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -1,9 +1,11 @@
 //! The `sync` command: build the config, run one reconcile pass on a
 //! runtime, report the outcome. Returns the process exit code.
 
-use crate::cli::SyncArgs;
+use crate::cli::{RunArgs, SyncArgs};
 use crate::config::SyncConfig;
+use crate::daemon::RunConfig;
 use crate::reconcile::{Outcome, Reconciler, SyncError};
+use crate::trigger::schedule::Schedule;
 
 pub fn sync(args: SyncArgs) -> i32 {
     let config = match SyncConfig::from_args(args) {
@@ -31,6 +33,92 @@ pub fn sync(args: SyncArgs) -> i32 {
             e.exit_code()
         }
     }
+}
+
+/// `tyk-gitops run`: exits 0 after SIGTERM or SIGINT, 2 on bad flags, 5 when
+/// the listener cannot be bound.
+pub fn run(args: RunArgs) -> i32 {
+    let schedule = match &args.schedule {
+        Some(expr) => match Schedule::cron(expr) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!("{e}");
+                return 2;
+            }
+        },
+        None if args.period.is_zero() => {
+            tracing::error!("--period must be more than zero");
+            return 2;
+        }
+        None => Schedule::Every(args.period),
+    };
+    let sync = match SyncConfig::from_args(args.sync) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("{e}");
+            return 2;
+        }
+    };
+    let config = RunConfig {
+        sync,
+        schedule,
+        verify_period: args.verify_period,
+        max_backoff: args.max_backoff,
+        replica_id: args.replica_id.unwrap_or_else(hostname),
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!("cannot start the async runtime: {e}");
+            return 5;
+        }
+    };
+    runtime.block_on(async move {
+        let listener = match tokio::net::TcpListener::bind(&args.listen).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!("cannot listen on {}: {e}", args.listen);
+                return 5;
+            }
+        };
+        tracing::info!(listen = %args.listen, replica = %config.replica_id, "running");
+        match crate::daemon::run(config, listener, terminated()).await {
+            Ok(()) => 0,
+            Err(e) => {
+                tracing::error!("server failed: {e}");
+                5
+            }
+        }
+    })
+}
+
+/// Completes on SIGTERM (Kubernetes stopping the pod) or SIGINT.
+async fn terminated() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot listen for SIGTERM/SIGINT");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM"),
+        _ = int.recv() => tracing::info!("SIGINT"),
+    }
+}
+
+/// The host name (in Kubernetes, the pod name).
+pub fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates
+    // within it on success.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return "unknown".to_string();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
 }
 
 fn report_outcome(outcome: &Outcome) {

@@ -154,6 +154,10 @@ impl SyncConfig {
             (None, Some(_)) => Some("git".to_string()),
             (None, None) => None,
         };
+        let validate = crate::validate::Options {
+            strict: args.strict,
+            max_file_size: args.max_file_size,
+        };
         Ok(SyncConfig {
             source: SourceConfig {
                 repo: args.repo,
@@ -172,11 +176,7 @@ impl SyncConfig {
             gateway,
             force: args.force,
             keep_revisions: args.keep_revisions as usize,
-            validate: crate::validate::Options {
-                strict: args.strict,
-                max_file_size: args.max_file_size,
-                ..crate::validate::Options::default()
-            },
+            validate,
         })
     }
 }

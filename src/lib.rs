@@ -11,6 +11,10 @@
 //! - `state`: what was applied, verified and rejected (`state.json`)
 //! - `reconcile`: the only place that sequences the stages
 //!
+//! The sidecar (`run`): `daemon` is the loop, `trigger` what wakes it
+//! (schedule, signals, webhook), `server` its HTTP side, `metrics` what it
+//! counts.
+//!
 //! `cli` and `config` turn flags into a validated `Config`; `main` maps
 //! errors to exit codes.
 
@@ -19,10 +23,14 @@ pub mod bundle;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod daemon;
 pub mod gateway;
 pub mod logging;
+pub mod metrics;
 pub mod reconcile;
+pub mod server;
 pub mod source;
 pub mod state;
 pub mod tree;
+pub mod trigger;
 pub mod validate;

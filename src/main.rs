@@ -11,6 +11,7 @@ fn main() {
     let code = match cli.command {
         Command::Validate(args) => tyk_gitops::validate::command::run(&args),
         Command::Sync(args) => tyk_gitops::commands::sync(args),
+        Command::Run(args) => tyk_gitops::commands::run(args),
     };
     std::process::exit(code);
 }

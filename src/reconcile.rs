@@ -64,7 +64,7 @@ pub enum SyncError {
     #[error("commit {} did not load as committed ({error}); {}", .commit.short(), match .rolled_back_to { Some(r) => format!("rolled back to revision {r}"), None => "no earlier revision to roll back to".to_string() })]
     VerifyFailed {
         commit: Commit,
-        error: GatewayError,
+        error: Box<GatewayError>,
         rolled_back_to: Option<String>,
     },
     #[error(transparent)]
@@ -268,7 +268,7 @@ impl Reconciler {
                     state.save(&cfg.root)?;
                     return Err(SyncError::VerifyFailed {
                         commit,
-                        error,
+                        error: Box::new(error),
                         rolled_back_to,
                     });
                 }
@@ -314,6 +314,38 @@ impl Reconciler {
             apis: manifest.api_ids.len(),
             policies: manifest.policy_ids.len(),
         })
+    }
+
+    /// The drift check of the sidecar (no Git involved): when the gateway
+    /// runs something else than `current`, reload and verify. Returns
+    /// whether it had drifted.
+    pub async fn check_drift(&self) -> Result<bool, SyncError> {
+        let Some((gw, loaded)) = self.gateway_preflight().await? else {
+            return Ok(false);
+        };
+        let revs = Revisions::open(&self.config.root)?;
+        let Some(name) = revs.current()? else {
+            return Ok(false);
+        };
+        let manifest = revs.manifest(&name)?;
+        if loaded == expected_of(&manifest) {
+            return Ok(false);
+        }
+        let span = info_span!("sync", sha = %&manifest.sha[..12.min(manifest.sha.len())]);
+        async {
+            warn!(revision = %name, "drift: the gateway does not run the current revision; reloading");
+            self.reload_and_verify(&gw, &manifest).await?;
+            let (mut state, _) = State::load(&self.config.root)?;
+            if let Some(a) = state.current.as_mut() {
+                a.verified_at = Some(now());
+            }
+            state.record(&manifest.sha, &name, "repaired");
+            state.save(&self.config.root)?;
+            info!(revision = %name, "drift repaired");
+            Ok(true)
+        }
+        .instrument(span)
+        .await
     }
 
     /// With a gateway configured: it answers `/hello` within the bounded

@@ -1,0 +1,359 @@
+//! `tyk-gitops run`: the sidecar loop. Syncs at start, then on its schedule,
+//! `SIGHUP` and the other triggers; retries failures with capped exponential
+//! backoff; checks for drift every `--verify-period`; serves health,
+//! readiness, metrics and status.
+//!
+//! Invariants: one sync at a time (this loop is the only caller of the
+//! reconciler); triggers arriving meanwhile coalesce into one follow-up; on
+//! shutdown a running sync gets a short grace period and is otherwise
+//! abandoned, which leaves `current` on one whole revision.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::watch;
+use tokio::time::{Instant, sleep_until};
+use tracing::{error, info, warn};
+
+use crate::config::SyncConfig;
+use crate::metrics::Metrics;
+use crate::reconcile::{Outcome, Reconciler, SyncError};
+use crate::state::now;
+use crate::trigger::schedule::Schedule;
+use crate::trigger::{Trigger, Triggers};
+
+/// How long a running sync may go on after a shutdown signal.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    pub sync: SyncConfig,
+    pub schedule: Schedule,
+    /// How often to compare what the gateway runs against `current`.
+    pub verify_period: Duration,
+    /// Cap of the retry backoff after Git or gateway failures.
+    pub max_backoff: Duration,
+    pub replica_id: String,
+}
+
+/// The last sync attempt, for `/status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Attempt {
+    pub at: u64,
+    pub trigger: &'static str,
+    /// `applied`, `noop`, `repaired`, `rejected` or `failed`.
+    pub result: &'static str,
+    pub sha: Option<String>,
+    pub error: Option<String>,
+    pub duration_ms: u64,
+}
+
+/// What the loop shares with the HTTP server.
+#[derive(Debug, Default)]
+pub struct Live {
+    /// Set while a sync runs; `/healthz` fails when it runs far too long.
+    pub busy_since: Option<std::time::Instant>,
+    pub last_attempt: Option<Attempt>,
+    /// A revision was applied (and verified, with a gateway) by this process.
+    pub ready: bool,
+    pub consecutive_failures: u32,
+}
+
+pub struct App {
+    pub metrics: Metrics,
+    pub live: Mutex<Live>,
+    pub root: PathBuf,
+    pub replica_id: String,
+    /// The repo URL with credentials redacted.
+    pub repo: String,
+    pub git_ref: Option<String>,
+    pub path: Option<String>,
+    pub triggers: Triggers,
+    /// A sync running longer than this means the loop is stuck.
+    pub stuck_after: Duration,
+    /// Without a gateway, an applied revision is ready (nothing to verify).
+    pub has_gateway: bool,
+}
+
+impl App {
+    pub fn live(&self) -> std::sync::MutexGuard<'_, Live> {
+        // A poisoned lock only means a panic elsewhere; the data is plain.
+        self.live.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Runs the loop and the server until `shutdown` completes.
+pub async fn run(
+    config: RunConfig,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let (triggers, mut rx) = Triggers::channel();
+    let sync_cfg = &config.sync;
+    let stuck_after = sync_cfg.source.timeout * 2
+        + sync_cfg.source.connect_timeout
+        + sync_cfg
+            .gateway
+            .as_ref()
+            .map(|g| g.wait + g.verify_timeout * 3)
+            .unwrap_or_default()
+        + Duration::from_secs(60);
+    let app = Arc::new(App {
+        metrics: Metrics::new(),
+        live: Mutex::new(Live::default()),
+        root: sync_cfg.root.clone(),
+        replica_id: config.replica_id.clone(),
+        repo: crate::source::redact_url(&sync_cfg.source.repo),
+        git_ref: sync_cfg.source.git_ref.clone(),
+        path: sync_cfg.path.clone(),
+        triggers: triggers.clone(),
+        stuck_after,
+        has_gateway: sync_cfg.gateway.is_some(),
+    });
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let server = tokio::spawn(crate::server::serve(
+        listener,
+        app.clone(),
+        wait_stopped(stop_rx.clone()),
+    ));
+    spawn_sighup(triggers.clone());
+
+    let has_gateway = config.sync.gateway.is_some();
+    let reconciler = Reconciler::new(config.sync.clone());
+    let mut stop = stop_rx.clone();
+    let mut pending = Some(Trigger::Start);
+    let mut next_poll = Instant::now()
+        + config
+            .schedule
+            .next_delay(chrono::Utc::now(), rand::random());
+    let mut next_drift = Instant::now() + config.verify_period;
+    let mut retrying = false;
+
+    loop {
+        let trigger = match pending.take() {
+            Some(t) => t,
+            None => tokio::select! {
+                _ = stop.changed() => break,
+                Some(t) = rx.recv() => t,
+                _ = sleep_until(next_poll) => if retrying { Trigger::Retry } else { Trigger::Poll },
+                _ = sleep_until(next_drift), if has_gateway => Trigger::Drift,
+            },
+        };
+        if *stop.borrow() {
+            break;
+        }
+        app.live().busy_since = Some(std::time::Instant::now());
+        let started = Instant::now();
+        let work = step(&reconciler, &trigger);
+        tokio::pin!(work);
+        let result = tokio::select! {
+            r = &mut work => r,
+            _ = stop.changed() => {
+                info!("shutting down; letting the running sync finish");
+                match tokio::time::timeout(SHUTDOWN_GRACE, &mut work).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        warn!("sync abandoned at shutdown; current is unchanged or whole");
+                        break;
+                    }
+                }
+            }
+        };
+        let elapsed = started.elapsed();
+        let failed_transiently = record(&app, &trigger, &result, elapsed);
+        if trigger == Trigger::Drift {
+            next_drift = Instant::now() + config.verify_period;
+        }
+        if trigger != Trigger::Drift || failed_transiently {
+            let failures = app.live().consecutive_failures;
+            retrying = failed_transiently;
+            let delay = if failed_transiently {
+                backoff(failures, config.max_backoff)
+            } else {
+                config
+                    .schedule
+                    .next_delay(chrono::Utc::now(), rand::random())
+            };
+            next_poll = Instant::now() + delay;
+            if failed_transiently {
+                info!(retry_in = ?delay, "will retry");
+            }
+        }
+        if *stop.borrow() {
+            break;
+        }
+    }
+    info!("stopped taking triggers");
+    let _ = server.await;
+    Ok(())
+}
+
+async fn wait_stopped(mut stop: watch::Receiver<bool>) {
+    while !*stop.borrow() {
+        if stop.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// `1s, 2s, 4s, …` up to `cap`.
+pub fn backoff(failures: u32, cap: Duration) -> Duration {
+    let exp = failures.saturating_sub(1).min(20);
+    FIRST_BACKOFF.saturating_mul(1 << exp).min(cap)
+}
+
+/// The outcome of one turn of the loop.
+enum Step {
+    Synced(Outcome),
+    Drift(bool),
+}
+
+async fn step(reconciler: &Reconciler, trigger: &Trigger) -> Result<Step, SyncError> {
+    match trigger {
+        Trigger::Drift => reconciler.check_drift().await.map(Step::Drift),
+        _ => reconciler.sync(None).await.map(Step::Synced),
+    }
+}
+
+/// Updates metrics and status; returns whether the failure is worth a
+/// retry with backoff (Git or gateway unavailable) rather than a wait for
+/// the next poll.
+fn record(app: &App, trigger: &Trigger, result: &Result<Step, SyncError>, took: Duration) -> bool {
+    let m = &app.metrics;
+    let (label, sha, error, transient) = match result {
+        Ok(Step::Drift(false)) => {
+            app.live().consecutive_failures = 0;
+            return false;
+        }
+        Ok(Step::Drift(true)) => {
+            m.drift.inc();
+            ("repaired", None, None, false)
+        }
+        Ok(Step::Synced(outcome)) => {
+            let sha = Some(outcome.commit().sha.clone());
+            match outcome {
+                Outcome::Applied { .. } => ("applied", sha, None, false),
+                Outcome::Unchanged { .. } => ("noop", sha, None, false),
+                Outcome::Repaired { .. } => {
+                    m.drift.inc();
+                    ("repaired", sha, None, false)
+                }
+            }
+        }
+        Err(e) => {
+            let transient = match e {
+                SyncError::Source(_) => {
+                    m.git_failures.inc();
+                    true
+                }
+                SyncError::Gateway(_) | SyncError::Config(_) => {
+                    m.reload_failures.inc();
+                    true
+                }
+                SyncError::VerifyFailed { .. } => {
+                    m.rollbacks.inc();
+                    false
+                }
+                SyncError::Apply(_) | SyncError::State(_) | SyncError::Internal(_) => true,
+                SyncError::Invalid { .. } | SyncError::Rejected { .. } => false,
+            };
+            let label = match e {
+                SyncError::Invalid { .. } | SyncError::Rejected { .. } => "rejected",
+                _ => "failed",
+            };
+            let sha = match e {
+                SyncError::Invalid { commit, .. } | SyncError::VerifyFailed { commit, .. } => {
+                    Some(commit.sha.clone())
+                }
+                SyncError::Rejected { rejection } => Some(rejection.sha.clone()),
+                _ => None,
+            };
+            if label == "rejected" {
+                warn!("{e}");
+            } else {
+                error!("{e}");
+            }
+            (label, sha, Some(e.to_string()), transient)
+        }
+    };
+    m.count_sync(if label == "repaired" {
+        "applied"
+    } else {
+        label
+    });
+    m.sync_duration.observe(took.as_secs_f64());
+    if matches!(label, "applied" | "noop" | "repaired") {
+        m.last_success.set(now() as f64);
+        if let Ok((state, _)) = crate::state::State::load(&app.root)
+            && let Some(current) = &state.current
+        {
+            m.set_revision(
+                &current.sha,
+                &current.git_ref,
+                current.apis,
+                current.policies,
+            );
+        }
+    }
+    let mut live = app.live();
+    live.busy_since = None;
+    if label == "failed" {
+        live.consecutive_failures += 1;
+    } else {
+        live.consecutive_failures = 0;
+    }
+    if let Ok(Step::Synced(outcome)) = result {
+        let verified = match outcome {
+            Outcome::Applied { verified, .. } | Outcome::Unchanged { verified, .. } => *verified,
+            Outcome::Repaired { .. } => true,
+        };
+        // Without a gateway there is nothing to verify: applied is ready.
+        live.ready |= verified || !app.has_gateway;
+    }
+    live.last_attempt = Some(Attempt {
+        at: now(),
+        trigger: trigger.as_str(),
+        result: label,
+        sha,
+        error,
+        duration_ms: took.as_millis() as u64,
+    });
+    transient
+}
+
+fn spawn_sighup(triggers: Triggers) {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::hangup()) {
+        Ok(mut hup) => {
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    info!("SIGHUP: sync now");
+                    triggers.fire(Trigger::Signal);
+                }
+            });
+        }
+        Err(e) => warn!("cannot listen for SIGHUP: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let cap = Duration::from_secs(60);
+        let got: Vec<u64> = (1..=8).map(|n| backoff(n, cap).as_secs()).collect();
+        assert_eq!(got, [1, 2, 4, 8, 16, 32, 60, 60]);
+        assert_eq!(backoff(u32::MAX, cap), cap);
+    }
+}
