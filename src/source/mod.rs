@@ -104,7 +104,7 @@ pub enum SourceError {
         /// A few refs the remote does have, so a typo is easy to spot.
         available: String,
     },
-    #[error("{url} did not finish within {after:?}")]
+    #[error("{url} timed out after {after:?}")]
     Timeout { url: String, after: Duration },
     #[error("fetching {git_ref} ({sha}) from {url} failed: {message}")]
     Fetch {
@@ -193,40 +193,43 @@ impl Source {
             refspecs.push(format!("+{}:{}", commit.git_ref, cache::FETCHED_REF));
         }
         refspecs.push(format!("+{}:{}", commit.sha, cache::FETCHED_REF));
-        let mut last_error = None;
-        for refspec in &refspecs {
-            let mut remote = repo
-                .remote_anonymous(&self.config.repo)
-                .map_err(|e| session.classify(&e, fetch_error))?;
-            let mut options = FetchOptions::new();
-            options
-                .remote_callbacks(session.callbacks())
-                .proxy_options(remote::proxy())
-                .download_tags(AutotagOption::None)
-                .update_fetchhead(false);
-            // The local transport copies objects without a pack protocol
-            // and refuses shallow requests.
-            if !session.is_local() {
-                options.depth(i32::try_from(self.config.depth.max(1)).unwrap_or(i32::MAX));
-            }
-            match remote.fetch(&[refspec.as_str()], Some(&mut options), None) {
-                Ok(()) if has_commit(&repo, oid) => return Ok(()),
-                Ok(()) => {}
-                Err(err) => {
-                    let err = session.classify(&err, fetch_error);
-                    if !matches!(err, SourceError::Fetch { .. }) {
-                        return Err(err);
+        let depth = i32::try_from(self.config.depth.max(1)).unwrap_or(i32::MAX);
+        session.run(|| {
+            let mut last_error = None;
+            for refspec in &refspecs {
+                let mut remote = repo
+                    .remote_anonymous(&self.config.repo)
+                    .map_err(|e| session.classify(&e, fetch_error))?;
+                let mut options = FetchOptions::new();
+                options
+                    .remote_callbacks(session.callbacks())
+                    .proxy_options(remote::proxy())
+                    .download_tags(AutotagOption::None)
+                    .update_fetchhead(false);
+                // The local transport copies objects without a pack
+                // protocol and refuses shallow requests.
+                if !session.is_local() {
+                    options.depth(depth);
+                }
+                match remote.fetch(&[refspec.as_str()], Some(&mut options), None) {
+                    Ok(()) if has_commit(&repo, oid) => return Ok(()),
+                    Ok(()) => {}
+                    Err(err) => {
+                        let err = session.classify(&err, fetch_error);
+                        if !matches!(err, SourceError::Fetch { .. }) {
+                            return Err(err);
+                        }
+                        last_error = Some(err);
                     }
-                    last_error = Some(err);
                 }
             }
-        }
-        Err(last_error.unwrap_or_else(|| {
-            fetch_error(format!(
-                "the remote did not send {}; the ref may have moved since it was resolved",
-                commit.short()
-            ))
-        }))
+            Err(last_error.unwrap_or_else(|| {
+                fetch_error(format!(
+                    "the remote did not send {}; the ref may have moved since it was resolved",
+                    commit.short()
+                ))
+            }))
+        })
     }
 
     /// The files under `subpath` (the config root) of the fetched commit.

@@ -6,7 +6,7 @@ use std::cell::{Cell, RefCell};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use git2::{
@@ -59,7 +59,6 @@ impl<'a> Session<'a> {
             Some(path) => Some(read_secret(path)?),
             None => None,
         };
-        apply_timeouts(config.connect_timeout, config.timeout);
         Ok(Session {
             config,
             transport,
@@ -76,8 +75,18 @@ impl<'a> Session<'a> {
         self.transport == Transport::Local
     }
 
+    /// Runs a libgit2 operation under this session's socket timeouts. Not
+    /// reentrant: one call per operation.
+    pub fn run<T>(&self, operation: impl FnOnce() -> T) -> T {
+        with_timeouts(self.config.connect_timeout, self.config.timeout, operation)
+    }
+
     /// Every ref the remote advertises, with its object id: one listing.
     pub fn list(&self) -> Result<Vec<(String, Oid)>, SourceError> {
+        self.run(|| self.list_now())
+    }
+
+    fn list_now(&self) -> Result<Vec<(String, Oid)>, SourceError> {
         let mut remote = Remote::create_detached(self.config.repo.as_str())
             .map_err(|e| self.connect_error(&e))?;
         let connection = remote
@@ -91,7 +100,11 @@ impl<'a> Session<'a> {
     }
 
     /// The callbacks every connection uses: credentials, host key, timeout.
+    /// Called once per connection, so it also forgets the previous one's
+    /// credential attempts and failure.
     pub fn callbacks(&self) -> RemoteCallbacks<'_> {
+        self.credential_attempts.set(0);
+        self.failure.replace(None);
         let mut callbacks = RemoteCallbacks::new();
         callbacks
             .credentials(|_url, user_from_url, allowed| self.credentials(user_from_url, allowed));
@@ -274,15 +287,19 @@ impl<'a> Session<'a> {
             }
             None => {}
         }
+        // Codes first; the texts cover transports that only set a message
+        // (libssh2 timeouts, HTTP status lines). Substrings are matched on
+        // phrases, never bare numbers, which ports and paths can contain.
         let lower = message.to_ascii_lowercase();
         if err.code() == ErrorCode::Auth
-            || lower.contains("401")
-            || lower.contains("403")
-            || lower.contains("authentication")
+            || lower.contains("status code: 401")
+            || lower.contains("status code: 403")
+            || lower.contains("authentication required")
+            || lower.contains("failed to authenticate")
         {
             return SourceError::Auth { url, message };
         }
-        if lower.contains("timed out") || lower.contains("timeout") {
+        if err.code() == ErrorCode::Timeout || lower.contains("timed out") {
             let after = if lower.contains("connect") {
                 self.config.connect_timeout
             } else {
@@ -341,26 +358,36 @@ fn known_hosts_path(config: &SourceConfig) -> PathBuf {
     })
 }
 
-/// libgit2 keeps its socket timeouts in process globals. Writes go through
-/// this lock and only when the values change; a connection that starts
-/// meanwhile reads either the old or the new value, both sane.
-fn apply_timeouts(connect: Duration, io: Duration) {
-    static APPLIED: Mutex<Option<(i32, i32)>> = Mutex::new(None);
+/// The socket timeouts libgit2 copies into each new connection from
+/// process globals. Operations run under a read lock on the values they
+/// need; changing them takes the write lock, so no operation of ours is in
+/// flight while they change and none starts with another caller's values.
+static TIMEOUTS: RwLock<Option<(i32, i32)>> = RwLock::new(None);
+
+/// Runs `operation` with libgit2's socket timeouts set to `connect`/`io`.
+fn with_timeouts<T>(connect: Duration, io: Duration, operation: impl FnOnce() -> T) -> T {
     let ms = |d: Duration| i32::try_from(d.as_millis()).unwrap_or(i32::MAX);
-    let wanted = (ms(connect), ms(io));
-    let mut applied = APPLIED
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    if *applied == Some(wanted) {
-        return;
+    let wanted = Some((ms(connect), ms(io)));
+    loop {
+        {
+            let current = TIMEOUTS.read().unwrap_or_else(PoisonError::into_inner);
+            if *current == wanted {
+                return operation();
+            }
+        }
+        let mut current = TIMEOUTS.write().unwrap_or_else(PoisonError::into_inner);
+        if *current != wanted {
+            let (connect_ms, io_ms) = (ms(connect), ms(io));
+            // SAFETY: both calls store one int in libgit2's settings and
+            // cannot fail; the write lock keeps our own connections (the
+            // only readers) from starting meanwhile.
+            unsafe {
+                let _ = git2::opts::set_server_connect_timeout_in_milliseconds(connect_ms);
+                let _ = git2::opts::set_server_timeout_in_milliseconds(io_ms);
+            }
+            *current = wanted;
+        }
     }
-    // SAFETY: both calls store one int in libgit2's settings and cannot
-    // fail; we serialise our own writers with the lock above.
-    unsafe {
-        let _ = git2::opts::set_server_connect_timeout_in_milliseconds(wanted.0);
-        let _ = git2::opts::set_server_timeout_in_milliseconds(wanted.1);
-    }
-    *applied = Some(wanted);
 }
 
 /// An io::Error for a path, as the cache reports it.

@@ -350,6 +350,49 @@ fn ssh_with_a_known_host_key_fetches() {
 }
 
 #[test]
+fn ssh_hashed_known_hosts_entries_are_honoured() {
+    let world = World::new();
+    let sshd = Sshd::start(world.served.path());
+    let known = sshd.write_known_hosts("hashed_known_hosts", &sshd.known_hosts_line());
+    let hashed = std::process::Command::new("ssh-keygen")
+        .arg("-H")
+        .arg("-f")
+        .arg(&known)
+        .output()
+        .expect("ssh-keygen -H");
+    assert!(hashed.status.success(), "{hashed:?}");
+    let text = fs::read_to_string(&known).expect("read hashed");
+    assert!(text.starts_with("|1|"), "not hashed: {text}");
+
+    let commit = world
+        .source(ssh_config(&sshd, &known))
+        .resolve()
+        .unwrap_or_else(|e| panic!("resolve: {e}\nsshd log:\n{}", sshd.log()));
+
+    assert_eq!(commit.sha, world.repo.head());
+}
+
+#[test]
+fn ssh_key_the_server_does_not_know_is_an_auth_error() {
+    let world = World::new();
+    let sshd = Sshd::start(world.served.path());
+    let known = sshd.write_known_hosts("known_hosts", &sshd.known_hosts_line());
+    let stranger = world.root.path().join("stranger_key");
+    let status = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&stranger)
+        .status()
+        .expect("ssh-keygen");
+    assert!(status.success());
+    let mut cfg = ssh_config(&sshd, &known);
+    cfg.ssh_key_file = Some(stranger);
+
+    let err = world.source(cfg).resolve().expect_err("unknown client key");
+
+    assert!(matches!(err, SourceError::Auth { .. }), "{err:?}");
+}
+
+#[test]
 fn ssh_unknown_host_is_refused_with_a_clear_message() {
     let world = World::new();
     let sshd = Sshd::start(world.served.path());
@@ -462,6 +505,28 @@ fn local_paths_and_file_urls_are_sources_too() {
         assert_eq!(commit.sha, world.repo.head(), "{url}");
         assert_eq!(paths(&tree), ["apps/prod.json"], "{url}");
     }
+}
+
+#[test]
+fn a_transfer_that_trickles_past_the_timeout_is_aborted() {
+    let world = World::new();
+    let http = GitHttp::start(world.served.path(), None);
+    let mut cfg = config(&http.url("config.git"));
+    // Each piece comes well within the socket timeout; the whole does not.
+    cfg.timeout = Duration::from_secs(1);
+    let source = world.source(cfg);
+    let commit = source.resolve().expect("resolve");
+    http.drip(Duration::from_millis(50));
+    let start = Instant::now();
+
+    let err = source.fetch(&commit).expect_err("too slow");
+
+    assert!(matches!(err, SourceError::Timeout { .. }), "{err:?}");
+    assert!(
+        start.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        start.elapsed()
+    );
 }
 
 #[test]

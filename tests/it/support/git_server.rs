@@ -68,6 +68,9 @@ pub struct GitHttp {
     pub port: u16,
     requests: Arc<Mutex<Vec<String>>>,
     stop: Arc<AtomicBool>,
+    /// When set, pack responses trickle out one small piece per interval:
+    /// a transfer that never stalls yet never ends.
+    drip: Arc<Mutex<Option<Duration>>>,
 }
 
 struct Backend {
@@ -98,9 +101,11 @@ impl GitHttp {
         });
         let requests = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
+        let drip = Arc::new(Mutex::new(None));
         {
             let requests = Arc::clone(&requests);
             let stop = Arc::clone(&stop);
+            let drip = Arc::clone(&drip);
             std::thread::spawn(move || {
                 for stream in listener.incoming() {
                     if stop.load(Ordering::SeqCst) {
@@ -109,7 +114,8 @@ impl GitHttp {
                     let Ok(stream) = stream else { continue };
                     let backend = Arc::clone(&backend);
                     let requests = Arc::clone(&requests);
-                    std::thread::spawn(move || serve(stream, &backend, &requests));
+                    let drip = *drip.lock().expect("drip lock");
+                    std::thread::spawn(move || serve(stream, &backend, &requests, drip));
                 }
             });
         }
@@ -117,7 +123,13 @@ impl GitHttp {
             port,
             requests,
             stop,
+            drip,
         }
+    }
+
+    /// From now on, send pack responses 64 bytes per `interval`.
+    pub fn drip(&self, interval: Duration) {
+        *self.drip.lock().expect("drip lock") = Some(interval);
     }
 
     /// `http://127.0.0.1:P/<name>`.
@@ -150,7 +162,12 @@ impl Drop for GitHttp {
 
 /// One request per connection (`Connection: close`): simple and enough for
 /// libgit2, which reconnects as needed.
-fn serve(stream: TcpStream, backend: &Backend, requests: &Mutex<Vec<String>>) {
+fn serve(
+    stream: TcpStream,
+    backend: &Backend,
+    requests: &Mutex<Vec<String>>,
+    drip: Option<Duration>,
+) {
     let mut reader = BufReader::new(stream.try_clone().expect("clone stream"));
     let mut request_line = String::new();
     if reader.read_line(&mut request_line).is_err() || request_line.trim().is_empty() {
@@ -232,7 +249,24 @@ fn serve(stream: TcpStream, backend: &Backend, requests: &Mutex<Vec<String>>) {
         let _ = stdin.write_all(&body);
     }
     let output = child.wait_with_output().expect("http-backend output");
-    let _ = stream.write_all(&cgi_to_http(&output.stdout));
+    let response = cgi_to_http(&output.stdout);
+    match drip {
+        Some(interval) if method == "POST" => {
+            for piece in response.chunks(64) {
+                if stream
+                    .write_all(piece)
+                    .and_then(|()| stream.flush())
+                    .is_err()
+                {
+                    return;
+                }
+                std::thread::sleep(interval);
+            }
+        }
+        _ => {
+            let _ = stream.write_all(&response);
+        }
+    }
 }
 
 fn read_body(reader: &mut impl BufRead, header: &dyn Fn(&str) -> Option<String>) -> Vec<u8> {
