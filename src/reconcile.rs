@@ -152,10 +152,12 @@ impl Reconciler {
         }
         let current = revs.current()?;
 
-        let applied_here = state
-            .current
-            .as_ref()
-            .filter(|a| a.sha == commit.sha && current.as_deref() == Some(a.revision.as_str()));
+        let shape = self.shape();
+        let applied_here = state.current.as_ref().filter(|a| {
+            a.sha == commit.sha
+                && a.shape == shape
+                && current.as_deref() == Some(a.revision.as_str())
+        });
         if let (Some(applied), false) = (applied_here, cfg.force) {
             let applied = applied.clone();
             return self
@@ -248,6 +250,7 @@ impl Reconciler {
             verified_at: None,
             apis: manifest.api_ids.len(),
             policies: manifest.policy_ids.len(),
+            shape,
         });
         state.record(&commit.sha, &name, "published");
         state.save(&cfg.root)?;
@@ -314,6 +317,15 @@ impl Reconciler {
             apis: manifest.api_ids.len(),
             policies: manifest.policy_ids.len(),
         })
+    }
+
+    /// The flags that shape a revision besides the commit.
+    fn shape(&self) -> String {
+        format!(
+            "path={} gateway-root={}",
+            self.config.path.as_deref().unwrap_or(""),
+            self.config.gateway_root.display()
+        )
     }
 
     /// The drift check of the sidecar (no Git involved): when the gateway

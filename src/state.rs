@@ -43,6 +43,11 @@ pub struct Applied {
     pub verified_at: Option<u64>,
     pub apis: usize,
     pub policies: usize,
+    /// What shaped the revision besides the commit (`--path`,
+    /// `--gateway-root`): the same commit under other flags is another
+    /// revision.
+    #[serde(default)]
+    pub shape: String,
 }
 
 /// Why a commit is not applied.

@@ -134,7 +134,9 @@ fn ids(list: &[&str]) -> Vec<String> {
 
 fn two_api_repo() -> ConfigRepo {
     let repo = ConfigRepo::new();
-    repo.api("alpha").api("beta").policy("gold", &["alpha", "beta"]);
+    repo.api("alpha")
+        .api("beta")
+        .policy("gold", &["alpha", "beta"]);
     repo.commit("two APIs");
     repo
 }
@@ -143,7 +145,10 @@ fn two_api_repo() -> ConfigRepo {
 fn first_sync_writes_a_revision_the_gateway_loads_and_verifies() {
     let repo = two_api_repo();
     let node = Node::new();
-    Sync::new(&repo.url(), node.root()).gateway(&node.emu).run().code(0);
+    Sync::new(&repo.url(), node.root())
+        .gateway(&node.emu)
+        .run()
+        .code(0);
 
     assert!(node.current().join("apps/alpha.json").is_file());
     let policy: Value =
@@ -171,19 +176,29 @@ fn init_container_sync_without_gateway_only_writes_files() {
     Sync::new(&repo.url(), root.path()).run().code(0);
     assert!(root.path().join("current/apps/beta.json").is_file());
     // The link is relative: the volume may be mounted elsewhere in the gateway.
-    assert!(fs::read_link(root.path().join("current")).unwrap().is_relative());
+    assert!(
+        fs::read_link(root.path().join("current"))
+            .unwrap()
+            .is_relative()
+    );
 }
 
 #[test]
 fn second_sync_of_the_same_commit_writes_nothing_and_sends_no_reload() {
     let repo = two_api_repo();
     let node = Node::new();
-    Sync::new(&repo.url(), node.root()).gateway(&node.emu).run().code(0);
+    Sync::new(&repo.url(), node.root())
+        .gateway(&node.emu)
+        .run()
+        .code(0);
     let reloads = node.emu.reload_count();
     let state_before = fs::metadata(node.root().join("state.json")).unwrap();
     let link_before = fs::symlink_metadata(node.current()).unwrap();
 
-    let ran = Sync::new(&repo.url(), node.root()).gateway(&node.emu).run().code(0);
+    let ran = Sync::new(&repo.url(), node.root())
+        .gateway(&node.emu)
+        .run()
+        .code(0);
     assert!(ran.stderr.contains("unchanged"), "{}", ran.stderr);
     assert_eq!(node.emu.reload_count(), reloads);
     let state_after = fs::metadata(node.root().join("state.json")).unwrap();
@@ -205,21 +220,33 @@ fn second_sync_of_the_same_commit_writes_nothing_and_sends_no_reload() {
 fn a_changed_file_goes_live_and_unchanged_files_are_hard_linked() {
     let repo = two_api_repo();
     let node = Node::new();
-    Sync::new(&repo.url(), node.root()).gateway(&node.emu).run().code(0);
+    Sync::new(&repo.url(), node.root())
+        .gateway(&node.emu)
+        .run()
+        .code(0);
     let first = fs::canonicalize(node.current()).unwrap();
 
     let mut beta = api_json("beta");
     beta["proxy"]["target_url"] = "http://other:9090/".into();
     repo.json("apps/beta.json", &beta);
     let sha = repo.commit("retarget beta");
-    Sync::new(&repo.url(), node.root()).gateway(&node.emu).run().code(0);
+    Sync::new(&repo.url(), node.root())
+        .gateway(&node.emu)
+        .run()
+        .code(0);
 
     let second = fs::canonicalize(node.current()).unwrap();
     assert_ne!(first, second);
     assert_eq!(node.current_sha(), sha);
     let ino = |dir: &Path, f: &str| fs::metadata(dir.join(f)).unwrap().ino();
-    assert_eq!(ino(&first, "apps/alpha.json"), ino(&second, "apps/alpha.json"));
-    assert_ne!(ino(&first, "apps/beta.json"), ino(&second, "apps/beta.json"));
+    assert_eq!(
+        ino(&first, "apps/alpha.json"),
+        ino(&second, "apps/alpha.json")
+    );
+    assert_ne!(
+        ino(&first, "apps/beta.json"),
+        ino(&second, "apps/beta.json")
+    );
     let written: Value =
         serde_json::from_slice(&fs::read(second.join("apps/beta.json")).unwrap()).unwrap();
     assert_eq!(written["proxy"]["target_url"], "http://other:9090/");
@@ -229,11 +256,16 @@ fn a_changed_file_goes_live_and_unchanged_files_are_hard_linked() {
 fn a_removed_file_unloads_its_api() {
     let repo = two_api_repo();
     let node = Node::new();
-    Sync::new(&repo.url(), node.root()).gateway(&node.emu).run().code(0);
-    repo.remove("apps/beta.json")
-        .policy("gold", &["alpha"]);
+    Sync::new(&repo.url(), node.root())
+        .gateway(&node.emu)
+        .run()
+        .code(0);
+    repo.remove("apps/beta.json").policy("gold", &["alpha"]);
     repo.commit("drop beta");
-    Sync::new(&repo.url(), node.root()).gateway(&node.emu).run().code(0);
+    Sync::new(&repo.url(), node.root())
+        .gateway(&node.emu)
+        .run()
+        .code(0);
     assert_eq!(node.apis(), ids(&["alpha"]));
     assert!(!node.current().join("apps/beta.json").exists());
 }
@@ -242,14 +274,23 @@ fn a_removed_file_unloads_its_api() {
 fn invalid_json_leaves_current_and_the_gateway_untouched() {
     let repo = two_api_repo();
     let node = Node::new();
-    Sync::new(&repo.url(), node.root()).gateway(&node.emu).run().code(0);
+    Sync::new(&repo.url(), node.root())
+        .gateway(&node.emu)
+        .run()
+        .code(0);
     let good = repo.head();
     let before = fs::canonicalize(node.current()).unwrap();
     let reloads = node.emu.reload_count();
 
-    repo.file("apps/beta.json", "{\n  \"api_id\": \"beta\",\n  \"name\": oops\n}\n");
+    repo.file(
+        "apps/beta.json",
+        "{\n  \"api_id\": \"beta\",\n  \"name\": oops\n}\n",
+    );
     repo.commit("typo");
-    let ran = Sync::new(&repo.url(), node.root()).gateway(&node.emu).run().code(1);
+    let ran = Sync::new(&repo.url(), node.root())
+        .gateway(&node.emu)
+        .run()
+        .code(1);
 
     assert!(ran.stderr.contains("apps/beta.json:3:"), "{}", ran.stderr);
     assert!(ran.stderr.contains("json-syntax"), "{}", ran.stderr);
@@ -259,11 +300,17 @@ fn invalid_json_leaves_current_and_the_gateway_untouched() {
     assert_eq!(node.current_sha(), good);
 
     // The same bad commit again is refused at once, with the same code.
-    Sync::new(&repo.url(), node.root()).gateway(&node.emu).run().code(1);
+    Sync::new(&repo.url(), node.root())
+        .gateway(&node.emu)
+        .run()
+        .code(1);
     // A fix goes live.
     repo.api("beta");
     let fixed = repo.commit("fix");
-    Sync::new(&repo.url(), node.root()).gateway(&node.emu).run().code(0);
+    Sync::new(&repo.url(), node.root())
+        .gateway(&node.emu)
+        .run()
+        .code(0);
     assert_eq!(node.current_sha(), fixed);
 }
 
@@ -290,7 +337,12 @@ fn gateway_not_up_is_a_bounded_wait_then_exit_4() {
     let started = Instant::now();
     let ran = Sync::new(&repo.url(), root.path())
         .secret(SECRET)
-        .args(&["--gateway", &format!("http://127.0.0.1:{port}"), "--gateway-wait", "1s"])
+        .args(&[
+            "--gateway",
+            &format!("http://127.0.0.1:{port}"),
+            "--gateway-wait",
+            "1s",
+        ])
         .run()
         .code(4);
     assert!(started.elapsed() < Duration::from_secs(15));
@@ -302,28 +354,43 @@ fn gateway_not_up_is_a_bounded_wait_then_exit_4() {
 fn a_verify_mismatch_rolls_back_and_marks_the_commit_failed() {
     let repo = two_api_repo();
     let node = Node::new();
-    Sync::new(&repo.url(), node.root()).gateway(&node.emu).run().code(0);
+    Sync::new(&repo.url(), node.root())
+        .gateway(&node.emu)
+        .run()
+        .code(0);
     let good = fs::canonicalize(node.current()).unwrap();
 
     repo.api("gamma");
     repo.commit("add gamma");
     node.emu.set_fail_reloads(true);
-    let ran = Sync::new(&repo.url(), node.root()).gateway(&node.emu).run().code(4);
+    let ran = Sync::new(&repo.url(), node.root())
+        .gateway(&node.emu)
+        .run()
+        .code(4);
     assert!(ran.stderr.contains("gamma"), "{}", ran.stderr);
     assert!(ran.stderr.contains("rolled back"), "{}", ran.stderr);
     assert_eq!(fs::canonicalize(node.current()).unwrap(), good);
     node.emu.set_fail_reloads(false);
     // Marked failed: not retried until a new commit arrives.
-    Sync::new(&repo.url(), node.root()).gateway(&node.emu).run().code(1);
+    Sync::new(&repo.url(), node.root())
+        .gateway(&node.emu)
+        .run()
+        .code(1);
 }
 
 #[test]
 fn drift_on_the_gateway_is_repaired_by_a_reload() {
     let repo = two_api_repo();
     let node = Node::new();
-    Sync::new(&repo.url(), node.root()).gateway(&node.emu).run().code(0);
+    Sync::new(&repo.url(), node.root())
+        .gateway(&node.emu)
+        .run()
+        .code(0);
     node.emu.tamper_remove_api("beta");
-    let ran = Sync::new(&repo.url(), node.root()).gateway(&node.emu).run().code(0);
+    let ran = Sync::new(&repo.url(), node.root())
+        .gateway(&node.emu)
+        .run()
+        .code(0);
     assert!(ran.stderr.contains("repaired"), "{}", ran.stderr);
     assert_eq!(node.apis(), ids(&["alpha", "beta"]));
 }
@@ -350,10 +417,18 @@ fn branch_tag_and_sha_refs_over_git_daemon() {
     ];
     for (r, sha, apis) in cases {
         let root = tempfile::tempdir().unwrap();
-        Sync::new(&url, root.path()).args(&["--ref", r]).run().code(0);
+        Sync::new(&url, root.path())
+            .args(&["--ref", r])
+            .run()
+            .code(0);
         let mut files: Vec<String> = fs::read_dir(root.path().join("current/apps"))
             .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().replace(".json", ""))
+            .map(|e| {
+                e.unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .replace(".json", "")
+            })
             .collect();
         files.sort();
         assert_eq!(files, ids(apis), "ref {r}");
@@ -399,7 +474,10 @@ fn unreachable_repo_exits_3_and_keeps_the_last_good_revision() {
         .run()
         .code(3);
     assert!(!ran.stderr.is_empty());
-    assert_eq!(fs::canonicalize(root.path().join("current")).unwrap(), before);
+    assert_eq!(
+        fs::canonicalize(root.path().join("current")).unwrap(),
+        before
+    );
 }
 
 #[test]
