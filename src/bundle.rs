@@ -102,9 +102,8 @@ impl Bundle {
             .chain(&self.templates)
             .map(|f| f.path.as_str())
             .collect();
-        let mut out = Vec::with_capacity(
-            self.apps.len() + 2 * self.policies.len() + plain.len() + 2,
-        );
+        let mut out =
+            Vec::with_capacity(self.apps.len() + 2 * self.policies.len() + plain.len() + 2);
         for app in &self.apps {
             if !is_safe_flat_name(&app.name) {
                 continue;
@@ -342,9 +341,19 @@ fn oas_refs(ext: &Value, refs: &mut Vec<MiddlewareRef>) {
         .and_then(Value::as_str)
         .unwrap_or("");
     let file_based = file_based_driver(driver);
-    let mut plugin_list = |list: Option<&Value>, at: String, refs: &mut Vec<MiddlewareRef>| {
-        for (i, p) in list.and_then(Value::as_array).into_iter().flatten().enumerate() {
-            push_ref(refs, format!("{at}/{i}/path"), str_at(p, "path"), file_based && enabled(p));
+    let plugin_list = |list: Option<&Value>, at: String, refs: &mut Vec<MiddlewareRef>| {
+        for (i, p) in list
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            push_ref(
+                refs,
+                format!("{at}/{i}/path"),
+                str_at(p, "path"),
+                file_based && enabled(p),
+            );
         }
     };
     if let Some(global) = global {
@@ -382,7 +391,9 @@ fn oas_refs(ext: &Value, refs: &mut Vec<MiddlewareRef>) {
             file_based && enabled(config),
         );
     }
-    let operations = ext.pointer("/middleware/operations").and_then(Value::as_object);
+    let operations = ext
+        .pointer("/middleware/operations")
+        .and_then(Value::as_object);
     for (op, settings) in operations.into_iter().flatten() {
         let op_at = format!("{X}/middleware/operations/{}", escape_token(op));
         if let Some(ve) = settings.get("virtualEndpoint") {
@@ -393,7 +404,11 @@ fn oas_refs(ext: &Value, refs: &mut Vec<MiddlewareRef>) {
                 enabled(ve),
             );
         }
-        plugin_list(settings.get("postPlugins"), format!("{op_at}/postPlugins"), refs);
+        plugin_list(
+            settings.get("postPlugins"),
+            format!("{op_at}/postPlugins"),
+            refs,
+        );
     }
 }
 
@@ -491,7 +506,8 @@ mod tests {
 
     #[test]
     fn empty_bundle_still_has_an_empty_policies_map() {
-        let files = Bundle::default().revision_files("/x");
+        let bundle = Bundle::default();
+        let files = bundle.revision_files("/x");
         assert_eq!(files.len(), 1);
         assert_eq!(files[0].path, "policies.json");
         let map: Value = serde_json::from_slice(&files[0].bytes).unwrap();
@@ -513,8 +529,14 @@ mod tests {
         }}});
         let refs = middleware_refs(&doc);
         assert_eq!(refs.len(), 2);
-        assert_eq!(refs[0].pointer, "/x-tyk-api-gateway/middleware/global/prePlugins/0/path");
-        assert_eq!(refs[1].pointer, "/x-tyk-api-gateway/middleware/operations/op~11/virtualEndpoint/path");
+        assert_eq!(
+            refs[0].pointer,
+            "/x-tyk-api-gateway/middleware/global/prePlugins/0/path"
+        );
+        assert_eq!(
+            refs[1].pointer,
+            "/x-tyk-api-gateway/middleware/operations/op~11/virtualEndpoint/path"
+        );
         assert!(refs.iter().all(|r| r.required));
     }
 }

@@ -1,7 +1,12 @@
 //! `tyk-gitops validate [DIR]`: the bundle and validate stages on a folder,
-//! for a config repo's own CI. (Owned by the validation work.)
+//! for a config repo's own CI. No Git, no gateway: the same findings a
+//! `sync` of this checkout would reject it with.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
+
+use super::{Cache, DEFAULT_MAX_FILE_SIZE, Format, Options, Report, check, render};
+use crate::tree::Tree;
 
 /// Flags of `tyk-gitops validate`.
 #[derive(Debug, Clone, clap::Args)]
@@ -9,10 +14,73 @@ pub struct Args {
     /// The checkout to validate.
     #[arg(default_value = ".", env = "TYK_GITOPS_DIR")]
     pub dir: PathBuf,
+
+    /// The config root inside DIR (one repo, many environments: envs/prod).
+    #[arg(long, value_name = "SUBDIR", env = "TYK_GITOPS_PATH")]
+    pub path: Option<PathBuf>,
+
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Human, env = "TYK_GITOPS_FORMAT")]
+    pub format: Format,
+
+    /// Report unknown fields, and fail on warnings too.
+    #[arg(long, env = "TYK_GITOPS_STRICT")]
+    pub strict: bool,
+
+    /// Files larger than this are refused (they are not read).
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_FILE_SIZE, env = "TYK_GITOPS_MAX_FILE_SIZE")]
+    pub max_file_size: u64,
 }
 
 /// Runs the command; returns the process exit code (0 clean, 1 errors, 2 usage).
 pub fn run(args: &Args) -> i32 {
-    let _ = args;
-    2
+    let root = match &args.path {
+        Some(sub)
+            if sub.is_absolute()
+                || sub
+                    .components()
+                    .any(|c| matches!(c, std::path::Component::ParentDir)) =>
+        {
+            eprintln!(
+                "error: --path must be a relative path inside DIR: {}",
+                sub.display()
+            );
+            return 2;
+        }
+        Some(sub) => args.dir.join(sub),
+        None => args.dir.clone(),
+    };
+    let tree = match Tree::from_dir(&root, args.max_file_size) {
+        Ok(tree) => tree,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
+    let opts = Options {
+        strict: args.strict,
+        max_file_size: args.max_file_size,
+    };
+    let (_, mut report) = check(tree, &opts, &mut Cache::default());
+    if args.format == Format::Github {
+        prefix_files(&mut report, args.path.as_ref());
+    }
+    let color = args.format == Format::Human
+        && std::io::stdout().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none();
+    print!("{}", render(&report, args.format, color));
+    i32::from(report.rejects(args.strict))
+}
+
+/// GitHub resolves annotation paths from the repository root, and findings
+/// are relative to the config root.
+fn prefix_files(report: &mut Report, sub: Option<&PathBuf>) {
+    let Some(sub) = sub else { return };
+    let prefix = sub.to_string_lossy().trim_end_matches('/').to_string();
+    if prefix.is_empty() || prefix == "." {
+        return;
+    }
+    for f in report.errors.iter_mut().chain(report.warnings.iter_mut()) {
+        f.file = format!("{prefix}/{}", f.file);
+    }
 }

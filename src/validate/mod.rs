@@ -1,16 +1,30 @@
 //! The validate stage: `Tree` → (`Bundle`, `Report`).
-//! (Contract fixed; implementation owned by the validation work.)
+//!
+//! It reads the config repo layout (folders, or a tyk-sync `.tyk.json`
+//! index), analyses each file once (cached by blob id across syncs), then
+//! runs the cross-file rules on the extracted facts. It never fails: every
+//! problem is a finding, and the bundle is applied only when the report has
+//! no errors (and, with `strict`, no warnings).
 
+mod analyse;
 pub mod command;
+mod locate;
 pub mod report;
+pub mod rules;
+mod schema;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use git2::Oid;
 
-use crate::bundle::Bundle;
-use crate::tree::Tree;
-pub use report::{Finding, Report, Severity};
+use crate::bundle::{
+    self, APPS_DIR, ApiFile, Bundle, MIDDLEWARE_DIR, POLICIES_DIR, POLICIES_MAP, PlainFile,
+    PolicyEntry, TEMPLATES_DIR, TYK_CONF, TYK_INDEX,
+};
+use crate::tree::{Content, EntryKind, Tree};
+use analyse::{Analysis, Companion, Facts, Role};
+pub use report::{Finding, Format, Report, Severity, render};
 
 pub const DEFAULT_MAX_FILE_SIZE: u64 = 4 * 1024 * 1024;
 
@@ -30,11 +44,14 @@ impl Default for Options {
     }
 }
 
-/// Per-file results keyed by Git blob id, so a commit that changes one file
-/// re-validates only that file. Lives as long as the process.
+/// Per-file results keyed by Git blob id (and the file's role: one blob can
+/// be an API in one place and a policy in another), so a commit that changes
+/// one file re-validates only that file. Lives as long as the process; each
+/// `check` keeps only the entries its tree used, so it never outgrows one
+/// commit.
 #[derive(Debug, Default)]
 pub struct Cache {
-    entries: HashMap<Oid, ()>,
+    entries: HashMap<(Oid, Role), Arc<Analysis>>,
 }
 
 impl Cache {
@@ -44,11 +61,474 @@ impl Cache {
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
+
+    fn analyse(
+        &mut self,
+        blob: Oid,
+        role: Role,
+        bytes: &[u8],
+        used: &mut HashSet<(Oid, Role)>,
+    ) -> Arc<Analysis> {
+        // A zero id means "unknown" (entries built by hand): never share it.
+        if blob.is_zero() {
+            return Arc::new(analyse::analyse(role, bytes));
+        }
+        used.insert((blob, role));
+        self.entries
+            .entry((blob, role))
+            .or_insert_with(|| Arc::new(analyse::analyse(role, bytes)))
+            .clone()
+    }
+}
+
+/// Where a tree entry goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Place {
+    /// Analysed: an API file (with its name in `apps/`), a policy, ...
+    Analysed(Role, String),
+    Middleware,
+    Template,
+    Ignored,
 }
 
 /// Reads the layout and validates it. The bundle is only meant to be applied
-/// when `report.has_errors()` is false (and, with `strict`, no warnings).
-pub fn check(tree: Tree, opts: &Options, cache: &mut Cache) -> (Bundle, Report) {
-    let _ = (tree, opts, cache);
-    unimplemented!("validation stage")
+/// when `report.has_errors()` is false (and, with `strict`, no warnings:
+/// see `Report::rejects`).
+pub fn check(mut tree: Tree, opts: &Options, cache: &mut Cache) -> (Bundle, Report) {
+    let mut report = Report::default();
+    let mut used = HashSet::new();
+
+    let index = read_index(&tree, opts, cache, &mut used, &mut report);
+
+    // (entry index, place, analysis)
+    let mut work: Vec<(usize, Role, String, Arc<Analysis>)> = Vec::new();
+    let mut plain: Vec<(usize, Place)> = Vec::new();
+    let mut names: HashMap<String, String> = HashMap::new();
+    for (i, entry) in tree.entries.iter().enumerate() {
+        let path = entry.path.as_str();
+        if !bundle::is_safe_relative_path(path) {
+            report.push(whole_file(rules::INVALID_PATH, Severity::Error, path,
+                format!("refusing a path with empty, '.' or '..' segments or control characters: {path:?}"), None));
+            continue;
+        }
+        let place = match &index {
+            Some(ix) => ix
+                .place(path)
+                .unwrap_or_else(|| place_in_folders(path, true, &mut report)),
+            None => place_in_folders(path, false, &mut report),
+        };
+        if place == Place::Ignored {
+            continue;
+        }
+        match entry.kind {
+            EntryKind::Symlink => {
+                report.push(whole_file(
+                    rules::SYMLINK,
+                    Severity::Error,
+                    path,
+                    "symbolic links are refused: their target could be anywhere".into(),
+                    Some("commit the file itself instead of a link".into()),
+                ));
+                continue;
+            }
+            EntryKind::Submodule => {
+                report.push(whole_file(
+                    rules::SUBMODULE,
+                    Severity::Error,
+                    path,
+                    "submodules are refused: their content is not part of this commit".into(),
+                    None,
+                ));
+                continue;
+            }
+            EntryKind::File => {}
+        }
+        let bytes = match &entry.content {
+            Content::Loaded(b) if (b.len() as u64) <= opts.max_file_size => b,
+            Content::Loaded(b) => {
+                report.push(too_large(path, b.len() as u64, opts.max_file_size));
+                continue;
+            }
+            Content::TooLarge { size } => {
+                report.push(too_large(path, *size, opts.max_file_size));
+                continue;
+            }
+            Content::Absent => continue,
+        };
+        match place {
+            Place::Analysed(role, name) => {
+                if let Role::Api(_) = role
+                    && let Some(first) = names.insert(name.clone(), path.to_string())
+                {
+                    report.push(whole_file(
+                        rules::TYK_INDEX,
+                        Severity::Error,
+                        path,
+                        format!("two API files would both be apps/{name} (the other is {first})"),
+                        Some(
+                            "the revision's apps/ folder is flat: give the files distinct names"
+                                .into(),
+                        ),
+                    ));
+                    continue;
+                }
+                let analysis = cache.analyse(entry.blob, role, bytes, &mut used);
+                work.push((i, role, name, analysis));
+            }
+            other => plain.push((i, other)),
+        }
+    }
+
+    for (i, _, _, analysis) in &work {
+        let file = &tree.entries[*i].path;
+        for f in &analysis.findings {
+            if f.rule == rules::UNKNOWN_FIELD && !opts.strict {
+                continue;
+            }
+            let mut f = f.clone();
+            f.file.clone_from(file);
+            report.push(f);
+        }
+    }
+    if let Some(ix) = &index {
+        ix.check_ids(&tree, &work, &mut report);
+    }
+
+    let extra = {
+        let items: Vec<rules::Item<'_>> = work
+            .iter()
+            .map(|(i, role, name, analysis)| {
+                let entry = &tree.entries[*i];
+                rules::Item {
+                    path: &entry.path,
+                    name,
+                    role: *role,
+                    bytes: loaded(&entry.content),
+                    analysis,
+                }
+            })
+            .collect();
+        rules::cross_file(&items, &tree, &mut report)
+    };
+
+    cache.entries.retain(|k, _| used.contains(k));
+    report.sort();
+    let bundle = build_bundle(&mut tree, work, plain, &extra);
+    (bundle, report)
+}
+
+fn loaded(content: &Content) -> &[u8] {
+    match content {
+        Content::Loaded(b) => b,
+        _ => &[],
+    }
+}
+
+fn whole_file(
+    rule: &'static str,
+    severity: Severity,
+    path: &str,
+    message: String,
+    hint: Option<String>,
+) -> Finding {
+    Finding {
+        rule,
+        severity,
+        file: path.to_string(),
+        line: 0,
+        column: 0,
+        pointer: None,
+        message,
+        hint,
+    }
+}
+
+fn too_large(path: &str, size: u64, max: u64) -> Finding {
+    whole_file(
+        rules::FILE_TOO_LARGE,
+        Severity::Error,
+        path,
+        format!("{size} bytes is over the limit of {max} bytes"),
+        Some("raise --max-file-size if the file is meant to be this big".into()),
+    )
+}
+
+/// The folder layout: `apps/*.json`, `policies/*.json`, `policies.json`,
+/// `middleware/**`, `templates/**`, `tyk.conf`. With an index, API and
+/// policy files come from it and JSON files left in `apps/` or `policies/`
+/// are reported as ignored.
+fn place_in_folders(path: &str, indexed: bool, report: &mut Report) -> Place {
+    if path.starts_with(&format!("{MIDDLEWARE_DIR}/")) {
+        return Place::Middleware;
+    }
+    if path.starts_with(&format!("{TEMPLATES_DIR}/")) {
+        return Place::Template;
+    }
+    match path {
+        POLICIES_MAP => return Place::Analysed(Role::PoliciesMap, String::new()),
+        TYK_CONF => return Place::Analysed(Role::TykConf, String::new()),
+        _ => {}
+    }
+    for dir in [APPS_DIR, POLICIES_DIR] {
+        let Some(rest) = path.strip_prefix(dir).and_then(|r| r.strip_prefix('/')) else {
+            continue;
+        };
+        if !rest.ends_with(".json") {
+            return Place::Ignored;
+        }
+        let (rule, message) = if rest.contains('/') {
+            (
+                rules::IGNORED_FILE,
+                format!("the gateway does not read sub-folders of {dir}/: this file is not loaded"),
+            )
+        } else if rest.starts_with('.') {
+            (
+                rules::DOTFILE,
+                format!(
+                    "the gateway would load this hidden file from {dir}/ by accident; tyk-gitops leaves it out"
+                ),
+            )
+        } else if indexed {
+            (
+                rules::IGNORED_FILE,
+                format!("{TYK_INDEX} is present and does not name this file: it is not loaded"),
+            )
+        } else if dir == APPS_DIR {
+            return Place::Analysed(Role::Api(Companion::of(rest)), rest.to_string());
+        } else {
+            return Place::Analysed(Role::Policy, String::new());
+        };
+        report.push(whole_file(rule, Severity::Warning, path, message, None));
+        return Place::Ignored;
+    }
+    Place::Ignored
+}
+
+/// A tyk-sync `.tyk.json` index, once read: which paths it names.
+struct Index {
+    bytes: Vec<u8>,
+    /// path → (role, name in apps/, id the index states, pointer)
+    named: HashMap<String, (Role, String, Option<String>, String)>,
+}
+
+fn read_index(
+    tree: &Tree,
+    opts: &Options,
+    cache: &mut Cache,
+    used: &mut HashSet<(Oid, Role)>,
+    report: &mut Report,
+) -> Option<Index> {
+    let entry = tree.get(TYK_INDEX)?;
+    let Content::Loaded(bytes) = &entry.content else {
+        if entry.kind == EntryKind::File
+            && let Content::TooLarge { size } = entry.content
+        {
+            report.push(too_large(TYK_INDEX, size, opts.max_file_size));
+        }
+        return None;
+    };
+    if entry.kind != EntryKind::File {
+        return None;
+    }
+    let analysis = cache.analyse(entry.blob, Role::Index, bytes, used);
+    for f in &analysis.findings {
+        let mut f = f.clone();
+        f.file = TYK_INDEX.to_string();
+        report.push(f);
+    }
+    let Facts::Index(facts) = &analysis.facts else {
+        // Unreadable index: fall back to the folders, so the user still
+        // sees everything else that is wrong.
+        return None;
+    };
+    let mut named = HashMap::new();
+    let lists = [(&facts.files, true), (&facts.policies, false)];
+    for (list, is_api) in lists {
+        for item in list {
+            let at = |message: String| {
+                let (line, column) = locate::line_col(bytes, locate::locate(bytes, &item.pointer));
+                Finding {
+                    rule: rules::TYK_INDEX,
+                    severity: Severity::Error,
+                    file: TYK_INDEX.to_string(),
+                    line,
+                    column,
+                    pointer: Some(item.pointer.clone()),
+                    message,
+                    hint: None,
+                }
+            };
+            let path = match bundle::resolve_reference(&item.file) {
+                Ok(Some(p)) if bundle::is_safe_relative_path(&p) => p,
+                _ => {
+                    report.push(at(format!("{:?} is outside the config root", item.file)));
+                    continue;
+                }
+            };
+            if tree.get(&path).is_none() {
+                report.push(at(format!(
+                    "{:?} is named here but is not in the tree",
+                    item.file
+                )));
+                continue;
+            }
+            let name = path.rsplit('/').next().unwrap_or(&path).to_string();
+            let role = if is_api {
+                Role::Api(Companion::of(&name))
+            } else {
+                Role::Policy
+            };
+            if is_api && !bundle::is_safe_flat_name(&name) {
+                report.push(at(format!(
+                    "{:?} has a hidden or unusable file name",
+                    item.file
+                )));
+                continue;
+            }
+            named.insert(path, (role, name, item.id.clone(), item.pointer.clone()));
+        }
+    }
+    Some(Index {
+        bytes: bytes.clone(),
+        named,
+    })
+}
+
+impl Index {
+    fn place(&self, path: &str) -> Option<Place> {
+        if path == TYK_INDEX {
+            return Some(Place::Ignored);
+        }
+        self.named
+            .get(path)
+            .map(|(role, name, ..)| Place::Analysed(*role, name.clone()))
+    }
+
+    /// The ids the index states must be the ones the files hold.
+    fn check_ids(
+        &self,
+        tree: &Tree,
+        work: &[(usize, Role, String, Arc<Analysis>)],
+        report: &mut Report,
+    ) {
+        for (i, _, _, analysis) in work {
+            let path = &tree.entries[*i].path;
+            let Some((_, _, Some(stated), pointer)) = self.named.get(path) else {
+                continue;
+            };
+            let actual = match &analysis.facts {
+                Facts::Api(a) => a.api_id.as_deref(),
+                Facts::Policy(p) => p.id.as_deref(),
+                _ => continue,
+            };
+            if actual.is_some_and(|a| a != stated) {
+                let (line, column) =
+                    locate::line_col(&self.bytes, locate::locate(&self.bytes, pointer));
+                report.push(Finding {
+                    rule: rules::TYK_INDEX,
+                    severity: Severity::Error,
+                    file: TYK_INDEX.to_string(),
+                    line,
+                    column,
+                    pointer: Some(pointer.clone()),
+                    message: format!(
+                        "the index says {path} has id {stated:?}, the file says {:?}",
+                        actual.unwrap_or_default()
+                    ),
+                    hint: None,
+                });
+            }
+        }
+    }
+}
+
+fn take_bytes(tree: &mut Tree, i: usize) -> Vec<u8> {
+    match &mut tree.entries[i].content {
+        Content::Loaded(b) => std::mem::take(b),
+        _ => Vec::new(),
+    }
+}
+
+fn build_bundle(
+    tree: &mut Tree,
+    work: Vec<(usize, Role, String, Arc<Analysis>)>,
+    plain: Vec<(usize, Place)>,
+    extra: &std::collections::BTreeSet<String>,
+) -> Bundle {
+    let mut bundle = Bundle::default();
+    let extra_idx: Vec<usize> = extra
+        .iter()
+        .filter_map(|p| {
+            tree.entries
+                .binary_search_by(|e| e.path.as_str().cmp(p))
+                .ok()
+        })
+        .collect();
+    for (i, place) in plain {
+        let path = tree.entries[i].path.clone();
+        let file = PlainFile {
+            path,
+            bytes: take_bytes(tree, i),
+        };
+        match place {
+            Place::Template => bundle.templates.push(file),
+            _ => bundle.middleware.push(file),
+        }
+    }
+    for i in extra_idx {
+        let path = tree.entries[i].path.clone();
+        // A file both referenced and under middleware/ was taken above.
+        if let Content::Loaded(_) = tree.entries[i].content {
+            bundle.middleware.push(PlainFile {
+                path,
+                bytes: take_bytes(tree, i),
+            });
+        }
+    }
+    bundle.middleware.sort_by(|a, b| a.path.cmp(&b.path));
+    for (i, role, name, analysis) in work {
+        let source = tree.entries[i].path.clone();
+        match (&analysis.facts, role) {
+            (Facts::Api(api), _) => bundle.apps.push(ApiFile {
+                name,
+                source,
+                api_id: api.api_id.clone(),
+                bytes: take_bytes(tree, i),
+            }),
+            (_, Role::Api(_)) => bundle.apps.push(ApiFile {
+                name,
+                source,
+                api_id: None,
+                bytes: take_bytes(tree, i),
+            }),
+            (Facts::Policy(p), _) => {
+                if let Some(id) = p.id.clone().filter(|id| !id.is_empty()) {
+                    bundle.policies.push(PolicyEntry {
+                        id,
+                        source,
+                        bytes: take_bytes(tree, i),
+                    });
+                }
+            }
+            (Facts::PolicyMap(entries), _) => {
+                for e in entries {
+                    bundle.policies.push(PolicyEntry {
+                        id: e.key.clone(),
+                        source: source.clone(),
+                        bytes: e.bytes.clone(),
+                    });
+                }
+            }
+            (_, Role::TykConf) => {
+                bundle.tyk_conf = Some(PlainFile {
+                    path: source,
+                    bytes: take_bytes(tree, i),
+                });
+            }
+            _ => {}
+        }
+    }
+    bundle.apps.sort_by(|a, b| a.name.cmp(&b.name));
+    bundle.policies.sort_by(|a, b| a.id.cmp(&b.id));
+    bundle
 }

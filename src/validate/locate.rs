@@ -1,0 +1,273 @@
+//! Positions in JSON source bytes: nesting depth (checked before parsing, so
+//! hostile input never reaches serde_json's recursion limit) and JSON pointer
+//! → line/column (parsed values carry no spans).
+//!
+//! Every function here is a single forward scan over the bytes, never
+//! recursive, and never panics on malformed input: it gives up with `None`
+//! or with the best position found so far.
+
+/// 1-based line and column (in characters) of byte `offset`.
+pub fn line_col(bytes: &[u8], offset: usize) -> (u32, u32) {
+    let offset = offset.min(bytes.len());
+    let before = &bytes[..offset];
+    let line_start = before
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |i| i + 1);
+    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+    // Count characters, not bytes: UTF-8 continuation bytes are 0b10xx_xxxx.
+    let column = before[line_start..]
+        .iter()
+        .filter(|&&b| (b & 0xC0) != 0x80)
+        .count()
+        + 1;
+    (to_u32(line), to_u32(column))
+}
+
+fn to_u32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// The offset of the first bracket that opens nesting level `limit + 1`,
+/// when the document nests deeper than `limit`. Brackets inside strings do
+/// not count.
+pub fn depth_exceeded(bytes: &[u8], limit: usize) -> Option<usize> {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for (i, &b) in bytes.iter().enumerate() {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > limit {
+                    return Some(i);
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Byte offset of the value at `pointer` (RFC 6901). When the pointer does
+/// not resolve all the way (a missing property), the offset of the deepest
+/// value that exists, so a "missing field" finding points at its parent.
+pub fn locate(bytes: &[u8], pointer: &str) -> usize {
+    let mut s = Scanner { bytes, pos: 0 };
+    s.ws();
+    let mut best = s.pos;
+    if pointer.is_empty() {
+        return best;
+    }
+    for token in pointer.split('/').skip(1) {
+        let token = unescape_token(token);
+        let found = match s.peek() {
+            Some(b'{') => s.find_key(&token),
+            Some(b'[') => token.parse::<usize>().ok().and_then(|n| s.find_index(n)),
+            _ => None,
+        };
+        match found {
+            Some(pos) => {
+                s.pos = pos;
+                best = pos;
+            }
+            None => return best,
+        }
+    }
+    best
+}
+
+fn unescape_token(token: &str) -> String {
+    token.replace("~1", "/").replace("~0", "~")
+}
+
+struct Scanner<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl Scanner<'_> {
+    fn peek(&self) -> Option<u8> {
+        self.bytes.get(self.pos).copied()
+    }
+
+    fn ws(&mut self) {
+        while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            self.pos += 1;
+        }
+    }
+
+    /// At a `"`: moves past the closing quote; returns the raw contents.
+    fn string(&mut self) -> Option<&[u8]> {
+        if self.peek() != Some(b'"') {
+            return None;
+        }
+        let start = self.pos + 1;
+        let mut i = start;
+        while i < self.bytes.len() {
+            match self.bytes[i] {
+                b'\\' => i += 2,
+                b'"' => {
+                    self.pos = i + 1;
+                    return self.bytes.get(start..i);
+                }
+                _ => i += 1,
+            }
+        }
+        None
+    }
+
+    /// Moves past one value of any kind, without recursion.
+    fn skip_value(&mut self) -> Option<()> {
+        match self.peek()? {
+            b'"' => self.string().map(|_| ()),
+            b'{' | b'[' => {
+                let mut depth = 0usize;
+                while let Some(b) = self.peek() {
+                    match b {
+                        b'"' => {
+                            self.string()?;
+                            continue;
+                        }
+                        b'{' | b'[' => depth += 1,
+                        b'}' | b']' => {
+                            depth = depth.saturating_sub(1);
+                            if depth == 0 {
+                                self.pos += 1;
+                                return Some(());
+                            }
+                        }
+                        _ => {}
+                    }
+                    self.pos += 1;
+                }
+                None
+            }
+            _ => {
+                while let Some(b) = self.peek() {
+                    if matches!(b, b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r') {
+                        break;
+                    }
+                    self.pos += 1;
+                }
+                Some(())
+            }
+        }
+    }
+
+    /// At a `{`: the offset of the value of the last member named `key`
+    /// (duplicate keys: the last one wins, as in serde_json and Go).
+    fn find_key(&mut self, key: &str) -> Option<usize> {
+        self.pos += 1;
+        let mut found = None;
+        loop {
+            self.ws();
+            match self.peek()? {
+                b'}' => return found,
+                b',' => {
+                    self.pos += 1;
+                    continue;
+                }
+                _ => {}
+            }
+            let raw = self.string()?;
+            let matches = if raw.contains(&b'\\') {
+                let mut quoted = Vec::with_capacity(raw.len() + 2);
+                quoted.push(b'"');
+                quoted.extend_from_slice(raw);
+                quoted.push(b'"');
+                serde_json::from_slice::<String>(&quoted).is_ok_and(|k| k == key)
+            } else {
+                raw == key.as_bytes()
+            };
+            self.ws();
+            if self.peek()? != b':' {
+                return found;
+            }
+            self.pos += 1;
+            self.ws();
+            if matches {
+                found = Some(self.pos);
+            }
+            self.skip_value()?;
+        }
+    }
+
+    /// At a `[`: the offset of element `n`.
+    fn find_index(&mut self, n: usize) -> Option<usize> {
+        self.pos += 1;
+        let mut index = 0usize;
+        loop {
+            self.ws();
+            match self.peek()? {
+                b']' => return None,
+                b',' => {
+                    self.pos += 1;
+                    continue;
+                }
+                _ => {}
+            }
+            if index == n {
+                return Some(self.pos);
+            }
+            self.skip_value()?;
+            index += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DOC: &str =
+        "{\n  \"a\": {\"b/c\": [1, {\"d\": \"x\"}]},\n  \"é\": 2,\n  \"a\": {\"z\": true}\n}";
+
+    #[test]
+    fn pointer_resolves_to_line_and_column() {
+        let bytes = DOC.as_bytes();
+        // Duplicate "a": the last one is what the parser keeps.
+        assert_eq!(line_col(bytes, locate(bytes, "/a/z")), (4, 14));
+        assert_eq!(line_col(bytes, locate(bytes, "/é")), (3, 8));
+        assert_eq!(line_col(bytes, locate(bytes, "")), (1, 1));
+    }
+
+    #[test]
+    fn escaped_tokens_and_array_indexes() {
+        let doc = br#"{"a": {"b/c": [1, {"d": "x"}]}}"#;
+        assert_eq!(locate(doc, "/a/b~1c/1/d"), 24);
+    }
+
+    #[test]
+    fn missing_member_points_at_the_deepest_existing_value() {
+        let doc = br#"{"proxy": {"target_url": "x"}}"#;
+        assert_eq!(locate(doc, "/proxy/listen_path"), 10);
+    }
+
+    #[test]
+    fn depth_ignores_brackets_in_strings() {
+        assert_eq!(depth_exceeded(br#"[["[[[["]]"#, 2), None);
+        assert_eq!(depth_exceeded(b"[[[1]]]", 2), Some(2));
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        for doc in [&b"{\"a"[..], b"[1,", b"{\"a\":", b"\"\\", b"{,,,}", b"}"] {
+            let _ = locate(doc, "/a/0/b");
+            let _ = depth_exceeded(doc, 1);
+            let _ = line_col(doc, 1000);
+        }
+    }
+}

@@ -1,0 +1,431 @@
+//! Rule ids (a public contract: CI configs and users grep for them) and the
+//! rules that look across files. Every cross-file rule groups facts in hash
+//! maps keyed by what must be unique, so the cost is linear in the number of
+//! files, never pairwise.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+use super::analyse::{Analysis, Facts, MAX_FINDINGS_PER_RULE, PolicyFacts, Role};
+use super::locate::{line_col, locate};
+use super::report::{Finding, Report, Severity};
+use crate::bundle::{self, MCP_SUFFIX, MIDDLEWARE_DIR, MiddlewareRef, OAS_SUFFIX, TEMPLATES_DIR};
+use crate::tree::{EntryKind, Tree};
+
+// Errors.
+pub const JSON_SYNTAX: &str = "json-syntax";
+pub const SCHEMA: &str = "schema";
+pub const DUPLICATE_API_ID: &str = "duplicate-api-id";
+pub const DUPLICATE_LISTEN_PATH: &str = "duplicate-listen-path";
+pub const INVALID_LISTEN_PATH: &str = "invalid-listen-path";
+pub const INVALID_TARGET_URL: &str = "invalid-target-url";
+pub const OAS_COMPANION_MISSING: &str = "oas-companion-missing";
+pub const BARE_OAS: &str = "bare-oas";
+pub const POLICY_UNKNOWN_API: &str = "policy-unknown-api";
+pub const DUPLICATE_POLICY_ID: &str = "duplicate-policy-id";
+pub const MISSING_MIDDLEWARE_FILE: &str = "missing-middleware-file";
+pub const SYMLINK: &str = "symlink";
+pub const SUBMODULE: &str = "submodule";
+pub const FILE_TOO_LARGE: &str = "file-too-large";
+pub const TOO_DEEP: &str = "too-deep";
+pub const NOT_UTF8: &str = "not-utf8";
+pub const INVALID_PATH: &str = "invalid-path";
+pub const TYK_INDEX: &str = "tyk-index";
+
+// Warnings.
+pub const INACTIVE_API: &str = "inactive-api";
+pub const ORG_ID_MISMATCH: &str = "org-id-mismatch";
+pub const IGNORED_FILE: &str = "ignored-file";
+pub const DOTFILE: &str = "dotfile";
+pub const UNKNOWN_FIELD: &str = "unknown-field";
+pub const POLICIES_MAP_IN_POLICY_DIR: &str = "policies-map-in-policy-dir";
+pub const ABSOLUTE_MIDDLEWARE_PATH: &str = "absolute-middleware-path";
+
+/// Every rule id with its severity, for docs and tests.
+pub const ALL: [(&str, Severity); 25] = [
+    (JSON_SYNTAX, Severity::Error),
+    (SCHEMA, Severity::Error),
+    (DUPLICATE_API_ID, Severity::Error),
+    (DUPLICATE_LISTEN_PATH, Severity::Error),
+    (INVALID_LISTEN_PATH, Severity::Error),
+    (INVALID_TARGET_URL, Severity::Error),
+    (OAS_COMPANION_MISSING, Severity::Error),
+    (BARE_OAS, Severity::Error),
+    (POLICY_UNKNOWN_API, Severity::Error),
+    (DUPLICATE_POLICY_ID, Severity::Error),
+    (MISSING_MIDDLEWARE_FILE, Severity::Error),
+    (SYMLINK, Severity::Error),
+    (SUBMODULE, Severity::Error),
+    (FILE_TOO_LARGE, Severity::Error),
+    (TOO_DEEP, Severity::Error),
+    (NOT_UTF8, Severity::Error),
+    (INVALID_PATH, Severity::Error),
+    (TYK_INDEX, Severity::Error),
+    (INACTIVE_API, Severity::Warning),
+    (ORG_ID_MISMATCH, Severity::Warning),
+    (IGNORED_FILE, Severity::Warning),
+    (DOTFILE, Severity::Warning),
+    (UNKNOWN_FIELD, Severity::Warning),
+    (POLICIES_MAP_IN_POLICY_DIR, Severity::Warning),
+    (ABSOLUTE_MIDDLEWARE_PATH, Severity::Warning),
+];
+
+/// One analysed file of the bundle, as the cross-file rules see it.
+pub struct Item<'a> {
+    /// Relative to the config root.
+    pub path: &'a str,
+    /// Its name in the revision's `apps/` (API files only).
+    pub name: &'a str,
+    pub role: Role,
+    pub bytes: &'a [u8],
+    pub analysis: &'a Analysis,
+}
+
+/// Adds findings, capped per file and rule so that hostile input (a policy
+/// naming a million unknown APIs) stays linear.
+struct Emitter<'r, 'a> {
+    items: &'r [Item<'a>],
+    report: &'r mut Report,
+    counts: HashMap<(usize, &'static str), usize>,
+}
+
+impl Emitter<'_, '_> {
+    fn emit(
+        &mut self,
+        at: usize,
+        rule: &'static str,
+        severity: Severity,
+        pointer: &str,
+        message: String,
+        hint: Option<String>,
+    ) {
+        let count = self.counts.entry((at, rule)).or_insert(0);
+        *count += 1;
+        if *count > MAX_FINDINGS_PER_RULE {
+            return;
+        }
+        let item = &self.items[at];
+        let (line, column) = line_col(item.bytes, locate(item.bytes, pointer));
+        self.report.push(Finding {
+            rule,
+            severity,
+            file: item.path.to_string(),
+            line,
+            column,
+            pointer: Some(pointer.to_string()),
+            message,
+            hint,
+        });
+    }
+}
+
+/// Runs every cross-file rule. Returns the files outside `middleware/` and
+/// `templates/` that definitions reference and the tree holds: they ship
+/// with the revision too.
+pub fn cross_file(items: &[Item<'_>], tree: &Tree, report: &mut Report) -> BTreeSet<String> {
+    let mut out = Emitter {
+        items,
+        report,
+        counts: HashMap::new(),
+    };
+    apis(items, &mut out);
+    companions(items, &mut out);
+    policies(items, &mut out);
+    middleware(items, tree, &mut out)
+}
+
+fn apis(items: &[Item<'_>], out: &mut Emitter<'_, '_>) {
+    let mut by_id: HashMap<&str, Vec<usize>> = HashMap::new();
+    let mut by_route: HashMap<(&str, &str), Vec<usize>> = HashMap::new();
+    for (i, item) in items.iter().enumerate() {
+        let Facts::Api(api) = &item.analysis.facts else {
+            continue;
+        };
+        if let Some(id) = api.api_id.as_deref().filter(|id| !id.is_empty()) {
+            by_id.entry(id).or_default().push(i);
+        }
+        if let Some(lp) = api
+            .listen_path
+            .as_deref()
+            .filter(|lp| !lp.trim().is_empty())
+        {
+            by_route
+                .entry((api.domain.as_str(), lp))
+                .or_default()
+                .push(i);
+        }
+    }
+    for (id, files) in by_id.iter().filter(|(_, f)| f.len() > 1) {
+        for &i in files {
+            let others = other_paths(items, files, i);
+            out.emit(
+                i,
+                DUPLICATE_API_ID,
+                Severity::Error,
+                "/api_id",
+                format!("api_id {id:?} is also used by {others}"),
+                Some("the gateway keys APIs by api_id: one definition would silently replace the other".into()),
+            );
+        }
+    }
+    for ((domain, lp), files) in by_route.iter().filter(|(_, f)| f.len() > 1) {
+        let on = if domain.is_empty() {
+            "any domain".to_string()
+        } else {
+            format!("domain {domain:?}")
+        };
+        for &i in files {
+            let others = other_paths(items, files, i);
+            out.emit(
+                i,
+                DUPLICATE_LISTEN_PATH,
+                Severity::Error,
+                "/proxy/listen_path",
+                format!("listen path {lp:?} on {on} is also used by {others}"),
+                Some("the gateway would rename one of them to <path>-<api_id> without telling anyone".into()),
+            );
+        }
+    }
+}
+
+fn other_paths(items: &[Item<'_>], files: &[usize], me: usize) -> String {
+    let others: Vec<&str> = files
+        .iter()
+        .filter(|&&j| j != me)
+        .map(|&j| items[j].path)
+        .collect();
+    others.join(", ")
+}
+
+/// `is_oas` definitions need their `-oas.json` (`-mcp.json`) document;
+/// OpenAPI documents need a classic definition to be loaded at all.
+fn companions(items: &[Item<'_>], out: &mut Emitter<'_, '_>) {
+    let by_name: HashMap<&str, usize> = items
+        .iter()
+        .enumerate()
+        .filter(|(_, it)| matches!(it.role, Role::Api(_)))
+        .map(|(i, it)| (it.name, i))
+        .collect();
+    for (i, item) in items.iter().enumerate() {
+        match &item.analysis.facts {
+            Facts::Api(api) if api.is_oas => {
+                let stem = item.name.strip_suffix(".json").unwrap_or(item.name);
+                let suffix = if api.is_mcp { MCP_SUFFIX } else { OAS_SUFFIX };
+                let companion = format!("{stem}{suffix}");
+                let ok = by_name.get(companion.as_str()).is_some_and(
+                    |&j| matches!(&items[j].analysis.facts, Facts::Openapi(o) if o.has_extension),
+                );
+                if !ok {
+                    out.emit(
+                        i,
+                        OAS_COMPANION_MISSING,
+                        Severity::Error,
+                        "/is_oas",
+                        format!("\"is_oas\": true, but no {companion} with an x-tyk-api-gateway extension next to it"),
+                        Some(format!("add {companion} (the OpenAPI document with x-tyk-api-gateway), or remove is_oas")),
+                    );
+                }
+            }
+            Facts::Openapi(oas) => {
+                // The classic file it pairs with, and whether that must be
+                // an MCP API (`-mcp.json`) or not (`-oas.json`).
+                let classic =
+                    [(OAS_SUFFIX, false), (MCP_SUFFIX, true)]
+                        .iter()
+                        .find_map(|(s, mcp)| {
+                            item.name
+                                .strip_suffix(s)
+                                .map(|stem| (format!("{stem}.json"), *mcp))
+                        });
+                let paired = classic.as_ref().is_some_and(|(name, mcp)| {
+                    by_name.get(name.as_str()).is_some_and(|&j| {
+                        matches!(&items[j].analysis.facts, Facts::Api(a) if a.is_oas && a.is_mcp == *mcp)
+                    })
+                });
+                if paired {
+                    continue;
+                }
+                let stem = item
+                    .name
+                    .strip_suffix(OAS_SUFFIX)
+                    .or_else(|| item.name.strip_suffix(MCP_SUFFIX))
+                    .or_else(|| item.name.strip_suffix(".json"))
+                    .unwrap_or(item.name);
+                let api_id = oas.api_id.clone().unwrap_or_else(|| stem.to_string());
+                let lp = oas
+                    .listen_path
+                    .clone()
+                    .unwrap_or_else(|| format!("/{stem}/"));
+                let rename = if classic.is_none() {
+                    format!("rename it to {stem}{OAS_SUFFIX} and add")
+                } else {
+                    "add".to_string()
+                };
+                out.emit(
+                    i,
+                    BARE_OAS,
+                    Severity::Error,
+                    "",
+                    "an OpenAPI document without its classic definition: the gateway would load nothing from it".into(),
+                    Some(format!(
+                        "{rename} {stem}.json: {{\"api_id\": {api_id:?}, \"is_oas\": true, \"proxy\": {{\"listen_path\": {lp:?}, \"target_url\": \"...\"}}, \"version_data\": {{\"not_versioned\": true, \"versions\": {{\"Default\": {{\"name\": \"Default\"}}}}}}}}"
+                    )),
+                );
+            }
+            _ => {}
+        }
+    }
+}
+
+fn policies(items: &[Item<'_>], out: &mut Emitter<'_, '_>) {
+    let api_orgs: HashMap<&str, Option<&str>> = items
+        .iter()
+        .filter_map(|it| match &it.analysis.facts {
+            Facts::Api(a) => Some((a.api_id.as_deref()?, a.org_id.as_deref())),
+            _ => None,
+        })
+        .collect();
+    // (policy id, item, pointer prefix, facts)
+    let mut all: Vec<(&str, usize, String, &PolicyFacts)> = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        match &item.analysis.facts {
+            Facts::Policy(p) => {
+                if let Some(id) = p.id.as_deref().filter(|id| !id.is_empty()) {
+                    all.push((id, i, "/id".into(), p));
+                }
+            }
+            Facts::PolicyMap(entries) => {
+                for e in entries {
+                    all.push((
+                        &e.key,
+                        i,
+                        format!("/{}", bundle::escape_token(&e.key)),
+                        &e.facts,
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut by_id: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (n, (id, ..)) in all.iter().enumerate() {
+        by_id.entry(id).or_default().push(n);
+    }
+    for (id, group) in by_id.iter().filter(|(_, g)| g.len() > 1) {
+        for &n in group {
+            let (_, i, pointer, _) = &all[n];
+            let others: BTreeSet<&str> = group
+                .iter()
+                .filter(|&&m| m != n)
+                .map(|&m| items[all[m].1].path)
+                .collect();
+            let others: Vec<&str> = others.into_iter().collect();
+            out.emit(
+                *i,
+                DUPLICATE_POLICY_ID,
+                Severity::Error,
+                pointer,
+                format!("policy id {id:?} is also defined in {}", others.join(", ")),
+                Some("the gateway keeps one of them, which one depends on load order".into()),
+            );
+        }
+    }
+    for (id, i, _, facts) in &all {
+        for (api, pointer) in &facts.rights {
+            match api_orgs.get(api.as_str()) {
+                None => out.emit(
+                    *i,
+                    POLICY_UNKNOWN_API,
+                    Severity::Error,
+                    pointer,
+                    format!(
+                        "policy {id:?} grants access to API {api:?}, which is not in the bundle"
+                    ),
+                    Some("fix the api_id, add the API, or remove the access right".into()),
+                ),
+                Some(Some(api_org)) => {
+                    if let Some(org) = facts
+                        .org_id
+                        .as_deref()
+                        .filter(|o| !o.is_empty() && o != api_org)
+                    {
+                        out.emit(
+                            *i,
+                            ORG_ID_MISMATCH,
+                            Severity::Warning,
+                            pointer,
+                            format!("policy {id:?} has org_id {org:?} but API {api:?} has org_id {api_org:?}"),
+                            Some("keys created from this policy will not work with that API".into()),
+                        );
+                    }
+                }
+                Some(None) => {}
+            }
+        }
+    }
+}
+
+fn refs_of(analysis: &Analysis) -> &[MiddlewareRef] {
+    match &analysis.facts {
+        Facts::Api(a) => &a.refs,
+        Facts::Openapi(o) => &o.refs,
+        _ => &[],
+    }
+}
+
+fn middleware(items: &[Item<'_>], tree: &Tree, out: &mut Emitter<'_, '_>) -> BTreeSet<String> {
+    let mut extra = BTreeSet::new();
+    let shipped = |p: &str| {
+        p.starts_with(&format!("{MIDDLEWARE_DIR}/")) || p.starts_with(&format!("{TEMPLATES_DIR}/"))
+    };
+    let mut seen: HashSet<String> = HashSet::new();
+    for (i, item) in items.iter().enumerate() {
+        for r in refs_of(item.analysis) {
+            match bundle::resolve_reference(&r.path) {
+                Err(()) => out.emit(
+                    i,
+                    MISSING_MIDDLEWARE_FILE,
+                    Severity::Error,
+                    &r.pointer,
+                    format!("middleware path {:?} points outside the config root", r.path),
+                    Some("reference files inside the repo, e.g. \"middleware/my.js\"".into()),
+                ),
+                Ok(None) => out.emit(
+                    i,
+                    ABSOLUTE_MIDDLEWARE_PATH,
+                    Severity::Warning,
+                    &r.pointer,
+                    format!("middleware path {:?} is absolute: it is not part of the commit", r.path),
+                    Some("commit the file (e.g. under middleware/) and reference it relative to the config root".into()),
+                ),
+                Ok(Some(rel)) => {
+                    let present = tree.get(&rel).is_some_and(|e| e.kind == EntryKind::File);
+                    if present {
+                        if !shipped(&rel) && ships_as_plain(&rel) && seen.insert(rel.clone()) {
+                            extra.insert(rel);
+                        }
+                    } else if r.required {
+                        out.emit(
+                            i,
+                            MISSING_MIDDLEWARE_FILE,
+                            Severity::Error,
+                            &r.pointer,
+                            format!("middleware file {:?} is not in the bundle", r.path),
+                            Some("paths are relative to the config root; commit the file (e.g. under middleware/) or fix the path".into()),
+                        );
+                    }
+                }
+            }
+        }
+    }
+    extra
+}
+
+/// A referenced file outside `middleware/` ships at its own path, unless
+/// that path is one the revision uses for something else.
+fn ships_as_plain(rel: &str) -> bool {
+    let reserved = [bundle::POLICIES_MAP, bundle::TYK_CONF, bundle::TYK_INDEX];
+    bundle::is_safe_relative_path(rel)
+        && !reserved.contains(&rel)
+        && !((rel.starts_with("apps/") || rel.starts_with("policies/")) && rel.ends_with(".json"))
+        && !rel.split('/').any(|s| s.starts_with('.'))
+}
