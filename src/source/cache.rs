@@ -15,8 +15,9 @@ pub const FETCHED_REF: &str = "refs/tyk-gitops/fetched";
 
 /// Each fetch that brings something adds a pack. Past this many, the cache
 /// is re-created (the next fetch downloads one commit's tree), which bounds
-/// disk use to one full tree plus this many increments.
-const MAX_PACKS: usize = 64;
+/// disk use to one full tree plus this many increments; a config repo
+/// re-downloads in moments.
+const MAX_PACKS: usize = 32;
 
 /// Loose objects come only from the local transport's unpacking; same bound.
 const MAX_LOOSE_DIRS: usize = 200;

@@ -468,13 +468,69 @@ fn force_pushed_history_is_resolved_and_fetched() {
     assert_eq!(paths(&tree), ["apps/fresh.json"]);
 }
 
+/// The refs and pack files of the cache, as `git` sees them.
+fn cache_shape(cache: &Path) -> (Vec<String>, usize) {
+    let refs = git(cache, &["for-each-ref", "--format=%(refname)"]);
+    let packs = fs::read_dir(cache.join("objects/pack"))
+        .expect("pack dir")
+        .filter(|e| {
+            e.as_ref()
+                .expect("entry")
+                .path()
+                .extension()
+                .is_some_and(|x| x == "pack")
+        })
+        .count();
+    (refs.lines().map(String::from).collect(), packs)
+}
+
+#[test]
+fn a_sidecar_fetching_forever_keeps_the_cache_bounded() {
+    let world = World::new();
+    let daemon = GitDaemon::start(world.served.path());
+    let source = world.source(with_ref(config(&daemon.url("config.git")), "main"));
+    let cache = world.root.path().join("cache");
+    let mut most_packs = 0;
+
+    for i in 0..40 {
+        world.repo.file("apps/counter.txt", i.to_string());
+        let sha = world.repo.commit(&format!("change {i}"));
+        world.publish();
+        let (commit, tree) = sync(&source, None);
+        assert_eq!(commit.sha, sha);
+        assert_eq!(loaded(&tree, "apps/counter.txt"), i.to_string());
+        let (refs, packs) = cache_shape(&cache);
+        assert_eq!(refs, ["refs/tyk-gitops/fetched"], "after fetch {i}");
+        most_packs = most_packs.max(packs);
+    }
+
+    // One pack per change until the cache starts over: never unbounded.
+    let (_, packs) = cache_shape(&cache);
+    assert!(packs < 40, "{packs} packs: the cache never started over");
+    assert!(most_packs <= 33, "{most_packs} packs at most");
+}
+
 #[test]
 fn symlinks_submodules_and_large_files_are_recorded_not_read() {
     let world = World::new();
     std::os::unix::fs::symlink("/etc/passwd", world.repo.path().join("apps/link.json"))
         .expect("symlink");
     world.repo.file("apps/big.json", vec![b' '; 5000]);
-    world.repo.commit("odd entries");
+    // A gitlink, as `git submodule add` records it, without needing a server.
+    let sub = world.repo.head();
+    git(world.repo.path(), &["add", "-A"]);
+    git(
+        world.repo.path(),
+        &[
+            "update-index",
+            "--add",
+            "--cacheinfo",
+            &format!("160000,{sub},vendor/sub"),
+        ],
+    );
+    // Not `ConfigRepo::commit`: its `git add -A` would drop the gitlink,
+    // which has no checkout behind it.
+    git(world.repo.path(), &["commit", "-q", "-m", "odd entries"]);
     world.publish();
     let daemon = GitDaemon::start(world.served.path());
     let source = world.source(config(&daemon.url("config.git")));
@@ -486,6 +542,11 @@ fn symlinks_submodules_and_large_files_are_recorded_not_read() {
     let link = tree.get("apps/link.json").expect("link");
     assert_eq!(link.kind, EntryKind::Symlink);
     assert_eq!(link.content, Content::Absent);
+    let sub = tree
+        .get("vendor/sub")
+        .unwrap_or_else(|| panic!("no submodule in {:?}", paths(&tree)));
+    assert_eq!(sub.kind, EntryKind::Submodule);
+    assert_eq!(sub.content, Content::Absent);
     let big = tree.get("apps/big.json").expect("big");
     assert_eq!(big.kind, EntryKind::File);
     assert_eq!(big.content, Content::TooLarge { size: 5000 });
