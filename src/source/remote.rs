@@ -42,13 +42,20 @@ enum Failure {
 /// are read when the session starts, so a rotated token is used at once.
 pub struct Session<'a> {
     config: &'a SourceConfig,
+    /// Parsed once: picks credentials, host-key port and shallow support.
     transport: Transport,
     /// Redacted; the only form of the URL that may reach a message.
     pub shown_url: String,
+    /// The token from `password_file`, as of this session; also scrubbed
+    /// from every libgit2 message.
     password: Option<String>,
     known_hosts_path: PathBuf,
+    /// Start of the operation, for the whole-transfer `timeout`.
     started: Instant,
+    /// Why a callback failed the connection, for a precise error.
     failure: RefCell<Option<Failure>>,
+    /// Credentials handed out on this connection; a second request means
+    /// the first was refused.
     credential_attempts: Cell<u32>,
 }
 
