@@ -11,7 +11,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[command(
     name = "tyk-gitops",
     version,
-    about = "Every Tyk gateway replica on one verified Git commit"
+    about = "Every Tyk gateway replica on one verified Git commit",
+    args_override_self = true
 )]
 pub struct Cli {
     /// Log format: `text` for people, `json` for log pipelines.

@@ -2,6 +2,7 @@
 mod support;
 
 mod gateway;
+mod run;
 mod source;
 mod sync;
 mod validate;

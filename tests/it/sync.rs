@@ -4,19 +4,17 @@
 
 use std::fs;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tempfile::TempDir;
 
 use crate::support::bin;
 use crate::support::git_server::GitDaemon;
+use crate::support::node::{Node, SECRET, ids};
 use crate::support::repo::{ConfigRepo, api_json};
-use crate::support::tyk::{EmuConfig, TykEmulator};
-
-const SECRET: &str = "emulator-secret-7f3a";
+use crate::support::tyk::TykEmulator;
 
 /// One `tyk-gitops sync` invocation, built up like a sentence.
 struct Sync {
@@ -88,48 +86,6 @@ impl Ran {
         assert_eq!(self.code, expected, "stderr:\n{}", self.stderr);
         self
     }
-}
-
-/// A root directory plus an emulator reading `<root>/current`.
-struct Node {
-    root: TempDir,
-    emu: TykEmulator,
-}
-
-impl Node {
-    fn new() -> Node {
-        let root = tempfile::tempdir().expect("tempdir");
-        let emu = TykEmulator::start(EmuConfig {
-            app_path: root.path().join("current/apps"),
-            policy_path: Some(root.path().join("current/policies")),
-            policy_record_name: None,
-            secret: SECRET.to_string(),
-        });
-        Node { root, emu }
-    }
-
-    fn root(&self) -> &Path {
-        self.root.path()
-    }
-
-    fn current(&self) -> PathBuf {
-        self.root().join("current")
-    }
-
-    fn current_sha(&self) -> String {
-        let state: Value =
-            serde_json::from_slice(&fs::read(self.root().join("state.json")).expect("state"))
-                .expect("state json");
-        state["current"]["sha"].as_str().unwrap_or("").to_string()
-    }
-
-    fn apis(&self) -> Vec<String> {
-        self.emu.loaded_api_ids().into_iter().collect()
-    }
-}
-
-fn ids(list: &[&str]) -> Vec<String> {
-    list.iter().map(|s| s.to_string()).collect()
 }
 
 fn two_api_repo() -> ConfigRepo {

@@ -1,0 +1,357 @@
+//! `tyk-gitops run`, the sidecar: the real binary polling a `git daemon`
+//! and keeping a Tyk emulator on the latest good commit.
+
+use std::fs;
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::support::git_server::GitDaemon;
+use crate::support::node::{Node, SECRET, ids};
+use crate::support::repo::ConfigRepo;
+use crate::support::{KillOnDrop, bin, eventually, free_port, http_get, wait_for_port};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// A running sidecar; killed when dropped.
+struct Sidecar {
+    child: KillOnDrop,
+    addr: SocketAddr,
+}
+
+impl Sidecar {
+    fn start(repo_url: &str, node: &Node, extra: &[&str]) -> Sidecar {
+        let port = free_port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let child: Child = Command::new(bin())
+            .args(["run", "--repo", repo_url, "--root"])
+            .arg(node.root())
+            .args(["--gateway", &node.emu.url(), "--listen", &addr.to_string()])
+            .args([
+                "--period",
+                "300ms",
+                "--verify-period",
+                "500ms",
+                "--max-backoff",
+                "1s",
+            ])
+            .args([
+                "--verify-timeout",
+                "3s",
+                "--gateway-wait",
+                "1s",
+                "--replica-id",
+                "pod-a",
+            ])
+            .args(extra)
+            .env("TYK_GITOPS_GATEWAY_SECRET", SECRET)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn tyk-gitops run");
+        wait_for_port(addr, WAIT);
+        Sidecar {
+            child: KillOnDrop(child),
+            addr,
+        }
+    }
+
+    fn status(&self) -> Value {
+        let (code, body) = http_get(self.addr, "/status");
+        assert_eq!(code, 200, "{body}");
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"))
+    }
+
+    fn metrics(&self) -> String {
+        http_get(self.addr, "/metrics").1
+    }
+
+    /// The value of one sample line in /metrics, 0 when absent.
+    fn metric(&self, sample: &str) -> f64 {
+        self.metrics()
+            .lines()
+            .find_map(|l| l.strip_prefix(sample).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or(0.0)
+    }
+
+    fn ready(&self) -> bool {
+        http_get(self.addr, "/readyz").0 == 200
+    }
+
+    fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(self.child.0.id() as i32, sig);
+        }
+    }
+}
+
+fn served_repo() -> (ConfigRepo, GitDaemon, String) {
+    let repo = ConfigRepo::new();
+    repo.api("alpha").policy("gold", &["alpha"]);
+    repo.commit("alpha");
+    let daemon = GitDaemon::start(repo.path().parent().unwrap());
+    let url = daemon.url(repo.path().file_name().unwrap().to_str().unwrap());
+    (repo, daemon, url)
+}
+
+#[test]
+fn a_new_commit_goes_live_within_a_poll_and_readyz_turns_green() {
+    let (repo, _daemon, url) = served_repo();
+    let node = Node::new();
+    let sidecar = Sidecar::start(&url, &node, &[]);
+    eventually("ready", WAIT, || sidecar.ready());
+    assert_eq!(node.apis(), ids(&["alpha"]));
+
+    repo.api("beta");
+    let sha = repo.commit("beta");
+    eventually("beta live", WAIT, || node.apis() == ids(&["alpha", "beta"]));
+    eventually("status shows the new sha, verified", WAIT, || {
+        let status = sidecar.status();
+        status["current"]["sha"] == *sha.as_str() && status["current"]["verified_at"].is_u64()
+    });
+    assert_eq!(sidecar.status()["replica"], "pod-a");
+    eventually("two applied and a no-change poll counted", WAIT, || {
+        sidecar.metric("tyk_gitops_syncs_total{result=\"applied\"}") >= 2.0
+            && sidecar.metric("tyk_gitops_syncs_total{result=\"noop\"}") >= 1.0
+    });
+    assert_eq!(sidecar.metric("tyk_gitops_apis"), 2.0);
+}
+
+#[test]
+fn a_broken_commit_is_refused_and_shown_while_the_gateway_keeps_the_last_good_set() {
+    let (repo, _daemon, url) = served_repo();
+    let node = Node::new();
+    let sidecar = Sidecar::start(&url, &node, &[]);
+    eventually("ready", WAIT, || sidecar.ready());
+    let reloads = node.emu.reload_count();
+
+    repo.file("apps/beta.json", "{\"api_id\": \"beta\",");
+    let bad = repo.commit("broken beta");
+    eventually("rejection in /status", WAIT, || {
+        sidecar.status()["rejected"]
+            .as_array()
+            .is_some_and(|r| r.iter().any(|x| x["sha"] == *bad.as_str()))
+    });
+    let status = sidecar.status();
+    let rejected = &status["rejected"][0];
+    assert_eq!(
+        rejected["findings"][0]["file"], "apps/beta.json",
+        "{status}"
+    );
+    assert_eq!(rejected["findings"][0]["rule"], "json-syntax");
+    assert_eq!(node.apis(), ids(&["alpha"]));
+    assert_eq!(node.emu.reload_count(), reloads);
+    assert!(sidecar.metric("tyk_gitops_syncs_total{result=\"rejected\"}") >= 1.0);
+
+    repo.api("beta");
+    repo.commit("fix beta");
+    eventually("fix live", WAIT, || node.apis() == ids(&["alpha", "beta"]));
+}
+
+#[test]
+fn a_commit_landing_while_the_gateway_is_down_goes_live_once_it_is_back() {
+    let (repo, _daemon, url) = served_repo();
+    let node = Node::new();
+    let sidecar = Sidecar::start(&url, &node, &[]);
+    eventually("ready", WAIT, || sidecar.ready());
+
+    node.emu.set_down(true);
+    repo.api("beta");
+    repo.commit("beta");
+    eventually("a failed attempt", WAIT, || {
+        sidecar.status()["last_attempt"]["result"] == "failed"
+    });
+    assert!(sidecar.metric("tyk_gitops_reload_failures_total") >= 1.0);
+    node.emu.set_down(false);
+    eventually("beta live after the outage", WAIT, || {
+        node.apis() == ids(&["alpha", "beta"])
+    });
+}
+
+#[test]
+fn a_verify_mismatch_rolls_back_and_the_commit_is_not_retried() {
+    let (repo, _daemon, url) = served_repo();
+    let node = Node::new();
+    let sidecar = Sidecar::start(&url, &node, &[]);
+    eventually("ready", WAIT, || sidecar.ready());
+    let good = fs::canonicalize(node.current()).unwrap();
+
+    node.emu.set_fail_reloads(true);
+    repo.api("beta");
+    let failing = repo.commit("beta");
+    eventually("a rollback", WAIT, || {
+        sidecar.metric("tyk_gitops_rollbacks_total") >= 1.0
+    });
+    assert_eq!(fs::canonicalize(node.current()).unwrap(), good);
+    node.emu.set_fail_reloads(false);
+    // Polls go on, but the failed sha is not applied again.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(sidecar.metric("tyk_gitops_rollbacks_total"), 1.0);
+    assert_eq!(fs::canonicalize(node.current()).unwrap(), good);
+    let status = sidecar.status();
+    let rejected = status["rejected"].as_array().unwrap();
+    assert!(
+        rejected
+            .iter()
+            .any(|r| r["sha"] == *failing.as_str() && r["reason"] == "verify-failed"),
+        "{status}"
+    );
+}
+
+#[test]
+fn drift_on_the_gateway_is_found_and_repaired() {
+    let (_repo, _daemon, url) = served_repo();
+    let node = Node::new();
+    let sidecar = Sidecar::start(&url, &node, &["--period", "1h"]);
+    eventually("ready", WAIT, || sidecar.ready());
+    node.emu.tamper_remove_api("alpha");
+    eventually("alpha restored", WAIT, || node.apis() == ids(&["alpha"]));
+    eventually("drift counted", WAIT, || {
+        sidecar.metric("tyk_gitops_drift_total") >= 1.0
+    });
+}
+
+#[test]
+fn sighup_syncs_now() {
+    let (repo, _daemon, url) = served_repo();
+    let node = Node::new();
+    let sidecar = Sidecar::start(&url, &node, &["--period", "1h"]);
+    eventually("ready", WAIT, || sidecar.ready());
+    repo.api("beta");
+    repo.commit("beta");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        node.apis(),
+        ids(&["alpha"]),
+        "polled although the period is 1h"
+    );
+    sidecar.signal(libc::SIGHUP);
+    eventually("beta live after SIGHUP", WAIT, || {
+        node.apis() == ids(&["alpha", "beta"])
+    });
+}
+
+#[test]
+fn sigterm_mid_sync_exits_0_quickly_and_leaves_one_whole_revision() {
+    let (repo, _daemon, url) = served_repo();
+    let node = Node::new();
+    let mut sidecar = Sidecar::start(&url, &node, &[]);
+    eventually("ready", WAIT, || sidecar.ready());
+
+    // A slow reload keeps the next sync busy when SIGTERM arrives.
+    node.emu.set_reload_delay(Duration::from_secs(30));
+    repo.api("beta");
+    repo.commit("beta");
+    eventually("a sync in progress", WAIT, || {
+        sidecar.status()["syncing"] == true && node.emu.reload_count() > 1
+    });
+    let asked = Instant::now();
+    sidecar.signal(libc::SIGTERM);
+    let status = loop {
+        if let Some(s) = sidecar.child.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(asked.elapsed() < Duration::from_secs(12), "still running");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+    assert!(asked.elapsed() <= Duration::from_secs(10));
+
+    // current resolves to exactly one revision, every file of its manifest there.
+    let current = fs::canonicalize(node.current()).unwrap();
+    let manifest: Value =
+        serde_json::from_slice(&fs::read(current.join(".revision")).unwrap()).unwrap();
+    for file in manifest["files"].as_array().unwrap() {
+        let path = file[0].as_str().unwrap();
+        assert!(current.join(path).is_file(), "{path} missing");
+    }
+    let listed = manifest["files"].as_array().unwrap().len();
+    let on_disk = walk(&current).len() - 1; // minus .revision
+    assert_eq!(listed, on_disk);
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn metrics_parse_with_the_prometheus_openmetrics_parser() {
+    let (_repo, _daemon, url) = served_repo();
+    let node = Node::new();
+    let sidecar = Sidecar::start(&url, &node, &[]);
+    eventually("ready", WAIT, || sidecar.ready());
+    let text = sidecar.metrics();
+    let script = r#"
+import sys
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
+names = sorted(f.name for f in text_string_to_metric_families(sys.stdin.read()))
+print("\n".join(names))
+"#;
+    let mut child = Command::new("python3")
+        .args(["-c", script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "parser refused /metrics: {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let names = String::from_utf8_lossy(&out.stdout);
+    for name in [
+        "tyk_gitops_syncs",
+        "tyk_gitops_sync_duration_seconds",
+        "tyk_gitops_last_success_timestamp_seconds",
+        "tyk_gitops_revision_info",
+        "tyk_gitops_apis",
+        "tyk_gitops_policies",
+        "tyk_gitops_rollbacks",
+        "tyk_gitops_reload_failures",
+        "tyk_gitops_drift",
+    ] {
+        assert!(names.lines().any(|l| l == name), "{name} not in {names}");
+    }
+}
+
+#[test]
+fn healthz_answers_and_status_hides_credentials() {
+    let (_repo, daemon, _url) = served_repo();
+    let _ = daemon;
+    let node = Node::new();
+    // Credentials in the URL of an unreachable HTTP remote.
+    let port = free_port();
+    let url = format!("http://user:hunter2-token@127.0.0.1:{port}/repo.git");
+    let sidecar = Sidecar::start(&url, &node, &["--connect-timeout", "1s"]);
+    assert_eq!(http_get(sidecar.addr, "/healthz").0, 200);
+    eventually("a failed attempt", WAIT, || {
+        sidecar.status()["last_attempt"]["result"] == "failed"
+    });
+    assert_eq!(http_get(sidecar.addr, "/readyz").0, 503);
+    let status = sidecar.status().to_string();
+    assert!(!status.contains("hunter2"), "{status}");
+    assert!(!status.contains(SECRET), "{status}");
+    assert!(!sidecar.metrics().contains("hunter2"));
+    assert!(sidecar.metric("tyk_gitops_git_failures_total") >= 1.0);
+}
