@@ -5,6 +5,10 @@
 #   docker build -t tyk-gitops .
 #   docker run --rm tyk-gitops --help
 #
+# A variant with a busybox shell, for CI job images that need one (GitLab):
+#   docker build --build-arg RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:debug-nonroot \
+#     -t tyk-gitops:debug .
+#
 # Size budget (goal: <= 40 MB uncompressed):
 #   - debian:bookworm-slim is ~75 MB before anything is added, and would still
 #     need libssl3 + ca-certificates on top: ~85 MB + the binary. Over budget.
@@ -69,6 +73,7 @@ RUN touch src/main.rs src/lib.rs \
 # ---------------------------------------------------------------- runtime ---
 FROM ${RUNTIME_IMAGE}
 
+ARG RUNTIME_IMAGE
 ARG VERSION=0.1.0
 ARG REVISION=unknown
 LABEL org.opencontainers.image.title="tyk-gitops" \
@@ -76,16 +81,23 @@ LABEL org.opencontainers.image.title="tyk-gitops" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.revision="${REVISION}" \
       org.opencontainers.image.source="https://github.com/OWNER/tyk-gitops" \
-      org.opencontainers.image.base.name="gcr.io/distroless/cc-debian12:nonroot"
+      org.opencontainers.image.base.name="${RUNTIME_IMAGE}"
 
 COPY --from=builder /out/usr/local/bin/tyk-gitops /usr/local/bin/tyk-gitops
 # The default --root, owned by the runtime user. In Kubernetes an emptyDir or
 # PVC is mounted over it; with Docker a named volume copies this ownership.
 COPY --from=builder --chown=65532:65532 /out/var/lib/tyk-gitops /var/lib/tyk-gitops
 
-# distroless :nonroot sets HOME=/home/nonroot, so the default
-# --ssh-known-hosts-file is /home/nonroot/.ssh/known_hosts; the examples
-# always pass the file explicitly.
+# Debian's libssl3 alone (no `openssl` package) has no /usr/lib/ssl/certs:
+# point OpenSSL's default verify paths, used by libgit2's HTTPS and by
+# reqwest/native-tls, at distroless' CA bundle explicitly.
+# HOME is the nonroot user's home in distroless' /etc/passwd; the default
+# --ssh-known-hosts-file is therefore /home/nonroot/.ssh/known_hosts (the
+# examples always pass the file explicitly).
+ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt \
+    SSL_CERT_DIR=/etc/ssl/certs \
+    HOME=/home/nonroot
+
 USER 65532:65532
 WORKDIR /var/lib/tyk-gitops
 # 9090: `tyk-gitops run --listen` (healthz, readyz, metrics, status, webhook).
