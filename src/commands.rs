@@ -59,12 +59,21 @@ pub fn run(args: RunArgs) -> i32 {
             return 2;
         }
     };
+    // Checked now so a missing or empty secret fails the pod at start, not
+    // the first push.
+    if let Some(file) = &args.webhook_secret_file
+        && let Err(e) = crate::trigger::webhook::check_secret_file(file)
+    {
+        tracing::error!("{e}");
+        return 2;
+    }
     let config = RunConfig {
         sync,
         schedule,
         verify_period: args.verify_period,
         max_backoff: args.max_backoff,
         replica_id: args.replica_id.unwrap_or_else(hostname),
+        webhook_secret_file: args.webhook_secret_file,
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -138,12 +147,12 @@ fn report_outcome(outcome: &Outcome) {
 
 fn report_error(error: &SyncError) {
     if let SyncError::Invalid { report, .. } = error {
-        for f in report.errors.iter().chain(&report.warnings) {
-            eprintln!(
-                "{}:{}:{}: {:?}[{}]: {}",
-                f.file, f.line, f.column, f.severity, f.rule, f.message
-            );
-        }
+        use std::io::IsTerminal;
+        let color = std::io::stderr().is_terminal();
+        eprint!(
+            "{}",
+            crate::validate::report::render(report, crate::validate::report::Format::Human, color)
+        );
     }
     tracing::error!("{error}");
 }
