@@ -111,15 +111,8 @@ pub fn check(mut tree: Tree, opts: &Options, cache: &mut Cache) -> (Bundle, Repo
                 format!("refusing a path with empty, '.' or '..' segments or control characters: {path:?}"), None));
             continue;
         }
-        let place = match &index {
-            Some(ix) => ix
-                .place(path)
-                .unwrap_or_else(|| place_in_folders(path, true, &mut report)),
-            None => place_in_folders(path, false, &mut report),
-        };
-        if place == Place::Ignored {
-            continue;
-        }
+        // Refused wherever they are: a linked `apps` folder would
+        // otherwise empty the bundle without a word.
         match entry.kind {
             EntryKind::Symlink => {
                 report.push(whole_file(
@@ -142,6 +135,15 @@ pub fn check(mut tree: Tree, opts: &Options, cache: &mut Cache) -> (Bundle, Repo
                 continue;
             }
             EntryKind::File => {}
+        }
+        let place = match &index {
+            Some(ix) => ix
+                .place(path)
+                .unwrap_or_else(|| place_in_folders(path, true, &mut report)),
+            None => place_in_folders(path, false, &mut report),
+        };
+        if place == Place::Ignored {
+            continue;
         }
         let bytes = match &entry.content {
             Content::Loaded(b) if (b.len() as u64) <= opts.max_file_size => b,

@@ -123,6 +123,17 @@ fn symlinks_submodules_and_odd_paths_are_refused() {
     );
     assert_eq!(bundle.api_ids(), BTreeSet::from(["a".to_string()]));
 
+    // A linked folder would silently empty the bundle: refused too.
+    let linked = tempfile::tempdir().expect("tmp");
+    std::os::unix::fs::symlink(dir.path().join("apps"), linked.path().join("apps"))
+        .expect("symlink");
+    let tree = Tree::from_dir(linked.path(), 1 << 20).expect("tree");
+    let (_, report) = check(tree, &Options::default(), &mut Cache::default());
+    assert_eq!(
+        findings(&report),
+        BTreeSet::from([("symlink".into(), "apps".into())])
+    );
+
     let tree = Tree::from_entries(vec![
         file("apps/a.json", &api_bytes("a")),
         TreeEntry {
@@ -479,4 +490,56 @@ proptest! {
         let entries = PLACES.iter().zip(&blobs).map(|(p, b)| file(p, b)).collect();
         let _ = check(Tree::from_entries(entries), &Options::default(), &mut Cache::default());
     }
+}
+
+/// In-process throughput of `check` on 10,000 generated definitions, cold
+/// and after a one-file change (the cache at work). A benchmark, not a test:
+/// `cargo test --release --test it validate::check_throughput -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn check_throughput() {
+    let n = 10_000;
+    let mut entries: Vec<TreeEntry> = (0..n)
+        .map(|i| {
+            let mut api = support::repo::api_json(&format!("svc-{i:05}"));
+            api["tags"] = json!(["bench", format!("team-{}", i % 17)]);
+            api["config_data"] = json!({"owner": format!("team-{}", i % 17), "tier": "standard"});
+            api["CORS"] = json!({"enable": false, "allowed_origins": ["*"], "allowed_methods": ["GET", "POST"]});
+            file(&format!("apps/svc-{i:05}.json"), &serde_json::to_vec_pretty(&api).expect("json"))
+        })
+        .collect();
+    let bytes: usize = entries
+        .iter()
+        .map(|e| match &e.content {
+            Content::Loaded(b) => b.len(),
+            _ => 0,
+        })
+        .sum();
+    let mut cache = Cache::default();
+    let start = std::time::Instant::now();
+    let (_, report) = check(
+        Tree::from_entries(entries.clone()),
+        &Options::default(),
+        &mut cache,
+    );
+    let cold = start.elapsed();
+    assert!(!report.has_errors(), "{report:#?}");
+    let mut changed = support::repo::api_json("svc-00000");
+    changed["name"] = json!("changed");
+    entries[0] = file(
+        "apps/svc-00000.json",
+        &serde_json::to_vec_pretty(&changed).expect("json"),
+    );
+    let start = std::time::Instant::now();
+    let (_, report) = check(Tree::from_entries(entries), &Options::default(), &mut cache);
+    let warm = start.elapsed();
+    assert!(!report.has_errors());
+    println!(
+        "check: {n} definitions ({} KB avg {} B) cold {:.1} ms = {:.0} definitions/s; one file changed {:.1} ms",
+        bytes / 1024,
+        bytes / n,
+        cold.as_secs_f64() * 1e3,
+        n as f64 / cold.as_secs_f64(),
+        warm.as_secs_f64() * 1e3,
+    );
 }
