@@ -83,6 +83,10 @@ pub struct RunArgs {
     /// This replica's name in status and fleet reports [default: the hostname, i.e. the pod name].
     #[arg(long, env = "TYK_GITOPS_REPLICA_ID")]
     pub replica_id: Option<String>,
+
+    /// File holding the shared secret of `POST /webhook` (GitHub, GitLab, Gitea/Forgejo, Bitbucket, generic); re-read on every request, so a rotated secret applies at once. Absent: /webhook answers 404.
+    #[arg(long, env = "TYK_GITOPS_WEBHOOK_SECRET_FILE")]
+    pub webhook_secret_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

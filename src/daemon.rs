@@ -38,6 +38,8 @@ pub struct RunConfig {
     /// Cap of the retry backoff after Git or gateway failures.
     pub max_backoff: Duration,
     pub replica_id: String,
+    /// `--webhook-secret-file`; without it `POST /webhook` answers 404.
+    pub webhook_secret_file: Option<PathBuf>,
 }
 
 /// The last sync attempt, for `/status`.
@@ -77,6 +79,8 @@ pub struct App {
     pub stuck_after: Duration,
     /// Without a gateway, an applied revision is ready (nothing to verify).
     pub has_gateway: bool,
+    /// `POST /webhook`, when a secret is configured.
+    pub webhook: Option<crate::trigger::webhook::Webhook>,
 }
 
 impl App {
@@ -113,6 +117,9 @@ pub async fn run(
         triggers: triggers.clone(),
         stuck_after,
         has_gateway: sync_cfg.gateway.is_some(),
+        webhook: config.webhook_secret_file.clone().map(|file| {
+            crate::trigger::webhook::Webhook::new(file, sync_cfg.source.git_ref.as_deref())
+        }),
     });
 
     let (stop_tx, stop_rx) = watch::channel(false);

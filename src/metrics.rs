@@ -30,6 +30,7 @@ pub struct Metrics {
     pub reload_failures: Counter,
     pub drift: Counter,
     pub git_failures: Counter,
+    pub webhook_requests: Family<ResultLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -101,6 +102,12 @@ impl Metrics {
             "Syncs that failed to reach or read the Git remote",
             git_failures.clone(),
         );
+        let webhook_requests = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "webhook_requests",
+            "Webhook requests by result: accepted, ignored, ping, unauthorized, too_large, invalid, unavailable",
+            webhook_requests.clone(),
+        );
         Metrics {
             registry,
             syncs,
@@ -113,11 +120,20 @@ impl Metrics {
             reload_failures,
             drift,
             git_failures,
+            webhook_requests,
         }
     }
 
     pub fn count_sync(&self, result: &str) {
         self.syncs
+            .get_or_create(&ResultLabel {
+                result: result.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn count_webhook(&self, result: &str) {
+        self.webhook_requests
             .get_or_create(&ResultLabel {
                 result: result.to_string(),
             })

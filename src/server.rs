@@ -1,4 +1,5 @@
-//! The sidecar's HTTP server: `/healthz`, `/readyz`, `/metrics`, `/status`.
+//! The sidecar's HTTP server: `/healthz`, `/readyz`, `/metrics`, `/status`,
+//! and `POST /webhook` (`trigger::webhook`).
 //! `serve` takes its listener and a shutdown future, so tests bind port 0
 //! and stop it cleanly. Nothing it returns carries a secret: the repo URL is
 //! redacted and findings name files, not contents.
@@ -22,6 +23,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/status", get(status))
+        .route("/webhook", crate::trigger::webhook::route())
         .with_state(app)
 }
 

@@ -3,6 +3,7 @@
 //! many triggers arrive meanwhile (a queue of one).
 
 pub mod schedule;
+pub mod webhook;
 
 use tokio::sync::mpsc;
 

@@ -6,3 +6,4 @@ mod run;
 mod source;
 mod sync;
 mod validate;
+mod webhook;
