@@ -52,6 +52,8 @@ pub enum Command {
     Run(RunArgs),
     /// Validate a config repo checkout (for its CI); no Git, no gateway.
     Validate(crate::validate::command::Args),
+    /// Every replica's status, read from Redis: `status` (a table) and `wait --sha` (for deploy pipelines).
+    Fleet(crate::fleet::command::Args),
 }
 
 /// The flags of `run`: every `sync` flag plus the loop's own.
@@ -185,6 +187,34 @@ pub struct SyncArgs {
     /// Treat validation warnings as errors.
     #[arg(long, env = "TYK_GITOPS_STRICT")]
     pub strict: bool,
+
+    #[command(flatten)]
+    pub fleet: FleetArgs,
+}
+
+/// Where replicas of one cluster meet: the Redis the gateways already use.
+#[derive(Clone, Args)]
+pub struct FleetArgs {
+    /// Redis URL (redis://[:password@]host:port[/db], rediss:// for TLS). With it, `run` shares commits and status with the other replicas, and `sync` starts on the fleet's verified commit.
+    #[arg(long = "redis", env = "TYK_GITOPS_REDIS")]
+    pub redis: Option<String>,
+
+    /// The fleet's name: replicas with the same Redis and cluster converge together.
+    #[arg(long, default_value = "default", env = "TYK_GITOPS_CLUSTER")]
+    pub cluster: String,
+}
+
+/// By hand: the Redis URL may hold a password.
+impl std::fmt::Debug for FleetArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FleetArgs")
+            .field(
+                "redis",
+                &self.redis.as_deref().map(crate::source::redact_url),
+            )
+            .field("cluster", &self.cluster)
+            .finish()
+    }
 }
 
 /// `30s`, `5m`, `1h30m`, `250ms`.

@@ -4,10 +4,18 @@
 use crate::cli::{RunArgs, SyncArgs};
 use crate::config::SyncConfig;
 use crate::daemon::RunConfig;
+use crate::fleet::FleetConfig;
 use crate::reconcile::{Outcome, Reconciler, SyncError};
 use crate::trigger::schedule::Schedule;
 
 pub fn sync(args: SyncArgs) -> i32 {
+    let fleet = match FleetConfig::from_args(&args.fleet) {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::error!("{e}");
+            return 2;
+        }
+    };
     let config = match SyncConfig::from_args(args) {
         Ok(c) => c,
         Err(e) => {
@@ -22,8 +30,17 @@ pub fn sync(args: SyncArgs) -> i32 {
             return 5;
         }
     };
+    // With a fleet, start on the commit it verified (see `run`).
+    let git_ref = config.source.git_ref.clone();
     let reconciler = Reconciler::new(config);
-    match runtime.block_on(reconciler.sync(None)) {
+    let once = async {
+        let pinned = match &fleet {
+            Some(f) => crate::fleet::joining_commit(f, git_ref.as_deref().unwrap_or("HEAD")).await,
+            None => None,
+        };
+        reconciler.sync(pinned).await
+    };
+    match runtime.block_on(once) {
         Ok(outcome) => {
             report_outcome(&outcome);
             0
@@ -52,6 +69,13 @@ pub fn run(args: RunArgs) -> i32 {
         }
         None => Schedule::Every(args.period),
     };
+    let fleet = match FleetConfig::from_args(&args.sync.fleet) {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::error!("{e}");
+            return 2;
+        }
+    };
     let sync = match SyncConfig::from_args(args.sync) {
         Ok(c) => c,
         Err(e) => {
@@ -73,6 +97,7 @@ pub fn run(args: RunArgs) -> i32 {
         verify_period: args.verify_period,
         max_backoff: args.max_backoff,
         replica_id: args.replica_id.unwrap_or_else(hostname),
+        fleet,
         webhook_secret_file: args.webhook_secret_file,
     };
     let runtime = match tokio::runtime::Runtime::new() {

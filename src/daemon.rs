@@ -19,8 +19,10 @@ use tokio::time::{Instant, sleep_until};
 use tracing::{error, info, warn};
 
 use crate::config::SyncConfig;
+use crate::fleet::FleetHandle;
 use crate::metrics::Metrics;
 use crate::reconcile::{Outcome, Reconciler, SyncError};
+use crate::source::Commit;
 use crate::state::now;
 use crate::trigger::schedule::Schedule;
 use crate::trigger::{Trigger, Triggers};
@@ -38,6 +40,8 @@ pub struct RunConfig {
     /// Cap of the retry backoff after Git or gateway failures.
     pub max_backoff: Duration,
     pub replica_id: String,
+    /// `--redis`: share commits, status and the poll lease with the fleet.
+    pub fleet: Option<crate::fleet::FleetConfig>,
     /// `--webhook-secret-file`; without it `POST /webhook` answers 404.
     pub webhook_secret_file: Option<PathBuf>,
 }
@@ -106,6 +110,7 @@ pub async fn run(
             .map(|g| g.wait + g.verify_timeout * 3)
             .unwrap_or_default()
         + Duration::from_secs(60);
+    let mut fleet = config.fleet.clone().map(FleetHandle::new);
     let app = Arc::new(App {
         metrics: Metrics::new(),
         live: Mutex::new(Live::default()),
@@ -118,7 +123,12 @@ pub async fn run(
         stuck_after,
         has_gateway: sync_cfg.gateway.is_some(),
         webhook: config.webhook_secret_file.clone().map(|file| {
-            crate::trigger::webhook::Webhook::new(file, sync_cfg.source.git_ref.as_deref())
+            let mut webhook =
+                crate::trigger::webhook::Webhook::new(file, sync_cfg.source.git_ref.as_deref());
+            webhook.on_push = fleet
+                .as_ref()
+                .map(|f| f.on_push(sync_cfg.source.git_ref.as_deref()));
+            webhook
         }),
     });
 
@@ -133,6 +143,14 @@ pub async fn run(
         wait_stopped(stop_rx.clone()),
     ));
     spawn_sighup(triggers.clone());
+    // A replica joining a fleet starts on the commit the fleet verified,
+    // not on a HEAD it may have rejected; later syncs resolve the ref.
+    let mut pinned = None;
+    if let Some(f) = fleet.as_mut() {
+        f.start(app.clone());
+        let git_ref = sync_cfg.source.git_ref.as_deref().unwrap_or("HEAD");
+        pinned = crate::fleet::joining_commit(f.config(), git_ref).await;
+    }
 
     let has_gateway = config.sync.gateway.is_some();
     let reconciler = Reconciler::new(config.sync.clone());
@@ -158,9 +176,16 @@ pub async fn run(
         if *stop.borrow() {
             break;
         }
+        if trigger == Trigger::Poll && fleet.as_ref().is_some_and(FleetHandle::defer_poll) {
+            next_poll = Instant::now()
+                + config
+                    .schedule
+                    .next_delay(chrono::Utc::now(), rand::random());
+            continue;
+        }
         app.live().busy_since = Some(std::time::Instant::now());
         let started = Instant::now();
-        let work = step(&reconciler, &trigger);
+        let work = step(&reconciler, &trigger, pinned.take());
         tokio::pin!(work);
         let result = tokio::select! {
             r = &mut work => r,
@@ -177,6 +202,15 @@ pub async fn run(
         };
         let elapsed = started.elapsed();
         let failed_transiently = record(&app, &trigger, &result, elapsed);
+        if let Some(f) = &fleet {
+            if let Ok(Step::Synced(Outcome::Applied {
+                commit, verified, ..
+            })) = &result
+            {
+                f.notify_applied(commit, *verified || !has_gateway);
+            }
+            f.report();
+        }
         if trigger == Trigger::Drift {
             next_drift = Instant::now() + config.verify_period;
         }
@@ -200,6 +234,9 @@ pub async fn run(
         }
     }
     info!("stopped taking triggers");
+    if let Some(f) = fleet {
+        f.close().await;
+    }
     let _ = server.await;
     Ok(())
 }
@@ -224,10 +261,14 @@ enum Step {
     Drift(bool),
 }
 
-async fn step(reconciler: &Reconciler, trigger: &Trigger) -> Result<Step, SyncError> {
+async fn step(
+    reconciler: &Reconciler,
+    trigger: &Trigger,
+    pinned: Option<Commit>,
+) -> Result<Step, SyncError> {
     match trigger {
         Trigger::Drift => reconciler.check_drift().await.map(Step::Drift),
-        _ => reconciler.sync(None).await.map(Step::Synced),
+        _ => reconciler.sync(pinned).await.map(Step::Synced),
     }
 }
 

@@ -38,6 +38,9 @@ const BODY_SNIPPET: usize = 200;
 /// that only matters right after the reload was queued.
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
+/// Bound on `GET /tyk/reload?block=true`, which returns only once the
+/// gateway has reloaded every API.
+const RELOAD_TIMEOUT: Duration = Duration::from_secs(300);
 
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
@@ -263,7 +266,8 @@ impl Gateway {
             ReloadMode::None => return Ok(()),
         };
         tracing::info!(gateway = %self.display, ?mode, "reloading gateway");
-        self.get(path).await.map(drop)
+        // A blocking reload of thousands of APIs outlasts an ordinary request.
+        self.get(path, Some(RELOAD_TIMEOUT)).await.map(drop)
     }
 
     /// The API ids and policy ids the gateway runs right now.
@@ -313,11 +317,19 @@ impl Gateway {
     }
 
     /// One authenticated GET; every non-2xx answer becomes an error.
-    async fn get(&self, path: &str) -> Result<reqwest::Response, GatewayError> {
-        let response = self
+    async fn get(
+        &self,
+        path: &str,
+        timeout: Option<Duration>,
+    ) -> Result<reqwest::Response, GatewayError> {
+        let mut request = self
             .client
             .get(self.url(path))
-            .header("X-Tyk-Authorization", &self.secret)
+            .header("X-Tyk-Authorization", &self.secret);
+        if let Some(t) = timeout {
+            request = request.timeout(t);
+        }
+        let response = request
             .send()
             .await
             .map_err(|err| GatewayError::Unreachable {
@@ -345,7 +357,7 @@ impl Gateway {
         &self,
         path: &str,
     ) -> Result<T, GatewayError> {
-        let response = self.get(path).await?;
+        let response = self.get(path, None).await?;
         let bytes = response
             .bytes()
             .await

@@ -13,7 +13,7 @@
 //!
 //! The sidecar (`run`): `daemon` is the loop, `trigger` what wakes it
 //! (schedule, signals, webhook), `server` its HTTP side, `metrics` what it
-//! counts.
+//! counts, `fleet` how replicas meet in Redis (notices, status, poll lease).
 //!
 //! `cli` and `config` turn flags into a validated `Config`; `main` maps
 //! errors to exit codes.
@@ -24,6 +24,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod daemon;
+pub mod fleet;
 pub mod gateway;
 pub mod logging;
 pub mod metrics;

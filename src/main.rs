@@ -12,6 +12,7 @@ fn main() {
         Command::Validate(args) => tyk_gitops::validate::command::run(&args),
         Command::Sync(args) => tyk_gitops::commands::sync(args),
         Command::Run(args) => tyk_gitops::commands::run(args),
+        Command::Fleet(args) => tyk_gitops::fleet::command::run(args),
     };
     std::process::exit(code);
 }

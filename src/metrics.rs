@@ -30,6 +30,9 @@ pub struct Metrics {
     pub reload_failures: Counter,
     pub drift: Counter,
     pub git_failures: Counter,
+    pub redis_errors: Counter,
+    pub fleet_notices: Counter,
+    pub fleet_leader: Gauge,
     pub webhook_requests: Family<ResultLabel, Counter>,
 }
 
@@ -108,6 +111,24 @@ impl Metrics {
             "Webhook requests by result: accepted, ignored, ping, unauthorized, too_large, invalid, unavailable",
             webhook_requests.clone(),
         );
+        let redis_errors = Counter::default();
+        registry.register(
+            "redis_errors",
+            "Failed Redis calls and lost connections (the fleet falls back to polling)",
+            redis_errors.clone(),
+        );
+        let fleet_notices = Counter::default();
+        registry.register(
+            "fleet_notices",
+            "Commits announced by other replicas over Redis",
+            fleet_notices.clone(),
+        );
+        let fleet_leader = Gauge::default();
+        registry.register(
+            "fleet_leader",
+            "1 while this replica holds the poll lease",
+            fleet_leader.clone(),
+        );
         Metrics {
             registry,
             syncs,
@@ -120,6 +141,9 @@ impl Metrics {
             reload_failures,
             drift,
             git_failures,
+            redis_errors,
+            fleet_notices,
+            fleet_leader,
             webhook_requests,
         }
     }

@@ -21,6 +21,9 @@ pub enum Trigger {
     Webhook,
     /// Time to check the gateway still runs `current`.
     Drift,
+    /// Another replica announced a commit over Redis, or the fleet
+    /// channel came back after notices may have been missed.
+    Fleet,
 }
 
 impl Trigger {
@@ -32,6 +35,7 @@ impl Trigger {
             Trigger::Signal => "signal",
             Trigger::Webhook => "webhook",
             Trigger::Drift => "drift",
+            Trigger::Fleet => "fleet",
         }
     }
 }

@@ -1,6 +1,7 @@
 //! One integration-test binary (one link step); each module is a story.
 mod support;
 
+mod fleet;
 mod gateway;
 mod run;
 mod source;

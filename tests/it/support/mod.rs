@@ -4,6 +4,7 @@
 
 pub mod git_server;
 pub mod node;
+pub mod redis;
 pub mod repo;
 pub mod sshd;
 pub mod tyk;

@@ -1,0 +1,542 @@
+//! The Redis side of `run`: two tasks owning their connections. The
+//! subscriber turns other replicas' notices into sync triggers; the agent
+//! publishes what this replica applied, writes its status every heartbeat
+//! (and after each sync) with a TTL, and takes or renews the poll lease.
+//!
+//! Invariant: the loop never waits on Redis. It talks to the agent through
+//! a bounded channel with `try_send` and reads leadership from an atomic;
+//! Redis down means "not leading, not reachable", so the loop polls as a
+//! lone replica would, while both tasks reconnect with backoff.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, MissedTickBehavior, interval, sleep, timeout};
+use tracing::{debug, info, warn};
+
+use super::{FleetConfig, FleetError, Notice, REDIS_TIMEOUT, ReplicaStatus, Verified, short};
+use crate::daemon::{App, backoff};
+use crate::source::Commit;
+use crate::state::{State, now};
+use crate::trigger::Trigger;
+
+/// How often a replica rewrites its status and renews its lease.
+pub const HEARTBEAT: Duration = Duration::from_secs(2);
+/// A replica silent for three heartbeats is gone from `fleet status`, and
+/// its lease passes to another.
+pub const STATUS_TTL: Duration = Duration::from_secs(6);
+pub const LEASE_TTL: Duration = Duration::from_secs(6);
+/// Followers poll Git once every this many periods (a safety net should
+/// notices be lost).
+pub const FOLLOWER_POLL_EVERY: u32 = 10;
+/// Cap of the reconnect backoff.
+const MAX_RECONNECT: Duration = Duration::from_secs(15);
+/// How often the subscriber checks its connection is alive: a silent
+/// channel and a dead peer look alike otherwise.
+const SUBSCRIBER_PING: Duration = Duration::from_secs(5);
+/// Notices heard recently; applying one of these is not news to the fleet.
+const HEARD_LEN: usize = 16;
+
+/// Acquire the lease when free, renew it when ours; one round trip, and no
+/// window where two replicas both think they lead.
+const LEASE_SCRIPT: &str = r"
+local holder = redis.call('GET', KEYS[1])
+if holder == false then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+elseif holder == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0";
+/// Let go of the lease at shutdown, only if still ours.
+const RELEASE_SCRIPT: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0";
+
+enum Request {
+    /// This replica applied a commit (verified, or with no gateway to ask).
+    Applied {
+        commit: Commit,
+        verified: bool,
+    },
+    /// A commit learnt of before applying it (a webhook push).
+    Announce(Commit),
+    /// The loop's status changed; write it now rather than at the next beat.
+    Report,
+    Close,
+}
+
+/// What the loop holds: cheap, non-blocking calls into the fleet tasks.
+pub struct FleetHandle {
+    config: FleetConfig,
+    tx: mpsc::Sender<Request>,
+    shared: Arc<Shared>,
+    /// Until `start`: the agent's end of `tx`.
+    unstarted: Option<mpsc::Receiver<Request>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// Between the loop, the agent and the subscriber.
+struct Shared {
+    /// This replica holds the poll lease.
+    leader: AtomicBool,
+    /// The agent's last Redis call succeeded.
+    reachable: AtomicBool,
+    /// Scheduled polls skipped since the last one made, as a follower.
+    deferred: AtomicU32,
+    /// Shas other replicas announced lately, newest first.
+    heard: Mutex<VecDeque<String>>,
+    /// The sha in `current`, so a notice for it triggers nothing.
+    current: Mutex<Option<String>>,
+}
+
+impl Shared {
+    fn heard(&self) -> std::sync::MutexGuard<'_, VecDeque<String>> {
+        // A poisoned lock only means a panic elsewhere; the data is plain.
+        self.heard.lock().unwrap_or_else(|p| p.into_inner())
+    }
+    fn current(&self) -> std::sync::MutexGuard<'_, Option<String>> {
+        self.current.lock().unwrap_or_else(|p| p.into_inner())
+    }
+    fn was_heard(&self, sha: &str) -> bool {
+        self.heard().iter().any(|s| s == sha)
+    }
+}
+
+impl FleetHandle {
+    /// A handle whose tasks are not running yet: the webhook's hook is
+    /// made (`on_push`) before the `App` it is part of exists.
+    pub fn new(config: FleetConfig) -> FleetHandle {
+        let shared = Arc::new(Shared {
+            leader: AtomicBool::new(false),
+            reachable: AtomicBool::new(false),
+            deferred: AtomicU32::new(0),
+            heard: Mutex::new(VecDeque::new()),
+            current: Mutex::new(None),
+        });
+        let (tx, rx) = mpsc::channel(16);
+        FleetHandle {
+            config,
+            tx,
+            shared,
+            unstarted: Some(rx),
+            tasks: Vec::new(),
+        }
+    }
+
+    /// Starts the agent and the subscriber; returns at once (they connect
+    /// in the background). A second call does nothing.
+    pub fn start(&mut self, app: Arc<App>) {
+        let Some(rx) = self.unstarted.take() else {
+            return;
+        };
+        let config = self.config.clone();
+        let git_ref = our_ref(&app);
+        let subscriber = tokio::spawn(subscribe(
+            config.clone(),
+            app.clone(),
+            self.shared.clone(),
+            git_ref,
+        ));
+        let agent = Agent {
+            config,
+            app,
+            shared: self.shared.clone(),
+            con: None,
+            failures: 0,
+            next_connect: Instant::now(),
+        };
+        self.tasks = vec![tokio::spawn(agent.run(rx)), subscriber];
+    }
+
+    /// The webhook's hook: an authenticated push to our ref is announced
+    /// to the fleet at once, so every replica syncs in parallel with us.
+    /// The pushed sha is only passed on as a hint (receivers resolve the
+    /// ref themselves), and named by our ref, which the webhook matched.
+    pub fn on_push(&self, git_ref: Option<&str>) -> crate::trigger::webhook::OnPush {
+        let tx = self.tx.clone();
+        let git_ref = git_ref.unwrap_or("HEAD").to_string();
+        Arc::new(move |event: &crate::trigger::webhook::WebhookEvent| {
+            let Some(sha) = event.sha.as_deref().filter(|s| is_sha(s)) else {
+                return;
+            };
+            let commit = Commit {
+                sha: sha.to_ascii_lowercase(),
+                git_ref: git_ref.clone(),
+            };
+            if tx.try_send(Request::Announce(commit)).is_err() {
+                debug!("fleet agent busy; push not announced (polling covers it)");
+            }
+        })
+    }
+
+    pub fn config(&self) -> &FleetConfig {
+        &self.config
+    }
+
+    /// After an `Applied` outcome: tell the fleet (unless it told us), and
+    /// make the commit the one newcomers start on when it is verified.
+    pub fn notify_applied(&self, commit: &Commit, verified: bool) {
+        *self.shared.current() = Some(commit.sha.clone());
+        self.send(Request::Applied {
+            commit: commit.clone(),
+            verified,
+        });
+    }
+
+    /// The loop's status changed (a sync ended).
+    pub fn report(&self) {
+        self.send(Request::Report);
+    }
+
+    /// Whether this scheduled poll is left to the lease holder. Followers
+    /// still poll every `FOLLOWER_POLL_EVERY` periods; with Redis
+    /// unreachable nobody is known to lead, so every replica polls.
+    pub fn defer_poll(&self) -> bool {
+        let follower = self.shared.reachable.load(Ordering::Relaxed)
+            && !self.shared.leader.load(Ordering::Relaxed);
+        if !follower {
+            self.shared.deferred.store(0, Ordering::Relaxed);
+            return false;
+        }
+        let skipped = self.shared.deferred.fetch_add(1, Ordering::Relaxed) + 1;
+        if skipped >= FOLLOWER_POLL_EVERY {
+            self.shared.deferred.store(0, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
+    /// At shutdown: drop our status and lease so the fleet does not wait
+    /// on a replica that is gone; bounded, then the tasks are stopped.
+    pub async fn close(mut self) {
+        let mut tasks = std::mem::take(&mut self.tasks).into_iter();
+        let (Some(agent), Some(subscriber)) = (tasks.next(), tasks.next()) else {
+            return;
+        };
+        subscriber.abort();
+        if self.tx.send(Request::Close).await.is_ok() {
+            let _ = timeout(REDIS_TIMEOUT, agent).await;
+        }
+    }
+
+    fn send(&self, request: Request) {
+        // Full means the agent is behind on a slow Redis: a dropped report
+        // is repaired by the next heartbeat, a dropped notice by polling.
+        if self.tx.try_send(request).is_err() {
+            debug!("fleet agent busy; request dropped");
+        }
+    }
+}
+
+struct Agent {
+    config: FleetConfig,
+    app: Arc<App>,
+    shared: Arc<Shared>,
+    con: Option<redis::aio::MultiplexedConnection>,
+    /// Consecutive failures, for the reconnect backoff.
+    failures: u32,
+    next_connect: Instant,
+}
+
+impl Agent {
+    async fn run(mut self, mut rx: mpsc::Receiver<Request>) {
+        let mut beat = interval(HEARTBEAT);
+        beat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = beat.tick() => {
+                    self.lease().await;
+                    self.write_status().await;
+                }
+                request = rx.recv() => match request {
+                    Some(Request::Applied { commit, verified }) => {
+                        self.publish(&commit).await;
+                        if verified {
+                            self.set_verified(&commit).await;
+                        }
+                        self.write_status().await;
+                    }
+                    Some(Request::Announce(commit)) => self.publish(&commit).await,
+                    Some(Request::Report) => self.write_status().await,
+                    Some(Request::Close) | None => {
+                        self.leave().await;
+                        return;
+                    }
+                },
+            }
+        }
+    }
+
+    /// Tells the others, unless they told us: an echo would cost every
+    /// replica a sync per replica.
+    async fn publish(&mut self, commit: &Commit) {
+        if self.shared.was_heard(&commit.sha) {
+            return;
+        }
+        let notice = Notice {
+            git_ref: commit.git_ref.clone(),
+            sha: commit.sha.clone(),
+            replica: self.app.replica_id.clone(),
+        };
+        let Ok(payload) = serde_json::to_string(&notice) else {
+            return;
+        };
+        let channel = self.config.keys().commits();
+        let mut cmd = redis::cmd("PUBLISH");
+        cmd.arg(channel).arg(payload);
+        if let Some(receivers) = self.query::<i64>("PUBLISH", &cmd).await {
+            // Remember it so the echo of a later notice is not re-sent.
+            remember(&self.shared, &commit.sha);
+            info!(sha = %commit.short(), receivers, "told the fleet");
+        }
+    }
+
+    async fn set_verified(&mut self, commit: &Commit) {
+        let value = Verified {
+            sha: commit.sha.clone(),
+            git_ref: commit.git_ref.clone(),
+            replica: self.app.replica_id.clone(),
+            at: now(),
+        };
+        let Ok(value) = serde_json::to_string(&value) else {
+            return;
+        };
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.config.keys().verified()).arg(value);
+        self.query::<()>("SET verified", &cmd).await;
+    }
+
+    async fn lease(&mut self) {
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(LEASE_SCRIPT)
+            .arg(1)
+            .arg(self.config.keys().leader())
+            .arg(&self.app.replica_id)
+            .arg(LEASE_TTL.as_millis() as u64);
+        let held = self.query::<i64>("lease", &cmd).await == Some(1);
+        let was = self.shared.leader.swap(held, Ordering::Relaxed);
+        if held != was {
+            info!(
+                leader = held,
+                "{}",
+                if held {
+                    "took the poll lease: polling Git every period"
+                } else {
+                    "another replica polls Git; polling rarely"
+                }
+            );
+        }
+        self.app.metrics.fleet_leader.set(i64::from(held));
+    }
+
+    async fn write_status(&mut self) {
+        let root = self.app.root.clone();
+        let state = tokio::task::spawn_blocking(move || State::load(&root))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .map(|(s, _)| s)
+            .unwrap_or_default();
+        let last = self.app.live().last_attempt.clone();
+        let status = ReplicaStatus::new(
+            &self.app.replica_id,
+            &state,
+            last.as_ref(),
+            self.app.has_gateway,
+            self.shared.leader.load(Ordering::Relaxed),
+            now(),
+        );
+        *self.shared.current() = status.sha.clone();
+        let Ok(value) = serde_json::to_string(&status) else {
+            return;
+        };
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.config.keys().replica(&self.app.replica_id))
+            .arg(value)
+            .arg("PX")
+            .arg(STATUS_TTL.as_millis() as u64);
+        self.query::<()>("SET status", &cmd).await;
+    }
+
+    async fn leave(&mut self) {
+        let mut del = redis::cmd("DEL");
+        del.arg(self.config.keys().replica(&self.app.replica_id));
+        self.query::<i64>("DEL status", &del).await;
+        if self.shared.leader.load(Ordering::Relaxed) {
+            let mut release = redis::cmd("EVAL");
+            release
+                .arg(RELEASE_SCRIPT)
+                .arg(1)
+                .arg(self.config.keys().leader())
+                .arg(&self.app.replica_id);
+            self.query::<i64>("release lease", &release).await;
+        }
+    }
+
+    /// One command on the shared connection, connecting first if needed.
+    /// `None` on any failure, which is logged, counted, and drops the
+    /// connection so the next call reconnects (after the backoff).
+    async fn query<T: redis::FromRedisValue>(
+        &mut self,
+        action: &'static str,
+        cmd: &redis::Cmd,
+    ) -> Option<T> {
+        if self.con.is_none() {
+            if Instant::now() < self.next_connect {
+                return None;
+            }
+            match self.config.connect().await {
+                Ok(con) => {
+                    if self.failures > 0 {
+                        info!(redis = %self.config.shown_url(), "Redis is back");
+                    }
+                    self.con = Some(con);
+                }
+                Err(e) => {
+                    self.failed(e);
+                    return None;
+                }
+            }
+        }
+        let con = self.con.as_mut()?;
+        match timeout(REDIS_TIMEOUT, cmd.query_async::<T>(con)).await {
+            Ok(Ok(value)) => {
+                self.failures = 0;
+                self.shared.reachable.store(true, Ordering::Relaxed);
+                Some(value)
+            }
+            Ok(Err(e)) => {
+                let e = self.config.command_failed(action, &e);
+                self.failed(e);
+                None
+            }
+            Err(_) => {
+                let e = self
+                    .config
+                    .unreachable(&format!("{action}: no answer within {REDIS_TIMEOUT:?}"));
+                self.failed(e);
+                None
+            }
+        }
+    }
+
+    fn failed(&mut self, error: FleetError) {
+        self.con = None;
+        self.failures += 1;
+        self.shared.reachable.store(false, Ordering::Relaxed);
+        self.shared.leader.store(false, Ordering::Relaxed);
+        self.app.metrics.fleet_leader.set(0);
+        self.app.metrics.redis_errors.inc();
+        let wait = backoff(self.failures, MAX_RECONNECT);
+        self.next_connect = Instant::now() + wait;
+        // The first failure is news; the retries after it are noise.
+        if self.failures == 1 {
+            warn!("{error}; polling Git on our own until it is back");
+        } else {
+            debug!(retry_in = ?wait, "{error}");
+        }
+    }
+}
+
+/// Our ref as the source names it in `Commit::git_ref`.
+fn our_ref(app: &App) -> String {
+    app.git_ref.clone().unwrap_or_else(|| "HEAD".to_string())
+}
+
+fn is_sha(s: &str) -> bool {
+    s.len() == 40 && s.chars().all(|c| c.is_ascii_hexdigit())
+}
+
+fn remember(shared: &Shared, sha: &str) {
+    let mut heard = shared.heard();
+    if !heard.iter().any(|s| s == sha) {
+        heard.push_front(sha.to_string());
+        heard.truncate(HEARD_LEN);
+    }
+}
+
+/// Listens on the cluster's channel for ever, reconnecting with backoff.
+/// After a lost connection it triggers one sync: notices sent meanwhile
+/// were lost with it.
+async fn subscribe(config: FleetConfig, app: Arc<App>, shared: Arc<Shared>, git_ref: String) {
+    let channel = config.keys().commits();
+    let mut failures: u32 = 0;
+    let mut lost = false;
+    loop {
+        let subscribed = async {
+            let mut pubsub = config.pubsub().await?;
+            match timeout(REDIS_TIMEOUT, pubsub.subscribe(&channel)).await {
+                Ok(Ok(())) => Ok(pubsub),
+                Ok(Err(e)) => Err(config.command_failed("SUBSCRIBE", &e)),
+                Err(_) => Err(config.unreachable("SUBSCRIBE: no answer")),
+            }
+        };
+        let pubsub = match subscribed.await {
+            Ok(p) => p,
+            Err(e) => {
+                failures += 1;
+                app.metrics.redis_errors.inc();
+                if failures == 1 {
+                    warn!("fleet notices unavailable: {e}");
+                }
+                sleep(backoff(failures, MAX_RECONNECT)).await;
+                continue;
+            }
+        };
+        if lost || failures > 0 {
+            info!("listening for fleet notices again; syncing in case one was missed");
+            app.triggers.fire(Trigger::Fleet);
+        }
+        failures = 0;
+        let (mut sink, mut stream) = pubsub.split();
+        loop {
+            tokio::select! {
+                message = stream.next() => match message {
+                    Some(m) => on_notice(&app, &shared, &git_ref, m.get_payload_bytes()),
+                    None => break,
+                },
+                _ = sleep(SUBSCRIBER_PING) => {
+                    if !matches!(timeout(REDIS_TIMEOUT, sink.ping::<String>()).await, Ok(Ok(_))) {
+                        break;
+                    }
+                }
+            }
+        }
+        lost = true;
+        failures += 1;
+        app.metrics.redis_errors.inc();
+        warn!("lost the fleet channel; polling Git on our own until it is back");
+        sleep(backoff(failures, MAX_RECONNECT)).await;
+    }
+}
+
+fn on_notice(app: &App, shared: &Shared, git_ref: &str, payload: &[u8]) {
+    let notice: Notice = match serde_json::from_slice(payload) {
+        Ok(n) => n,
+        Err(e) => {
+            debug!("ignoring a message that is not a notice: {e}");
+            return;
+        }
+    };
+    if notice.replica == app.replica_id || notice.git_ref != git_ref {
+        return;
+    }
+    remember(shared, &notice.sha);
+    app.metrics.fleet_notices.inc();
+    if shared.current().as_deref() == Some(notice.sha.as_str()) {
+        return;
+    }
+    info!(sha = %short(&notice.sha), from = %notice.replica, "fleet notice: syncing");
+    // A hint: the sync resolves the ref itself, so a stale or forged
+    // notice can only cost one ref listing.
+    app.triggers.fire(Trigger::Fleet);
+}

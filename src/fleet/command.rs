@@ -1,0 +1,371 @@
+//! `tyk-gitops fleet status` and `fleet wait`: read every live replica's
+//! status from Redis. Exit codes: 0 converged (or done waiting), 1 not
+//! converged / timed out / rejected, 2 usage, 3 Redis unreachable.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use super::{
+    FleetConfig, FleetError, Progress, ReplicaStatus, Verified, converged, progress, short,
+};
+use crate::cli::{FleetArgs, parse_duration};
+use crate::state::now;
+
+/// How often `wait` looks again.
+const WAIT_POLL: Duration = Duration::from_millis(250);
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    pub command: FleetCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum FleetCommand {
+    /// A table of live replicas; exits 0 iff all of them verified one commit.
+    Status(StatusArgs),
+    /// Blocks until every live replica verified --sha; exits 1 on timeout (naming the laggards) or as soon as a replica rejects it.
+    Wait(WaitArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Human,
+    Json,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub fleet: FleetArgs,
+
+    /// Output format.
+    #[arg(long, value_enum, default_value = "human", env = "TYK_GITOPS_FORMAT")]
+    pub format: Format,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct WaitArgs {
+    #[command(flatten)]
+    pub fleet: FleetArgs,
+
+    /// The commit to wait for (full, or at least 7 leading digits).
+    #[arg(long, env = "TYK_GITOPS_SHA")]
+    pub sha: String,
+
+    /// Give up after this long.
+    #[arg(long, default_value = "120s", value_parser = parse_duration, env = "TYK_GITOPS_WAIT_TIMEOUT")]
+    pub timeout: Duration,
+
+    /// Also wait until at least this many replicas are live (a rollout scaling up).
+    #[arg(long, default_value_t = 1, env = "TYK_GITOPS_MIN_REPLICAS")]
+    pub min_replicas: usize,
+}
+
+pub fn run(args: Args) -> i32 {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return 5;
+        }
+    };
+    match args.command {
+        FleetCommand::Status(a) => runtime.block_on(status(a)),
+        FleetCommand::Wait(a) => runtime.block_on(wait(a)),
+    }
+}
+
+fn config(args: &FleetArgs) -> Result<FleetConfig, i32> {
+    match FleetConfig::from_args(args) {
+        Ok(Some(c)) => Ok(c),
+        Ok(None) => {
+            eprintln!("error: --redis URL (or TYK_GITOPS_REDIS) is required");
+            Err(2)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            Err(2)
+        }
+    }
+}
+
+fn exit_code(e: &FleetError) -> i32 {
+    match e {
+        FleetError::Usage(_) => 2,
+        FleetError::Unreachable { .. } | FleetError::Command { .. } => 3,
+    }
+}
+
+/// Everything `status` shows, read in one go.
+struct Snapshot {
+    replicas: Vec<ReplicaStatus>,
+    verified: Option<Verified>,
+    leader: Option<String>,
+}
+
+async fn snapshot(config: &FleetConfig) -> Result<Snapshot, FleetError> {
+    let mut con = config.connect().await?;
+    let replicas = super::read_statuses(config, &mut con).await?;
+    let keys = config.keys();
+    let (verified, leader): (Option<String>, Option<String>) = redis::cmd("MGET")
+        .arg(keys.verified())
+        .arg(keys.leader())
+        .query_async(&mut con)
+        .await
+        .map_err(|e| config.command_failed("MGET", &e))?;
+    Ok(Snapshot {
+        replicas,
+        verified: verified.and_then(|v| serde_json::from_str(&v).ok()),
+        leader,
+    })
+}
+
+async fn status(args: StatusArgs) -> i32 {
+    let config = match config(&args.fleet) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let snap = match snapshot(&config).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit_code(&e);
+        }
+    };
+    let agreed = converged(&snap.replicas).map(str::to_string);
+    match args.format {
+        Format::Json => println!(
+            "{}",
+            json!({
+                "cluster": config.cluster,
+                "converged": agreed.is_some(),
+                "sha": agreed,
+                "verified": snap.verified,
+                "leader": snap.leader,
+                "replicas": snap.replicas,
+            })
+        ),
+        Format::Human => print!(
+            "{}",
+            table(&config.cluster, &snap, agreed.as_deref(), now())
+        ),
+    }
+    i32::from(agreed.is_none())
+}
+
+fn table(cluster: &str, snap: &Snapshot, agreed: Option<&str>, now: u64) -> String {
+    let mut rows = vec![[
+        "REPLICA".to_string(),
+        "SHA".into(),
+        "VERIFIED".into(),
+        "APIS".into(),
+        "POLICIES".into(),
+        "AGE".into(),
+        "ERROR".into(),
+    ]];
+    for r in &snap.replicas {
+        let name = if r.leader {
+            format!("{} *", r.replica)
+        } else {
+            r.replica.clone()
+        };
+        rows.push([
+            name,
+            r.sha.as_deref().map_or("-", short).to_string(),
+            if r.verified { "yes" } else { "no" }.into(),
+            r.apis.to_string(),
+            r.policies.to_string(),
+            format!("{}s", now.saturating_sub(r.updated_at)),
+            r.error.clone().unwrap_or_default(),
+        ]);
+    }
+    let widths: Vec<usize> = (0..7)
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in &rows {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    let verified = snap.verified.as_ref().map_or("none".to_string(), |v| {
+        format!("{} ({}, by {})", short(&v.sha), v.git_ref, v.replica)
+    });
+    out.push_str(&format!(
+        "\ncluster {cluster}: {} replica(s); fleet verified commit: {verified}; {}\n",
+        snap.replicas.len(),
+        match (agreed, snap.replicas.is_empty()) {
+            (_, true) => "no live replica".to_string(),
+            (Some(sha), _) => format!("converged on {}", short(sha)),
+            (None, _) => "not converged".to_string(),
+        }
+    ));
+    if snap.leader.is_some() {
+        out.push_str("(* polls Git for the fleet)\n");
+    }
+    out
+}
+
+async fn wait(args: WaitArgs) -> i32 {
+    let config = match config(&args.fleet) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    if args.sha.trim().len() < 7 || !args.sha.trim().chars().all(|c| c.is_ascii_hexdigit()) {
+        eprintln!("error: --sha {:?}: give at least 7 hex digits", args.sha);
+        return 2;
+    }
+    let deadline = Instant::now() + args.timeout;
+    // Redis trouble mid-wait is retried until the deadline; a Redis never
+    // reached at all is exit 3.
+    let mut reached = false;
+    let mut last_error = None;
+    let mut last = None;
+    loop {
+        match snapshot_replicas(&config).await {
+            Ok(replicas) => {
+                reached = true;
+                match progress(&replicas, &args.sha, args.min_replicas) {
+                    Progress::Done => {
+                        println!(
+                            "{} replica(s) verified {}",
+                            replicas.len(),
+                            short(args.sha.trim())
+                        );
+                        return 0;
+                    }
+                    Progress::Rejected(r) => {
+                        eprintln!(
+                            "{} rejected {}: {}",
+                            r.replica,
+                            short(args.sha.trim()),
+                            r.describe()
+                        );
+                        return 1;
+                    }
+                    waiting => last = Some(waiting),
+                }
+            }
+            Err(e) => last_error = Some(e),
+        }
+        if Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(WAIT_POLL.min(deadline.saturating_duration_since(Instant::now()))).await;
+    }
+    if !reached && let Some(e) = last_error {
+        eprintln!("error: {e}");
+        return exit_code(&e);
+    }
+    eprint!("{}", timed_out(&args, last));
+    1
+}
+
+async fn snapshot_replicas(config: &FleetConfig) -> Result<Vec<ReplicaStatus>, FleetError> {
+    let mut con = config.connect().await?;
+    super::read_statuses(config, &mut con).await
+}
+
+fn timed_out(args: &WaitArgs, last: Option<Progress>) -> String {
+    let mut out = format!(
+        "timed out after {} waiting for {}",
+        humantime::format_duration(args.timeout),
+        short(args.sha.trim())
+    );
+    match last {
+        Some(Progress::Waiting { laggards, live }) => {
+            if live < args.min_replicas {
+                out.push_str(&format!(
+                    "; {live} replica(s) live, {} wanted",
+                    args.min_replicas
+                ));
+            }
+            if live == 0 {
+                out.push_str("; no live replica");
+            }
+            out.push('\n');
+            for l in laggards {
+                out.push_str(&format!("  {}\n", l.describe()));
+            }
+        }
+        _ => out.push('\n'),
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn replica(id: &str, sha: &str, verified: bool, leader: bool) -> ReplicaStatus {
+        ReplicaStatus {
+            replica: id.into(),
+            sha: Some(sha.into()),
+            git_ref: Some("main".into()),
+            verified,
+            apis: 2,
+            policies: 1,
+            error: (!verified).then(|| "gateway down".to_string()),
+            updated_at: 100,
+            rejected: vec![],
+            leader,
+        }
+    }
+
+    #[test]
+    fn the_table_lines_up_and_names_the_leader_and_the_verdict() {
+        let sha = "0123456789abcdef0123456789abcdef01234567";
+        let snap = Snapshot {
+            replicas: vec![
+                replica("gw-0", sha, true, true),
+                replica("gateway-1", sha, false, false),
+            ],
+            verified: None,
+            leader: Some("gw-0".into()),
+        };
+        let text = table("prod", &snap, None, 103);
+        let expected = "\
+REPLICA    SHA           VERIFIED  APIS  POLICIES  AGE  ERROR
+gw-0 *     0123456789ab  yes       2     1         3s
+gateway-1  0123456789ab  no        2     1         3s   gateway down
+
+cluster prod: 2 replica(s); fleet verified commit: none; not converged
+(* polls Git for the fleet)
+";
+        assert_eq!(text, expected);
+    }
+
+    #[test]
+    fn a_timeout_names_each_laggard_and_a_missing_replica_count() {
+        let args = WaitArgs {
+            fleet: FleetArgs {
+                redis: None,
+                cluster: "c".into(),
+            },
+            sha: "bbbbbbbb".into(),
+            timeout: Duration::from_secs(5),
+            min_replicas: 3,
+        };
+        let lag = replica("gw-1", "aaaaaaaaaaaaaaaa", false, false);
+        let text = timed_out(
+            &args,
+            Some(Progress::Waiting {
+                laggards: vec![lag],
+                live: 2,
+            }),
+        );
+        assert_eq!(
+            text,
+            "timed out after 5s waiting for bbbbbbbb; 2 replica(s) live, 3 wanted\n  gw-1: on aaaaaaaaaaaa (not verified); last error: gateway down\n"
+        );
+    }
+}

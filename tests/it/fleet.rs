@@ -1,0 +1,396 @@
+//! A fleet of sidecars sharing a real `redis-server`: one trigger reaches
+//! every replica, `fleet status` / `fleet wait` report on all of them, a
+//! Redis outage degrades to polling, newcomers start on the fleet's
+//! verified commit, and only the lease holder polls Git every period.
+
+use std::net::SocketAddr;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::support::git_server::{GitDaemon, GitHttp};
+use crate::support::node::{Node, SECRET, ids};
+use crate::support::redis::RedisServer;
+use crate::support::repo::ConfigRepo;
+use crate::support::{KillOnDrop, bin, eventually, free_port, http_get, wait_for_port};
+
+const WAIT: Duration = Duration::from_secs(20);
+const CLUSTER: &str = "test";
+
+/// One replica: a gateway emulator and its `tyk-gitops run --redis`.
+struct Replica {
+    id: String,
+    node: Node,
+    child: KillOnDrop,
+    addr: SocketAddr,
+}
+
+impl Replica {
+    fn start(repo_url: &str, redis: &str, id: &str, extra: &[&str]) -> Replica {
+        Replica::start_on(Node::new(), repo_url, redis, id, extra)
+    }
+
+    fn start_on(node: Node, repo_url: &str, redis: &str, id: &str, extra: &[&str]) -> Replica {
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let mut cmd = Command::new(bin());
+        cmd.args(["run", "--repo", repo_url, "--root"])
+            .arg(node.root())
+            .args(["--gateway", &node.emu.url(), "--listen", &addr.to_string()])
+            .args(["--period", "1h", "--verify-period", "500ms"])
+            .args(["--max-backoff", "1s", "--verify-timeout", "3s"])
+            .args(["--gateway-wait", "1s", "--replica-id", id])
+            .args(["--cluster", CLUSTER])
+            .env("TYK_GITOPS_GATEWAY_SECRET", SECRET)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if !redis.is_empty() {
+            cmd.args(["--redis", redis]);
+        }
+        let child = cmd.args(extra).spawn().expect("spawn tyk-gitops run");
+        wait_for_port(addr, WAIT);
+        Replica {
+            id: id.to_string(),
+            node,
+            child: KillOnDrop(child),
+            addr,
+        }
+    }
+
+    fn ready(&self) -> bool {
+        http_get(self.addr, "/readyz").0 == 200
+    }
+
+    fn status(&self) -> Value {
+        serde_json::from_str(&http_get(self.addr, "/status").1).unwrap_or(Value::Null)
+    }
+
+    fn metric(&self, sample: &str) -> f64 {
+        http_get(self.addr, "/metrics")
+            .1
+            .lines()
+            .find_map(|l| l.strip_prefix(sample).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or(0.0)
+    }
+
+    fn runs(&self, sha: &str) -> bool {
+        let status = self.status();
+        status["current"]["sha"] == sha && status["current"]["verified_at"].is_u64()
+    }
+
+    fn sighup(&self) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(self.child.0.id() as i32, libc::SIGHUP);
+        }
+    }
+}
+
+fn served_repo() -> (ConfigRepo, GitDaemon, String) {
+    let repo = ConfigRepo::new();
+    repo.api("alpha").policy("gold", &["alpha"]);
+    repo.commit("alpha");
+    let daemon = GitDaemon::start(repo.path().parent().unwrap());
+    let url = daemon.url(repo.path().file_name().unwrap().to_str().unwrap());
+    (repo, daemon, url)
+}
+
+fn fleet(redis: &RedisServer, n: usize, url: &str, extra: &[&str]) -> Vec<Replica> {
+    let replicas: Vec<Replica> = (0..n)
+        .map(|i| Replica::start(url, &redis.url(), &format!("pod-{i}"), extra))
+        .collect();
+    for r in &replicas {
+        eventually(&format!("{} ready", r.id), WAIT, || r.ready());
+    }
+    replicas
+}
+
+/// `tyk-gitops fleet <args> --redis URL --cluster test`.
+fn fleet_cmd(redis_url: &str, args: &[&str]) -> Output {
+    Command::new(bin())
+        .arg("fleet")
+        .args(args)
+        .args(["--redis", redis_url, "--cluster", CLUSTER])
+        .output()
+        .expect("run tyk-gitops fleet")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn one_signal_to_one_replica_brings_every_replica_to_the_new_commit() {
+    let (repo, _daemon, url) = served_repo();
+    let redis = RedisServer::start();
+    let replicas = fleet(&redis, 3, &url, &[]);
+
+    repo.api("beta");
+    let sha = repo.commit("beta");
+    // The period is an hour: only the fleet notice can explain the others.
+    let asked = Instant::now();
+    replicas[0].sighup();
+    for r in &replicas {
+        eventually(&format!("{} on beta", r.id), WAIT, || {
+            r.node.apis() == ids(&["alpha", "beta"]) && r.runs(&sha)
+        });
+    }
+    assert!(asked.elapsed() < Duration::from_secs(10));
+    for r in &replicas[1..] {
+        assert_eq!(r.status()["last_attempt"]["trigger"], "fleet");
+        assert!(r.metric("tyk_gitops_fleet_notices_total") >= 1.0);
+    }
+    // The commit is the fleet's verified one now.
+    let verified: Value = serde_json::from_str(
+        &redis
+            .get(&format!("tyk-gitops:{CLUSTER}:verified"))
+            .expect("verified key"),
+    )
+    .unwrap();
+    assert_eq!(verified["sha"], *sha.as_str());
+    assert_eq!(verified["ref"], "HEAD");
+}
+
+#[test]
+fn fleet_wait_and_status_report_convergence_and_name_a_replica_whose_gateway_is_down() {
+    let (repo, _daemon, url) = served_repo();
+    let redis = RedisServer::start();
+    let replicas = fleet(&redis, 3, &url, &[]);
+
+    repo.api("beta");
+    let beta = repo.commit("beta");
+    replicas[0].sighup();
+    let out = fleet_cmd(&redis.url(), &["wait", "--sha", &beta, "--timeout", "20s"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("3 replica(s) verified"),
+        "{}",
+        text(&out)
+    );
+
+    // Status keys are rewritten after each sync; wait for the last of them.
+    eventually("status converged", WAIT, || {
+        fleet_cmd(&redis.url(), &["status"]).status.code() == Some(0)
+    });
+    let out = fleet_cmd(&redis.url(), &["status"]);
+    let table = text(&out);
+    for r in &replicas {
+        assert!(table.contains(&r.id), "{table}");
+    }
+    assert!(table.contains(&beta[..12]), "{table}");
+    assert!(table.contains("converged on"), "{table}");
+    let out = fleet_cmd(&redis.url(), &["status", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(0));
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["converged"], true);
+    assert_eq!(json["sha"], *beta.as_str());
+    assert_eq!(json["replicas"].as_array().unwrap().len(), 3);
+    assert_eq!(json["replicas"][0]["apis"], 2);
+    assert_eq!(json["verified"]["sha"], *beta.as_str());
+
+    // pod-2's gateway goes down; the next commit cannot reach it.
+    replicas[2].node.emu.set_down(true);
+    repo.api("gamma");
+    let gamma = repo.commit("gamma");
+    replicas[0].sighup();
+    let out = fleet_cmd(&redis.url(), &["wait", "--sha", &gamma, "--timeout", "4s"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let msg = text(&out);
+    assert!(msg.contains("timed out after 4s"), "{msg}");
+    assert!(msg.contains("pod-2: on"), "{msg}");
+    assert!(msg.contains(&beta[..12]), "{msg}");
+    assert!(!msg.contains("pod-0"), "only the laggard is named: {msg}");
+    let out = fleet_cmd(&redis.url(), &["status", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+
+    replicas[2].node.emu.set_down(false);
+    let out = fleet_cmd(&redis.url(), &["wait", "--sha", &gamma, "--timeout", "20s"]);
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+#[test]
+fn fleet_wait_stops_as_soon_as_a_replica_rejects_the_commit() {
+    let (repo, _daemon, url) = served_repo();
+    let redis = RedisServer::start();
+    let replicas = fleet(&redis, 2, &url, &[]);
+    repo.file("apps/beta.json", "{\"api_id\": \"beta\",");
+    let bad = repo.commit("broken beta");
+    replicas[0].sighup();
+    let started = Instant::now();
+    let out = fleet_cmd(&redis.url(), &["wait", "--sha", &bad, "--timeout", "60s"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(started.elapsed() < Duration::from_secs(20));
+    assert!(text(&out).contains("rejected"), "{}", text(&out));
+}
+
+#[test]
+fn fleet_commands_exit_3_when_redis_is_unreachable_and_1_with_no_replica() {
+    let port = free_port();
+    let url = format!("redis://:hunter2@127.0.0.1:{port}");
+    let out = fleet_cmd(&url, &["status"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(!text(&out).contains("hunter2"), "{}", text(&out));
+    let out = fleet_cmd(&url, &["wait", "--sha", "abcdef1", "--timeout", "1s"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+
+    let redis = RedisServer::start();
+    let out = fleet_cmd(&redis.url(), &["status"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("no live replica"), "{}", text(&out));
+    let out = Command::new(bin())
+        .args(["fleet", "status", "--cluster", CLUSTER])
+        .env_remove("TYK_GITOPS_REDIS")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+}
+
+#[test]
+fn replicas_keep_converging_by_polling_while_redis_is_down_and_fan_out_resumes_after() {
+    let (repo, _daemon, url) = served_repo();
+    let mut redis = RedisServer::start();
+    let replicas = fleet(&redis, 3, &url, &["--period", "300ms"]);
+
+    redis.stop();
+    repo.api("beta");
+    let beta = repo.commit("beta");
+    for r in &replicas {
+        eventually(&format!("{} on beta without Redis", r.id), WAIT, || {
+            r.runs(&beta)
+        });
+        assert_eq!(r.status()["replica"], *r.id.as_str(), "still serving");
+    }
+    eventually("errors counted", WAIT, || {
+        replicas
+            .iter()
+            .all(|r| r.metric("tyk_gitops_redis_errors_total") >= 1.0)
+    });
+
+    redis.restart();
+    eventually("every replica reports again", WAIT, || {
+        let out = fleet_cmd(&redis.url(), &["status", "--format", "json"]);
+        serde_json::from_slice::<Value>(&out.stdout)
+            .map(|j| j["replicas"].as_array().map_or(0, Vec::len) == 3)
+            .unwrap_or(false)
+    });
+    let notices: f64 = replicas
+        .iter()
+        .map(|r| r.metric("tyk_gitops_fleet_notices_total"))
+        .sum();
+    repo.api("gamma");
+    let gamma = repo.commit("gamma");
+    let out = fleet_cmd(&redis.url(), &["wait", "--sha", &gamma, "--timeout", "20s"]);
+    assert!(out.status.success(), "{}", text(&out));
+    // Whoever polled first told the others.
+    eventually("a notice after the restart", WAIT, || {
+        replicas
+            .iter()
+            .map(|r| r.metric("tyk_gitops_fleet_notices_total"))
+            .sum::<f64>()
+            > notices
+    });
+}
+
+#[test]
+fn a_new_replica_joins_at_the_fleets_verified_commit_not_a_rejected_head() {
+    let (repo, _daemon, url) = served_repo();
+    let redis = RedisServer::start();
+    let replicas = fleet(&redis, 2, &url, &[]);
+    repo.api("beta");
+    let good = repo.commit("beta");
+    replicas[0].sighup();
+    let out = fleet_cmd(&redis.url(), &["wait", "--sha", &good, "--timeout", "20s"]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    repo.file("apps/gamma.json", "{\"api_id\": \"gamma\",");
+    let bad = repo.commit("broken gamma");
+    replicas[0].sighup();
+    eventually("the fleet rejected HEAD", WAIT, || {
+        replicas[0].status()["rejected"]
+            .as_array()
+            .is_some_and(|r| r.iter().any(|x| x["sha"] == *bad.as_str()))
+    });
+
+    // A scaled-up pod: the one-shot init sync, then the sidecar.
+    let node = Node::new();
+    let out = Command::new(bin())
+        .args(["sync", "--repo", &url, "--root"])
+        .arg(node.root())
+        .args(["--redis", &redis.url(), "--cluster", CLUSTER])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(node.current_sha(), good);
+    let newcomer = Replica::start_on(node, &url, &redis.url(), "pod-new", &[]);
+    eventually("the newcomer is ready on the good commit", WAIT, || {
+        newcomer.ready() && newcomer.runs(&good)
+    });
+    assert_eq!(newcomer.node.apis(), ids(&["alpha", "beta"]));
+
+    // Without the fleet, the same start lands on the broken HEAD and has
+    // nothing to serve.
+    let alone = Node::new();
+    let out = Command::new(bin())
+        .args(["sync", "--repo", &url, "--root"])
+        .arg(alone.root())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+}
+
+/// Ref listings (`GET …/info/refs`) over `window`, with `n` replicas
+/// polling every 500 ms.
+fn ref_listings(n: usize, with_redis: bool, window: Duration) -> usize {
+    let repo = ConfigRepo::new();
+    repo.api("alpha");
+    repo.commit("alpha");
+    let served = tempfile::tempdir().unwrap();
+    repo.bare_clone(served.path(), "config.git");
+    let http = GitHttp::start(served.path(), None);
+    let redis = RedisServer::start();
+    let redis_url = if with_redis {
+        redis.url()
+    } else {
+        String::new()
+    };
+    let replicas: Vec<Replica> = (0..n)
+        .map(|i| {
+            Replica::start(
+                &http.url("config.git"),
+                &redis_url,
+                &format!("pod-{i}"),
+                &["--period", "500ms"],
+            )
+        })
+        .collect();
+    for r in &replicas {
+        eventually("ready", WAIT, || r.ready());
+    }
+    // Let the lease settle (first heartbeat) before counting.
+    std::thread::sleep(Duration::from_secs(3));
+    http.clear_requests();
+    std::thread::sleep(window);
+    http.requests()
+        .iter()
+        .filter(|r| r.starts_with("GET") && r.contains("/info/refs"))
+        .count()
+}
+
+#[test]
+fn with_leadership_git_sees_about_one_ref_listing_per_period_however_many_replicas() {
+    let window = Duration::from_secs(6);
+    let periods = 12; // window / 500 ms
+    let alone = ref_listings(4, false, window);
+    let led = ref_listings(4, true, window);
+    // Alone: every replica every period (±10% jitter).
+    assert!(alone >= 3 * periods, "without Redis: {alone}");
+    // Led: the leader every period, each follower once per ten periods.
+    assert!(
+        led <= periods + 3 * 2 + 4,
+        "with leadership: {led} listings in {window:?} (without: {alone})"
+    );
+}
