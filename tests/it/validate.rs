@@ -543,3 +543,94 @@ fn check_throughput() {
         warm.as_secs_f64() * 1e3,
     );
 }
+
+/// Copies a bad-input case (without its `expect.txt`) over the repo's files.
+fn load_case(repo: &ConfigRepo, case: &Path) {
+    for entry in fs::read_dir(repo.path()).expect("repo") {
+        let path = entry.expect("entry").path();
+        if path.file_name().is_some_and(|n| n != ".git") {
+            if path.is_dir() {
+                fs::remove_dir_all(&path).expect("rm -r");
+            } else {
+                fs::remove_file(&path).expect("rm");
+            }
+        }
+    }
+    let mut stack = vec![case.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in fs::read_dir(&dir).expect("case") {
+            let path = entry.expect("entry").path();
+            let rel = path.strip_prefix(case).expect("inside case");
+            if path.is_dir() {
+                stack.push(path);
+            } else if rel != Path::new("expect.txt") {
+                repo.file(rel.to_str().expect("utf8"), fs::read(&path).expect("read"));
+            }
+        }
+    }
+}
+
+#[test]
+fn sync_of_a_commit_with_errors_changes_nothing() {
+    let repo = ConfigRepo::new();
+    load_case(&repo, &cases_dir().join("clean/everything"));
+    repo.commit("good");
+    let root = tempfile::tempdir().expect("root");
+    let sync = || {
+        Command::new(support::bin())
+            .args(["sync", "--repo", &repo.url(), "--root"])
+            .arg(root.path())
+            .output()
+            .expect("run sync")
+    };
+    let out = sync();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let current = fs::read_link(root.path().join("current")).expect("current");
+    let snapshot = |dir: &Path| -> BTreeSet<PathBuf> {
+        let mut seen = BTreeSet::new();
+        let mut stack = vec![dir.join("revisions")];
+        while let Some(d) = stack.pop() {
+            for e in fs::read_dir(&d).expect("dir") {
+                let p = e.expect("entry").path();
+                if p.is_dir() {
+                    stack.push(p.clone());
+                }
+                seen.insert(p);
+            }
+        }
+        seen
+    };
+    let before = snapshot(root.path());
+    for case in [
+        "json-syntax/trailing-comma",
+        "duplicate-api-id/two-files",
+        "missing-middleware-file/pre",
+        "bare-oas/orphan-companion",
+    ] {
+        load_case(&repo, &cases_dir().join(case));
+        repo.commit(case);
+        let out = sync();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.status.code(), Some(1), "{case}: {text}");
+        let rule = case.split('/').next().expect("rule");
+        assert!(
+            text.contains(rule),
+            "{case}: the rejection names the rule: {text}"
+        );
+        assert_eq!(
+            fs::read_link(root.path().join("current")).expect("current"),
+            current,
+            "{case}"
+        );
+        assert_eq!(snapshot(root.path()), before, "{case}: no revision written");
+    }
+}
