@@ -502,6 +502,10 @@ impl Webhook {
 
     /// Authenticates, reads and acts on one request.
     async fn receive(&self, triggers: &Triggers, headers: &HeaderMap, request: Request) -> Reply {
+        // Unsigned requests are refused before any file or body is read.
+        if let Err(e) = scheme_of(headers) {
+            return Reply::unauthorized(&e);
+        }
         let secret = match read_secret(&self.secret_file).await {
             Ok(s) => s,
             Err(e) => {
@@ -513,9 +517,6 @@ impl Webhook {
                 );
             }
         };
-        if let Err(e) = scheme_of(headers) {
-            return Reply::unauthorized(&e);
-        }
         let body = match tokio::time::timeout(READ_TIMEOUT, Bytes::from_request(request, &())).await
         {
             Err(_) => {

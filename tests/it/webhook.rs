@@ -341,3 +341,27 @@ fn a_burst_of_fifty_pushes_coalesces_into_at_most_two_syncs() {
     assert!((1.0..=2.0).contains(&syncs), "{syncs} syncs for one burst");
     assert_eq!(sidecar.webhooks("accepted"), 50.0);
 }
+
+#[test]
+fn a_body_trickling_in_slower_than_the_read_timeout_gets_408() {
+    let repo = repo_with_alpha();
+    let node = Node::new();
+    let sidecar = Sidecar::start(&repo, &node, Some(HOOK_SECRET));
+    let sig = format!("sha256={}", sign(HOOK_SECRET, b"{}"));
+    let mut stream = TcpStream::connect(sidecar.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    // Promise 100 bytes, send 1, then stall: a slow-loris sender.
+    let head = format!(
+        "POST /webhook HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\nX-Hub-Signature-256: {sig}\r\n\r\n{{"
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    let asked = std::time::Instant::now();
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(asked.elapsed() < Duration::from_secs(15));
+    assert_eq!(sidecar.webhooks("invalid"), 1.0);
+}
