@@ -167,7 +167,7 @@ fn read_file(full: &Path, rel: String, max_file_size: u64) -> Result<TreeEntry, 
 /// The Git blob id of `bytes`, as `git hash-object` computes it.
 pub fn blob_id(bytes: &[u8]) -> Oid {
     // hash_object only fails for invalid object types; Blob is valid.
-    Oid::hash_object(ObjectType::Blob, bytes).unwrap_or_else(|_| Oid::ZERO_SHA1)
+    Oid::hash_object(ObjectType::Blob, bytes).unwrap_or(Oid::ZERO_SHA1)
 }
 
 #[cfg(test)]
