@@ -1,0 +1,473 @@
+//! The reconciler: the only place that sequences the stages, decides what
+//! is a no-op, what is rolled back and what is recorded.
+//!
+//! source → validate → apply → reload → verify → record. Invariants: a
+//! commit with findings changes nothing on disk under `current` and sends no
+//! reload; a commit is "applied" only once the gateway reports exactly its
+//! ids; the same commit on a healthy gateway costs one ref listing and one
+//! look at the gateway. Blocking work (libgit2, file I/O, validation) runs in
+//! `spawn_blocking`.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tracing::{Instrument, info, info_span, warn};
+
+use crate::apply::{ApplyError, Manifest, Revisions};
+use crate::config::{ConfigError, SyncConfig};
+use crate::gateway::{Gateway, GatewayError, Loaded};
+use crate::source::{Commit, Source, SourceError};
+use crate::state::{Applied, Rejection, State, StateError, now};
+use crate::validate::{self, Report};
+
+/// Bound on one request to the gateway's control API.
+const GATEWAY_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How a sync ended when nothing went wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// A new revision is in `current`; `verified` when a gateway confirmed it.
+    Applied {
+        commit: Commit,
+        revision: String,
+        verified: bool,
+        apis: usize,
+        policies: usize,
+    },
+    /// The commit was already in `current` (and the gateway runs it).
+    Unchanged { commit: Commit, verified: bool },
+    /// The commit was in `current` but the gateway ran something else
+    /// (drift); it was reloaded and now runs the commit.
+    Repaired { commit: Commit },
+}
+
+impl Outcome {
+    pub fn commit(&self) -> &Commit {
+        match self {
+            Outcome::Applied { commit, .. }
+            | Outcome::Unchanged { commit, .. }
+            | Outcome::Repaired { commit } => commit,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("commit {} is invalid: {} error(s), {} warning(s); nothing was changed", .commit.short(), .report.errors.len(), .report.warnings.len())]
+    Invalid { commit: Commit, report: Report },
+    #[error("commit {} was rejected before ({}): {}; push a fix, or use --force to try it again", &.rejection.sha[..12.min(.rejection.sha.len())], .rejection.reason, .rejection.message)]
+    Rejected { rejection: Rejection },
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Gateway(#[from] GatewayError),
+    #[error("commit {} did not load as committed ({error}); {}", .commit.short(), match .rolled_back_to { Some(r) => format!("rolled back to revision {r}"), None => "no earlier revision to roll back to".to_string() })]
+    VerifyFailed {
+        commit: Commit,
+        error: Box<GatewayError>,
+        rolled_back_to: Option<String>,
+    },
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl SyncError {
+    /// The process exit code for `sync`: 1 invalid commit, 3 Git or
+    /// source, 4 gateway, 5 local disk or state.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            SyncError::Invalid { .. } | SyncError::Rejected { .. } => 1,
+            SyncError::Source(_) => 3,
+            SyncError::Gateway(_) | SyncError::VerifyFailed { .. } => 4,
+            SyncError::Config(ConfigError::SecretFile { .. }) => 4,
+            SyncError::Config(ConfigError::Usage(_)) => 2,
+            SyncError::Apply(_) | SyncError::State(_) | SyncError::Internal(_) => 5,
+        }
+    }
+}
+
+/// Runs syncs for one root. Hold one per root: it is not meant to be shared
+/// by two processes (the sidecar loop serialises its own syncs).
+pub struct Reconciler {
+    config: SyncConfig,
+    source: Arc<Source>,
+    cache: Arc<Mutex<validate::Cache>>,
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, SyncError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| SyncError::Internal(format!("blocking task failed: {e}")))
+}
+
+impl Reconciler {
+    pub fn new(config: SyncConfig) -> Reconciler {
+        let source = Source::new(config.source.clone(), config.root.join("cache"));
+        Reconciler {
+            config,
+            source: Arc::new(source),
+            cache: Arc::new(Mutex::new(validate::Cache::default())),
+        }
+    }
+
+    pub fn config(&self) -> &SyncConfig {
+        &self.config
+    }
+
+    /// One pass: the commit the ref points at now (or `pinned`, a sha the
+    /// fleet already verified) goes live if it is valid and loads.
+    pub async fn sync(&self, pinned: Option<Commit>) -> Result<Outcome, SyncError> {
+        std::fs::create_dir_all(&self.config.root).map_err(|source| ApplyError::Io {
+            action: "create",
+            path: self.config.root.clone(),
+            source,
+        })?;
+        let commit = match pinned {
+            Some(c) => c,
+            None => {
+                let source = self.source.clone();
+                blocking(move || source.resolve()).await??
+            }
+        };
+        let span = info_span!("sync", sha = %commit.short());
+        self.sync_commit(commit).instrument(span).await
+    }
+
+    async fn sync_commit(&self, commit: Commit) -> Result<Outcome, SyncError> {
+        let cfg = &self.config;
+        info!(git_ref = %commit.git_ref, "resolved");
+        let gateway = self.gateway_preflight().await?;
+        let revs = Revisions::open(&cfg.root)?;
+        let (mut state, warning) = State::load(&cfg.root)?;
+        if let Some(w) = warning {
+            warn!("{w}");
+        }
+        let current = revs.current()?;
+
+        let shape = self.shape();
+        let applied_here = state.current.as_ref().filter(|a| {
+            a.sha == commit.sha
+                && a.shape == shape
+                && current.as_deref() == Some(a.revision.as_str())
+        });
+        if let (Some(applied), false) = (applied_here, cfg.force) {
+            let applied = applied.clone();
+            return self
+                .confirm_current(commit, applied, &revs, gateway, &mut state)
+                .await;
+        }
+        if let (Some(rejection), false) = (state.rejected.get(&commit.sha), cfg.force) {
+            return Err(SyncError::Rejected {
+                rejection: rejection.clone(),
+            });
+        }
+
+        // Fetch, read and validate off the runtime.
+        let (source, fetched, subpath, opts, cache) = (
+            self.source.clone(),
+            commit.clone(),
+            cfg.path.clone(),
+            cfg.validate.clone(),
+            self.cache.clone(),
+        );
+        let checked = blocking(move || -> Result<_, SyncError> {
+            source.fetch(&fetched)?;
+            let tree = source.read_tree(&fetched, subpath.as_deref(), opts.max_file_size)?;
+            let files = tree.len();
+            let mut cache = cache
+                .lock()
+                .map_err(|_| SyncError::Internal("validation cache poisoned".into()))?;
+            let (bundle, report) = validate::check(tree, &opts, &mut cache);
+            Ok((bundle, report, files))
+        })
+        .await??;
+        let (bundle, report, files) = checked;
+        let refused = report.rejects(cfg.validate.strict);
+        for w in &report.warnings {
+            warn!(file = %w.file, line = w.line, rule = w.rule, "{}", w.message);
+        }
+        if refused {
+            state.reject(Rejection {
+                sha: commit.sha.clone(),
+                at: now(),
+                reason: "invalid".into(),
+                message: format!(
+                    "{} error(s), {} warning(s)",
+                    report.errors.len(),
+                    report.warnings.len()
+                ),
+                findings: report
+                    .errors
+                    .iter()
+                    .chain(&report.warnings)
+                    .filter_map(|f| serde_json::to_value(f).ok())
+                    .collect(),
+            });
+            state.save(&cfg.root)?;
+            return Err(SyncError::Invalid { commit, report });
+        }
+        info!(
+            files,
+            apis = bundle.api_ids().len(),
+            policies = bundle.policy_ids().len(),
+            "validated"
+        );
+
+        // Write the revision completely, then publish it.
+        let name = revs.name_for(&commit.sha)?;
+        let base = cfg.gateway_root.join("revisions").join(&name);
+        let manifest_base = Manifest {
+            sha: commit.sha.clone(),
+            api_ids: bundle.api_ids(),
+            policy_ids: bundle.policy_ids(),
+            files: Vec::new(),
+        };
+        let (write_revs, write_name) = (revs.clone(), name.clone());
+        let manifest = blocking(move || {
+            let files = bundle.revision_files(&base.to_string_lossy());
+            write_revs.write(&write_name, manifest_base, &files)
+        })
+        .await??;
+        let previous = state
+            .current
+            .clone()
+            .filter(|p| current.as_deref() == Some(p.revision.as_str()));
+        revs.publish(&name)?;
+        info!(revision = %name, "published");
+        state.current = Some(Applied {
+            sha: commit.sha.clone(),
+            git_ref: commit.git_ref.clone(),
+            revision: name.clone(),
+            applied_at: now(),
+            verified_at: None,
+            apis: manifest.api_ids.len(),
+            policies: manifest.policy_ids.len(),
+            shape,
+        });
+        state.record(&commit.sha, &name, "published");
+        state.save(&cfg.root)?;
+
+        let verified = match &gateway {
+            None => false,
+            Some((gw, _)) => match self.reload_and_verify(gw, &manifest).await {
+                Ok(()) => true,
+                Err(error) if error.is_mismatch() => {
+                    let rolled_back_to = self.roll_back(gw, &revs, previous, &mut state).await;
+                    state.reject(Rejection {
+                        sha: commit.sha.clone(),
+                        at: now(),
+                        reason: "verify-failed".into(),
+                        message: error.to_string(),
+                        findings: Vec::new(),
+                    });
+                    state.save(&cfg.root)?;
+                    return Err(SyncError::VerifyFailed {
+                        commit,
+                        error: Box::new(error),
+                        rolled_back_to,
+                    });
+                }
+                Err(error) => return Err(error.into()),
+            },
+        };
+        if verified {
+            if let Some(a) = state.current.as_mut() {
+                a.verified_at = Some(now());
+            }
+            state.record(&commit.sha, &name, "verified");
+            state.save(&cfg.root)?;
+            info!(
+                apis = manifest.api_ids.len(),
+                policies = manifest.policy_ids.len(),
+                "gateway verified"
+            );
+        }
+        let keep = cfg.keep_revisions;
+        let protect: Vec<String> = state
+            .current
+            .iter()
+            .map(|a| a.revision.clone())
+            .chain(state.history.iter().take(1).map(|h| h.revision.clone()))
+            .collect();
+        let pruned = blocking({
+            let revs = revs.clone();
+            move || {
+                revs.prune(
+                    keep,
+                    &protect.iter().map(String::as_str).collect::<Vec<_>>(),
+                )
+            }
+        })
+        .await??;
+        if !pruned.is_empty() {
+            info!(removed = ?pruned, "pruned old revisions");
+        }
+        Ok(Outcome::Applied {
+            commit,
+            revision: name,
+            verified,
+            apis: manifest.api_ids.len(),
+            policies: manifest.policy_ids.len(),
+        })
+    }
+
+    /// The flags that shape a revision besides the commit.
+    fn shape(&self) -> String {
+        format!(
+            "path={} gateway-root={}",
+            self.config.path.as_deref().unwrap_or(""),
+            self.config.gateway_root.display()
+        )
+    }
+
+    /// The drift check of the sidecar (no Git involved): when the gateway
+    /// runs something else than `current`, reload and verify. Returns
+    /// whether it had drifted.
+    pub async fn check_drift(&self) -> Result<bool, SyncError> {
+        let Some((gw, loaded)) = self.gateway_preflight().await? else {
+            return Ok(false);
+        };
+        let revs = Revisions::open(&self.config.root)?;
+        let Some(name) = revs.current()? else {
+            return Ok(false);
+        };
+        let manifest = revs.manifest(&name)?;
+        if loaded == expected_of(&manifest) {
+            return Ok(false);
+        }
+        let span = info_span!("sync", sha = %&manifest.sha[..12.min(manifest.sha.len())]);
+        async {
+            warn!(revision = %name, "drift: the gateway does not run the current revision; reloading");
+            self.reload_and_verify(&gw, &manifest).await?;
+            let (mut state, _) = State::load(&self.config.root)?;
+            if let Some(a) = state.current.as_mut() {
+                a.verified_at = Some(now());
+            }
+            state.record(&manifest.sha, &name, "repaired");
+            state.save(&self.config.root)?;
+            info!(revision = %name, "drift repaired");
+            Ok(true)
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// With a gateway configured: it answers `/hello` within the bounded
+    /// wait, and it accepts our secret, before anything is written.
+    /// Returns the client and what the gateway runs now.
+    async fn gateway_preflight(&self) -> Result<Option<(Gateway, Loaded)>, SyncError> {
+        let Some(gc) = &self.config.gateway else {
+            return Ok(None);
+        };
+        let secret = gc.secret.read()?;
+        let gw = Gateway::new(
+            &gc.url,
+            secret.expose().to_string(),
+            GATEWAY_REQUEST_TIMEOUT,
+        )?;
+        gw.wait_ready(gc.wait).await?;
+        let loaded = gw.loaded().await?;
+        Ok(Some((gw, loaded)))
+    }
+
+    /// The commit is already in `current`: check the gateway still runs it
+    /// (repairing drift by a reload), and write nothing when it does.
+    async fn confirm_current(
+        &self,
+        commit: Commit,
+        applied: Applied,
+        revs: &Revisions,
+        gateway: Option<(Gateway, Loaded)>,
+        state: &mut State,
+    ) -> Result<Outcome, SyncError> {
+        let Some((gw, loaded)) = gateway else {
+            info!(revision = %applied.revision, "already current");
+            return Ok(Outcome::Unchanged {
+                commit,
+                verified: false,
+            });
+        };
+        let manifest = revs.manifest(&applied.revision)?;
+        let expected = expected_of(&manifest);
+        if loaded == expected {
+            if applied.verified_at.is_none() {
+                if let Some(a) = state.current.as_mut() {
+                    a.verified_at = Some(now());
+                }
+                state.save(&self.config.root)?;
+            }
+            info!(revision = %applied.revision, "already current and verified");
+            return Ok(Outcome::Unchanged {
+                commit,
+                verified: true,
+            });
+        }
+        warn!(revision = %applied.revision, "gateway does not run the current revision; reloading");
+        self.reload_and_verify(&gw, &manifest).await?;
+        if let Some(a) = state.current.as_mut() {
+            a.verified_at = Some(now());
+        }
+        state.record(&commit.sha, &applied.revision, "repaired");
+        state.save(&self.config.root)?;
+        Ok(Outcome::Repaired { commit })
+    }
+
+    async fn reload_and_verify(
+        &self,
+        gw: &Gateway,
+        manifest: &Manifest,
+    ) -> Result<(), GatewayError> {
+        let Some(gc) = &self.config.gateway else {
+            return Ok(());
+        };
+        gw.reload(gc.reload).await?;
+        gw.verify(&expected_of(manifest), gc.verify_timeout).await?;
+        Ok(())
+    }
+
+    /// Puts the previous revision back in `current`, reloads and verifies
+    /// it. Returns the revision rolled back to, if there was one.
+    async fn roll_back(
+        &self,
+        gw: &Gateway,
+        revs: &Revisions,
+        previous: Option<Applied>,
+        state: &mut State,
+    ) -> Option<String> {
+        let previous = previous?;
+        let name = previous.revision.clone();
+        if let Err(e) = revs.publish(&name) {
+            warn!(revision = %name, error = %e, "rollback failed");
+            return None;
+        }
+        warn!(revision = %name, "rolled back");
+        state.current = Some(previous);
+        match revs.manifest(&name) {
+            Ok(manifest) => {
+                if let Err(e) = self.reload_and_verify(gw, &manifest).await {
+                    warn!(revision = %name, error = %e, "the rolled-back revision did not verify either");
+                    if let Some(a) = state.current.as_mut() {
+                        a.verified_at = None;
+                    }
+                }
+            }
+            Err(e) => warn!(revision = %name, error = %e, "cannot read rolled-back revision"),
+        }
+        Some(name)
+    }
+}
+
+fn expected_of(manifest: &Manifest) -> Loaded {
+    Loaded {
+        api_ids: manifest.api_ids.clone(),
+        policy_ids: manifest.policy_ids.clone(),
+    }
+}
