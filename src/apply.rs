@@ -22,6 +22,10 @@ use crate::tree::blob_id;
 /// the revision root, but the name keeps it clear of any glob).
 const MANIFEST: &str = ".revision";
 const STAGING_PREFIX: &str = ".staging-";
+/// A revision being removed is first renamed to this prefix, so a crash in
+/// the middle of `remove_dir_all` never leaves a half-emptied directory
+/// under a revision name that `write` would later reuse as complete.
+const TRASH_PREFIX: &str = ".trash-";
 const CURRENT: &str = "current";
 const CURRENT_TMP_PREFIX: &str = ".current-";
 
@@ -76,11 +80,9 @@ impl Revisions {
         fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
         for entry in fs::read_dir(&dir).map_err(io_err("list", &dir))? {
             let entry = entry.map_err(io_err("list", &dir))?;
-            if entry
-                .file_name()
-                .to_string_lossy()
-                .starts_with(STAGING_PREFIX)
-            {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with(STAGING_PREFIX) || name.starts_with(TRASH_PREFIX) {
                 let path = entry.path();
                 fs::remove_dir_all(&path).map_err(io_err("remove", &path))?;
             }
@@ -185,7 +187,7 @@ impl Revisions {
                     path: name.to_string(),
                 });
             }
-            fs::remove_dir_all(&final_dir).map_err(io_err("remove", &final_dir))?;
+            self.remove_revision(name)?;
         }
 
         let previous = self.previous_files()?;
@@ -218,15 +220,22 @@ impl Revisions {
                 .into_iter()
                 .try_for_each(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
         })?;
+        // Crash-test hooks (feature `failpoints`, nothing otherwise).
+        #[cfg(feature = "failpoints")]
+        fail::fail_point!("apply-after-write");
         let manifest_path = staging.join(MANIFEST);
         let encoded = serde_json::to_vec(&manifest).map_err(|e| ApplyError::Manifest {
             path: manifest_path.clone(),
             message: e.to_string(),
         })?;
         fs::write(&manifest_path, encoded).map_err(io_err("write", &manifest_path))?;
+        #[cfg(feature = "failpoints")]
+        fail::fail_point!("apply-before-sync");
         // One syncfs flushes every file and directory we wrote, far cheaper
         // than an fsync per file for thousands of definitions.
         sync_filesystem(&staging)?;
+        #[cfg(feature = "failpoints")]
+        fail::fail_point!("apply-before-rename");
         fs::rename(&staging, &final_dir).map_err(io_err("rename", &staging))?;
         fsync_dir(&self.dir())?;
         Ok(manifest)
@@ -244,7 +253,11 @@ impl Revisions {
         ));
         std::os::unix::fs::symlink(&target, &tmp).map_err(io_err("create link", &tmp))?;
         let current = self.root.join(CURRENT);
+        #[cfg(feature = "failpoints")]
+        fail::fail_point!("publish-before-rename");
         fs::rename(&tmp, &current).map_err(io_err("rename", &tmp))?;
+        #[cfg(feature = "failpoints")]
+        fail::fail_point!("publish-after-rename");
         fsync_dir(&self.root)
     }
 
@@ -272,11 +285,27 @@ impl Revisions {
             if current.as_deref() == Some(name.as_str()) || protect.contains(&name.as_str()) {
                 continue;
             }
-            let path = dir.join(&name);
-            fs::remove_dir_all(&path).map_err(io_err("remove", &path))?;
+            self.remove_revision(&name)?;
             removed.push(name);
         }
         Ok(removed)
+    }
+
+    /// Removes revision `name`: renamed out of the revision namespace first
+    /// (one atomic step), then deleted. A crash between the two leaves a
+    /// `.trash-` directory that `open` deletes, never a partial revision
+    /// whose manifest still claims every file.
+    fn remove_revision(&self, name: &str) -> Result<(), ApplyError> {
+        let path = self.path_of(name);
+        let trash = self.dir().join(format!(
+            "{TRASH_PREFIX}{name}-{}-{}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        fs::rename(&path, &trash).map_err(io_err("rename", &path))?;
+        #[cfg(feature = "failpoints")]
+        fail::fail_point!("prune-before-remove");
+        fs::remove_dir_all(&trash).map_err(io_err("remove", &trash))
     }
 
     /// `(path, blob id)` → file in the current revision, for hard links.
