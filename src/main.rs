@@ -6,6 +6,10 @@ use clap::Parser;
 use tyk_gitops::cli::{Cli, Command};
 
 fn main() {
+    // Crash tests set FAILPOINTS=<name>=<action>; the process always ends
+    // through `exit`, so the scenario is never torn down.
+    #[cfg(feature = "failpoints")]
+    let _failpoints = fail::FailScenario::setup();
     let cli = Cli::parse();
     tyk_gitops::logging::init(cli.log_format, &cli.log_level);
     let code = match cli.command {

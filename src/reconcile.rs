@@ -253,6 +253,9 @@ impl Reconciler {
             shape,
         });
         state.record(&commit.sha, &name, "published");
+        // Crash-test hook (feature `failpoints`, nothing otherwise).
+        #[cfg(feature = "failpoints")]
+        fail::fail_point!("sync-before-state-write");
         state.save(&cfg.root)?;
 
         let verified = match &gateway {

@@ -131,6 +131,9 @@ impl State {
         let mut f = File::create(&tmp).map_err(io("create", &tmp))?;
         f.write_all(&bytes).map_err(io("write", &tmp))?;
         f.sync_all().map_err(io("sync", &tmp))?;
+        // Crash-test hook (feature `failpoints`, nothing otherwise).
+        #[cfg(feature = "failpoints")]
+        fail::fail_point!("state-before-rename");
         fs::rename(&tmp, &path).map_err(io("rename", &tmp))?;
         File::open(root)
             .and_then(|d| d.sync_all())
