@@ -1,6 +1,8 @@
 //! One integration-test binary (one link step); each module is a story.
 mod support;
 
+mod crash;
+mod faults;
 mod fleet;
 mod gateway;
 mod run;

@@ -1,0 +1,543 @@
+//! Crash consistency (DESIGN.md invariant 1, issue 7): the real binary is
+//! SIGKILLed while it switches a root between two commits that differ in
+//! every file, at random instants and (feature `failpoints`) parked at each
+//! step boundary. After every kill the root must hold the old or the new
+//! revision whole, nothing a gateway could load outside it, a parseable (or
+//! absent) `state.json`, and the next `sync` must complete and verify.
+//!
+//! Knobs (environment): `CRASH_KILLS` (default 200), `CRASH_FILES` (default
+//! 2000), `CRASH_SEED` (default: from the clock; printed so a failure can be
+//! replayed).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::io;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::support::bin;
+use crate::support::node::{Node, SECRET};
+use crate::support::repo::{ConfigRepo, api_json, policy_json};
+use crate::support::tyk::TykEmulator;
+
+/// What one commit's revision must hold, byte for byte.
+#[derive(Clone)]
+pub(crate) struct Golden {
+    pub sha: String,
+    /// Every file of the revision (relative path → bytes), `.revision` aside.
+    pub files: BTreeMap<String, Vec<u8>>,
+    /// The `api_id`s the commit defines, from the fixture, not the tool.
+    pub api_ids: BTreeSet<String>,
+    /// The manifest as written by a clean run.
+    pub manifest: Value,
+}
+
+/// The arguments of one `tyk-gitops sync` against `repo` into `root`.
+pub(crate) fn sync_cmd(repo: &str, root: &Path, git_ref: Option<&str>) -> Command {
+    let mut cmd = Command::new(bin());
+    cmd.args(["sync", "--repo", repo, "--root"])
+        .arg(root)
+        .env_remove("TYK_GITOPS_GATEWAY_SECRET_FILE")
+        .env_remove("FAILPOINTS");
+    if let Some(r) = git_ref {
+        cmd.args(["--ref", r]);
+    }
+    cmd
+}
+
+pub(crate) fn with_gateway(cmd: &mut Command, emu: &TykEmulator) {
+    cmd.args(["--gateway", &emu.url(), "--verify-timeout", "10s"])
+        .env("TYK_GITOPS_GATEWAY_SECRET", SECRET);
+}
+
+/// Runs to completion; returns (exit code, stderr).
+pub(crate) fn run_to_end(mut cmd: Command) -> (i32, String) {
+    let out = cmd.output().expect("run tyk-gitops");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Every regular file under `dir` (relative path → bytes).
+pub(crate) fn read_tree(dir: &Path) -> io::Result<BTreeMap<String, Vec<u8>>> {
+    fn walk(base: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) -> io::Result<()> {
+        for entry in fs::read_dir(dir)? {
+            let entry = entry?;
+            let path = entry.path();
+            let kind = entry.file_type()?;
+            if kind.is_dir() {
+                walk(base, &path, out)?;
+            } else {
+                let rel = path
+                    .strip_prefix(base)
+                    .expect("under base")
+                    .to_string_lossy()
+                    .into_owned();
+                assert!(kind.is_file(), "{rel} in a revision is not a regular file");
+                out.insert(rel, fs::read(&path)?);
+            }
+        }
+        Ok(())
+    }
+    let mut out = BTreeMap::new();
+    walk(dir, dir, &mut out)?;
+    Ok(out)
+}
+
+/// Snapshot of what `current` holds now, taken after a clean run.
+pub(crate) fn golden_of(root: &Path, sha: &str, api_ids: BTreeSet<String>) -> Golden {
+    let mut files = read_tree(&root.join("current")).expect("read current");
+    let manifest: Value =
+        serde_json::from_slice(&files.remove(".revision").expect("manifest")).expect("manifest");
+    assert_eq!(manifest["sha"], sha);
+    Golden {
+        sha: sha.to_string(),
+        files,
+        api_ids,
+        manifest,
+    }
+}
+
+/// The invariants after a kill. Returns the sha `current` serves, `None`
+/// when there is no `current` (allowed only when `may_be_absent`).
+pub(crate) fn check_root(root: &Path, goldens: &[&Golden], may_be_absent: bool) -> Option<String> {
+    // 1. Nothing a gateway could pick up at the root level: the only `*.json`
+    //    there is state.json, and no leftover link or file ends in `.json`.
+    for entry in fs::read_dir(root).expect("list root") {
+        let name = entry
+            .expect("entry")
+            .file_name()
+            .to_string_lossy()
+            .into_owned();
+        assert!(
+            name == "state.json" || !name.ends_with(".json"),
+            "stray {name:?} at the root"
+        );
+    }
+    if let Ok(list) = fs::read_dir(root.join("revisions")) {
+        for entry in list {
+            let name = entry
+                .expect("entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned();
+            assert!(!name.ends_with(".json"), "stray {name:?} in revisions/");
+        }
+    }
+
+    // 2. state.json is absent or whole.
+    match fs::read(root.join("state.json")) {
+        Ok(bytes) => {
+            let state: Value = serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                panic!(
+                    "state.json is not whole JSON ({e}): {}",
+                    String::from_utf8_lossy(&bytes)
+                )
+            });
+            if let Some(sha) = state["current"]["sha"].as_str() {
+                assert!(
+                    goldens.iter().any(|g| g.sha == sha),
+                    "state.json names an unknown sha {sha}"
+                );
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => panic!("state.json unreadable: {e}"),
+    }
+
+    // 3. `current` resolves to exactly one commit's full tree.
+    let link = root.join("current");
+    let target = match fs::read_link(&link) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            assert!(may_be_absent, "`current` vanished after a publish");
+            return None;
+        }
+        Err(e) => panic!("`current` is not a link: {e}"),
+    };
+    assert!(target.is_relative(), "current -> {target:?} is absolute");
+    let name = target
+        .strip_prefix("revisions")
+        .unwrap_or_else(|_| panic!("current -> {target:?} is outside revisions/"))
+        .to_string_lossy()
+        .into_owned();
+    assert!(
+        !name.starts_with('.') && !name.contains('/'),
+        "current -> {target:?} is not a published revision"
+    );
+    let mut files = read_tree(&link).unwrap_or_else(|e| panic!("read current ({target:?}): {e}"));
+    let manifest: Value = serde_json::from_slice(
+        &files
+            .remove(".revision")
+            .unwrap_or_else(|| panic!("{target:?} has no .revision")),
+    )
+    .unwrap_or_else(|e| panic!("{target:?}/.revision is not whole: {e}"));
+    let sha = manifest["sha"].as_str().unwrap_or("").to_string();
+    let golden = goldens
+        .iter()
+        .find(|g| g.sha == sha)
+        .unwrap_or_else(|| panic!("current serves unknown sha {sha:?}"));
+    // Against the manifest: every listed file present, nothing unlisted.
+    let listed: BTreeSet<String> = manifest["files"]
+        .as_array()
+        .expect("files")
+        .iter()
+        .map(|f| f[0].as_str().expect("path").to_string())
+        .collect();
+    let present: BTreeSet<String> = files.keys().cloned().collect();
+    assert_eq!(
+        listed, present,
+        "current ({name}) differs from its own manifest"
+    );
+    // Against the commit: the same bytes as a clean run wrote.
+    assert_eq!(manifest, golden.manifest, "manifest of {name} differs");
+    if files != golden.files {
+        let differ: Vec<&String> = golden
+            .files
+            .iter()
+            .filter(|(p, b)| files.get(*p) != Some(b))
+            .map(|(p, _)| p)
+            .take(5)
+            .collect();
+        panic!(
+            "current ({name}) is not exactly commit {sha}'s tree; e.g. {differ:?}, {} vs {} files",
+            files.len(),
+            golden.files.len()
+        );
+    }
+    // Against the fixture: the apps a gateway would load are the commit's.
+    let apps: BTreeSet<String> = files
+        .keys()
+        .filter_map(|p| p.strip_prefix("apps/"))
+        .filter(|n| n.ends_with(".json") && !n.contains('/'))
+        .map(|n| n.trim_end_matches(".json").to_string())
+        .collect();
+    assert_eq!(
+        apps, golden.api_ids,
+        "apps of {name} are not commit {sha}'s"
+    );
+    Some(sha)
+}
+
+/// `k` commits differing in every file: commit `j` holds `svc-j..n+j-1`
+/// with bytes of its own, and one policy.
+pub(crate) fn big_commits(n: usize, k: usize) -> (ConfigRepo, Vec<(String, BTreeSet<String>)>) {
+    let repo = ConfigRepo::new();
+    let mut shas = Vec::new();
+    for j in 0..k {
+        let tag = format!("c{j}");
+        if j > 0 {
+            repo.remove("apps");
+        }
+        let mut ids = BTreeSet::new();
+        for i in j..n + j {
+            let id = format!("svc-{i:04}");
+            let mut def = api_json(&id);
+            def["name"] = json!(format!("{id} from commit {tag}"));
+            def["proxy"]["target_url"] = json!(format!("http://{tag}-upstream:8080/"));
+            repo.json(&format!("apps/{id}.json"), &def);
+            ids.insert(id);
+        }
+        let mut pol = policy_json("gold", &[&format!("svc-{:04}", k)]);
+        pol["rate"] = json!(100 + j);
+        repo.json("policies/gold.json", &pol);
+        shas.push((repo.commit(&format!("commit {tag}")), ids));
+    }
+    (repo, shas)
+}
+
+/// What a clean run of `sha` writes, from a throwaway root (the fixtures
+/// have no middleware, so nothing in a revision depends on the root).
+pub(crate) fn golden_clean(url: &str, sha: &str, api_ids: &BTreeSet<String>) -> Golden {
+    let root = tempfile::tempdir().expect("tempdir");
+    let (code, stderr) = run_to_end(sync_cmd(url, root.path(), Some(sha)));
+    assert_eq!(code, 0, "{stderr}");
+    golden_of(root.path(), sha, api_ids.clone())
+}
+
+/// A small deterministic generator (xorshift64*): the seed is printed, so a
+/// failing sequence of kill instants can be replayed with CRASH_SEED.
+pub(crate) struct Rng(u64);
+
+impl Rng {
+    pub fn from_env() -> Rng {
+        let seed = std::env::var("CRASH_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos() as u64)
+                    .unwrap_or(1)
+            });
+        eprintln!("CRASH_SEED={seed}");
+        Rng(seed.max(1))
+    }
+
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn kill(mut child: Child) {
+    // std's Child::kill is SIGKILL on Unix: no handler, no cleanup.
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// A clean sync of `sha` that must complete, exit 0 and verify on `node`.
+fn complete_and_verify(url: &str, node: &Node, golden: &Golden) -> Duration {
+    let mut cmd = sync_cmd(url, node.root(), Some(&golden.sha));
+    with_gateway(&mut cmd, &node.emu);
+    let started = Instant::now();
+    let (code, stderr) = run_to_end(cmd);
+    let took = started.elapsed();
+    assert_eq!(code, 0, "the run after a kill failed:\n{stderr}");
+    assert_eq!(
+        check_root(node.root(), &[golden], false).as_deref(),
+        Some(golden.sha.as_str())
+    );
+    assert_eq!(
+        node.emu.loaded_api_ids(),
+        golden.api_ids,
+        "the gateway does not run {}",
+        golden.sha
+    );
+    took
+}
+
+#[test]
+fn sigkill_at_random_instants_never_leaves_a_mixed_or_partial_revision() {
+    let kills = env_usize("CRASH_KILLS", 200);
+    let n = env_usize("CRASH_FILES", 2000);
+    let mut rng = Rng::from_env();
+    let started = Instant::now();
+    let (repo, commits) = big_commits(n, 2);
+    let ((sha_a, ids_a), (sha_b, ids_b)) = (&commits[0], &commits[1]);
+    let url = repo.url();
+    let node = Node::new();
+    let root = node.root().to_path_buf();
+    eprintln!("fixture: 2 commits x {n} files in {:?}", started.elapsed());
+    let golden_a = golden_clean(&url, sha_a, ids_a);
+    let golden_b = golden_clean(&url, sha_b, ids_b);
+
+    // A, then B (the first switch), timed.
+    let mut cmd = sync_cmd(&url, &root, Some(sha_a));
+    with_gateway(&mut cmd, &node.emu);
+    let (code, stderr) = run_to_end(cmd);
+    assert_eq!(code, 0, "{stderr}");
+    let t0 = Instant::now();
+    let mut cmd = sync_cmd(&url, &root, Some(sha_b));
+    with_gateway(&mut cmd, &node.emu);
+    let (code, stderr) = run_to_end(cmd);
+    assert_eq!(code, 0, "{stderr}");
+    let switch_time = t0.elapsed();
+    assert_eq!(
+        check_root(&root, &[&golden_b], false).as_deref(),
+        Some(sha_b.as_str())
+    );
+    let goldens = [&golden_a, &golden_b];
+    // Kill instants are uniform over one switch's duration plus 20 %, so
+    // every stage (fetch, validate, write, flush, rename, reload, verify,
+    // state, prune) gets its share.
+    let window_us = (switch_time.as_micros() as u64 * 12 / 10).max(1000);
+    eprintln!("one switch takes {switch_time:?}; killing within {window_us} us");
+
+    let mut served = sha_b.clone();
+    let (mut switched_by_killed, mut recoveries, mut recovery_total) =
+        (0usize, 0usize, Duration::ZERO);
+    let mut max_recovery = Duration::ZERO;
+    for i in 0..kills {
+        let target = if served == *sha_a {
+            &golden_b
+        } else {
+            &golden_a
+        };
+        let mut cmd = sync_cmd(&url, &root, Some(&target.sha));
+        with_gateway(&mut cmd, &node.emu);
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn sync");
+        std::thread::sleep(Duration::from_micros(rng.below(window_us)));
+        kill(child);
+        let now =
+            check_root(&root, &goldens, false).unwrap_or_else(|| panic!("kill {i}: no current"));
+        if now == target.sha {
+            switched_by_killed += 1;
+        }
+        // The next run completes and verifies: alternately the same target
+        // (finishing the interrupted switch) and the other commit.
+        let next = if rng.below(2) == 0 {
+            target
+        } else if target.sha == *sha_a {
+            &golden_b
+        } else {
+            &golden_a
+        };
+        let took = complete_and_verify(&url, &node, next);
+        recoveries += 1;
+        recovery_total += took;
+        max_recovery = max_recovery.max(took);
+        served = next.sha.clone();
+    }
+    // After all that, leftovers of killed runs are gone once a run completes.
+    let leftovers: Vec<String> = fs::read_dir(root.join("revisions"))
+        .expect("revisions")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(leftovers.is_empty(), "left behind: {leftovers:?}");
+    eprintln!(
+        "RESULT crash-random: {kills} kills, {switched_by_killed} landed after the publish, \
+         {recoveries} recoveries verified (mean {:?}, max {max_recovery:?}), total {:?}",
+        recovery_total / recoveries.max(1) as u32,
+        started.elapsed()
+    );
+}
+
+/// Each failpoint of the apply/publish/state path: the binary parks there
+/// (`sleep`), is SIGKILLed, and the root must hold a whole revision.
+#[cfg(feature = "failpoints")]
+mod failpoints {
+    use super::*;
+    use std::path::PathBuf;
+
+    /// (failpoint, a sign on disk that the run has reached it).
+    type Reached = fn(&Path) -> bool;
+
+    fn has_prefix(dir: &Path, prefix: &str) -> Option<PathBuf> {
+        fs::read_dir(dir)
+            .ok()?
+            .filter_map(Result::ok)
+            .find(|e| e.file_name().to_string_lossy().starts_with(prefix))
+            .map(|e| e.path())
+    }
+
+    fn staging_with_manifest(root: &Path) -> bool {
+        has_prefix(&root.join("revisions"), ".staging-")
+            .is_some_and(|d| d.join(".revision").exists())
+    }
+
+    fn staging_apps_full(root: &Path) -> bool {
+        has_prefix(&root.join("revisions"), ".staging-")
+            .is_some_and(|d| fs::read_dir(d.join("apps")).is_ok_and(|l| l.count() >= FILES))
+    }
+
+    const FILES: usize = 50;
+
+    const POINTS: [(&str, Reached); 8] = [
+        ("apply-after-write", staging_apps_full),
+        ("apply-before-sync", staging_with_manifest),
+        ("apply-before-rename", staging_with_manifest),
+        ("publish-before-rename", |r| {
+            has_prefix(r, ".current-").is_some()
+        }),
+        ("publish-after-rename", |r| {
+            r.join("state.json").exists() && points_elsewhere(r)
+        }),
+        ("sync-before-state-write", |r| points_elsewhere(r)),
+        ("state-before-rename", |r| r.join(".state.tmp").exists()),
+        ("prune-before-remove", |r| {
+            has_prefix(&r.join("revisions"), ".trash-").is_some()
+        }),
+    ];
+
+    /// `current` has moved off the revision recorded in state.json.
+    fn points_elsewhere(root: &Path) -> bool {
+        let Ok(target) = fs::read_link(root.join("current")) else {
+            return false;
+        };
+        let Ok(bytes) = fs::read(root.join("state.json")) else {
+            return false;
+        };
+        let state: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        let recorded = state["current"]["revision"].as_str().unwrap_or("");
+        target
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy() != recorded)
+    }
+
+    #[test]
+    fn sigkill_parked_at_each_step_boundary_leaves_one_whole_revision() {
+        let (repo, commits) = big_commits(FILES, 3);
+        let url = repo.url();
+        let goldens: Vec<Golden> = commits
+            .iter()
+            .map(|(sha, ids)| golden_clean(&url, sha, ids))
+            .collect();
+        let all: Vec<&Golden> = goldens.iter().collect();
+        let (ga, gb, gc) = (&goldens[0], &goldens[1], &goldens[2]);
+        let mut results = Vec::new();
+        for (point, reached) in POINTS {
+            let node = Node::new();
+            let root = node.root().to_path_buf();
+            complete_and_verify(&url, &node, ga);
+            complete_and_verify(&url, &node, gb);
+            // The switch to C under --keep-revisions 2 writes a new
+            // revision, publishes it, records it and prunes A: every point.
+            let mut cmd = sync_cmd(&url, &root, Some(&gc.sha));
+            with_gateway(&mut cmd, &node.emu);
+            cmd.args(["--keep-revisions", "2"])
+                .env("FAILPOINTS", format!("{point}=sleep(60000)"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            let mut child = cmd.spawn().expect("spawn");
+            let t0 = Instant::now();
+            while !reached(&root) {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!("{point}: the run ended ({status}) without reaching the point");
+                }
+                assert!(
+                    t0.elapsed() < Duration::from_secs(30),
+                    "{point}: not reached in 30 s"
+                );
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            // The sign shows just before the point; let the run get there.
+            std::thread::sleep(Duration::from_millis(300));
+            assert!(
+                matches!(child.try_wait(), Ok(None)),
+                "{point}: the run should be parked at the point"
+            );
+            kill(child);
+            let serving = check_root(&root, &all, false).expect("current");
+            // Recovery: the next plain run completes and verifies C.
+            let t1 = Instant::now();
+            complete_and_verify(&url, &node, gc);
+            let recovery = t1.elapsed();
+            let short = |s: &str| s[..8].to_string();
+            results.push(format!(
+                "{point}: after kill serving {}, recovered to {} in {recovery:?}",
+                short(&serving),
+                short(&gc.sha)
+            ));
+            // A completed run leaves no staging, trash or link temp behind.
+            assert!(has_prefix(&root.join("revisions"), ".staging-").is_none());
+            assert!(has_prefix(&root.join("revisions"), ".trash-").is_none());
+            assert!(has_prefix(&root, ".current-").is_none());
+        }
+        for r in &results {
+            eprintln!("RESULT crash-failpoint {r}");
+        }
+    }
+}
