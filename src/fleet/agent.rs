@@ -505,7 +505,9 @@ async fn subscribe(config: FleetConfig, app: Arc<App>, shared: Arc<Shared>, git_
                     None => break,
                 },
                 _ = sleep(SUBSCRIBER_PING) => {
-                    if !matches!(timeout(REDIS_TIMEOUT, sink.ping::<String>()).await, Ok(Ok(_))) {
+                    // In subscribed mode PING answers an array, not PONG: any
+                    // reply proves the connection alive.
+                    if !matches!(timeout(REDIS_TIMEOUT, sink.ping::<redis::Value>()).await, Ok(Ok(_))) {
                         break;
                     }
                 }

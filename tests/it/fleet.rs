@@ -210,6 +210,13 @@ fn fleet_wait_and_status_report_convergence_and_name_a_replica_whose_gateway_is_
     replicas[2].node.emu.set_down(false);
     let out = fleet_cmd(&redis.url(), &["wait", "--sha", &gamma, "--timeout", "20s"]);
     assert!(out.status.success(), "{}", text(&out));
+
+    // Regression: the subscriber's liveness PING (answered with an array
+    // in subscribed mode) was taken for a failure every 5 s, costing a
+    // reconnect and a catch-up sync each time.
+    for r in &replicas {
+        assert_eq!(r.metric("tyk_gitops_redis_errors_total"), 0.0, "{}", r.id);
+    }
 }
 
 #[test]
