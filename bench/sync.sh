@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 APIS=${1:-10000}; POLICIES=${2:-1000}; ROUNDS=${3:-5}
-cargo build --release --quiet
+[ -n "${SKIP_BUILD:-}" ] || cargo build --release --quiet
 BIN=$PWD/target/release/tyk-gitops
 WORK=$(mktemp -d); trap 'kill $DAEMON 2>/dev/null || true; rm -rf "$WORK"' EXIT
 python3 bench/gen-repo.py "$WORK/srv/config" "$APIS" "$POLICIES"

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Sidecar footprint benchmark (issue 4): `tyk-gitops run` polling a git
+# daemon with nothing to do, against the usual hand-made alternative, a
+# `git fetch --depth 1` loop.
+#   - RSS of `run` after 100 and after 1,000 no-change polls (growth = leak);
+#   - CPU time per no-change poll (ours: utime+stime / polls; theirs: one
+#     `git fetch --depth 1` + `git reset --hard` with nothing new);
+#   - push-to-live latency with a 1 s period, alternated between the two.
+# usage: bench/run.sh [POLLS] [PUSHES]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+POLLS=${1:-1000}; PUSHES=${2:-10}
+[ -n "${SKIP_BUILD:-}" ] || cargo build --release --quiet
+BIN=$PWD/target/release/tyk-gitops
+WORK=$(mktemp -d)
+cleanup() { kill "$DAEMON" "${RUNPID:-}" "${LOOPPID:-}" 2>/dev/null || true; rm -rf "$WORK"; }
+trap cleanup EXIT
+python3 bench/gen-repo.py "$WORK/srv/config" 50 5 >/dev/null
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+git daemon --export-all --reuseaddr --base-path="$WORK/srv" --listen=127.0.0.1 --port="$PORT" \
+  --enable=upload-pack "$WORK/srv" >/dev/null 2>&1 & DAEMON=$!
+sleep 0.5
+URL=git://127.0.0.1:$PORT/config
+LPORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+
+noops() { curl -s "http://127.0.0.1:$LPORT/metrics" | awk '/^tyk_gitops_syncs_total\{result="noop"\}/ {print $2+0}'; }
+rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
+wait_noops() { while [ "$(noops || echo 0)" -lt "$1" ] 2>/dev/null; do sleep 0.2; done; }
+
+# --- footprint: 1,000 no-change polls at a 20 ms period -------------------
+"$BIN" run --repo "$URL" --root "$WORK/root" --listen "127.0.0.1:$LPORT" --period 20ms \
+  --log-level warn >/dev/null 2>&1 & RUNPID=$!
+until curl -sf "http://127.0.0.1:$LPORT/readyz" >/dev/null; do sleep 0.1; done
+wait_noops 100
+RSS100=$(rss_kib $RUNPID); T100=$(cpu_ticks $RUNPID); N100=$(noops)
+wait_noops "$POLLS"
+RSS1000=$(rss_kib $RUNPID); T1000=$(cpu_ticks $RUNPID); N1000=$(noops)
+HZ=$(getconf CLK_TCK)
+OURS_CPU_MS=$(python3 -c "print(round(($T1000-$T100)*1000/$HZ/($N1000-$N100), 3))")
+kill $RUNPID; wait $RUNPID 2>/dev/null || true; RUNPID=
+
+git clone -q --depth 1 "$URL" "$WORK/clone"
+START=$(python3 -c 'import os; t=os.times(); print(t.children_user+t.children_system)')
+python3 - "$WORK/clone" 100 > "$WORK/git-cpu.txt" <<'PY'
+import os, subprocess, sys
+d, n = sys.argv[1], int(sys.argv[2])
+for _ in range(n):
+    subprocess.run(["git", "-C", d, "fetch", "-q", "--depth", "1", "origin", "main"], check=True)
+    subprocess.run(["git", "-C", d, "reset", "-q", "--hard", "origin/main"], check=True)
+t = os.times()
+print(round((t.children_user + t.children_system) * 1000 / n, 3))
+PY
+THEIRS_CPU_MS=$(cat "$WORK/git-cpu.txt")
+/usr/bin/time -v git -C "$WORK/clone" fetch -q --depth 1 origin main 2>"$WORK/gt.txt"
+GIT_RSS=$(awk -F': ' '/Maximum resident/ {print $2}' "$WORK/gt.txt")
+
+# --- push-to-live latency, period 1 s, alternated --------------------------
+rm -rf "$WORK/root"
+"$BIN" run --repo "$URL" --root "$WORK/root" --listen "127.0.0.1:$LPORT" --period 1s \
+  --log-level warn >/dev/null 2>&1 & RUNPID=$!
+until curl -sf "http://127.0.0.1:$LPORT/readyz" >/dev/null; do sleep 0.1; done
+( while true; do git -C "$WORK/clone" fetch -q --depth 1 origin main 2>/dev/null &&
+    git -C "$WORK/clone" reset -q --hard origin/main; sleep 1; done ) & LOOPPID=$!
+ours=(); theirs=()
+for i in $(seq 1 "$PUSHES"); do
+  f="apps/push-$i.json"
+  python3 -c "import json,sys; json.dump({'name':'p','api_id':'push-$i','org_id':'default','use_keyless':True,'version_data':{'not_versioned':True,'versions':{'Default':{'name':'Default'}}},'proxy':{'listen_path':'/push-$i/','target_url':'http://u:8080/'}}, open('$WORK/srv/config/$f','w'))"
+  git -C "$WORK/srv/config" add -A && git -C "$WORK/srv/config" -c user.name=b -c user.email=b@b commit -qm "push $i"
+  t0=$(date +%s%N); a=""; b=""
+  while [ -z "$a" ] || [ -z "$b" ]; do
+    [ -z "$a" ] && [ -f "$WORK/root/current/$f" ] && a=$(( ($(date +%s%N) - t0) / 1000000 ))
+    [ -z "$b" ] && [ -f "$WORK/clone/$f" ] && b=$(( ($(date +%s%N) - t0) / 1000000 ))
+    sleep 0.01
+  done
+  ours+=("$a"); theirs+=("$b")
+done
+pct() { local p=$1; shift; printf '%s\n' "$@" | sort -n | awk -v p="$p" '{a[NR]=$1} END {i=int((NR-1)*p/100)+1; print a[i]}'; }
+
+echo "no-change polls: $N100 → $N1000"
+echo "tyk-gitops run RSS after $N100 polls: $RSS100 KiB; after $N1000 polls: $RSS1000 KiB"
+echo "CPU per no-change poll: tyk-gitops $OURS_CPU_MS ms; git fetch --depth 1 + reset: $THEIRS_CPU_MS ms"
+echo "git fetch --depth 1 peak RSS (one no-change fetch): $GIT_RSS KiB"
+echo "push-to-live, period 1 s, $PUSHES pushes: tyk-gitops p50 $(pct 50 "${ours[@]}") ms p99 $(pct 99 "${ours[@]}") ms; git loop p50 $(pct 50 "${theirs[@]}") ms p99 $(pct 99 "${theirs[@]}") ms"
