@@ -304,6 +304,7 @@ fn kill(mut child: Child) {
 }
 
 /// A clean sync of `sha` that must complete, exit 0 and verify on `node`.
+#[cfg(feature = "failpoints")]
 fn complete_and_verify(url: &str, node: &Node, golden: &Golden) -> Duration {
     let mut cmd = sync_cmd(url, node.root(), Some(&golden.sha));
     with_gateway(&mut cmd, &node.emu);
