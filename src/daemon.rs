@@ -268,6 +268,11 @@ async fn step(
 ) -> Result<Step, SyncError> {
     match trigger {
         Trigger::Drift => reconciler.check_drift().await.map(Step::Drift),
+        // Routine triggers need not look at the gateway when nothing
+        // changed: the drift check does, every --verify-period.
+        Trigger::Poll | Trigger::Webhook | Trigger::Fleet => {
+            reconciler.poll(pinned).await.map(Step::Synced)
+        }
         _ => reconciler.sync(pinned).await.map(Step::Synced),
     }
 }

@@ -11,7 +11,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tracing::{Instrument, info, info_span, warn};
+use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::apply::{ApplyError, Manifest, Revisions};
 use crate::config::{ConfigError, SyncConfig};
@@ -123,8 +123,21 @@ impl Reconciler {
     }
 
     /// One pass: the commit the ref points at now (or `pinned`, a sha the
-    /// fleet already verified) goes live if it is valid and loads.
+    /// fleet already verified) goes live if it is valid and loads. When it
+    /// is already current, the gateway is asked whether it still runs it.
     pub async fn sync(&self, pinned: Option<Commit>) -> Result<Outcome, SyncError> {
+        self.pass(pinned, true).await
+    }
+
+    /// A sidecar poll: as `sync`, but a commit that is already current and
+    /// was verified is not looked up on the gateway again (the drift check
+    /// does that every `--verify-period`), so a no-change poll costs one
+    /// remote ref listing and nothing else.
+    pub async fn poll(&self, pinned: Option<Commit>) -> Result<Outcome, SyncError> {
+        self.pass(pinned, false).await
+    }
+
+    async fn pass(&self, pinned: Option<Commit>, confirm: bool) -> Result<Outcome, SyncError> {
         std::fs::create_dir_all(&self.config.root).map_err(|source| ApplyError::Io {
             action: "create",
             path: self.config.root.clone(),
@@ -138,13 +151,12 @@ impl Reconciler {
             }
         };
         let span = info_span!("sync", sha = %commit.short());
-        self.sync_commit(commit).instrument(span).await
+        self.sync_commit(commit, confirm).instrument(span).await
     }
 
-    async fn sync_commit(&self, commit: Commit) -> Result<Outcome, SyncError> {
+    async fn sync_commit(&self, commit: Commit, confirm: bool) -> Result<Outcome, SyncError> {
         let cfg = &self.config;
         info!(git_ref = %commit.git_ref, "resolved");
-        let gateway = self.gateway_preflight().await?;
         let revs = Revisions::open(&cfg.root)?;
         let (mut state, warning) = State::load(&cfg.root)?;
         if let Some(w) = warning {
@@ -160,10 +172,20 @@ impl Reconciler {
         });
         if let (Some(applied), false) = (applied_here, cfg.force) {
             let applied = applied.clone();
+            if !confirm && (applied.verified_at.is_some() || cfg.gateway.is_none()) {
+                debug!(revision = %applied.revision, "already current");
+                return Ok(Outcome::Unchanged {
+                    commit,
+                    verified: applied.verified_at.is_some(),
+                });
+            }
+            let gateway = self.gateway_preflight().await?;
             return self
                 .confirm_current(commit, applied, &revs, gateway, &mut state)
                 .await;
         }
+        // Before anything is written: the gateway answers and takes our secret.
+        let gateway = self.gateway_preflight().await?;
         if let (Some(rejection), false) = (state.rejected.get(&commit.sha), cfg.force) {
             return Err(SyncError::Rejected {
                 rejection: rejection.clone(),
