@@ -185,7 +185,7 @@ pub async fn run(
         }
         app.live().busy_since = Some(std::time::Instant::now());
         let started = Instant::now();
-        let work = step(&reconciler, &trigger, pinned.take());
+        let work = step(&reconciler, &trigger, pinned.take(), fleet.as_ref());
         tokio::pin!(work);
         let result = tokio::select! {
             r = &mut work => r,
@@ -265,15 +265,26 @@ async fn step(
     reconciler: &Reconciler,
     trigger: &Trigger,
     pinned: Option<Commit>,
+    fleet: Option<&FleetHandle>,
 ) -> Result<Step, SyncError> {
+    if *trigger == Trigger::Drift {
+        return reconciler.check_drift().await.map(Step::Drift);
+    }
+    let commit = match pinned {
+        Some(c) => c,
+        None => reconciler.resolve().await?,
+    };
+    if let Some(f) = fleet {
+        f.announce(&commit);
+    }
+    let commit = Some(commit);
     match trigger {
-        Trigger::Drift => reconciler.check_drift().await.map(Step::Drift),
         // Routine triggers need not look at the gateway when nothing
         // changed: the drift check does, every --verify-period.
         Trigger::Poll | Trigger::Webhook | Trigger::Fleet => {
-            reconciler.poll(pinned).await.map(Step::Synced)
+            reconciler.poll(commit).await.map(Step::Synced)
         }
-        _ => reconciler.sync(pinned).await.map(Step::Synced),
+        _ => reconciler.sync(commit).await.map(Step::Synced),
     }
 }
 

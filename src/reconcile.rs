@@ -137,6 +137,12 @@ impl Reconciler {
         self.pass(pinned, false).await
     }
 
+    /// The commit the ref points at now: one remote ref listing.
+    pub async fn resolve(&self) -> Result<Commit, SyncError> {
+        let source = self.source.clone();
+        Ok(blocking(move || source.resolve()).await??)
+    }
+
     async fn pass(&self, pinned: Option<Commit>, confirm: bool) -> Result<Outcome, SyncError> {
         std::fs::create_dir_all(&self.config.root).map_err(|source| ApplyError::Io {
             action: "create",
@@ -145,10 +151,7 @@ impl Reconciler {
         })?;
         let commit = match pinned {
             Some(c) => c,
-            None => {
-                let source = self.source.clone();
-                blocking(move || source.resolve()).await??
-            }
+            None => self.resolve().await?,
         };
         let span = info_span!("sync", sha = %commit.short());
         self.sync_commit(commit, confirm).instrument(span).await

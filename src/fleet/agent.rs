@@ -192,6 +192,17 @@ impl FleetHandle {
         });
     }
 
+    /// This replica resolved its ref to `commit`: when that is news (not
+    /// what it runs), tell the others now rather than after the apply, so
+    /// every replica fetches and validates in parallel. Each still resolves
+    /// and validates for itself.
+    pub fn announce(&self, commit: &Commit) {
+        if self.shared.current().as_deref() == Some(commit.sha.as_str()) {
+            return;
+        }
+        self.send(Request::Announce(commit.clone()));
+    }
+
     /// The loop's status changed (a sync ended).
     pub fn report(&self) {
         self.send(Request::Report);
