@@ -5,6 +5,7 @@ mod crash;
 mod faults;
 mod fleet;
 mod gateway;
+mod readme;
 mod run;
 mod source;
 mod sync;

@@ -1,0 +1,48 @@
+//! The README is the user guide: every flag and env var that `--help` shows
+//! must be documented there, so the two cannot drift apart.
+
+use std::process::Command;
+
+use crate::support::bin;
+
+const COMMANDS: [&[&str]; 5] = [
+    &["sync"],
+    &["run"],
+    &["validate"],
+    &["fleet", "status"],
+    &["fleet", "wait"],
+];
+
+#[test]
+fn readme_documents_every_flag_and_env_var_of_every_command() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let mut missing = Vec::new();
+    for command in COMMANDS {
+        let out = Command::new(bin())
+            .args(command)
+            .arg("--help")
+            .output()
+            .expect("run --help");
+        assert!(out.status.success(), "{command:?} --help failed");
+        let help = String::from_utf8_lossy(&out.stdout);
+        for word in help.split(|c: char| c.is_whitespace() || c == '[' || c == ']' || c == ',') {
+            let word = word.trim_matches(|c: char| "=.;:()`'\"".contains(c));
+            let documented =
+                |w: &str| readme.contains(&format!("`{w}`")) || readme.contains(&format!("`{w} "));
+            if word.starts_with("--") && word.len() > 2 && word != "--help" && !documented(word) {
+                missing.push(format!("{command:?}: flag {word}"));
+            }
+            if word.starts_with("TYK_GITOPS_") && !documented(word) {
+                missing.push(format!("{command:?}: env {word}"));
+            }
+        }
+    }
+    missing.sort();
+    missing.dedup();
+    assert!(
+        missing.is_empty(),
+        "not in README.md:\n{}",
+        missing.join("\n")
+    );
+}
