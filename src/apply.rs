@@ -84,7 +84,13 @@ impl Revisions {
             let name = name.to_string_lossy();
             if name.starts_with(STAGING_PREFIX) || name.starts_with(TRASH_PREFIX) {
                 let path = entry.path();
-                fs::remove_dir_all(&path).map_err(io_err("remove", &path))?;
+                // A write probe is a file; staging and trash are directories.
+                let removed = if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    fs::remove_dir_all(&path)
+                } else {
+                    fs::remove_file(&path)
+                };
+                removed.map_err(io_err("remove", &path))?;
             }
         }
         for entry in fs::read_dir(root).map_err(io_err("list", root))? {
@@ -111,6 +117,17 @@ impl Revisions {
 
     pub fn path_of(&self, name: &str) -> PathBuf {
         self.dir().join(name)
+    }
+
+    /// Fails with the OS's reason (read-only file system, no space left)
+    /// when a file cannot be created under the root, so such a root is
+    /// reported as a disk problem before Git is blamed for it.
+    pub fn check_writable(&self) -> Result<(), ApplyError> {
+        let probe = self
+            .dir()
+            .join(format!("{STAGING_PREFIX}probe-{}", std::process::id()));
+        File::create(&probe).map_err(io_err("create", &probe))?;
+        fs::remove_file(&probe).map_err(io_err("remove", &probe))
     }
 
     /// The revision `current` points at, if any.
@@ -454,10 +471,13 @@ mod tests {
     #[test]
     fn leftovers_of_an_interrupted_run_are_cleaned_on_open() {
         let root = tempfile::tempdir().unwrap();
+        fs::create_dir_all(root.path().join("revisions")).unwrap();
+        fs::write(root.path().join("revisions/.staging-probe-7"), "").unwrap();
         fs::create_dir_all(root.path().join("revisions/.staging-x-1/apps")).unwrap();
         std::os::unix::fs::symlink("revisions/x", root.path().join(".current-1-2")).unwrap();
         Revisions::open(root.path()).unwrap();
         assert!(!root.path().join("revisions/.staging-x-1").exists());
+        assert!(!root.path().join("revisions/.staging-probe-7").exists());
         assert!(fs::symlink_metadata(root.path().join(".current-1-2")).is_err());
     }
 

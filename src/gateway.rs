@@ -230,6 +230,7 @@ impl Gateway {
     pub async fn wait_ready(&self, max_wait: Duration) -> Result<(), GatewayError> {
         let deadline = Instant::now() + max_wait;
         let mut backoff = FIRST_BACKOFF;
+        let mut last: Option<String> = None;
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
             // One attempt never outlives the overall wait.
@@ -242,8 +243,12 @@ impl Gateway {
             let cause = match attempt {
                 Ok(response) if response.status() == StatusCode::OK => return Ok(()),
                 Ok(response) => format!("/hello answered {}", response.status()),
+                // An attempt cut short by the overall deadline says less
+                // than what the gateway answered before it (a 500, say).
+                Err(err) if err.is_timeout() && last.is_some() => last.take().unwrap_or_default(),
                 Err(err) => error_chain(&err),
             };
+            last = Some(cause.clone());
             tracing::debug!(gateway = %self.display, %cause, "gateway not ready yet");
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {

@@ -195,6 +195,7 @@ impl Reconciler {
             });
         }
 
+        revs.check_writable()?;
         // Fetch, read and validate off the runtime.
         let (source, fetched, subpath, opts, cache) = (
             self.source.clone(),

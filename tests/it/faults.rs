@@ -721,7 +721,7 @@ fn read_only_root_keeps_serving_then_recovers() {
     let sha = repo.commit("beta");
     fs_.remount("ro");
     let (code, err) = sync_on(&repo.url(), &root, &node.emu);
-    assert!(code == 3 || code == 5, "read-only: exit {code}\n{err}");
+    assert_eq!(code, 5, "read-only root is a local disk error\n{err}");
     expect_failure(
         "read-only root",
         (code, err),
