@@ -20,7 +20,8 @@ use crate::crash::{run_to_end, sync_cmd, with_gateway};
 use crate::support::git_server::{GitDaemon, GitHttp};
 use crate::support::node::{Node, SECRET};
 use crate::support::repo::{ConfigRepo, api_json, git};
-use crate::support::{KillOnDrop, bin, eventually, free_port, http_get, wait_for_port};
+use crate::support::sidecar::Sidecar;
+use crate::support::{bin, eventually, free_port, wait_for_port};
 
 /// What the proxy in front of a server does with each new connection.
 #[derive(Clone, Debug)]
@@ -750,44 +751,8 @@ fn read_only_root_keeps_serving_then_recovers() {
 #[test]
 fn sidecar_recovers_by_itself_after_git_and_gateway_outages() {
     let s = Setup::new();
-    let port = free_port();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
-    let child = Command::new(bin())
-        .args(["run", "--repo", &s.url, "--root"])
-        .arg(s.node.root())
-        .args([
-            "--gateway",
-            &s.node.emu.url(),
-            "--listen",
-            &addr.to_string(),
-        ])
-        .args([
-            "--period",
-            "300ms",
-            "--verify-period",
-            "500ms",
-            "--max-backoff",
-            "1s",
-        ])
-        .args([
-            "--verify-timeout",
-            "3s",
-            "--gateway-wait",
-            "1s",
-            "--connect-timeout",
-            "1s",
-        ])
-        .env("TYK_GITOPS_GATEWAY_SECRET", SECRET)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn run");
-    let _child = KillOnDrop(child);
-    wait_for_port(addr, Duration::from_secs(20));
-    let status = || -> Value {
-        let (_, body) = http_get(addr, "/status");
-        serde_json::from_str(&body).unwrap_or(Value::Null)
-    };
+    let sidecar = Sidecar::start(&s.url, &s.node, &["--connect-timeout", "1s"]);
+    let status = || sidecar.status();
     let error_of = |v: &Value| v["last_attempt"].to_string().to_lowercase();
 
     // Git down while a new commit waits.

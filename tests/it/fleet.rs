@@ -3,17 +3,17 @@
 //! Redis outage degrades to polling, newcomers start on the fleet's
 //! verified commit, and only the lease holder polls Git every period.
 
-use std::net::SocketAddr;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use crate::support::git_server::{GitDaemon, GitHttp};
-use crate::support::node::{Node, SECRET, ids};
+use crate::support::node::{Node, ids};
 use crate::support::redis::RedisServer;
 use crate::support::repo::ConfigRepo;
-use crate::support::{KillOnDrop, bin, eventually, free_port, http_get, wait_for_port};
+use crate::support::sidecar::Sidecar;
+use crate::support::{bin, eventually, free_port};
 
 const WAIT: Duration = Duration::from_secs(20);
 const CLUSTER: &str = "test";
@@ -22,8 +22,7 @@ const CLUSTER: &str = "test";
 struct Replica {
     id: String,
     node: Node,
-    child: KillOnDrop,
-    addr: SocketAddr,
+    sidecar: Sidecar,
 }
 
 impl Replica {
@@ -31,58 +30,39 @@ impl Replica {
         Replica::start_on(Node::new(), repo_url, redis, id, extra)
     }
 
+    /// With `redis` empty, a replica without a fleet.
     fn start_on(node: Node, repo_url: &str, redis: &str, id: &str, extra: &[&str]) -> Replica {
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let mut cmd = Command::new(bin());
-        cmd.args(["run", "--repo", repo_url, "--root"])
-            .arg(node.root())
-            .args(["--gateway", &node.emu.url(), "--listen", &addr.to_string()])
-            .args(["--period", "1h", "--verify-period", "500ms"])
-            .args(["--max-backoff", "1s", "--verify-timeout", "3s"])
-            .args(["--gateway-wait", "1s", "--replica-id", id])
-            .args(["--cluster", CLUSTER])
-            .env("TYK_GITOPS_GATEWAY_SECRET", SECRET)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+        let mut args = vec!["--period", "1h", "--replica-id", id, "--cluster", CLUSTER];
         if !redis.is_empty() {
-            cmd.args(["--redis", redis]);
+            args.extend(["--redis", redis]);
         }
-        let child = cmd.args(extra).spawn().expect("spawn tyk-gitops run");
-        wait_for_port(addr, WAIT);
+        args.extend(extra);
+        let sidecar = Sidecar::start(repo_url, &node, &args);
         Replica {
             id: id.to_string(),
             node,
-            child: KillOnDrop(child),
-            addr,
+            sidecar,
         }
     }
 
     fn ready(&self) -> bool {
-        http_get(self.addr, "/readyz").0 == 200
+        self.sidecar.ready()
     }
 
     fn status(&self) -> Value {
-        serde_json::from_str(&http_get(self.addr, "/status").1).unwrap_or(Value::Null)
+        self.sidecar.status()
     }
 
     fn metric(&self, sample: &str) -> f64 {
-        http_get(self.addr, "/metrics")
-            .1
-            .lines()
-            .find_map(|l| l.strip_prefix(sample).and_then(|v| v.trim().parse().ok()))
-            .unwrap_or(0.0)
+        self.sidecar.metric(sample)
     }
 
     fn runs(&self, sha: &str) -> bool {
-        let status = self.status();
-        status["current"]["sha"] == sha && status["current"]["verified_at"].is_u64()
+        self.sidecar.runs(sha)
     }
 
     fn sighup(&self) {
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe {
-            libc::kill(self.child.0.id() as i32, libc::SIGHUP);
-        }
+        self.sidecar.signal(libc::SIGHUP);
     }
 }
 

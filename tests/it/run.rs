@@ -2,8 +2,7 @@
 //! and keeping a Tyk emulator on the latest good commit.
 
 use std::fs;
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -11,82 +10,10 @@ use serde_json::Value;
 use crate::support::git_server::GitDaemon;
 use crate::support::node::{Node, SECRET, ids};
 use crate::support::repo::ConfigRepo;
-use crate::support::{KillOnDrop, bin, eventually, free_port, http_get, wait_for_port};
+use crate::support::sidecar::Sidecar;
+use crate::support::{eventually, free_port, http_get};
 
 const WAIT: Duration = Duration::from_secs(20);
-
-/// A running sidecar; killed when dropped.
-struct Sidecar {
-    child: KillOnDrop,
-    addr: SocketAddr,
-}
-
-impl Sidecar {
-    fn start(repo_url: &str, node: &Node, extra: &[&str]) -> Sidecar {
-        let port = free_port();
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let child: Child = Command::new(bin())
-            .args(["run", "--repo", repo_url, "--root"])
-            .arg(node.root())
-            .args(["--gateway", &node.emu.url(), "--listen", &addr.to_string()])
-            .args([
-                "--period",
-                "300ms",
-                "--verify-period",
-                "500ms",
-                "--max-backoff",
-                "1s",
-            ])
-            .args([
-                "--verify-timeout",
-                "3s",
-                "--gateway-wait",
-                "1s",
-                "--replica-id",
-                "pod-a",
-            ])
-            .args(extra)
-            .env("TYK_GITOPS_GATEWAY_SECRET", SECRET)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn tyk-gitops run");
-        wait_for_port(addr, WAIT);
-        Sidecar {
-            child: KillOnDrop(child),
-            addr,
-        }
-    }
-
-    fn status(&self) -> Value {
-        let (code, body) = http_get(self.addr, "/status");
-        assert_eq!(code, 200, "{body}");
-        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"))
-    }
-
-    fn metrics(&self) -> String {
-        http_get(self.addr, "/metrics").1
-    }
-
-    /// The value of one sample line in /metrics, 0 when absent.
-    fn metric(&self, sample: &str) -> f64 {
-        self.metrics()
-            .lines()
-            .find_map(|l| l.strip_prefix(sample).and_then(|v| v.trim().parse().ok()))
-            .unwrap_or(0.0)
-    }
-
-    fn ready(&self) -> bool {
-        http_get(self.addr, "/readyz").0 == 200
-    }
-
-    fn signal(&self, sig: i32) {
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe {
-            libc::kill(self.child.0.id() as i32, sig);
-        }
-    }
-}
 
 fn served_repo() -> (ConfigRepo, GitDaemon, String) {
     let repo = ConfigRepo::new();

@@ -6,7 +6,6 @@ use std::fs;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
@@ -15,51 +14,36 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 use tempfile::TempDir;
 
-use crate::support::node::{Node, SECRET as GATEWAY_SECRET, ids};
+use crate::support::node::{Node, ids};
 use crate::support::repo::ConfigRepo;
-use crate::support::{KillOnDrop, bin, eventually, free_port, http, http_get, wait_for_port};
+use crate::support::sidecar::Sidecar;
+use crate::support::{eventually, http, http_get};
 
 const WAIT: Duration = Duration::from_secs(20);
 const HOOK_SECRET: &str = "hook-secret-0d9c2e";
 
-/// A sidecar that polls once an hour, so only the webhook triggers syncs;
-/// its stderr goes to a file the test can search. Killed when dropped.
-struct Sidecar {
-    _child: KillOnDrop,
-    addr: SocketAddr,
-    /// Holds the secret file and the captured stderr.
+/// A sidecar that polls once an hour, so only the webhook triggers syncs.
+struct Hooked {
+    sidecar: Sidecar,
+    /// Holds the webhook secret file the sidecar reads.
     dir: TempDir,
 }
 
-impl Sidecar {
-    fn start(repo: &ConfigRepo, node: &Node, secret: Option<&str>) -> Sidecar {
+impl Hooked {
+    fn start(repo: &ConfigRepo, node: &Node, secret: Option<&str>) -> Hooked {
         let dir = tempfile::tempdir().expect("tempdir");
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let mut cmd = Command::new(bin());
-        cmd.args(["--log-level", "debug", "run", "--repo", &repo.url()])
-            .args(["--ref", "main", "--root"])
-            .arg(node.root())
-            .args(["--gateway", &node.emu.url(), "--listen", &addr.to_string()])
-            .args(["--period", "1h", "--verify-period", "1h"])
-            .args(["--verify-timeout", "3s", "--gateway-wait", "1s"])
-            .env("TYK_GITOPS_GATEWAY_SECRET", GATEWAY_SECRET)
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(dir.path().join("stderr")).unwrap());
+        let file = dir.path().join("webhook-secret");
+        let mut args = vec!["--log-level", "debug", "--ref", "main"];
+        args.extend(["--period", "1h", "--verify-period", "1h"]);
         if let Some(secret) = secret {
             // With the newline `echo` leaves: it must be trimmed.
-            let file = dir.path().join("webhook-secret");
             fs::write(&file, format!("{secret}\n")).unwrap();
-            cmd.arg("--webhook-secret-file").arg(file);
+            args.extend(["--webhook-secret-file", file.to_str().unwrap()]);
         }
-        let child = cmd.spawn().expect("spawn tyk-gitops run");
-        wait_for_port(addr, WAIT);
-        let sidecar = Sidecar {
-            _child: KillOnDrop(child),
-            addr,
-            dir,
-        };
-        eventually("ready", WAIT, || http_get(addr, "/readyz").0 == 200);
-        sidecar
+        let sidecar = Sidecar::start(&repo.url(), node, &args);
+        let hooked = Hooked { sidecar, dir };
+        eventually("ready", WAIT, || hooked.sidecar.ready());
+        hooked
     }
 
     fn secret_file(&self) -> PathBuf {
@@ -67,11 +51,11 @@ impl Sidecar {
     }
 
     fn stderr(&self) -> String {
-        fs::read_to_string(self.dir.path().join("stderr")).unwrap()
+        self.sidecar.stderr()
     }
 
     fn post(&self, headers: &[(&str, &str)], body: &[u8]) -> (u16, Value) {
-        let (code, text) = http(self.addr, "POST", "/webhook", headers, body);
+        let (code, text) = http(self.sidecar.addr, "POST", "/webhook", headers, body);
         let json = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text:?}"));
         (code, json)
     }
@@ -92,11 +76,7 @@ impl Sidecar {
     }
 
     fn metric(&self, sample: &str) -> f64 {
-        http_get(self.addr, "/metrics")
-            .1
-            .lines()
-            .find_map(|l| l.strip_prefix(sample).and_then(|v| v.trim().parse().ok()))
-            .unwrap_or(0.0)
+        self.sidecar.metric(sample)
     }
 
     /// Syncs run since start (the start sync included), whatever their result.
@@ -131,7 +111,7 @@ fn repo_with_alpha() -> ConfigRepo {
 fn a_signed_github_push_for_our_branch_makes_the_new_commit_go_live() {
     let repo = repo_with_alpha();
     let node = Node::new();
-    let sidecar = Sidecar::start(&repo, &node, Some(HOOK_SECRET));
+    let sidecar = Hooked::start(&repo, &node, Some(HOOK_SECRET));
     repo.api("beta");
     let sha = repo.commit("beta");
     std::thread::sleep(Duration::from_millis(300));
@@ -150,7 +130,7 @@ fn a_signed_github_push_for_our_branch_makes_the_new_commit_go_live() {
 fn refused_pings_and_other_branches_change_nothing() {
     let repo = repo_with_alpha();
     let node = Node::new();
-    let sidecar = Sidecar::start(&repo, &node, Some(HOOK_SECRET));
+    let sidecar = Hooked::start(&repo, &node, Some(HOOK_SECRET));
     repo.api("beta");
     let sha = repo.commit("beta");
     let reloads = node.emu.reload_count();
@@ -183,7 +163,7 @@ fn refused_pings_and_other_branches_change_nothing() {
     let huge = vec![b' '; 1024 * 1024 + 1];
     let sig = format!("sha256={}", sign(HOOK_SECRET, &huge));
     let code = post_tolerant(
-        sidecar.addr,
+        sidecar.sidecar.addr,
         &[("X-GitHub-Event", "push"), ("X-Hub-Signature-256", &sig)],
         &huge,
     );
@@ -230,7 +210,7 @@ fn post_tolerant(addr: SocketAddr, headers: &[(&str, &str)], body: &[u8]) -> u16
 fn without_a_secret_the_webhook_is_not_found() {
     let repo = repo_with_alpha();
     let node = Node::new();
-    let sidecar = Sidecar::start(&repo, &node, None);
+    let sidecar = Hooked::start(&repo, &node, None);
     let sha = repo.head();
     let (code, body) = sidecar.github_push(HOOK_SECRET, "refs/heads/main", &sha);
     assert_eq!(code, 404, "{body}");
@@ -240,7 +220,7 @@ fn without_a_secret_the_webhook_is_not_found() {
 fn gitlab_token_and_gitea_signature_are_accepted_and_the_secret_never_shows() {
     let repo = repo_with_alpha();
     let node = Node::new();
-    let sidecar = Sidecar::start(&repo, &node, Some(HOOK_SECRET));
+    let sidecar = Hooked::start(&repo, &node, Some(HOOK_SECRET));
 
     repo.api("beta");
     let sha = repo.commit("beta");
@@ -276,8 +256,8 @@ fn gitlab_token_and_gitea_signature_are_accepted_and_the_secret_never_shows() {
         node.apis() == ids(&["alpha", "beta", "gamma"])
     });
 
-    let status = http_get(sidecar.addr, "/status").1;
-    let metrics = http_get(sidecar.addr, "/metrics").1;
+    let status = http_get(sidecar.sidecar.addr, "/status").1;
+    let metrics = http_get(sidecar.sidecar.addr, "/metrics").1;
     let stderr = sidecar.stderr();
     assert!(stderr.contains("webhook"), "no webhook log line: {stderr}");
     for (what, text) in [
@@ -296,7 +276,7 @@ fn gitlab_token_and_gitea_signature_are_accepted_and_the_secret_never_shows() {
 fn a_rotated_secret_applies_without_restart() {
     let repo = repo_with_alpha();
     let node = Node::new();
-    let sidecar = Sidecar::start(&repo, &node, Some(HOOK_SECRET));
+    let sidecar = Hooked::start(&repo, &node, Some(HOOK_SECRET));
     let sha = repo.head();
     fs::write(sidecar.secret_file(), "rotated-secret\n").unwrap();
     let (code, _) = sidecar.github_push(HOOK_SECRET, "refs/heads/main", &sha);
@@ -309,7 +289,7 @@ fn a_rotated_secret_applies_without_restart() {
 fn a_burst_of_fifty_pushes_coalesces_into_at_most_two_syncs() {
     let repo = repo_with_alpha();
     let node = Node::new();
-    let sidecar = Sidecar::start(&repo, &node, Some(HOOK_SECRET));
+    let sidecar = Hooked::start(&repo, &node, Some(HOOK_SECRET));
     let before = sidecar.syncs();
     // A slow reload keeps the first sync busy while the burst arrives.
     node.emu.set_reload_delay(Duration::from_millis(800));
@@ -346,9 +326,9 @@ fn a_burst_of_fifty_pushes_coalesces_into_at_most_two_syncs() {
 fn a_body_trickling_in_slower_than_the_read_timeout_gets_408() {
     let repo = repo_with_alpha();
     let node = Node::new();
-    let sidecar = Sidecar::start(&repo, &node, Some(HOOK_SECRET));
+    let sidecar = Hooked::start(&repo, &node, Some(HOOK_SECRET));
     let sig = format!("sha256={}", sign(HOOK_SECRET, b"{}"));
-    let mut stream = TcpStream::connect(sidecar.addr).unwrap();
+    let mut stream = TcpStream::connect(sidecar.sidecar.addr).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();

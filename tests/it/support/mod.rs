@@ -6,6 +6,7 @@ pub mod git_server;
 pub mod node;
 pub mod redis;
 pub mod repo;
+pub mod sidecar;
 pub mod sshd;
 pub mod tyk;
 
