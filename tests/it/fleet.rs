@@ -8,12 +8,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::git_server::{GitDaemon, GitHttp};
+use crate::support::git_server::GitHttp;
 use crate::support::node::{Node, ids};
 use crate::support::redis::RedisServer;
 use crate::support::repo::ConfigRepo;
 use crate::support::sidecar::Sidecar;
-use crate::support::{bin, eventually, free_port};
+use crate::support::{bin, eventually, free_port, served_repo};
 
 const WAIT: Duration = Duration::from_secs(20);
 const CLUSTER: &str = "test";
@@ -64,15 +64,6 @@ impl Replica {
     fn sighup(&self) {
         self.sidecar.signal(libc::SIGHUP);
     }
-}
-
-fn served_repo() -> (ConfigRepo, GitDaemon, String) {
-    let repo = ConfigRepo::new();
-    repo.api("alpha").policy("gold", &["alpha"]);
-    repo.commit("alpha");
-    let daemon = GitDaemon::start(repo.path().parent().unwrap());
-    let url = daemon.url(repo.path().file_name().unwrap().to_str().unwrap());
-    (repo, daemon, url)
 }
 
 fn fleet(redis: &RedisServer, n: usize, url: &str, extra: &[&str]) -> Vec<Replica> {

@@ -7,22 +7,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::git_server::GitDaemon;
 use crate::support::node::{Node, SECRET, ids};
-use crate::support::repo::ConfigRepo;
 use crate::support::sidecar::Sidecar;
-use crate::support::{eventually, free_port, http_get};
+use crate::support::{eventually, free_port, http_get, served_repo};
 
 const WAIT: Duration = Duration::from_secs(20);
-
-fn served_repo() -> (ConfigRepo, GitDaemon, String) {
-    let repo = ConfigRepo::new();
-    repo.api("alpha").policy("gold", &["alpha"]);
-    repo.commit("alpha");
-    let daemon = GitDaemon::start(repo.path().parent().unwrap());
-    let url = daemon.url(repo.path().file_name().unwrap().to_str().unwrap());
-    (repo, daemon, url)
-}
 
 #[test]
 fn a_new_commit_goes_live_within_a_poll_and_readyz_turns_green() {
@@ -71,7 +60,9 @@ fn a_broken_commit_is_refused_and_shown_while_the_gateway_keeps_the_last_good_se
     assert_eq!(rejected["findings"][0]["rule"], "json-syntax");
     assert_eq!(node.apis(), ids(&["alpha"]));
     assert_eq!(node.emu.reload_count(), reloads);
-    assert!(sidecar.metric("tyk_gitops_syncs_total{result=\"rejected\"}") >= 1.0);
+    eventually("the rejection counted", WAIT, || {
+        sidecar.metric("tyk_gitops_syncs_total{result=\"rejected\"}") >= 1.0
+    });
 
     repo.api("beta");
     repo.commit("fix beta");

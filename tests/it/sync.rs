@@ -80,6 +80,11 @@ impl Sync {
     }
 }
 
+/// `tyk-gitops sync` of `repo` into `node`, reloading and verifying its gateway.
+fn sync_with_gateway(repo: &ConfigRepo, node: &Node) -> Ran {
+    Sync::new(&repo.url(), node.root()).gateway(&node.emu).run()
+}
+
 impl Ran {
     #[track_caller]
     fn code(self, expected: i32) -> Ran {
@@ -101,10 +106,7 @@ fn two_api_repo() -> ConfigRepo {
 fn first_sync_writes_a_revision_the_gateway_loads_and_verifies() {
     let repo = two_api_repo();
     let node = Node::new();
-    Sync::new(&repo.url(), node.root())
-        .gateway(&node.emu)
-        .run()
-        .code(0);
+    sync_with_gateway(&repo, &node).code(0);
 
     assert!(node.current().join("apps/alpha.json").is_file());
     let policy: Value =
@@ -143,18 +145,12 @@ fn init_container_sync_without_gateway_only_writes_files() {
 fn second_sync_of_the_same_commit_writes_nothing_and_sends_no_reload() {
     let repo = two_api_repo();
     let node = Node::new();
-    Sync::new(&repo.url(), node.root())
-        .gateway(&node.emu)
-        .run()
-        .code(0);
+    sync_with_gateway(&repo, &node).code(0);
     let reloads = node.emu.reload_count();
     let state_before = fs::metadata(node.root().join("state.json")).unwrap();
     let link_before = fs::symlink_metadata(node.current()).unwrap();
 
-    let ran = Sync::new(&repo.url(), node.root())
-        .gateway(&node.emu)
-        .run()
-        .code(0);
+    let ran = sync_with_gateway(&repo, &node).code(0);
     assert!(ran.stderr.contains("unchanged"), "{}", ran.stderr);
     assert_eq!(node.emu.reload_count(), reloads);
     let state_after = fs::metadata(node.root().join("state.json")).unwrap();
@@ -176,20 +172,14 @@ fn second_sync_of_the_same_commit_writes_nothing_and_sends_no_reload() {
 fn a_changed_file_goes_live_and_unchanged_files_are_hard_linked() {
     let repo = two_api_repo();
     let node = Node::new();
-    Sync::new(&repo.url(), node.root())
-        .gateway(&node.emu)
-        .run()
-        .code(0);
+    sync_with_gateway(&repo, &node).code(0);
     let first = fs::canonicalize(node.current()).unwrap();
 
     let mut beta = api_json("beta");
     beta["proxy"]["target_url"] = "http://other:9090/".into();
     repo.json("apps/beta.json", &beta);
     let sha = repo.commit("retarget beta");
-    Sync::new(&repo.url(), node.root())
-        .gateway(&node.emu)
-        .run()
-        .code(0);
+    sync_with_gateway(&repo, &node).code(0);
 
     let second = fs::canonicalize(node.current()).unwrap();
     assert_ne!(first, second);
@@ -212,16 +202,10 @@ fn a_changed_file_goes_live_and_unchanged_files_are_hard_linked() {
 fn a_removed_file_unloads_its_api() {
     let repo = two_api_repo();
     let node = Node::new();
-    Sync::new(&repo.url(), node.root())
-        .gateway(&node.emu)
-        .run()
-        .code(0);
+    sync_with_gateway(&repo, &node).code(0);
     repo.remove("apps/beta.json").policy("gold", &["alpha"]);
     repo.commit("drop beta");
-    Sync::new(&repo.url(), node.root())
-        .gateway(&node.emu)
-        .run()
-        .code(0);
+    sync_with_gateway(&repo, &node).code(0);
     assert_eq!(node.apis(), ids(&["alpha"]));
     assert!(!node.current().join("apps/beta.json").exists());
 }
@@ -230,10 +214,7 @@ fn a_removed_file_unloads_its_api() {
 fn invalid_json_leaves_current_and_the_gateway_untouched() {
     let repo = two_api_repo();
     let node = Node::new();
-    Sync::new(&repo.url(), node.root())
-        .gateway(&node.emu)
-        .run()
-        .code(0);
+    sync_with_gateway(&repo, &node).code(0);
     let good = repo.head();
     let before = fs::canonicalize(node.current()).unwrap();
     let reloads = node.emu.reload_count();
@@ -243,10 +224,7 @@ fn invalid_json_leaves_current_and_the_gateway_untouched() {
         "{\n  \"api_id\": \"beta\",\n  \"name\": oops\n}\n",
     );
     repo.commit("typo");
-    let ran = Sync::new(&repo.url(), node.root())
-        .gateway(&node.emu)
-        .run()
-        .code(1);
+    let ran = sync_with_gateway(&repo, &node).code(1);
 
     // File, line:column and rule, as `validate` prints them.
     assert!(ran.stderr.contains("apps/beta.json"), "{}", ran.stderr);
@@ -258,17 +236,11 @@ fn invalid_json_leaves_current_and_the_gateway_untouched() {
     assert_eq!(node.current_sha(), good);
 
     // The same bad commit again is refused at once, with the same code.
-    Sync::new(&repo.url(), node.root())
-        .gateway(&node.emu)
-        .run()
-        .code(1);
+    sync_with_gateway(&repo, &node).code(1);
     // A fix goes live.
     repo.api("beta");
     let fixed = repo.commit("fix");
-    Sync::new(&repo.url(), node.root())
-        .gateway(&node.emu)
-        .run()
-        .code(0);
+    sync_with_gateway(&repo, &node).code(0);
     assert_eq!(node.current_sha(), fixed);
 }
 
@@ -312,43 +284,28 @@ fn gateway_not_up_is_a_bounded_wait_then_exit_4() {
 fn a_verify_mismatch_rolls_back_and_marks_the_commit_failed() {
     let repo = two_api_repo();
     let node = Node::new();
-    Sync::new(&repo.url(), node.root())
-        .gateway(&node.emu)
-        .run()
-        .code(0);
+    sync_with_gateway(&repo, &node).code(0);
     let good = fs::canonicalize(node.current()).unwrap();
 
     repo.api("gamma");
     repo.commit("add gamma");
     node.emu.set_fail_reloads(true);
-    let ran = Sync::new(&repo.url(), node.root())
-        .gateway(&node.emu)
-        .run()
-        .code(4);
+    let ran = sync_with_gateway(&repo, &node).code(4);
     assert!(ran.stderr.contains("gamma"), "{}", ran.stderr);
     assert!(ran.stderr.contains("rolled back"), "{}", ran.stderr);
     assert_eq!(fs::canonicalize(node.current()).unwrap(), good);
     node.emu.set_fail_reloads(false);
     // Marked failed: not retried until a new commit arrives.
-    Sync::new(&repo.url(), node.root())
-        .gateway(&node.emu)
-        .run()
-        .code(1);
+    sync_with_gateway(&repo, &node).code(1);
 }
 
 #[test]
 fn drift_on_the_gateway_is_repaired_by_a_reload() {
     let repo = two_api_repo();
     let node = Node::new();
-    Sync::new(&repo.url(), node.root())
-        .gateway(&node.emu)
-        .run()
-        .code(0);
+    sync_with_gateway(&repo, &node).code(0);
     node.emu.tamper_remove_api("beta");
-    let ran = Sync::new(&repo.url(), node.root())
-        .gateway(&node.emu)
-        .run()
-        .code(0);
+    let ran = sync_with_gateway(&repo, &node).code(0);
     assert!(ran.stderr.contains("repaired"), "{}", ran.stderr);
     assert_eq!(node.apis(), ids(&["alpha", "beta"]));
 }

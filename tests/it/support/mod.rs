@@ -43,6 +43,18 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// A config repo with one API and one policy, served by a `git daemon`;
+/// returns the repo, the daemon guard and the repo's `git://` URL.
+pub fn served_repo() -> (repo::ConfigRepo, git_server::GitDaemon, String) {
+    let repo = repo::ConfigRepo::new();
+    repo.api("alpha").policy("gold", &["alpha"]);
+    repo.commit("alpha");
+    let daemon = git_server::GitDaemon::start(repo.path().parent().expect("repo parent"));
+    let name = repo.path().file_name().expect("repo dir name");
+    let url = daemon.url(name.to_str().expect("utf8 name"));
+    (repo, daemon, url)
+}
+
 /// Path of the binary under test.
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_tyk-gitops")
