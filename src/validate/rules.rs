@@ -399,7 +399,16 @@ fn middleware(items: &[Item<'_>], tree: &Tree, out: &mut Emitter<'_, '_>) -> BTr
                 ),
                 Ok(Some(rel)) => {
                     let present = tree.get(&rel).is_some_and(|e| e.kind == EntryKind::File);
-                    if present {
+                    if present && r.required && REVISION_FOLDERS.contains(&rel.as_str()) {
+                        out.emit(
+                            i,
+                            MISSING_MIDDLEWARE_FILE,
+                            Severity::Error,
+                            &r.pointer,
+                            format!("middleware file {:?} cannot ship: the revision uses that name for a folder", r.path),
+                            Some("move the file under middleware/ and reference it there".into()),
+                        );
+                    } else if present {
                         if !shipped(&rel) && ships_as_plain(&rel) && seen.insert(rel.clone()) {
                             extra.insert(rel);
                         }
@@ -420,12 +429,17 @@ fn middleware(items: &[Item<'_>], tree: &Tree, out: &mut Emitter<'_, '_>) -> BTr
     extra
 }
 
+/// Folders every revision has: a file shipped at one of these paths would
+/// collide with them and fail the apply (found by the fuzz targets' checks).
+const REVISION_FOLDERS: [&str; 2] = [bundle::APPS_DIR, bundle::POLICIES_DIR];
+
 /// A referenced file outside `middleware/` ships at its own path, unless
 /// that path is one the revision uses for something else.
 fn ships_as_plain(rel: &str) -> bool {
     let reserved = [bundle::POLICIES_MAP, bundle::TYK_CONF, bundle::TYK_INDEX];
     bundle::is_safe_relative_path(rel)
         && !reserved.contains(&rel)
+        && !REVISION_FOLDERS.contains(&rel)
         && !((rel.starts_with("apps/") || rel.starts_with("policies/")) && rel.ends_with(".json"))
         && !rel.split('/').any(|s| s.starts_with('.'))
 }

@@ -4,6 +4,7 @@ mod support;
 mod crash;
 mod faults;
 mod fleet;
+mod fuzz_regressions;
 mod gateway;
 mod readme;
 mod run;
