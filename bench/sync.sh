@@ -24,7 +24,12 @@ timed() { local s e; s=$(date +%s%N); "$@" >/dev/null 2>&1; e=$(date +%s%N); ech
 ours=(); theirs=()
 for r in $(seq 1 "$ROUNDS"); do
   rm -rf "$WORK/root" "$WORK/clone" "$WORK/copy"
+  # Each side starts with no dirty pages of the other: tyk-gitops flushes
+  # the filesystem once (syncfs) before publishing, and would otherwise pay
+  # for writing back the previous round's clone and copy.
+  sync
   ours+=("$(timed "$BIN" sync --repo "$URL" --root "$WORK/root")")
+  sync
   theirs+=("$(timed sh -c "git clone -q --depth 1 '$URL' '$WORK/clone' && mkdir -p '$WORK/copy' && cp -r '$WORK/clone/apps' '$WORK/clone/policies' '$WORK/copy/'")")
 done
 median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
@@ -40,6 +45,7 @@ p = sys.argv[1]; d = json.load(open(p)); d["proxy"]["target_url"] = "http://chan
 json.dump(d, open(p, "w"), indent=2)
 PY
 git -C "$WORK/srv/config" -c user.name=b -c user.email=b@b commit -qam "one change"
+sync
 INC=$(timed "$BIN" sync --repo "$URL" --root "$WORK/root")
 NOOP=$(timed "$BIN" sync --repo "$URL" --root "$WORK/root")
 
