@@ -6,13 +6,19 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State as Extract;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use serde_json::json;
+use tracing::{debug, warn};
 
 use crate::daemon::App;
 use crate::state::State;
@@ -27,14 +33,69 @@ pub fn router(app: Arc<App>) -> Router {
         .with_state(app)
 }
 
+/// How long a client may take to send a request's head (request line and
+/// headers), from when the server starts waiting for it: on a new
+/// connection, and between requests on a kept-alive one. `axum::serve` sets
+/// no timer, so hyper's header timeout never fired there: a slow-loris
+/// client (or one that connects and sends nothing) held its connection and
+/// file descriptor forever, and enough of them exhaust the descriptors, after
+/// which `/healthz` cannot be accepted and the pod is restarted. Bodies have
+/// their own bound (`trigger::webhook::READ_TIMEOUT`).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves HTTP/1.1 (probes, Prometheus and Git hosts all speak it) until
+/// `shutdown` completes, then stops accepting and waits for the requests in
+/// flight, as `axum::serve(..).with_graceful_shutdown(..)` did.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: Arc<App>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(app))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let router = router(app);
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    accept_error(e).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let service = TowerToHyperService::new(router.clone());
+        let connection = builder.serve_connection(TokioIo::new(stream), service);
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                debug!("http connection: {e}");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
+}
+
+/// As axum does: a connection reset before `accept` is the peer's business;
+/// anything else (EMFILE: out of descriptors) is logged, and accepting
+/// pauses a second rather than spin.
+async fn accept_error(e: std::io::Error) {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    if matches!(
+        e.kind(),
+        ConnectionRefused | ConnectionAborted | ConnectionReset
+    ) {
+        return;
+    }
+    warn!("http server: cannot accept a connection: {e}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
 }
 
 async fn healthz(Extract(app): Extract<Arc<App>>) -> Response {

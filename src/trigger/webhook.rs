@@ -517,6 +517,21 @@ impl Webhook {
                 );
             }
         };
+        // An announced length over the limit is refused from the header:
+        // otherwise the body limit only fires once 1 MiB has arrived, and a
+        // sender that announces 1 GiB and sends nothing holds the connection
+        // for the whole READ_TIMEOUT.
+        let announced = headers
+            .get(axum::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if announced.is_some_and(|n| n > MAX_BODY as u64) {
+            return Reply::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                json!({"status": "too large", "reason": format!("the body exceeds {MAX_BODY} bytes")}),
+            );
+        }
         let body = match tokio::time::timeout(READ_TIMEOUT, Bytes::from_request(request, &())).await
         {
             Err(_) => {

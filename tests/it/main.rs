@@ -6,6 +6,7 @@ mod faults;
 mod fleet;
 mod fuzz_regressions;
 mod gateway;
+mod hostile;
 mod readme;
 mod run;
 mod source;

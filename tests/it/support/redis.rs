@@ -15,21 +15,37 @@ pub struct RedisServer {
     /// Its working directory; nothing is saved there (`--save ""`).
     dir: TempDir,
     child: Option<KillOnDrop>,
+    /// `--requirepass`, when set (the secrets sweep).
+    password: Option<String>,
 }
 
 impl RedisServer {
     pub fn start() -> RedisServer {
+        RedisServer::start_with(None)
+    }
+
+    /// A server that refuses every command before `AUTH <password>`.
+    pub fn start_with_password(password: &str) -> RedisServer {
+        RedisServer::start_with(Some(password.to_string()))
+    }
+
+    fn start_with(password: Option<String>) -> RedisServer {
         let mut server = RedisServer {
             port: free_port(),
             dir: tempfile::tempdir().expect("tempdir"),
             child: None,
+            password,
         };
         server.spawn();
         server
     }
 
     fn spawn(&mut self) {
-        let child = Command::new("redis-server")
+        let mut cmd = Command::new("redis-server");
+        if let Some(password) = &self.password {
+            cmd.args(["--requirepass", password]);
+        }
+        let child = cmd
             .args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .args(["--protected-mode", "no"])
@@ -56,8 +72,12 @@ impl RedisServer {
         self.spawn();
     }
 
+    /// With the password in it when the server has one.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        match &self.password {
+            Some(password) => format!("redis://:{password}@127.0.0.1:{}", self.port),
+            None => format!("redis://127.0.0.1:{}", self.port),
+        }
     }
 
     /// A plain connection, to look at what the sidecars wrote.
