@@ -5,7 +5,7 @@
 
 use serde_json::Value;
 
-use super::locate::{depth_exceeded, line_col, locate};
+use super::locate::{depth_exceeded, duplicate_keys, line_col, locate};
 use super::report::{Finding, Severity};
 use super::rules;
 use super::schema::{self, Kind};
@@ -278,7 +278,10 @@ fn parse(sink: &mut Sink<'_>) -> Option<Value> {
         return None;
     }
     match serde_json::from_slice::<Value>(bytes) {
-        Ok(doc) => Some(doc),
+        Ok(doc) => {
+            duplicate_key_findings(sink);
+            Some(doc)
+        }
         Err(e) => {
             let line = u32::try_from(e.line()).unwrap_or(u32::MAX);
             let column = u32::try_from(e.column()).unwrap_or(u32::MAX);
@@ -297,6 +300,43 @@ fn parse(sink: &mut Sink<'_>) -> Option<Value> {
             );
             None
         }
+    }
+}
+
+/// Repeated member names: the parse kept the last value, as the gateway
+/// would, so the document is still analysed; the repeat is an error because
+/// which value a reader meant is a guess.
+fn duplicate_key_findings(sink: &mut Sink<'_>) {
+    let bytes = sink.bytes;
+    let found = duplicate_keys(bytes, MAX_FINDINGS_PER_RULE + 1);
+    for dup in found.iter().take(MAX_FINDINGS_PER_RULE) {
+        let (line, column) = line_col(bytes, dup.offset);
+        let (first_line, first_column) = line_col(bytes, dup.first);
+        sink.findings.push(Finding {
+            rule: rules::DUPLICATE_KEY,
+            severity: Severity::Error,
+            file: String::new(),
+            line,
+            column,
+            pointer: Some(dup.pointer.clone()),
+            message: format!(
+                "key \"{}\" appears twice in one object (first at line {first_line}, column {first_column})",
+                dup.key
+            ),
+            hint: Some(
+                "the gateway keeps the last value without a word; remove the one you did not mean"
+                    .into(),
+            ),
+        });
+    }
+    if found.len() > MAX_FINDINGS_PER_RULE {
+        sink.whole(
+            rules::DUPLICATE_KEY,
+            1,
+            1,
+            "more duplicate keys not shown".into(),
+            None,
+        );
     }
 }
 

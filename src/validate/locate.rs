@@ -61,6 +61,136 @@ pub fn depth_exceeded(bytes: &[u8], limit: usize) -> Option<usize> {
     None
 }
 
+/// A member name that appears twice in one object. serde_json and the
+/// gateway's Go decoder both keep the last value without a word, so
+/// `{"api_id":"a","api_id":"b"}` loads as `b`: almost always a merge or
+/// copy-paste mistake.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DuplicateKey {
+    /// Where the repeated name starts (its opening quote).
+    pub offset: usize,
+    /// Where the same name first appeared in that object.
+    pub first: usize,
+    /// RFC 6901 pointer of the member, e.g. `/proxy/listen_path`.
+    pub pointer: String,
+    pub key: String,
+}
+
+/// The first `limit` duplicate member names, in document order. One forward
+/// scan, no recursion (a stack of open containers instead); meant for
+/// documents that already parsed, and gives up quietly on anything else.
+pub fn duplicate_keys(bytes: &[u8], limit: usize) -> Vec<DuplicateKey> {
+    use std::collections::HashMap;
+
+    enum Kind {
+        /// Names seen so far → offset of their first occurrence.
+        Object(HashMap<String, usize>),
+        Array(usize),
+    }
+    struct Frame {
+        kind: Kind,
+        /// This container's own pointer.
+        pointer: String,
+        /// The pointer token of the member or element being read.
+        token: String,
+    }
+
+    let mut out = Vec::new();
+    let mut stack: Vec<Frame> = Vec::new();
+    let mut expect_key = false;
+    let mut s = Scanner { bytes, pos: 0 };
+    while out.len() < limit {
+        s.ws();
+        let Some(b) = s.peek() else { break };
+        match b {
+            b'{' | b'[' => {
+                let pointer = match stack.last() {
+                    Some(parent) => format!("{}/{}", parent.pointer, parent.token),
+                    None => String::new(),
+                };
+                let (kind, token) = if b == b'{' {
+                    (Kind::Object(HashMap::new()), String::new())
+                } else {
+                    (Kind::Array(0), "0".to_string())
+                };
+                stack.push(Frame {
+                    kind,
+                    pointer,
+                    token,
+                });
+                expect_key = b == b'{';
+                s.pos += 1;
+            }
+            b'}' | b']' => {
+                stack.pop();
+                expect_key = false;
+                s.pos += 1;
+            }
+            b',' => {
+                if let Some(top) = stack.last_mut() {
+                    match &mut top.kind {
+                        Kind::Object(_) => expect_key = true,
+                        Kind::Array(index) => {
+                            *index += 1;
+                            top.token = index.to_string();
+                        }
+                    }
+                }
+                s.pos += 1;
+            }
+            b':' => s.pos += 1,
+            b'"' => {
+                let start = s.pos;
+                let Some(raw) = s.string() else { break };
+                if !expect_key {
+                    continue;
+                }
+                expect_key = false;
+                let Some(Frame {
+                    kind: Kind::Object(seen),
+                    token,
+                    pointer,
+                }) = stack.last_mut()
+                else {
+                    continue;
+                };
+                let key = if raw.contains(&b'\\') {
+                    let mut quoted = Vec::with_capacity(raw.len() + 2);
+                    quoted.push(b'"');
+                    quoted.extend_from_slice(raw);
+                    quoted.push(b'"');
+                    match serde_json::from_slice::<String>(&quoted) {
+                        Ok(k) => k,
+                        Err(_) => break,
+                    }
+                } else {
+                    String::from_utf8_lossy(raw).into_owned()
+                };
+                *token = crate::bundle::escape_token(&key);
+                match seen.get(&key) {
+                    Some(&first) => out.push(DuplicateKey {
+                        offset: start,
+                        first,
+                        pointer: format!("{pointer}/{token}"),
+                        key,
+                    }),
+                    None => {
+                        seen.insert(key, start);
+                    }
+                }
+            }
+            _ => {
+                // A number, true, false or null (skip_value moves at least
+                // one byte here: the byte is no delimiter).
+                if s.skip_value().is_none() {
+                    break;
+                }
+            }
+        }
+    }
+    out
+}
+
 /// Byte offset of the value at `pointer` (RFC 6901). When the pointer does
 /// not resolve all the way (a missing property), the offset of the deepest
 /// value that exists, so a "missing field" finding points at its parent.
@@ -263,10 +393,34 @@ mod tests {
     }
 
     #[test]
+    fn duplicate_keys_are_found_with_their_pointer_at_any_depth() {
+        let doc = br#"{"api_id":"a","proxy":{"x":[1,{"k":1,"k":2}],"listen_path":"/a/","listen_path":"/b/"},"api_id":"b","s":"{\"api_id\":1}","e\u0041":1,"eA":2}"#;
+        let found: Vec<(String, String)> = duplicate_keys(doc, 10)
+            .into_iter()
+            .map(|d| (d.pointer, d.key))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                ("/proxy/x/1/k".to_string(), "k".to_string()),
+                ("/proxy/listen_path".into(), "listen_path".into()),
+                ("/api_id".into(), "api_id".into()),
+                ("/eA".into(), "eA".into()),
+            ]
+        );
+        let first = &duplicate_keys(doc, 1)[0];
+        assert_eq!((first.first, first.offset), (31, 37));
+        // The same name in sibling objects, or as a value, is no duplicate.
+        assert!(duplicate_keys(br#"[{"a":1},{"a":"a"}]"#, 10).is_empty());
+        assert!(duplicate_keys(br#"{"a":{"a":{"a":"a"}}}"#, 10).is_empty());
+    }
+
+    #[test]
     fn garbage_never_panics() {
         for doc in [&b"{\"a"[..], b"[1,", b"{\"a\":", b"\"\\", b"{,,,}", b"}"] {
             let _ = locate(doc, "/a/0/b");
             let _ = depth_exceeded(doc, 1);
+            let _ = duplicate_keys(doc, 10);
             let _ = line_col(doc, 1000);
         }
     }

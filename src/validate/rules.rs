@@ -27,6 +27,7 @@ pub const SYMLINK: &str = "symlink";
 pub const SUBMODULE: &str = "submodule";
 pub const FILE_TOO_LARGE: &str = "file-too-large";
 pub const TOO_DEEP: &str = "too-deep";
+pub const DUPLICATE_KEY: &str = "duplicate-key";
 pub const NOT_UTF8: &str = "not-utf8";
 pub const INVALID_PATH: &str = "invalid-path";
 pub const TYK_INDEX: &str = "tyk-index";
@@ -41,7 +42,7 @@ pub const POLICIES_MAP_IN_POLICY_DIR: &str = "policies-map-in-policy-dir";
 pub const ABSOLUTE_MIDDLEWARE_PATH: &str = "absolute-middleware-path";
 
 /// Every rule id with its severity, for docs and tests.
-pub const ALL: [(&str, Severity); 25] = [
+pub const ALL: [(&str, Severity); 26] = [
     (JSON_SYNTAX, Severity::Error),
     (SCHEMA, Severity::Error),
     (DUPLICATE_API_ID, Severity::Error),
@@ -57,6 +58,7 @@ pub const ALL: [(&str, Severity); 25] = [
     (SUBMODULE, Severity::Error),
     (FILE_TOO_LARGE, Severity::Error),
     (TOO_DEEP, Severity::Error),
+    (DUPLICATE_KEY, Severity::Error),
     (NOT_UTF8, Severity::Error),
     (INVALID_PATH, Severity::Error),
     (TYK_INDEX, Severity::Error),
