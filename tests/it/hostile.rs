@@ -19,7 +19,7 @@ use serde_json::json;
 use sha2::Sha256;
 use tempfile::TempDir;
 
-use crate::support::git_server::GitHttp;
+use crate::support::git_server::{GitDaemon, GitHttp};
 use crate::support::node::{Node, ids};
 use crate::support::redis::RedisServer;
 use crate::support::repo::ConfigRepo;
@@ -1147,4 +1147,166 @@ fn slow_loris_clients_neither_pin_the_server_nor_stay_connected() {
         "slow or idle connections still open after {:?}",
         started.elapsed()
     );
+}
+
+// ---------------------------------------------------------------------------
+// Hostile repos at scale
+// ---------------------------------------------------------------------------
+
+/// `sync` of `url` into `node` under `/usr/bin/time -v`: exit code, stderr,
+/// peak RSS in KiB, wall time.
+fn timed_sync(url: &str, node: &Node, extra: &[&str]) -> (i32, String, u64, Duration) {
+    let started = Instant::now();
+    let out = Command::new("/usr/bin/time")
+        .arg("-v")
+        .arg(bin())
+        .args(["sync", "--repo", url, "--root"])
+        .arg(node.root())
+        .args(["--gateway", &node.emu.url()])
+        .args(extra)
+        .env("TYK_GITOPS_GATEWAY_SECRET", crate::support::node::SECRET)
+        .output()
+        .expect("/usr/bin/time (apt-get install time)");
+    let took = started.elapsed();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    let rss = err
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Maximum resident set size (kbytes):"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    (out.status.code().unwrap_or(-1), err, rss, took)
+}
+
+fn daemon_url(repo: &ConfigRepo) -> (GitDaemon, String) {
+    let daemon = GitDaemon::start(repo.path().parent().unwrap());
+    let url = daemon.url(&repo.path().file_name().unwrap().to_string_lossy());
+    (daemon, url)
+}
+
+fn count_files(dir: &Path) -> usize {
+    let mut n = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in fs::read_dir(&d).unwrap().flatten() {
+            if entry.file_type().unwrap().is_dir() {
+                stack.push(entry.path());
+            } else {
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
+/// 100,000 files in one commit: 1,000 API definitions (all parsed and
+/// validated, all loaded by the gateway) and 99,000 small templates (copied
+/// byte for byte). It must apply whole and verify, with memory and time that
+/// scale sanely, and a second run must be a cheap no-op. A duplicate key
+/// slipped into one of the 1,000 definitions then refuses the whole commit.
+#[test]
+fn a_commit_of_100_000_files_applies_whole_and_one_duplicate_key_refuses_it() {
+    let repo = ConfigRepo::new();
+    let generated = Instant::now();
+    let apis = 1_000;
+    let templates = 99_000;
+    fs::create_dir_all(repo.path().join("apps")).unwrap();
+    for i in 0..apis {
+        let id = format!("api{i:04}");
+        let def = crate::support::repo::api_json(&id);
+        fs::write(
+            repo.path().join(format!("apps/{id}.json")),
+            serde_json::to_vec(&def).unwrap(),
+        )
+        .unwrap();
+    }
+    for i in 0..templates {
+        let dir = repo.path().join(format!("templates/t{:03}", i / 1000));
+        if i % 1000 == 0 {
+            fs::create_dir_all(&dir).unwrap();
+        }
+        fs::write(dir.join(format!("f{i:05}.tmpl")), format!("template {i}\n")).unwrap();
+    }
+    let sha = repo.commit("100k files");
+    let committed = generated.elapsed();
+    let (_daemon, url) = daemon_url(&repo);
+    let node = Node::new();
+
+    let (code, err, rss, took) = timed_sync(&url, &node, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(node.current_sha(), sha);
+    assert_eq!(node.apis().len(), apis);
+    let files =
+        count_files(&node.current().join("templates")) + count_files(&node.current().join("apps"));
+    assert_eq!(files, apis + templates);
+    let (code2, err2, rss2, took2) = timed_sync(&url, &node, &[]);
+    assert_eq!(code2, 0, "{err2}");
+
+    // One duplicate key among 100,000 files: refused, nothing changes.
+    let link = fs::read_link(node.current()).unwrap();
+    let reloads = node.emu.reload_count();
+    let bad = r#"{"name":"API api0500","api_id":"api0500","org_id":"default","use_keyless":true,"version_data":{"not_versioned":true,"versions":{"Default":{"name":"Default"}}},"proxy":{"listen_path":"/api0500/","target_url":"http://upstream:8080/","strip_listen_path":true},"api_id":"evil"}"#;
+    repo.file("apps/api0500.json", bad);
+    repo.commit("duplicate key");
+    let (code3, err3, rss3, took3) = timed_sync(&url, &node, &[]);
+    assert_eq!(code3, 1, "{err3}");
+    assert!(
+        err3.contains("duplicate-key") && err3.contains("apps/api0500.json"),
+        "{err3}"
+    );
+    assert_eq!(fs::read_link(node.current()).unwrap(), link);
+    assert_eq!(node.current_sha(), sha);
+    assert_eq!(node.emu.reload_count(), reloads);
+    println!(
+        "RESULT 100,000 files: generate+commit {:.1}s; first sync {:.1}s peak RSS {} MiB; no-op sync {:.1}s {} MiB; duplicate-key commit refused in {:.1}s {} MiB",
+        committed.as_secs_f64(),
+        took.as_secs_f64(),
+        rss / 1024,
+        took2.as_secs_f64(),
+        rss2 / 1024,
+        took3.as_secs_f64(),
+        rss3 / 1024
+    );
+}
+
+/// A 1 GiB file (zeros: ~1 MB once compressed, so Git can carry it) in
+/// `apps/`: refused as `file-too-large` from the object's size, never read
+/// whole, so the peak RSS of `sync` stays far below the file. About 10 s
+/// (Git hashes and compresses the whole GiB on commit; the server packs it
+/// and the client indexes it, streaming); the file is sparse, so it takes
+/// no disk.
+#[test]
+fn a_1_gib_file_is_refused_as_too_large_without_being_read() {
+    let repo = ConfigRepo::new();
+    repo.api("alpha").policy("gold", &["alpha"]);
+    let good = repo.commit("alpha");
+    let (_daemon, url) = daemon_url(&repo);
+    let node = Node::new();
+    let (code, err, _, _) = timed_sync(&url, &node, &[]);
+    assert_eq!(code, 0, "{err}");
+    let link = fs::read_link(node.current()).unwrap();
+
+    let started = Instant::now();
+    let huge = fs::File::create(repo.path().join("apps/huge.json")).unwrap();
+    // Sparse: no disk blocks; Git still reads (and hashes) every byte.
+    huge.set_len(1 << 30).unwrap();
+    drop(huge);
+    repo.commit("1 GiB");
+    let committed = started.elapsed();
+    let reloads = node.emu.reload_count();
+    let (code, err, rss, took) = timed_sync(&url, &node, &[]);
+    println!(
+        "RESULT 1 GiB file: commit {:.1}s; sync exit {code} in {:.1}s, peak RSS {} MiB",
+        committed.as_secs_f64(),
+        took.as_secs_f64(),
+        rss / 1024
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("file-too-large"), "{err}");
+    assert!(
+        rss < 128 * 1024,
+        "peak RSS {rss} KiB: the file was read whole"
+    );
+    assert_eq!(fs::read_link(node.current()).unwrap(), link);
+    assert_eq!(node.current_sha(), good);
+    assert_eq!(node.emu.reload_count(), reloads);
 }
