@@ -145,12 +145,15 @@ fn human(report: &Report, color: bool) -> String {
         out.push('\n');
     }
     let plural = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
-    let summary = format!(
-        "{}, {} in {}",
+    let mut summary = format!(
+        "{}, {}",
         plural(report.errors.len(), "error"),
         plural(report.warnings.len(), "warning"),
-        plural(files, "file")
     );
+    // "in 0 files" would read as if nothing had been checked.
+    if files > 0 {
+        summary.push_str(&format!(" in {}", plural(files, "file")));
+    }
     let summary = if report.has_errors() {
         paint(&summary, |s| s.red().bold().to_string())
     } else {
