@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 use tokio::sync::watch;
-use tokio::time::{Instant, sleep_until};
+use tokio::time::Instant;
 use tracing::{error, info, warn};
 
 use crate::config::SyncConfig;
@@ -24,12 +24,11 @@ use crate::metrics::Metrics;
 use crate::reconcile::{Outcome, Reconciler, SyncError};
 use crate::source::Commit;
 use crate::state::now;
-use crate::trigger::schedule::Schedule;
+use crate::trigger::schedule::{Pacer, Schedule};
 use crate::trigger::{Trigger, Triggers};
 
 /// How long a running sync may go on after a shutdown signal.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
-const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone)]
 pub struct RunConfig {
@@ -156,12 +155,12 @@ pub async fn run(
     let reconciler = Reconciler::new(config.sync.clone());
     let mut stop = stop_rx.clone();
     let mut pending = Some(Trigger::Start);
-    let mut next_poll = Instant::now()
-        + config
-            .schedule
-            .next_delay(chrono::Utc::now(), rand::random());
-    let mut next_drift = Instant::now() + config.verify_period;
-    let mut retrying = false;
+    let mut pacer = Pacer::new(
+        config.schedule.clone(),
+        config.verify_period,
+        config.max_backoff,
+        has_gateway,
+    );
 
     loop {
         let trigger = match pending.take() {
@@ -169,18 +168,14 @@ pub async fn run(
             None => tokio::select! {
                 _ = stop.changed() => break,
                 Some(t) = rx.recv() => t,
-                _ = sleep_until(next_poll) => if retrying { Trigger::Retry } else { Trigger::Poll },
-                _ = sleep_until(next_drift), if has_gateway => Trigger::Drift,
+                t = pacer.due() => t,
             },
         };
         if *stop.borrow() {
             break;
         }
         if trigger == Trigger::Poll && fleet.as_ref().is_some_and(FleetHandle::defer_poll) {
-            next_poll = Instant::now()
-                + config
-                    .schedule
-                    .next_delay(chrono::Utc::now(), rand::random());
+            pacer.skip_poll();
             continue;
         }
         app.live().busy_since = Some(std::time::Instant::now());
@@ -211,23 +206,9 @@ pub async fn run(
             }
             f.report();
         }
-        if trigger == Trigger::Drift {
-            next_drift = Instant::now() + config.verify_period;
-        }
-        if trigger != Trigger::Drift || failed_transiently {
-            let failures = app.live().consecutive_failures;
-            retrying = failed_transiently;
-            let delay = if failed_transiently {
-                backoff(failures, config.max_backoff)
-            } else {
-                config
-                    .schedule
-                    .next_delay(chrono::Utc::now(), rand::random())
-            };
-            next_poll = Instant::now() + delay;
-            if failed_transiently {
-                info!(retry_in = ?delay, "will retry");
-            }
+        let failures = failed_transiently.then(|| app.live().consecutive_failures);
+        if let Some(delay) = pacer.done(&trigger, failures) {
+            info!(retry_in = ?delay, "will retry");
         }
         if *stop.borrow() {
             break;
@@ -247,12 +228,6 @@ async fn wait_stopped(mut stop: watch::Receiver<bool>) {
             return;
         }
     }
-}
-
-/// `1s, 2s, 4s, …` up to `cap`.
-pub fn backoff(failures: u32, cap: Duration) -> Duration {
-    let exp = failures.saturating_sub(1).min(20);
-    FIRST_BACKOFF.saturating_mul(1 << exp).min(cap)
 }
 
 /// The outcome of one turn of the loop.
@@ -406,18 +381,5 @@ fn spawn_sighup(triggers: Triggers) {
             });
         }
         Err(e) => warn!("cannot listen for SIGHUP: {e}"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_up_to_the_cap() {
-        let cap = Duration::from_secs(60);
-        let got: Vec<u64> = (1..=8).map(|n| backoff(n, cap).as_secs()).collect();
-        assert_eq!(got, [1, 2, 4, 8, 16, 32, 60, 60]);
-        assert_eq!(backoff(u32::MAX, cap), cap);
     }
 }

@@ -20,10 +20,11 @@ use tokio::time::{Instant, MissedTickBehavior, interval, sleep, timeout};
 use tracing::{debug, info, warn};
 
 use super::{FleetConfig, FleetError, Notice, REDIS_TIMEOUT, ReplicaStatus, Verified, short};
-use crate::daemon::{App, backoff};
+use crate::daemon::App;
 use crate::source::Commit;
 use crate::state::{State, now};
 use crate::trigger::Trigger;
+use crate::trigger::schedule::backoff;
 
 /// How often a replica rewrites its status and renews its lease.
 pub const HEARTBEAT: Duration = Duration::from_secs(2);

@@ -7,6 +7,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use tokio::time::{Instant, sleep_until};
+
+use super::Trigger;
 
 /// Fraction of the period by which each poll may come early or late.
 pub const JITTER: f64 = 0.10;
@@ -58,6 +61,91 @@ impl Schedule {
                 // polls again; a day keeps the loop alive for other triggers.
                 .unwrap_or(Duration::from_secs(86_400)),
         }
+    }
+}
+
+/// First retry delay after a failure; it doubles per failure in a row.
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+
+/// `1s, 2s, 4s, …` up to `cap`, for the `failures`-th failure in a row.
+pub fn backoff(failures: u32, cap: Duration) -> Duration {
+    let exp = failures.saturating_sub(1).min(20);
+    FIRST_BACKOFF.saturating_mul(1 << exp).min(cap)
+}
+
+/// The sidecar loop's clock: when the next poll (or retry after a failure)
+/// and the next drift check are due. Polls follow the schedule; a failure
+/// worth retrying brings the next attempt forward with capped exponential
+/// backoff; drift checks keep their own period.
+#[derive(Debug)]
+pub struct Pacer {
+    schedule: Schedule,
+    verify_period: Duration,
+    max_backoff: Duration,
+    drift_checks: bool,
+    next_poll: Instant,
+    next_drift: Instant,
+    retrying: bool,
+}
+
+impl Pacer {
+    /// `drift_checks`: only with a gateway is there anything to check.
+    pub fn new(
+        schedule: Schedule,
+        verify_period: Duration,
+        max_backoff: Duration,
+        drift_checks: bool,
+    ) -> Pacer {
+        let now = Instant::now();
+        let mut pacer = Pacer {
+            schedule,
+            verify_period,
+            max_backoff,
+            drift_checks,
+            next_poll: now,
+            next_drift: now + verify_period,
+            retrying: false,
+        };
+        pacer.next_poll = now + pacer.period();
+        pacer
+    }
+
+    /// Sleeps until the next timed trigger and names it.
+    pub async fn due(&self) -> Trigger {
+        tokio::select! {
+            _ = sleep_until(self.next_poll) => {
+                if self.retrying { Trigger::Retry } else { Trigger::Poll }
+            }
+            _ = sleep_until(self.next_drift), if self.drift_checks => Trigger::Drift,
+        }
+    }
+
+    /// A poll left to the fleet's lease holder: the next one is a period away.
+    pub fn skip_poll(&mut self) {
+        self.next_poll = Instant::now() + self.period();
+    }
+
+    /// After a turn of the loop. `failures` is the number of failures in a
+    /// row when this one is worth a retry (Git or gateway unavailable), else
+    /// `None`. Returns the retry delay, if one was set.
+    pub fn done(&mut self, trigger: &Trigger, failures: Option<u32>) -> Option<Duration> {
+        let now = Instant::now();
+        if *trigger == Trigger::Drift {
+            self.next_drift = now + self.verify_period;
+            // A drift check that worked leaves the poll schedule alone.
+            failures?;
+        }
+        self.retrying = failures.is_some();
+        let delay = match failures {
+            Some(n) => backoff(n, self.max_backoff),
+            None => self.period(),
+        };
+        self.next_poll = now + delay;
+        failures.map(|_| delay)
+    }
+
+    fn period(&self) -> Duration {
+        self.schedule.next_delay(Utc::now(), rand::random())
     }
 }
 
@@ -150,6 +238,73 @@ mod tests {
         let weekdays = Schedule::cron("0 9 * * 1-5").unwrap();
         let next = now + chrono::Duration::from_std(weekdays.next_delay(now, 0.0)).unwrap();
         assert_eq!(next.weekday(), Weekday::Fri);
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let cap = Duration::from_secs(60);
+        let got: Vec<u64> = (1..=8).map(|n| backoff(n, cap).as_secs()).collect();
+        assert_eq!(got, [1, 2, 4, 8, 16, 32, 60, 60]);
+        assert_eq!(backoff(u32::MAX, cap), cap);
+    }
+
+    /// Ten minutes of a 30 s period and a 60 s drift check, on tokio's
+    /// paused clock: every gap between polls within ±10%, not all equal
+    /// (jitter), drift checks on their own beat.
+    #[tokio::test(start_paused = true)]
+    async fn polls_keep_the_jittered_period_and_drift_checks_their_own() {
+        let start = Instant::now();
+        let mut pacer = Pacer::new(
+            Schedule::Every(Duration::from_secs(30)),
+            Duration::from_secs(60),
+            Duration::from_secs(300),
+            true,
+        );
+        let (mut polls, mut drifts) = (vec![Duration::ZERO], Vec::new());
+        while start.elapsed() < Duration::from_secs(600) {
+            let trigger = pacer.due().await;
+            match trigger {
+                Trigger::Poll => polls.push(start.elapsed()),
+                Trigger::Drift => drifts.push(start.elapsed()),
+                other => panic!("unexpected {other:?}"),
+            }
+            pacer.done(&trigger, None);
+        }
+        let gaps: Vec<Duration> = polls.windows(2).map(|w| w[1] - w[0]).collect();
+        for gap in &gaps {
+            assert!(
+                (Duration::from_secs(27)..=Duration::from_secs(33)).contains(gap),
+                "{gaps:?}"
+            );
+        }
+        assert!(gaps.iter().any(|g| *g != gaps[0]), "no jitter: {gaps:?}");
+        let drift_secs: Vec<u64> = drifts.iter().map(|d| d.as_secs()).collect();
+        assert_eq!(drift_secs, (1..=10).map(|n| n * 60).collect::<Vec<_>>());
+    }
+
+    /// Failures in a row retry after 1, 2, 4, 8 s … up to the cap; the first
+    /// success puts polls back on the period.
+    #[tokio::test(start_paused = true)]
+    async fn failures_back_off_to_the_cap_then_the_period_resumes() {
+        let mut pacer = Pacer::new(
+            Schedule::Every(Duration::from_secs(30)),
+            Duration::from_secs(3600),
+            Duration::from_secs(16),
+            false,
+        );
+        assert_eq!(pacer.due().await, Trigger::Poll);
+        let mut waits = Vec::new();
+        for failures in 1..=7 {
+            pacer.done(&Trigger::Poll, Some(failures));
+            let before = Instant::now();
+            assert_eq!(pacer.due().await, Trigger::Retry);
+            waits.push(before.elapsed().as_secs());
+        }
+        assert_eq!(waits, [1, 2, 4, 8, 16, 16, 16]);
+        pacer.done(&Trigger::Retry, None);
+        let before = Instant::now();
+        assert_eq!(pacer.due().await, Trigger::Poll);
+        assert!(before.elapsed() >= Duration::from_secs(27));
     }
 
     #[test]
