@@ -149,7 +149,10 @@ async fn read_secret(path: &Path) -> Result<Secret, WebhookError> {
 }
 
 fn secret_from(path: &Path, mut bytes: Vec<u8>) -> Result<Secret, WebhookError> {
-    while bytes.last().is_some_and(|b| matches!(b, b'\n' | b'\r')) {
+    // All trailing whitespace, not only the newline an editor leaves: a
+    // GitLab token arrives in a header, whose value HTTP trims, so a secret
+    // ending in a space could never match it.
+    while bytes.last().is_some_and(u8::is_ascii_whitespace) {
         bytes.pop();
     }
     // An empty key would let anyone sign: refuse rather than accept all.
