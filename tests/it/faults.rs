@@ -658,45 +658,84 @@ fn sync_on(url: &str, root: &Path, emu: &crate::support::tyk::TykEmulator) -> (i
     run_to_end(cmd)
 }
 
+/// A node whose root lives on a fresh tmpfs of `size`, synced once to a
+/// one-API commit (`good`); `None` where a tmpfs cannot be mounted.
+struct TmpfsNode {
+    fs: Tmpfs,
+    repo: ConfigRepo,
+    good: String,
+    node: Node,
+    root: PathBuf,
+    /// Where `current` pointed after the good sync.
+    link: PathBuf,
+}
+
+impl TmpfsNode {
+    fn start(size: &str) -> Option<TmpfsNode> {
+        let fs = Tmpfs::mount(size)?;
+        let repo = ConfigRepo::new();
+        repo.api("alpha").policy("gold", &["alpha"]);
+        let good = repo.commit("alpha");
+        let node = Node::new();
+        let root = fs.path().join("root");
+        // The emulator reads <node root>/current: point that at the tmpfs root.
+        fs::remove_dir_all(node.root()).ok();
+        std::os::unix::fs::symlink(&root, node.root()).expect("link node root");
+        let (code, err) = sync_on(&repo.url(), &root, &node.emu);
+        assert_eq!(code, 0, "{err}");
+        let link = fs::read_link(root.join("current")).expect("current");
+        Some(TmpfsNode {
+            fs,
+            repo,
+            good,
+            node,
+            root,
+            link,
+        })
+    }
+
+    fn sync(&self) -> (i32, String) {
+        sync_on(&self.repo.url(), &self.root, &self.node.emu)
+    }
+
+    /// The good commit still serves: `current`, state and gateway unchanged.
+    #[track_caller]
+    fn still_serves_the_good_commit(&self) {
+        let current = fs::read_link(self.root.join("current")).expect("current");
+        assert_eq!(current, self.link);
+        assert_eq!(self.node.apis(), vec!["alpha".to_string()]);
+        assert_eq!(self.state_sha(), self.good);
+    }
+
+    fn state_sha(&self) -> String {
+        let state: Value =
+            serde_json::from_slice(&fs::read(self.root.join("state.json")).expect("state"))
+                .expect("state");
+        state["current"]["sha"].as_str().unwrap_or("").to_string()
+    }
+}
+
 #[test]
 fn disk_full_during_the_write_keeps_serving_then_recovers() {
-    let Some(fs_) = Tmpfs::mount("1m") else {
+    let Some(t) = TmpfsNode::start("1m") else {
         return;
     };
-    let repo = ConfigRepo::new();
-    repo.api("alpha").policy("gold", &["alpha"]);
-    let good = repo.commit("alpha");
-    let node = Node::new();
-    let root = fs_.path().join("root");
-    // The emulator reads <node root>/current: point that at the tmpfs root.
-    fs::remove_dir_all(node.root()).ok();
-    std::os::unix::fs::symlink(&root, node.root()).expect("link node root");
-    let (code, err) = sync_on(&repo.url(), &root, &node.emu);
-    assert_eq!(code, 0, "{err}");
-    let link = fs::read_link(root.join("current")).expect("current");
     // 400 files x 8 KB of text that compresses to almost nothing: the Git
     // cache fits, the revision (3.2 MB) does not.
     for i in 0..400 {
         let mut def = api_json(&format!("big-{i:03}"));
         def["description"] = json!("x".repeat(8000));
-        repo.json(&format!("apps/big-{i:03}.json"), &def);
+        t.repo.json(&format!("apps/big-{i:03}.json"), &def);
     }
-    let sha = repo.commit("big");
-    let out = sync_on(&repo.url(), &root, &node.emu);
-    expect_failure("disk full", out, 5, &["no space left"]);
-    assert_eq!(fs::read_link(root.join("current")).expect("current"), link);
-    let state: Value =
-        serde_json::from_slice(&fs::read(root.join("state.json")).expect("state")).expect("state");
-    assert_eq!(state["current"]["sha"], *good.as_str());
-    assert_eq!(node.apis(), vec!["alpha".to_string()]);
-    fs_.remount("size=64m");
+    let sha = t.repo.commit("big");
+    expect_failure("disk full", t.sync(), 5, &["no space left"]);
+    t.still_serves_the_good_commit();
+    t.fs.remount("size=64m");
     let t0 = Instant::now();
-    let (code, err) = sync_on(&repo.url(), &root, &node.emu);
+    let (code, err) = t.sync();
     assert_eq!(code, 0, "{err}");
-    let state: Value =
-        serde_json::from_slice(&fs::read(root.join("state.json")).expect("state")).expect("state");
-    assert_eq!(state["current"]["sha"], *sha.as_str());
-    assert_eq!(node.apis().len(), 401);
+    assert_eq!(t.state_sha(), sha);
+    assert_eq!(t.node.apis().len(), 401);
     eprintln!(
         "RESULT fault disk full: recovered by the next sync in {:?}",
         t0.elapsed()
@@ -705,41 +744,21 @@ fn disk_full_during_the_write_keeps_serving_then_recovers() {
 
 #[test]
 fn read_only_root_keeps_serving_then_recovers() {
-    let Some(fs_) = Tmpfs::mount("64m") else {
+    let Some(t) = TmpfsNode::start("64m") else {
         return;
     };
-    let repo = ConfigRepo::new();
-    repo.api("alpha").policy("gold", &["alpha"]);
-    let good = repo.commit("alpha");
-    let node = Node::new();
-    let root = fs_.path().join("root");
-    fs::remove_dir_all(node.root()).ok();
-    std::os::unix::fs::symlink(&root, node.root()).expect("link node root");
-    let (code, err) = sync_on(&repo.url(), &root, &node.emu);
-    assert_eq!(code, 0, "{err}");
-    let link = fs::read_link(root.join("current")).expect("current");
-    repo.api("beta").policy("gold", &["alpha", "beta"]);
-    let sha = repo.commit("beta");
-    fs_.remount("ro");
-    let (code, err) = sync_on(&repo.url(), &root, &node.emu);
-    assert_eq!(code, 5, "read-only root is a local disk error\n{err}");
-    expect_failure(
-        "read-only root",
-        (code, err),
-        code,
-        &["read-only file system"],
-    );
-    assert_eq!(fs::read_link(root.join("current")).expect("current"), link);
-    assert_eq!(node.apis(), vec!["alpha".to_string()]);
-    let state: Value =
-        serde_json::from_slice(&fs::read(root.join("state.json")).expect("state")).expect("state");
-    assert_eq!(state["current"]["sha"], *good.as_str());
-    fs_.remount("rw");
+    t.repo.api("beta").policy("gold", &["alpha", "beta"]);
+    let sha = t.repo.commit("beta");
+    t.fs.remount("ro");
+    // A local disk error (5), not blamed on Git.
+    expect_failure("read-only root", t.sync(), 5, &["read-only file system"]);
+    t.still_serves_the_good_commit();
+    t.fs.remount("rw");
     let t0 = Instant::now();
-    let (code, err) = sync_on(&repo.url(), &root, &node.emu);
+    let (code, err) = t.sync();
     assert_eq!(code, 0, "{err}");
-    assert_eq!(node.apis(), vec!["alpha".to_string(), "beta".to_string()]);
-    let _ = sha;
+    assert_eq!(t.state_sha(), sha);
+    assert_eq!(t.node.apis(), vec!["alpha".to_string(), "beta".to_string()]);
     eprintln!(
         "RESULT fault read-only root: recovered by the next sync in {:?}",
         t0.elapsed()
