@@ -15,7 +15,8 @@
 //! (schedule, signals, webhook), `server` its HTTP side, `metrics` what it
 //! counts, `fleet` how replicas meet in Redis (notices, status, poll lease).
 //!
-//! `cli` and `config` turn flags into a validated `Config`; `main` maps
+//! `cli` and `config` turn flags into a validated `SyncConfig`; `commands`
+//! runs `sync` and `run`; `main` maps
 //! errors to exit codes.
 
 pub mod apply;
