@@ -16,8 +16,7 @@
 //! counts, `fleet` how replicas meet in Redis (notices, status, poll lease).
 //!
 //! `cli` and `config` turn flags into a validated `SyncConfig`; `commands`
-//! runs `sync` and `run`; `main` maps
-//! errors to exit codes.
+//! runs `sync` and `run`; `main` maps errors to exit codes.
 
 pub mod apply;
 pub mod bundle;
