@@ -8,6 +8,7 @@
 //! look at the gateway. Blocking work (libgit2, file I/O, validation) runs in
 //! `spawn_blocking`.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -98,6 +99,9 @@ pub struct Reconciler {
     config: SyncConfig,
     source: Arc<Source>,
     cache: Arc<Mutex<validate::Cache>>,
+    /// `--force` holds until one pass succeeds: a sidecar started with it
+    /// must not rewrite and reload on every poll.
+    force: AtomicBool,
 }
 
 async fn blocking<T: Send + 'static>(
@@ -112,6 +116,7 @@ impl Reconciler {
     pub fn new(config: SyncConfig) -> Reconciler {
         let source = Source::new(config.source.clone(), config.root.join("cache"));
         Reconciler {
+            force: AtomicBool::new(config.force),
             config,
             source: Arc::new(source),
             cache: Arc::new(Mutex::new(validate::Cache::default())),
@@ -154,10 +159,25 @@ impl Reconciler {
             None => self.resolve().await?,
         };
         let span = info_span!("sync", sha = %commit.short());
-        self.sync_commit(commit, confirm).instrument(span).await
+        let force = self.force.load(Ordering::Relaxed);
+        let result = self
+            .sync_commit(commit, confirm, force)
+            .instrument(span)
+            .await;
+        // Spent once a forced pass got through; a failed one keeps it for
+        // the retry.
+        if result.is_ok() {
+            self.force.store(false, Ordering::Relaxed);
+        }
+        result
     }
 
-    async fn sync_commit(&self, commit: Commit, confirm: bool) -> Result<Outcome, SyncError> {
+    async fn sync_commit(
+        &self,
+        commit: Commit,
+        confirm: bool,
+        force: bool,
+    ) -> Result<Outcome, SyncError> {
         let cfg = &self.config;
         info!(git_ref = %commit.git_ref, "resolved");
         let revs = Revisions::open(&cfg.root)?;
@@ -173,7 +193,7 @@ impl Reconciler {
                 && a.shape == shape
                 && current.as_deref() == Some(a.revision.as_str())
         });
-        if let (Some(applied), false) = (applied_here, cfg.force) {
+        if let (Some(applied), false) = (applied_here, force) {
             let applied = applied.clone();
             if !confirm && (applied.verified_at.is_some() || cfg.gateway.is_none()) {
                 debug!(revision = %applied.revision, "already current");
@@ -189,7 +209,7 @@ impl Reconciler {
         }
         // Before anything is written: the gateway answers and takes our secret.
         let gateway = self.gateway_preflight().await?;
-        if let (Some(rejection), false) = (state.rejected.get(&commit.sha), cfg.force) {
+        if let (Some(rejection), false) = (state.rejected.get(&commit.sha), force) {
             return Err(SyncError::Rejected {
                 rejection: rejection.clone(),
             });

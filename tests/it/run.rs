@@ -273,3 +273,24 @@ fn healthz_answers_and_status_hides_credentials() {
     assert!(!sidecar.metrics().contains("hunter2"));
     assert!(sidecar.metric("tyk_gitops_git_failures_total") >= 1.0);
 }
+
+#[test]
+fn force_rewrites_and_reloads_once_not_on_every_poll() {
+    let (_repo, _daemon, url) = served_repo();
+    let node = Node::new();
+    let first = Sidecar::start(&url, &node, &[]);
+    eventually("ready", WAIT, || first.ready());
+    drop(first);
+    let before = node.emu.reload_count();
+
+    let sidecar = Sidecar::start(&url, &node, &["--force"]);
+    eventually("ready", WAIT, || sidecar.ready());
+    eventually("the forced reload", WAIT, || {
+        node.emu.reload_count() > before
+    });
+    let after_start = node.emu.reload_count();
+    // Five polls at 300 ms with nothing new: no rewrite, no reload.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(node.emu.reload_count(), after_start);
+    assert!(sidecar.metric("tyk_gitops_syncs_total{result=\"noop\"}") >= 2.0);
+}
