@@ -65,6 +65,8 @@ pub struct Live {
     pub last_attempt: Option<Attempt>,
     /// A revision was applied (and verified, with a gateway) by this process.
     pub ready: bool,
+    /// The commit in `current` as of the last successful sync.
+    pub current_sha: Option<String>,
     pub consecutive_failures: u32,
 }
 
@@ -351,6 +353,7 @@ fn record(app: &App, trigger: &Trigger, result: &Result<Step, SyncError>, took: 
         live.consecutive_failures = 0;
     }
     if let Ok(Step::Synced(outcome)) = result {
+        live.current_sha = Some(outcome.commit().sha.clone());
         let verified = match outcome {
             Outcome::Applied { verified, .. } | Outcome::Unchanged { verified, .. } => *verified,
             Outcome::Repaired { .. } => true,

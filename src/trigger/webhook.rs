@@ -503,8 +503,15 @@ impl Webhook {
         }
     }
 
-    /// Authenticates, reads and acts on one request.
-    async fn receive(&self, triggers: &Triggers, headers: &HeaderMap, request: Request) -> Reply {
+    /// Authenticates, reads and acts on one request. `current` is the sha
+    /// this replica runs: a push of exactly that needs no sync.
+    async fn receive(
+        &self,
+        triggers: &Triggers,
+        current: Option<&str>,
+        headers: &HeaderMap,
+        request: Request,
+    ) -> Reply {
         // Unsigned requests are refused before any file or body is read.
         if let Err(e) = scheme_of(headers) {
             return Reply::unauthorized(&e);
@@ -603,6 +610,21 @@ impl Webhook {
                 json!({"status": "ignored", "reason": reason}),
             );
         };
+        // A retried delivery or a replayed burst of a push that is already
+        // live: nothing to do (the sha is trusted only to skip, never to
+        // apply). Without this, a burst spread over a second re-queues a
+        // no-op sync every time the queue drains.
+        if event.sha.is_some() && event.sha.as_deref() == current {
+            debug!(
+                provider = provider.as_str(),
+                "webhook: push of the current commit"
+            );
+            return Reply::new(
+                StatusCode::ACCEPTED,
+                "current",
+                json!({"status": "current", "ref": event.git_ref, "sha": event.sha}),
+            );
+        }
         let queued = triggers.fire(Trigger::Webhook);
         info!(
             provider = provider.as_str(),
@@ -670,7 +692,10 @@ async fn receive(
         )
             .into_response();
     };
-    let reply = webhook.receive(&app.triggers, &headers, request).await;
+    let current = app.live().current_sha.clone();
+    let reply = webhook
+        .receive(&app.triggers, current.as_deref(), &headers, request)
+        .await;
     app.metrics.count_webhook(reply.result);
     (reply.status, axum::Json(reply.body)).into_response()
 }

@@ -314,7 +314,8 @@ fn a_burst_of_five_hundred_pushes_coalesces_into_at_most_two_syncs() {
         let (code, body) = sender.join().unwrap();
         assert_eq!(code, 202, "{body}");
         assert!(
-            body["status"] == "queued" || body["status"] == "already queued",
+            ["queued", "already queued", "current"]
+                .contains(&body["status"].as_str().unwrap_or("")),
             "{body}"
         );
     }
@@ -323,7 +324,11 @@ fn a_burst_of_five_hundred_pushes_coalesces_into_at_most_two_syncs() {
     let syncs = sidecar.syncs() - before;
     assert!((1.0..=2.0).contains(&syncs), "{syncs} syncs for one burst");
     println!("RESULT valid flood: {BURST} signed pushes -> {syncs} sync(s)");
-    assert_eq!(sidecar.webhooks("accepted"), BURST as f64);
+    // Pushes that arrive once beta runs need no sync at all.
+    assert_eq!(
+        sidecar.webhooks("accepted") + sidecar.webhooks("current"),
+        BURST as f64
+    );
 }
 
 #[test]
