@@ -82,7 +82,10 @@ pub fn http(
     }
     req.push_str("\r\n");
     stream.write_all(req.as_bytes()).expect("write request");
-    stream.write_all(body).expect("write body");
+    // A server may answer early (413 for a body too large) and close while
+    // the body is still being sent: the write then fails, the answer is
+    // still there to read.
+    let _ = stream.write_all(body);
     let mut raw = Vec::new();
     let _ = stream.read_to_end(&mut raw);
     let text = String::from_utf8_lossy(&raw).into_owned();
