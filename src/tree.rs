@@ -43,6 +43,18 @@ pub struct TreeEntry {
     pub blob: Oid,
 }
 
+impl TreeEntry {
+    /// A file whose bytes are loaded, with its Git blob id computed.
+    pub fn file(path: impl Into<String>, bytes: Vec<u8>) -> TreeEntry {
+        TreeEntry {
+            path: path.into(),
+            kind: EntryKind::File,
+            blob: blob_id(&bytes),
+            content: Content::Loaded(bytes),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct Tree {
     pub entries: Vec<TreeEntry>,
@@ -156,12 +168,7 @@ fn read_file(full: &Path, rel: String, max_file_size: u64) -> Result<TreeEntry, 
         });
     }
     let bytes = fs::read(full).map_err(io_err)?;
-    Ok(TreeEntry {
-        path: rel,
-        kind: EntryKind::File,
-        blob: blob_id(&bytes),
-        content: Content::Loaded(bytes),
-    })
+    Ok(TreeEntry::file(rel, bytes))
 }
 
 /// The Git blob id of `bytes`, as `git hash-object` computes it.

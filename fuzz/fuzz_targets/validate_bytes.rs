@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tyk_gitops::tree::{Content, EntryKind, Tree, TreeEntry, blob_id};
+use tyk_gitops::tree::{Tree, TreeEntry};
 use tyk_gitops::validate::{Cache, Options, check};
 
 #[path = "common.rs"]
@@ -20,12 +20,7 @@ const PATHS: [&str; 7] = [
 ];
 
 fn file(path: &str, bytes: &[u8]) -> TreeEntry {
-    TreeEntry {
-        path: path.to_string(),
-        kind: EntryKind::File,
-        content: Content::Loaded(bytes.to_vec()),
-        blob: blob_id(bytes),
-    }
+    TreeEntry::file(path, bytes.to_vec())
 }
 
 fuzz_target!(|data: &[u8]| {

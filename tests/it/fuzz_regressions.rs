@@ -5,16 +5,11 @@
 use std::collections::BTreeSet;
 
 use serde_json::json;
-use tyk_gitops::tree::{Content, EntryKind, Tree, TreeEntry, blob_id};
+use tyk_gitops::tree::{Tree, TreeEntry};
 use tyk_gitops::validate::{Cache, Options, check};
 
 fn file(path: &str, bytes: &[u8]) -> TreeEntry {
-    TreeEntry {
-        path: path.into(),
-        kind: EntryKind::File,
-        content: Content::Loaded(bytes.to_vec()),
-        blob: blob_id(bytes),
-    }
+    TreeEntry::file(path, bytes.to_vec())
 }
 
 /// A bundle the validator accepts must be writable as a revision: no path

@@ -12,7 +12,7 @@ use std::process::Command;
 use git2::Oid;
 use proptest::prelude::*;
 use serde_json::{Value, json};
-use tyk_gitops::tree::{Content, EntryKind, Tree, TreeEntry, blob_id};
+use tyk_gitops::tree::{Content, EntryKind, Tree, TreeEntry};
 use tyk_gitops::validate::rules;
 use tyk_gitops::validate::{Cache, Options, Report, check};
 
@@ -97,12 +97,7 @@ fn every_case_reports_exactly_its_rule_and_file() {
 }
 
 fn file(path: &str, bytes: &[u8]) -> TreeEntry {
-    TreeEntry {
-        path: path.into(),
-        kind: EntryKind::File,
-        content: Content::Loaded(bytes.to_vec()),
-        blob: blob_id(bytes),
-    }
+    TreeEntry::file(path, bytes.to_vec())
 }
 
 fn api_bytes(id: &str) -> Vec<u8> {
