@@ -19,9 +19,10 @@ use serde_json::{Value, json};
 use crate::crash::{run_to_end, sync_cmd, with_gateway};
 use crate::support::git_server::{GitDaemon, GitHttp};
 use crate::support::node::{Node, SECRET};
+use crate::support::port::ReservedPort;
 use crate::support::repo::{ConfigRepo, api_json, git};
 use crate::support::sidecar::Sidecar;
-use crate::support::{bin, eventually, free_port, wait_for_port};
+use crate::support::{bin, eventually, wait_for_port};
 
 /// What the proxy in front of a server does with each new connection.
 #[derive(Clone, Debug)]
@@ -40,7 +41,7 @@ enum Mode {
 /// A TCP proxy on a fixed port, to break a real server in chosen ways and
 /// mend it again on the same address (what a client sees of an outage).
 struct FaultProxy {
-    port: u16,
+    port: Arc<ReservedPort>,
     mode: Arc<Mutex<Mode>>,
     /// Down: the port refuses connections.
     down: Arc<AtomicBool>,
@@ -49,9 +50,9 @@ struct FaultProxy {
 
 impl FaultProxy {
     fn start(upstream: SocketAddr) -> FaultProxy {
-        let port = free_port();
+        let port = Arc::new(ReservedPort::new());
         let proxy = FaultProxy {
-            port,
+            port: port.clone(),
             mode: Arc::new(Mutex::new(Mode::Pass)),
             down: Arc::new(AtomicBool::new(false)),
             stop: Arc::new(AtomicBool::new(false)),
@@ -68,16 +69,11 @@ impl FaultProxy {
                 }
                 let l = match &listener {
                     Some(l) => l,
-                    None => match TcpListener::bind(("127.0.0.1", port)) {
-                        Ok(l) => {
-                            l.set_nonblocking(true).expect("nonblocking");
-                            listener.insert(l)
-                        }
-                        Err(_) => {
-                            std::thread::sleep(Duration::from_millis(10));
-                            continue;
-                        }
-                    },
+                    None => {
+                        let l = port.listen();
+                        l.set_nonblocking(true).expect("nonblocking");
+                        listener.insert(l)
+                    }
                 };
                 match l.accept() {
                     Ok((client, _)) => {
@@ -93,7 +89,7 @@ impl FaultProxy {
     }
 
     fn addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.port))
+        self.port.addr()
     }
 
     fn set(&self, mode: Mode) {
@@ -208,7 +204,7 @@ impl Setup {
             .to_string_lossy()
             .into_owned();
         let proxy = FaultProxy::start(SocketAddr::from(([127, 0, 0, 1], daemon.port)));
-        let url = format!("git://127.0.0.1:{}/{name}", proxy.port);
+        let url = format!("git://127.0.0.1:{}/{name}", proxy.port.port());
         let node = Node::new();
         let setup = Setup {
             good: repo.head(),

@@ -4,6 +4,7 @@
 
 pub mod git_server;
 pub mod node;
+pub mod port;
 pub mod redis;
 pub mod repo;
 pub mod sidecar;
@@ -14,10 +15,43 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-/// A free loopback port (bound then released; good enough for tests).
+/// A free loopback port for a server the tests start (and may stop and
+/// start again on the same port).
+///
+/// Picked below the kernel's ephemeral range: a port from that range can be
+/// handed to a client as its source port while the server is down (a client
+/// retrying against it can even end up connected to itself), and the server
+/// cannot come back. Never the same port twice in one test process, so
+/// parallel tests do not race for a port between probe and bind.
 pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
-    listener.local_addr().expect("local addr").port()
+    use std::collections::HashSet;
+    use std::hash::{BuildHasher, RandomState};
+    use std::sync::{Mutex, OnceLock};
+    static GIVEN: OnceLock<Mutex<HashSet<u16>>> = OnceLock::new();
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (low, high) = (
+        ephemeral_low.saturating_sub(12_000).max(1024),
+        ephemeral_low,
+    );
+    let random = RandomState::new();
+    let mut given = GIVEN
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    for attempt in 0u32..10_000 {
+        let port = low + (random.hash_one(attempt) % u64::from(high - low)) as u16;
+        if given.contains(&port) {
+            continue;
+        }
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.insert(port);
+            return port;
+        }
+    }
+    panic!("no free loopback port in {low}..{high}")
 }
 
 /// Waits until something accepts on `addr`, or panics after `timeout`.
@@ -33,11 +67,20 @@ pub fn wait_for_port(addr: SocketAddr, timeout: Duration) {
 }
 
 /// A child process killed when the guard drops, so a failing test never
-/// leaves servers behind.
+/// leaves servers behind. A child that leads its own process group (spawned
+/// with `process_group(0)`) takes the whole group with it: `git daemon` runs
+/// `git-daemon` as a grandchild, which killing `git` alone would orphan.
 pub struct KillOnDrop(pub Child);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
+        let pid = self.0.id() as libc::pid_t;
+        // SAFETY: plain syscalls on a pid we spawned and have not reaped.
+        unsafe {
+            if libc::getpgid(pid) == pid {
+                libc::kill(-pid, libc::SIGKILL);
+            }
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -87,7 +130,11 @@ pub fn http(
     // still there to read.
     let _ = stream.write_all(body);
     let mut raw = Vec::new();
-    let _ = stream.read_to_end(&mut raw);
+    if let Err(err) = stream.read_to_end(&mut raw)
+        && raw.is_empty()
+    {
+        panic!("{method} {path} on {addr}: no answer: {err}");
+    }
     let text = String::from_utf8_lossy(&raw).into_owned();
     let status = text
         .split_whitespace()

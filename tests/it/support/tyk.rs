@@ -5,7 +5,7 @@
 //! sync test can block on the real binary while the emulator keeps answering.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -17,9 +17,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get};
 use axum::{Json, Router};
 use serde_json::{Value, json};
-use tokio::net::{TcpListener, TcpSocket};
+use tokio::net::TcpListener;
 use tokio::runtime::{Handle, Runtime};
 use tokio::sync::{Notify, oneshot, watch};
+
+use super::port::ReservedPort;
 
 /// Where the emulated gateway reads its files, as in `tyk.conf`.
 pub struct EmuConfig {
@@ -41,7 +43,7 @@ const FORBIDDEN: &str = "Attempted administrative access with invalid or missing
 
 pub struct TykEmulator {
     pub secret: String,
-    port: u16,
+    port: ReservedPort,
     shared: Arc<Shared>,
     /// Owned so the emulator's threads live exactly as long as it does.
     runtime: Option<Runtime>,
@@ -96,8 +98,8 @@ impl TykEmulator {
             done: watch::channel(0).0,
         });
         handle.spawn(reload_worker(shared.clone()));
-        let listener = bind(&handle, 0);
-        let port = listener.local_addr().expect("local addr").port();
+        let port = ReservedPort::new();
+        let listener = listen(&handle, &port);
         let emulator = TykEmulator {
             secret,
             port,
@@ -112,7 +114,7 @@ impl TykEmulator {
     }
 
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("http://{}", self.port.addr())
     }
 
     /// Down: the port refuses connections and open ones are closed. Up again:
@@ -127,7 +129,7 @@ impl TykEmulator {
             }
             (false, None) => {
                 drop(stop);
-                self.serve(bind(&self.handle, self.port));
+                self.serve(listen(&self.handle, &self.port));
             }
             (_, unchanged) => *stop = unchanged,
         }
@@ -207,7 +209,7 @@ impl TykEmulator {
     /// The listener is dropped asynchronously after the stop signal; return
     /// only once connecting fails, so a test's next request sees the outage.
     fn wait_refused(&self) {
-        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
+        let addr = self.port.addr();
         let start = Instant::now();
         while TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
             assert!(
@@ -238,23 +240,12 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Binds with SO_REUSEADDR so a restart on the same port is not refused
-/// because of connections the previous listener left in TIME_WAIT.
-fn bind(handle: &Handle, port: u16) -> TcpListener {
+/// A listener on the emulator's reserved port, registered with its runtime.
+fn listen(handle: &Handle, port: &ReservedPort) -> TcpListener {
     let _context = handle.enter();
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let start = Instant::now();
-    loop {
-        let socket = TcpSocket::new_v4().expect("socket");
-        socket.set_reuseaddr(true).expect("SO_REUSEADDR");
-        match socket.bind(addr) {
-            Ok(()) => return socket.listen(128).expect("listen"),
-            Err(err) if start.elapsed() > Duration::from_secs(5) => {
-                panic!("emulator cannot bind {addr}: {err}")
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(20)),
-        }
-    }
+    let listener = port.listen();
+    listener.set_nonblocking(true).expect("nonblocking");
+    TcpListener::from_std(listener).expect("register listener")
 }
 
 fn router(shared: Arc<Shared>) -> Router {
