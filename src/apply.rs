@@ -180,7 +180,7 @@ impl Revisions {
         let mut oids = Vec::with_capacity(files.len());
         for f in files {
             check_relative(&f.path)?;
-            oids.push(blob_id(&f.bytes));
+            oids.push(f.blob.unwrap_or_else(|| blob_id(&f.bytes)));
         }
         let mut listed: Vec<(String, String)> = files
             .iter()
@@ -220,9 +220,21 @@ impl Revisions {
             let dir = staging.join(dir);
             fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
         }
-        // File creation dominates a cold apply (one inode each); a few
-        // threads overlap the kernel work. Each file is independent.
-        let work: Vec<(&OutFile<'_>, Oid)> = files.iter().zip(oids).collect();
+        // Unchanged files are hard-linked, in one thread: links into one
+        // directory serialise on its lock, and more threads only spin on
+        // it. A link can fail (another filesystem, a link limit): the file
+        // is then written like a changed one.
+        let mut work: Vec<&OutFile<'_>> = Vec::new();
+        for (f, oid) in files.iter().zip(oids) {
+            let linked = previous
+                .get(&(f.path.clone(), oid))
+                .is_some_and(|src| fs::hard_link(src, staging.join(&f.path)).is_ok());
+            if !linked {
+                work.push(f);
+            }
+        }
+        // File creation dominates a cold apply (one inode and its data
+        // each); a few threads overlap the kernel work.
         let threads = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1)
@@ -231,7 +243,7 @@ impl Revisions {
         std::thread::scope(|scope| {
             let handles: Vec<_> = work
                 .chunks(chunk)
-                .map(|part| scope.spawn(|| write_files(&staging, part, &previous)))
+                .map(|part| scope.spawn(|| write_files(&staging, part)))
                 .collect();
             handles
                 .into_iter()
@@ -348,21 +360,11 @@ impl Revisions {
 
 /// Writes (or hard-links from the previous revision) one share of a
 /// revision's files into `staging`, whose directories already exist.
-fn write_files(
-    staging: &Path,
-    part: &[(&OutFile<'_>, Oid)],
-    previous: &HashMap<(String, Oid), PathBuf>,
-) -> Result<(), ApplyError> {
-    for (f, oid) in part {
+fn write_files(staging: &Path, part: &[&OutFile<'_>]) -> Result<(), ApplyError> {
+    for f in part {
         let dest = staging.join(&f.path);
-        let linked = match previous.get(&(f.path.clone(), *oid)) {
-            Some(src) => fs::hard_link(src, &dest).is_ok(),
-            None => false,
-        };
-        if !linked {
-            let mut out = File::create(&dest).map_err(io_err("create", &dest))?;
-            out.write_all(&f.bytes).map_err(io_err("write", &dest))?;
-        }
+        let mut out = File::create(&dest).map_err(io_err("create", &dest))?;
+        out.write_all(&f.bytes).map_err(io_err("write", &dest))?;
     }
     Ok(())
 }
@@ -409,6 +411,7 @@ mod tests {
         OutFile {
             path: path.to_string(),
             bytes: Cow::Borrowed(bytes),
+            blob: None,
         }
     }
 

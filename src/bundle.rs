@@ -11,6 +11,8 @@
 use std::borrow::Cow;
 use std::collections::{BTreeSet, HashSet};
 
+use git2::Oid;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -26,6 +28,13 @@ pub struct ApiFile {
     /// companion documents (`*-oas.json`, `*-mcp.json`), which it does not
     /// load as APIs.
     pub api_id: Option<String>,
+    /// The definition may name middleware files (its analysis found some,
+    /// or there was none): only such files are parsed again to rewrite
+    /// the paths.
+    pub names_files: bool,
+    /// Git blob id of `bytes` when known (read from Git), so the apply
+    /// stage need not hash them again.
+    pub blob: Option<Oid>,
 }
 
 /// One policy, as one JSON object whose `id` field equals `id`.
@@ -35,6 +44,9 @@ pub struct PolicyEntry {
     /// Where it came from, relative to the config root.
     pub source: String,
     pub bytes: Vec<u8>,
+    /// Git blob id of `bytes` when known (read from Git), so the apply
+    /// stage need not hash them again.
+    pub blob: Option<Oid>,
 }
 
 /// A file copied byte for byte (middleware, templates, tyk.conf).
@@ -43,6 +55,9 @@ pub struct PlainFile {
     /// Relative to the config root, and to the revision directory.
     pub path: String,
     pub bytes: Vec<u8>,
+    /// Git blob id of `bytes` when known (read from Git), so the apply
+    /// stage need not hash them again.
+    pub blob: Option<Oid>,
 }
 
 /// One file of a revision, relative to the revision directory.
@@ -50,6 +65,8 @@ pub struct PlainFile {
 pub struct OutFile<'a> {
     pub path: String,
     pub bytes: Cow<'a, [u8]>,
+    /// Git blob id of `bytes` when known; `None` for generated files.
+    pub blob: Option<Oid>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -108,13 +125,18 @@ impl Bundle {
             if !is_safe_flat_name(&app.name) {
                 continue;
             }
-            let bytes = match rewrite_middleware(&app.bytes, &plain, base) {
-                Some(rewritten) => Cow::Owned(rewritten),
-                None => Cow::Borrowed(app.bytes.as_slice()),
+            let rewritten = app
+                .names_files
+                .then(|| rewrite_middleware(&app.bytes, &plain, base))
+                .flatten();
+            let (bytes, blob) = match rewritten {
+                Some(rewritten) => (Cow::Owned(rewritten), None),
+                None => (Cow::Borrowed(app.bytes.as_slice()), app.blob),
             };
             out.push(OutFile {
                 path: format!("{APPS_DIR}/{}", app.name),
                 bytes,
+                blob,
             });
         }
         let mut taken = HashSet::new();
@@ -128,17 +150,20 @@ impl Bundle {
             out.push(OutFile {
                 path: format!("{POLICIES_DIR}/{name}.json"),
                 bytes: Cow::Borrowed(policy.bytes.as_slice()),
+                blob: policy.blob,
             });
         }
         out.push(OutFile {
             path: POLICIES_MAP.to_string(),
             bytes: Cow::Owned(policies_map(&self.policies)),
+            blob: None,
         });
         for file in self.middleware.iter().chain(&self.templates) {
             if is_safe_relative_path(&file.path) {
                 out.push(OutFile {
                     path: file.path.clone(),
                     bytes: Cow::Borrowed(file.bytes.as_slice()),
+                    blob: file.blob,
                 });
             }
         }
@@ -146,6 +171,7 @@ impl Bundle {
             out.push(OutFile {
                 path: TYK_CONF.to_string(),
                 bytes: Cow::Borrowed(conf.bytes.as_slice()),
+                blob: conf.blob,
             });
         }
         out
@@ -245,7 +271,7 @@ pub fn resolve_reference(path: &str) -> Result<Option<String>, ()> {
 
 /// A file a definition asks the gateway to open (JavaScript middleware, a
 /// Go plugin, a virtual endpoint's source).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MiddlewareRef {
     /// JSON pointer to the string holding the path.
     pub pointer: String,
@@ -457,6 +483,8 @@ mod tests {
             source: format!("apps/{name}"),
             bytes: serde_json::to_vec(doc).unwrap(),
             api_id: doc.get("api_id").and_then(Value::as_str).map(String::from),
+            names_files: true,
+            blob: Some(crate::tree::blob_id(&serde_json::to_vec(doc).unwrap())),
         }
     }
 
@@ -481,15 +509,27 @@ mod tests {
                 id: "p 1".into(),
                 source: "policies.json".into(),
                 bytes: br#"{"id": "p 1", "rate": 1}"#.to_vec(),
+                blob: None,
             }],
             middleware: vec![PlainFile {
                 path: "middleware/x.js".into(),
                 bytes: b"var x;".to_vec(),
+                blob: None,
             }],
             templates: vec![],
             tyk_conf: None,
         };
         let files = bundle.revision_files("/srv/current/");
+        // A known blob id always names the bytes written: rewritten files
+        // lose theirs, untouched ones keep it.
+        for f in &files {
+            if let Some(blob) = f.blob {
+                assert_eq!(blob, crate::tree::blob_id(&f.bytes), "{}", f.path);
+            }
+        }
+        let blob_of = |path: &str| files.iter().find(|f| f.path == path).unwrap().blob;
+        assert!(blob_of("apps/a.json").is_none());
+        assert!(blob_of("apps/b.json").is_some());
         let paths: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
         assert_eq!(paths.len(), 5, "{paths:?}");
         assert!(paths.contains(&"middleware/x.js"));

@@ -10,7 +10,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tracing::{Instrument, debug, info, info_span, warn};
 
@@ -217,25 +217,43 @@ impl Reconciler {
 
         revs.check_writable()?;
         // Fetch, read and validate off the runtime.
-        let (source, fetched, subpath, opts, cache) = (
+        let (source, fetched, subpath, opts, cache, root) = (
             self.source.clone(),
             commit.clone(),
             cfg.path.clone(),
             cfg.validate.clone(),
             self.cache.clone(),
+            cfg.root.clone(),
         );
         let checked = blocking(move || -> Result<_, SyncError> {
+            let started = Instant::now();
             source.fetch(&fetched)?;
+            debug!(ms = started.elapsed().as_millis() as u64, "fetched");
             let tree = source.read_tree(&fetched, subpath.as_deref(), opts.max_file_size)?;
             let files = tree.len();
+            debug!(
+                files,
+                ms = started.elapsed().as_millis() as u64,
+                "tree read"
+            );
             let mut cache = cache
                 .lock()
                 .map_err(|_| SyncError::Internal("validation cache poisoned".into()))?;
+            if cache.is_empty() {
+                *cache = validate::Cache::load(&root);
+            }
             let (bundle, report) = validate::check(tree, &opts, &mut cache);
-            Ok((bundle, report, files))
+            // Only an optimisation: a failed save costs the next process
+            // one full analysis.
+            if let Err(err) = cache.save(&root) {
+                warn!(error = %err, "cannot save the analysis cache");
+            }
+            debug!(ms = started.elapsed().as_millis() as u64, "checked");
+            let analysed = cache.analysed();
+            Ok((bundle, report, files, analysed))
         })
         .await??;
-        let (bundle, report, files) = checked;
+        let (bundle, report, files, analysed) = checked;
         let refused = report.rejects(cfg.validate.strict);
         for w in &report.warnings {
             warn!(file = %w.file, line = w.line, rule = w.rule, "{}", w.message);
@@ -262,6 +280,7 @@ impl Reconciler {
         }
         info!(
             files,
+            analysed,
             apis = bundle.api_ids().len(),
             policies = bundle.policy_ids().len(),
             "validated"
@@ -278,8 +297,14 @@ impl Reconciler {
         };
         let (write_revs, write_name) = (revs.clone(), name.clone());
         let manifest = blocking(move || {
+            let started = Instant::now();
             let files = bundle.revision_files(&base.to_string_lossy());
-            write_revs.write(&write_name, manifest_base, &files)
+            let written = write_revs.write(&write_name, manifest_base, &files);
+            debug!(
+                ms = started.elapsed().as_millis() as u64,
+                "revision written"
+            );
+            written
         })
         .await??;
         let previous = state

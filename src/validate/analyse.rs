@@ -3,6 +3,7 @@
 //! cross-file rules need is kept as `Facts`. The result depends only on the
 //! bytes and the file's role, so it is cached by blob id.
 
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::locate::{depth_exceeded, duplicate_keys, line_col, locate};
@@ -20,7 +21,7 @@ pub const MAX_DEPTH: usize = 127;
 pub const MAX_FINDINGS_PER_RULE: usize = 20;
 
 /// What a file is in the layout, as far as its analysis is concerned.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Role {
     /// A file in `apps/` (or named by `.tyk.json`); the companion suffix
     /// decides which schema applies.
@@ -35,7 +36,7 @@ pub enum Role {
     TykConf,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Companion {
     None,
     Oas,
@@ -54,15 +55,16 @@ impl Companion {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Analysis {
     /// With an empty `file`: the caller fills in the path (one blob may sit
     /// at several paths).
+    #[serde(with = "super::persist::findings")]
     pub findings: Vec<Finding>,
     pub facts: Facts,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub enum Facts {
     /// The file did not parse, or has nothing later rules use.
     #[default]
@@ -74,7 +76,7 @@ pub enum Facts {
     Index(IndexFacts),
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct ApiFacts {
     pub api_id: Option<String>,
     pub listen_path: Option<String>,
@@ -85,7 +87,7 @@ pub struct ApiFacts {
     pub refs: Vec<MiddlewareRef>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct OasFacts {
     pub has_extension: bool,
     /// `x-tyk-api-gateway.info.id` and the listen path, for the pairing hint.
@@ -94,7 +96,7 @@ pub struct OasFacts {
     pub refs: Vec<MiddlewareRef>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct PolicyFacts {
     pub id: Option<String>,
     pub org_id: Option<String>,
@@ -103,21 +105,22 @@ pub struct PolicyFacts {
     pub rights: Vec<(String, String)>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct MapPolicy {
     pub key: String,
     pub facts: PolicyFacts,
-    /// The policy object with `id` set to the key (the key wins in Tyk).
-    pub bytes: Vec<u8>,
+    /// The policy object with `id` set to the key (the key wins in Tyk),
+    /// serialised.
+    pub json: String,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct IndexFacts {
     pub files: Vec<IndexItem>,
     pub policies: Vec<IndexItem>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct IndexItem {
     pub file: String,
     /// `api_id` (files) or `id` (policies) as the index states it.
@@ -532,7 +535,7 @@ fn map_facts(sink: &mut Sink<'_>, doc: &Value) -> Facts {
             key: key.clone(),
             facts,
             // Serialising a Value cannot fail (its keys are strings).
-            bytes: serde_json::to_vec_pretty(&policy).unwrap_or_default(),
+            json: serde_json::to_string_pretty(&policy).unwrap_or_default(),
         });
     }
     Facts::PolicyMap(out)
@@ -610,7 +613,7 @@ mod tests {
             panic!("not a map")
         };
         assert_eq!(entries[0].key, "gold");
-        let v: Value = serde_json::from_slice(&entries[0].bytes).unwrap();
+        let v: Value = serde_json::from_str(&entries[0].json).unwrap();
         assert_eq!(v["id"], "gold");
     }
 }

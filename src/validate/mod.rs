@@ -9,6 +9,7 @@
 mod analyse;
 pub mod command;
 mod locate;
+mod persist;
 pub mod report;
 pub mod rules;
 mod schema;
@@ -46,12 +47,16 @@ impl Default for Options {
 
 /// Per-file results keyed by Git blob id (and the file's role: one blob can
 /// be an API in one place and a policy in another), so a commit that changes
-/// one file re-validates only that file. Lives as long as the process; each
-/// `check` keeps only the entries its tree used, so it never outgrows one
-/// commit.
+/// one file re-validates only that file. Lives as long as the process, and
+/// across processes through `load` and `save` (`persist.rs`); each `check`
+/// keeps only the entries its tree used, so it never outgrows one commit.
 #[derive(Debug, Default)]
 pub struct Cache {
     entries: HashMap<(Oid, Role), Arc<Analysis>>,
+    /// Changed since loaded or saved.
+    dirty: bool,
+    /// Files the last `check` analysed afresh (not found in the cache).
+    analysed: usize,
 }
 
 impl Cache {
@@ -60,6 +65,10 @@ impl Cache {
     }
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+    /// Files the last `check` had to analyse (the rest came from the cache).
+    pub fn analysed(&self) -> usize {
+        self.analysed
     }
 
     fn analyse(
@@ -71,12 +80,18 @@ impl Cache {
     ) -> Arc<Analysis> {
         // A zero id means "unknown" (entries built by hand): never share it.
         if blob.is_zero() {
+            self.analysed += 1;
             return Arc::new(analyse::analyse(role, bytes));
         }
         used.insert((blob, role));
+        let (dirty, analysed) = (&mut self.dirty, &mut self.analysed);
         self.entries
             .entry((blob, role))
-            .or_insert_with(|| Arc::new(analyse::analyse(role, bytes)))
+            .or_insert_with(|| {
+                *dirty = true;
+                *analysed += 1;
+                Arc::new(analyse::analyse(role, bytes))
+            })
             .clone()
     }
 }
@@ -97,6 +112,7 @@ enum Place {
 pub fn check(mut tree: Tree, opts: &Options, cache: &mut Cache) -> (Bundle, Report) {
     let mut report = Report::default();
     let mut used = HashSet::new();
+    cache.analysed = 0;
 
     let index = read_index(&tree, opts, cache, &mut used, &mut report);
 
@@ -213,7 +229,9 @@ pub fn check(mut tree: Tree, opts: &Options, cache: &mut Cache) -> (Bundle, Repo
         rules::cross_file(&items, &tree, &mut report)
     };
 
+    let before = cache.entries.len();
     cache.entries.retain(|k, _| used.contains(k));
+    cache.dirty |= cache.entries.len() != before;
     report.sort();
     let bundle = build_bundle(&mut tree, work, plain, &extra);
     (bundle, report)
@@ -444,6 +462,11 @@ impl Index {
     }
 }
 
+/// The entry's blob id, when it has a real one (the bytes' Git id).
+fn blob_of(tree: &Tree, i: usize) -> Option<Oid> {
+    Some(tree.entries[i].blob).filter(|b| !b.is_zero())
+}
+
 fn take_bytes(tree: &mut Tree, i: usize) -> Vec<u8> {
     match &mut tree.entries[i].content {
         Content::Loaded(b) => std::mem::take(b),
@@ -471,6 +494,7 @@ fn build_bundle(
         let file = PlainFile {
             path,
             bytes: take_bytes(tree, i),
+            blob: blob_of(tree, i),
         };
         match place {
             Place::Template => bundle.templates.push(file),
@@ -484,6 +508,7 @@ fn build_bundle(
             bundle.middleware.push(PlainFile {
                 path,
                 bytes: take_bytes(tree, i),
+                blob: blob_of(tree, i),
             });
         }
     }
@@ -495,13 +520,20 @@ fn build_bundle(
                 name,
                 source,
                 api_id: api.api_id.clone(),
+                names_files: !api.refs.is_empty(),
                 bytes: take_bytes(tree, i),
+                blob: blob_of(tree, i),
             }),
-            (_, Role::Api(_)) => bundle.apps.push(ApiFile {
+            (facts, Role::Api(_)) => bundle.apps.push(ApiFile {
                 name,
                 source,
                 api_id: None,
+                names_files: match facts {
+                    Facts::Openapi(oas) => !oas.refs.is_empty(),
+                    _ => true,
+                },
                 bytes: take_bytes(tree, i),
+                blob: blob_of(tree, i),
             }),
             (Facts::Policy(p), _) => {
                 if let Some(id) = p.id.clone().filter(|id| !id.is_empty()) {
@@ -509,6 +541,7 @@ fn build_bundle(
                         id,
                         source,
                         bytes: take_bytes(tree, i),
+                        blob: blob_of(tree, i),
                     });
                 }
             }
@@ -517,7 +550,8 @@ fn build_bundle(
                     bundle.policies.push(PolicyEntry {
                         id: e.key.clone(),
                         source: source.clone(),
-                        bytes: e.bytes.clone(),
+                        bytes: e.json.clone().into_bytes(),
+                        blob: None,
                     });
                 }
             }
@@ -525,6 +559,7 @@ fn build_bundle(
                 bundle.tyk_conf = Some(PlainFile {
                     path: source,
                     bytes: take_bytes(tree, i),
+                    blob: blob_of(tree, i),
                 });
             }
             _ => {}

@@ -41,6 +41,20 @@ const SOURCES: [(&str, &str); 6] = [
     ),
 ];
 
+/// SHA-256 over every embedded schema: part of the on-disk analysis cache's
+/// format tag, so a build with other schemas never trusts older results.
+pub fn fingerprint() -> String {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    for (name, source) in SOURCES {
+        hasher.update(name.as_bytes());
+        hasher.update([0]);
+        hasher.update(source.as_bytes());
+        hasher.update([0]);
+    }
+    hex::encode(hasher.finalize())
+}
+
 impl Kind {
     fn file(self) -> &'static str {
         match self {

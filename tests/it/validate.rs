@@ -47,7 +47,21 @@ fn run_case(dir: &Path) -> (Report, BTreeSet<(String, String)>) {
         }
     }
     let tree = Tree::from_dir(dir, opts.max_file_size).expect("read case");
-    let (_, report) = check(tree, &opts, &mut Cache::default());
+    let mut cache = Cache::default();
+    let (_, report) = check(tree.clone(), &opts, &mut cache);
+    // The same verdict from the analyses saved on disk and loaded by another
+    // process (a one-shot sync), without analysing anything again.
+    let saved = tempfile::tempdir().expect("tempdir");
+    cache.save(saved.path()).expect("save the analysis cache");
+    let mut loaded = Cache::load(saved.path());
+    let (_, again) = check(tree, &opts, &mut loaded);
+    assert_eq!(
+        again,
+        report,
+        "{}: verdict from the saved cache",
+        dir.display()
+    );
+    assert_eq!(loaded.analysed(), 0, "{}: analysed again", dir.display());
     (report, expected)
 }
 
@@ -183,6 +197,53 @@ fn cache_reanalyses_only_changed_files() {
         BTreeSet::from([("schema".into(), "apps/a0.json".into())])
     );
     assert_eq!(cache.len(), 50);
+    assert_eq!(cache.analysed(), 1);
+}
+
+#[test]
+fn a_saved_cache_from_another_build_or_torn_is_ignored() {
+    let mut entries: Vec<TreeEntry> = (0..20)
+        .map(|i| file(&format!("apps/a{i}.json"), &api_bytes(&format!("a{i}"))))
+        .collect();
+    entries[0] = file("apps/a0.json", br#"{"api_id": "a0"}"#);
+    let tree = Tree::from_entries(entries);
+    let root = tempfile::tempdir().expect("tempdir");
+    let mut cache = Cache::default();
+    let (_, fresh) = check(tree.clone(), &Options::default(), &mut cache);
+    assert!(fresh.has_errors());
+    cache.save(root.path()).expect("save");
+    let saved = root.path().join("analysis-cache");
+    let text = fs::read_to_string(&saved).expect("saved cache");
+
+    let mut loaded = Cache::load(root.path());
+    assert_eq!(loaded.len(), 20);
+    check(tree.clone(), &Options::default(), &mut loaded);
+    assert_eq!(loaded.analysed(), 0);
+
+    let tag = serde_json::from_str::<Value>(&text).expect("json")["tag"]
+        .as_str()
+        .expect("tag")
+        .to_string();
+    assert!(tag.contains(env!("CARGO_PKG_VERSION")), "{tag}");
+    assert!(text.contains(r#""rule":"schema""#));
+    let others = [
+        text.replacen(&tag, "tyk-gitops 0.0.0 analysis 1 schemas other", 1),
+        text[..text.len() / 2].to_string(),
+        text.replacen(r#""rule":"schema""#, r#""rule":"no-such-rule""#, 1),
+        String::new(),
+    ];
+    for other in others {
+        fs::write(&saved, &other).expect("write");
+        let mut cache = Cache::load(root.path());
+        let (_, report) = check(tree.clone(), &Options::default(), &mut cache);
+        assert_eq!(report, fresh);
+        assert_eq!(
+            cache.analysed(),
+            20,
+            "trusted: {}",
+            &other[..other.len().min(200)]
+        );
+    }
 }
 
 #[test]
@@ -207,6 +268,11 @@ fn revision_files_of_a_checked_bundle_are_safe_and_complete() {
         BTreeSet::from(["gold".into(), "silver".into()])
     );
     let files = bundle.revision_files("/var/lib/tyk-gitops/current");
+    for f in &files {
+        if let Some(blob) = f.blob {
+            assert_eq!(blob, tyk_gitops::tree::blob_id(&f.bytes), "{}", f.path);
+        }
+    }
     let paths: BTreeSet<&str> = files.iter().map(|f| f.path.as_str()).collect();
     let want: BTreeSet<&str> = [
         "apps/a.json",
@@ -477,6 +543,10 @@ proptest! {
         let (bundle, _) = check(Tree::from_entries(entries), &Options::default(), &mut Cache::default());
         for f in bundle.revision_files("/r") {
             prop_assert!(!f.path.starts_with('/') && !f.path.split('/').any(|s| s == ".." || s.is_empty()));
+            // A blob id carried to the apply stage names the bytes written.
+            if let Some(blob) = f.blob {
+                prop_assert_eq!(blob, tyk_gitops::tree::blob_id(&f.bytes));
+            }
         }
     }
 
