@@ -6,7 +6,7 @@
 //! one whole revision (or does not exist yet); temporary names never end in
 //! `.json`, because the gateway loads every `*.json`, dotfiles included.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::os::fd::AsRawFd;
@@ -167,15 +167,22 @@ impl Revisions {
         }
     }
 
-    /// Writes a complete revision named `name` and flushes it to disk. Files
-    /// equal to one in `current` are hard-linked from it, so an incremental
-    /// apply costs O(changed files). When a revision of that name already
-    /// holds exactly these files, it is reused as is.
+    /// Writes a complete revision named `name` and flushes it to disk. When
+    /// a revision of that name already holds exactly these files, it is
+    /// reused as is.
+    ///
+    /// `recycle` names a revision about to be pruned (see `surplus`): its
+    /// directory leaves the revision namespace by one rename and becomes the
+    /// new one, keeping every file it shares with it, so a one-file change
+    /// costs a few file operations instead of a link per file (and, at
+    /// prune time, an unlink per file). Other files equal to one in
+    /// `current` are hard-linked from it; the rest are written.
     pub fn write(
         &self,
         name: &str,
         manifest_base: Manifest,
         files: &[OutFile<'_>],
+        recycle: Option<&str>,
     ) -> Result<Manifest, ApplyError> {
         let mut oids = Vec::with_capacity(files.len());
         for f in files {
@@ -207,16 +214,26 @@ impl Revisions {
             self.remove_revision(name)?;
         }
 
-        let previous = self.previous_files()?;
         let staging = self
             .dir()
             .join(format!("{STAGING_PREFIX}{name}-{}", std::process::id()));
-        fs::create_dir_all(&staging).map_err(io_err("create", &staging))?;
-        let dirs: BTreeSet<&Path> = files
+        let wanted: HashMap<&str, Oid> = files
             .iter()
-            .filter_map(|f| Path::new(&f.path).parent())
+            .zip(&oids)
+            .map(|(f, oid)| (f.path.as_str(), *oid))
             .collect();
-        for dir in dirs {
+        let needed_dirs: BTreeSet<&Path> = files
+            .iter()
+            .flat_map(|f| Path::new(&f.path).ancestors().skip(1))
+            .filter(|d| !d.as_os_str().is_empty())
+            .collect();
+        let recycled = match recycle.filter(|old| *old != name) {
+            Some(old) => self.recycle(old, &staging, &wanted, &needed_dirs)?,
+            None => None,
+        };
+        let kept = recycled.unwrap_or_default();
+        fs::create_dir_all(&staging).map_err(io_err("create", &staging))?;
+        for dir in &needed_dirs {
             let dir = staging.join(dir);
             fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
         }
@@ -224,15 +241,31 @@ impl Revisions {
         // directory serialise on its lock, and more threads only spin on
         // it. A link can fail (another filesystem, a link limit): the file
         // is then written like a changed one.
+        let unkept: Vec<(&OutFile<'_>, Oid)> = files
+            .iter()
+            .zip(oids)
+            .filter(|(f, _)| !kept.contains(f.path.as_str()))
+            .collect();
+        let previous = self.previous_files(unkept.len())?;
         let mut work: Vec<&OutFile<'_>> = Vec::new();
-        for (f, oid) in files.iter().zip(oids) {
-            let linked = previous
-                .get(&(f.path.clone(), oid))
+        let mut linked = 0usize;
+        for (f, oid) in unkept {
+            let link = previous
+                .source(&f.path, oid, f.bytes.len())
                 .is_some_and(|src| fs::hard_link(src, staging.join(&f.path)).is_ok());
-            if !linked {
+            if link {
+                linked += 1;
+            } else {
                 work.push(f);
             }
         }
+        tracing::debug!(
+            kept = kept.len(),
+            linked,
+            written = work.len(),
+            recycled = recycle.unwrap_or(""),
+            "revision files"
+        );
         // File creation dominates a cold apply (one inode and its data
         // each); a few threads overlap the kernel work.
         let threads = std::thread::available_parallelism()
@@ -293,6 +326,25 @@ impl Revisions {
     /// Removes revisions beyond the `keep` most recent, never the one
     /// `current` points at, nor any named in `protect`.
     pub fn prune(&self, keep: usize, protect: &[&str]) -> Result<Vec<String>, ApplyError> {
+        let removable = self.removable(keep, protect)?;
+        for name in &removable {
+            self.remove_revision(name)?;
+        }
+        Ok(removable)
+    }
+
+    /// The revision `prune(keep, protect)` would remove once one more
+    /// revision is published (the oldest such), to be recycled by `write`.
+    pub fn surplus(&self, keep: usize, protect: &[&str]) -> Result<Option<String>, ApplyError> {
+        Ok(self
+            .removable(keep.saturating_sub(1), protect)?
+            .into_iter()
+            .next_back())
+    }
+
+    /// Revisions beyond the `keep` most recent (newest first), without
+    /// `current` and `protect`.
+    fn removable(&self, keep: usize, protect: &[&str]) -> Result<Vec<String>, ApplyError> {
         let current = self.current()?;
         let dir = self.dir();
         let mut revs = Vec::new();
@@ -309,15 +361,92 @@ impl Revisions {
             revs.push((modified, name));
         }
         revs.sort_by(|a, b| b.cmp(a));
-        let mut removed = Vec::new();
-        for (_, name) in revs.into_iter().skip(keep) {
-            if current.as_deref() == Some(name.as_str()) || protect.contains(&name.as_str()) {
-                continue;
-            }
-            self.remove_revision(&name)?;
-            removed.push(name);
+        Ok(revs
+            .into_iter()
+            .skip(keep)
+            .map(|(_, name)| name)
+            .filter(|name| current.as_deref() != Some(name) && !protect.contains(&name.as_str()))
+            .collect())
+    }
+
+    /// Moves revision `old` to `staging` and strips it down to the files it
+    /// shares with the new revision (same path, same blob id by its
+    /// manifest): everything else is removed, including anything its
+    /// manifest does not list. Returns the paths kept, or `None` when `old`
+    /// is gone or has no readable manifest (then nothing was moved).
+    /// Files are only ever unlinked here, never written: they may be hard
+    /// links shared with `current`.
+    fn recycle(
+        &self,
+        old: &str,
+        staging: &Path,
+        wanted: &HashMap<&str, Oid>,
+        needed_dirs: &BTreeSet<&Path>,
+    ) -> Result<Option<HashSet<String>>, ApplyError> {
+        if self.current()?.as_deref() == Some(old) {
+            return Ok(None);
         }
-        Ok(removed)
+        let Ok(manifest) = self.manifest(old) else {
+            return Ok(None);
+        };
+        let listed: HashMap<&str, &str> = manifest
+            .files
+            .iter()
+            .map(|(path, oid)| (path.as_str(), oid.as_str()))
+            .collect();
+        let from = self.path_of(old);
+        match fs::rename(&from, staging) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_err("rename", &from)(e)),
+        }
+        #[cfg(feature = "failpoints")]
+        fail::fail_point!("apply-after-recycle");
+        let mut kept = HashSet::new();
+        let mut dirs = Vec::new();
+        let mut stack = vec![(staging.to_path_buf(), String::new())];
+        while let Some((dir, prefix)) = stack.pop() {
+            for entry in fs::read_dir(&dir).map_err(io_err("list", &dir))? {
+                let entry = entry.map_err(io_err("list", &dir))?;
+                let path = entry.path();
+                let file_type = entry.file_type().map_err(io_err("stat", &path))?;
+                let name = entry.file_name().into_string().ok();
+                let rel = name.map(|n| match prefix.is_empty() {
+                    true => n,
+                    false => format!("{prefix}/{n}"),
+                });
+                if file_type.is_dir() {
+                    match rel {
+                        Some(rel) => {
+                            stack.push((path, rel.clone()));
+                            dirs.push(rel);
+                        }
+                        None => fs::remove_dir_all(&path).map_err(io_err("remove", &path))?,
+                    }
+                    continue;
+                }
+                let keep = file_type.is_file()
+                    && rel.as_deref().is_some_and(|rel| {
+                        let same = |oid: &Oid| listed.get(rel) == Some(&oid.to_string().as_str());
+                        rel != MANIFEST && wanted.get(rel).is_some_and(same)
+                    });
+                match rel {
+                    Some(rel) if keep => {
+                        kept.insert(rel);
+                    }
+                    _ => fs::remove_file(&path).map_err(io_err("remove", &path))?,
+                }
+            }
+        }
+        // Folders no new file lives in are empty by now; deepest first.
+        dirs.sort_by_key(|d| std::cmp::Reverse(d.len()));
+        for dir in dirs {
+            if !needed_dirs.contains(Path::new(&dir)) {
+                let path = staging.join(&dir);
+                fs::remove_dir(&path).map_err(io_err("remove", &path))?;
+            }
+        }
+        Ok(Some(kept))
     }
 
     /// Removes revision `name`: renamed out of the revision namespace first
@@ -337,24 +466,59 @@ impl Revisions {
         fs::remove_dir_all(&trash).map_err(io_err("remove", &trash))
     }
 
-    /// `(path, blob id)` → file in the current revision, for hard links.
-    fn previous_files(&self) -> Result<HashMap<(String, Oid), PathBuf>, ApplyError> {
+    /// Where to find files of `current` to hard-link. For a handful of
+    /// files each is checked on its own (size, then blob id of its bytes),
+    /// cheaper than reading a manifest of 10,000 entries; past that, the
+    /// manifest.
+    fn previous_files(&self, wanted: usize) -> Result<Previous, ApplyError> {
+        const FEW: usize = 64;
         let Some(name) = self.current()? else {
-            return Ok(HashMap::new());
-        };
-        let Ok(manifest) = self.manifest(&name) else {
-            return Ok(HashMap::new());
+            return Ok(Previous::None);
         };
         let base = self.path_of(&name);
-        Ok(manifest
-            .files
-            .into_iter()
-            .filter_map(|(path, oid)| {
-                let oid = Oid::from_str(&oid).ok()?;
-                let full = base.join(&path);
-                Some(((path, oid), full))
-            })
-            .collect())
+        if wanted <= FEW {
+            return Ok(Previous::Check(base));
+        }
+        let Ok(manifest) = self.manifest(&name) else {
+            return Ok(Previous::None);
+        };
+        Ok(Previous::Listed(
+            manifest
+                .files
+                .into_iter()
+                .filter_map(|(path, oid)| {
+                    let oid = Oid::from_str(&oid).ok()?;
+                    let full = base.join(&path);
+                    Some(((path, oid), full))
+                })
+                .collect(),
+        ))
+    }
+}
+
+/// Files of the current revision that a new one may hard-link.
+enum Previous {
+    None,
+    /// `(path, blob id)` → file, from current's manifest.
+    Listed(HashMap<(String, Oid), PathBuf>),
+    /// Current's directory; a file qualifies when its bytes have the id.
+    Check(PathBuf),
+}
+
+impl Previous {
+    fn source(&self, path: &str, oid: Oid, len: usize) -> Option<PathBuf> {
+        match self {
+            Previous::None => None,
+            Previous::Listed(files) => files.get(&(path.to_string(), oid)).cloned(),
+            Previous::Check(base) => {
+                let full = base.join(path);
+                let meta = fs::symlink_metadata(&full).ok()?;
+                let same = meta.is_file()
+                    && meta.len() == len as u64
+                    && fs::read(&full).is_ok_and(|bytes| blob_id(&bytes) == oid);
+                same.then_some(full)
+            }
+        }
     }
 }
 
@@ -427,7 +591,7 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let revs = Revisions::open(root.path()).unwrap();
         assert_eq!(revs.current().unwrap(), None);
-        revs.write("aaa", base("aaa"), &[file("apps/a.json", b"{}")])
+        revs.write("aaa", base("aaa"), &[file("apps/a.json", b"{}")], None)
             .unwrap();
         revs.publish("aaa").unwrap();
         assert_eq!(revs.current().unwrap().as_deref(), Some("aaa"));
@@ -446,6 +610,7 @@ mod tests {
             "one",
             base("one"),
             &[file("apps/a.json", b"A"), file("apps/b.json", b"B")],
+            None,
         )
         .unwrap();
         revs.publish("one").unwrap();
@@ -453,6 +618,7 @@ mod tests {
             "two",
             base("two"),
             &[file("apps/a.json", b"A"), file("apps/b.json", b"B2")],
+            None,
         )
         .unwrap();
         let ino = |rev: &str, f: &str| fs::metadata(revs.path_of(rev).join(f)).unwrap().ino();
@@ -460,12 +626,139 @@ mod tests {
         assert_ne!(ino("one", "apps/b.json"), ino("two", "apps/b.json"));
     }
 
+    /// Every file under a revision directory, with its bytes.
+    fn contents(dir: &Path) -> BTreeSet<(String, Vec<u8>)> {
+        let mut out = BTreeSet::new();
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in fs::read_dir(&d).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else {
+                    let rel = p.strip_prefix(dir).unwrap().to_string_lossy().into_owned();
+                    out.insert((rel, fs::read(&p).unwrap()));
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_surplus_revision_is_recycled_into_exactly_the_new_files() {
+        let root = tempfile::tempdir().unwrap();
+        let revs = Revisions::open(root.path()).unwrap();
+        let old = [
+            file("apps/a.json", b"A"),
+            file("apps/b.json", b"B"),
+            file("apps/gone.json", b"G"),
+            file("middleware/deep/x.js", b"X"),
+        ];
+        revs.write("r1", base("r1"), &old, None).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(15));
+        revs.write("r2", base("r2"), &old, None).unwrap();
+        revs.publish("r2").unwrap();
+        // Something the manifest does not list, and a listed file gone.
+        fs::write(revs.path_of("r1").join("apps/stray.json"), b"{}").unwrap();
+        fs::remove_file(revs.path_of("r1").join("apps/b.json")).unwrap();
+        let a_inode = fs::metadata(revs.path_of("r1").join("apps/a.json"))
+            .unwrap()
+            .ino();
+
+        assert_eq!(revs.surplus(2, &[]).unwrap().as_deref(), Some("r1"));
+        assert_eq!(revs.surplus(3, &[]).unwrap(), None);
+        assert_eq!(revs.surplus(2, &["r1"]).unwrap(), None);
+        let new = [
+            file("apps/a.json", b"A"),
+            file("apps/b.json", b"B"),
+            file("apps/c.json", b"C"),
+            file("templates/t.json", b"T"),
+        ];
+        let manifest = revs.write("r3", base("r3"), &new, Some("r1")).unwrap();
+        assert!(!revs.path_of("r1").exists());
+        let mut want: BTreeSet<(String, Vec<u8>)> = new
+            .iter()
+            .map(|f| (f.path.clone(), f.bytes.to_vec()))
+            .collect();
+        want.insert((MANIFEST.into(), serde_json::to_vec(&manifest).unwrap()));
+        assert_eq!(contents(&revs.path_of("r3")), want);
+        assert!(!revs.path_of("r3").join("middleware").exists());
+        // Kept, not rewritten; the missing file came from current.
+        let ino = |rev: &str, f: &str| fs::metadata(revs.path_of(rev).join(f)).unwrap().ino();
+        assert_eq!(ino("r3", "apps/a.json"), a_inode);
+        assert_eq!(ino("r3", "apps/b.json"), ino("r2", "apps/b.json"));
+        // current was never touched.
+        assert_eq!(
+            contents(&revs.path_of("r2")).len(),
+            old.len() + 1,
+            "current lost files"
+        );
+    }
+
+    #[test]
+    fn a_changed_file_in_a_recycled_revision_is_replaced_not_written_through() {
+        // r1 and current share the inode of apps/a.json; recycling r1 into
+        // a revision where a.json changed must not change current's copy.
+        let root = tempfile::tempdir().unwrap();
+        let revs = Revisions::open(root.path()).unwrap();
+        revs.write("r1", base("r1"), &[file("apps/a.json", b"A")], None)
+            .unwrap();
+        revs.publish("r1").unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(15));
+        revs.write("r2", base("r2"), &[file("apps/a.json", b"A")], None)
+            .unwrap();
+        revs.publish("r2").unwrap();
+        let manifest = revs
+            .write("r3", base("r3"), &[file("apps/a.json", b"A2")], Some("r1"))
+            .unwrap();
+        assert_eq!(manifest.files.len(), 1);
+        assert_eq!(
+            fs::read(revs.path_of("r3").join("apps/a.json")).unwrap(),
+            b"A2"
+        );
+        assert_eq!(
+            fs::read(root.path().join("current/apps/a.json")).unwrap(),
+            b"A"
+        );
+        // Never the revision current points at.
+        let again = revs
+            .write("r4", base("r4"), &[file("apps/a.json", b"A4")], Some("r2"))
+            .unwrap();
+        assert_eq!(again.files.len(), 1);
+        assert!(revs.path_of("r2").exists());
+        assert_eq!(
+            fs::read(root.path().join("current/apps/a.json")).unwrap(),
+            b"A"
+        );
+    }
+
+    #[test]
+    fn many_unchanged_files_are_linked_by_the_manifest() {
+        let root = tempfile::tempdir().unwrap();
+        let revs = Revisions::open(root.path()).unwrap();
+        let bodies: Vec<(String, Vec<u8>)> = (0..100)
+            .map(|i| (format!("apps/a{i}.json"), format!("{i}").into_bytes()))
+            .collect();
+        let files: Vec<OutFile<'_>> = bodies.iter().map(|(p, b)| file(p, b)).collect();
+        revs.write("one", base("one"), &files, None).unwrap();
+        revs.publish("one").unwrap();
+        let mut changed = files.clone();
+        changed[7] = file("apps/a7.json", b"seven");
+        revs.write("two", base("two"), &changed, None).unwrap();
+        let ino = |rev: &str, f: &str| fs::metadata(revs.path_of(rev).join(f)).unwrap().ino();
+        for (i, (path, _)) in bodies.iter().enumerate() {
+            assert_eq!(ino("one", path) == ino("two", path), i != 7, "{path}");
+        }
+    }
+
     #[test]
     fn unsafe_paths_are_refused_and_nothing_is_published() {
         let root = tempfile::tempdir().unwrap();
         let revs = Revisions::open(root.path()).unwrap();
         for bad in ["../x.json", "/etc/x.json", "apps/../../x", ""] {
-            let err = revs.write("r", base("r"), &[file(bad, b"x")]).unwrap_err();
+            let err = revs
+                .write("r", base("r"), &[file(bad, b"x")], None)
+                .unwrap_err();
             assert!(matches!(err, ApplyError::UnsafePath { .. }), "{bad}");
         }
         assert_eq!(revs.current().unwrap(), None);
@@ -489,8 +782,13 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let revs = Revisions::open(root.path()).unwrap();
         for name in ["r1", "r2", "r3", "r4", "r5"] {
-            revs.write(name, base(name), &[file("apps/a.json", name.as_bytes())])
-                .unwrap();
+            revs.write(
+                name,
+                base(name),
+                &[file("apps/a.json", name.as_bytes())],
+                None,
+            )
+            .unwrap();
             // Distinct mtimes order the revisions.
             std::thread::sleep(std::time::Duration::from_millis(15));
         }
@@ -506,7 +804,7 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let revs = Revisions::open(root.path()).unwrap();
         assert_eq!(revs.name_for("abc").unwrap(), "abc");
-        revs.write("abc", base("abc"), &[file("apps/a.json", b"1")])
+        revs.write("abc", base("abc"), &[file("apps/a.json", b"1")], None)
             .unwrap();
         revs.publish("abc").unwrap();
         assert_eq!(revs.name_for("abc").unwrap(), "abc.1");

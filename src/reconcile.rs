@@ -107,7 +107,9 @@ pub struct Reconciler {
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, SyncError> {
-    tokio::task::spawn_blocking(f)
+    // The sync's span (its short sha) follows the work onto the pool.
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || span.in_scope(f))
         .await
         .map_err(|e| SyncError::Internal(format!("blocking task failed: {e}")))
 }
@@ -227,38 +229,43 @@ impl Reconciler {
         );
         let checked = blocking(move || -> Result<_, SyncError> {
             let started = Instant::now();
-            source.fetch(&fetched)?;
-            debug!(ms = started.elapsed().as_millis() as u64, "fetched");
-            let tree = source.read_tree(&fetched, subpath.as_deref(), opts.max_file_size)?;
-            let files = tree.len();
-            debug!(
-                files,
-                ms = started.elapsed().as_millis() as u64,
-                "tree read"
-            );
             let mut cache = cache
                 .lock()
                 .map_err(|_| SyncError::Internal("validation cache poisoned".into()))?;
-            if cache.is_empty() {
-                *cache = validate::Cache::load(&root);
-            }
+            let tree = std::thread::scope(|scope| {
+                // A new process reads the saved analyses while Git works.
+                let loading = cache
+                    .is_empty()
+                    .then(|| scope.spawn(|| validate::Cache::load(&root)));
+                source.fetch(&fetched)?;
+                debug!(ms = started.elapsed().as_millis() as u64, "fetched");
+                let tree = source.read_tree(&fetched, subpath.as_deref(), opts.max_file_size)?;
+                debug!(
+                    files = tree.len(),
+                    ms = started.elapsed().as_millis() as u64,
+                    "tree read"
+                );
+                if let Some(Ok(loaded)) = loading.map(|l| l.join()) {
+                    *cache = loaded;
+                }
+                Ok::<_, SyncError>(tree)
+            })?;
+            let files = tree.len();
             let (bundle, report) = validate::check(tree, &opts, &mut cache);
-            // Only an optimisation: a failed save costs the next process
-            // one full analysis.
-            if let Err(err) = cache.save(&root) {
-                warn!(error = %err, "cannot save the analysis cache");
-            }
             debug!(ms = started.elapsed().as_millis() as u64, "checked");
-            let analysed = cache.analysed();
-            Ok((bundle, report, files, analysed))
+            Ok((bundle, report, files, cache.analysed(), cache.changes()))
         })
         .await??;
-        let (bundle, report, files, analysed) = checked;
+        let (bundle, report, files, analysed, changes) = checked;
         let refused = report.rejects(cfg.validate.strict);
         for w in &report.warnings {
             warn!(file = %w.file, line = w.line, rule = w.rule, "{}", w.message);
         }
         if refused {
+            if let Some(changes) = changes {
+                let root = cfg.root.clone();
+                blocking(move || save_analyses(&changes, &root)).await?;
+            }
             state.reject(Rejection {
                 sha: commit.sha.clone(),
                 at: now(),
@@ -296,10 +303,25 @@ impl Reconciler {
             files: Vec::new(),
         };
         let (write_revs, write_name) = (revs.clone(), name.clone());
+        let (keep, protect, root) = (cfg.keep_revisions, protected(&state), cfg.root.clone());
         let manifest = blocking(move || {
             let started = Instant::now();
             let files = bundle.revision_files(&base.to_string_lossy());
-            let written = write_revs.write(&write_name, manifest_base, &files);
+            // The revision the prune below would remove becomes this one.
+            let protect: Vec<&str> = protect.iter().map(String::as_str).collect();
+            let recycle = write_revs.surplus(keep, &protect)?;
+            let written = std::thread::scope(|scope| {
+                // New analyses are saved beside the write.
+                let span = tracing::Span::current();
+                let saving = changes
+                    .map(|c| scope.spawn(move || span.in_scope(|| save_analyses(&c, &root))));
+                let written =
+                    write_revs.write(&write_name, manifest_base, &files, recycle.as_deref());
+                if let Some(saving) = saving {
+                    let _ = saving.join();
+                }
+                written
+            });
             debug!(
                 ms = started.elapsed().as_millis() as u64,
                 "revision written"
@@ -364,13 +386,7 @@ impl Reconciler {
                 "gateway verified"
             );
         }
-        let keep = cfg.keep_revisions;
-        let protect: Vec<String> = state
-            .current
-            .iter()
-            .map(|a| a.revision.clone())
-            .chain(state.history.iter().take(1).map(|h| h.revision.clone()))
-            .collect();
+        let protect = protected(&state);
         let pruned = blocking({
             let revs = revs.clone();
             move || {
@@ -543,5 +559,25 @@ fn expected_of(manifest: &Manifest) -> Loaded {
     Loaded {
         api_ids: manifest.api_ids.clone(),
         policy_ids: manifest.policy_ids.clone(),
+    }
+}
+
+/// Revisions that pruning (and recycling) must leave alone besides
+/// `current`: the applied one and the last one in the history, the
+/// rollback target.
+fn protected(state: &State) -> Vec<String> {
+    state
+        .current
+        .iter()
+        .map(|a| a.revision.clone())
+        .chain(state.history.iter().take(1).map(|h| h.revision.clone()))
+        .collect()
+}
+
+/// Saves the analysis cache; only an optimisation, so a failure is logged
+/// and costs the next process one full analysis.
+fn save_analyses(cache: &validate::Cache, root: &std::path::Path) {
+    if let Err(err) = cache.save(root) {
+        warn!(error = %err, "cannot save the analysis cache");
     }
 }

@@ -54,8 +54,9 @@ pub fn read_tree(
         }
     };
 
-    let odb = repo.odb().map_err(read_error)?;
+    // The walk only lists; the blobs are read afterwards.
     let mut entries = Vec::new();
+    let mut blobs: Vec<(String, Oid)> = Vec::new();
     let mut stack = vec![(start, String::new())];
     while let Some((tree, prefix)) = stack.pop() {
         for item in tree.iter() {
@@ -79,26 +80,38 @@ pub fn read_tree(
                 }
                 MODE_SYMLINK => entries.push(no_content(path, EntryKind::Symlink)),
                 MODE_GITLINK => entries.push(no_content(path, EntryKind::Submodule)),
-                _ => {
-                    let (size, _) = odb.read_header(item.id()).map_err(read_error)?;
-                    let size = size as u64;
-                    let content = if size > max_file_size {
-                        Content::TooLarge { size }
-                    } else {
-                        let blob = repo.find_blob(item.id()).map_err(read_error)?;
-                        Content::Loaded(blob.content().to_vec())
-                    };
-                    entries.push(TreeEntry {
-                        path,
-                        kind: EntryKind::File,
-                        content,
-                        blob: item.id(),
-                    });
-                }
+                _ => blobs.push((path, item.id())),
             }
         }
     }
+    entries.extend(read_blobs(repo, blobs, max_file_size).map_err(read_error)?);
     Ok(Tree::from_entries(entries))
+}
+
+/// Sizes come from object headers, so an oversized blob is never read.
+fn read_blobs(
+    repo: &Repository,
+    blobs: Vec<(String, Oid)>,
+    max_file_size: u64,
+) -> Result<Vec<TreeEntry>, git2::Error> {
+    let odb = repo.odb()?;
+    let mut out = Vec::with_capacity(blobs.len());
+    for (path, id) in blobs {
+        let (size, _) = odb.read_header(id)?;
+        let size = size as u64;
+        let content = if size > max_file_size {
+            Content::TooLarge { size }
+        } else {
+            Content::Loaded(repo.find_blob(id)?.content().to_vec())
+        };
+        out.push(TreeEntry {
+            path,
+            kind: EntryKind::File,
+            content,
+            blob: id,
+        });
+    }
+    Ok(out)
 }
 
 fn no_content(path: String, kind: EntryKind) -> TreeEntry {

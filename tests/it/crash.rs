@@ -481,7 +481,10 @@ mod failpoints {
 
     const FILES: usize = 50;
 
-    const POINTS: [(&str, Reached); 8] = [
+    const POINTS: [(&str, Reached); 9] = [
+        // Right after the surplus revision A was renamed to staging: its
+        // manifest is still there.
+        ("apply-after-recycle", staging_with_manifest),
         ("apply-after-write", staging_apps_full),
         ("apply-before-sync", staging_with_manifest),
         ("apply-before-rename", staging_with_manifest),
@@ -529,8 +532,25 @@ mod failpoints {
             let root = node.root().to_path_buf();
             complete_and_verify(&url, &node, ga);
             complete_and_verify(&url, &node, gb);
-            // The switch to C under --keep-revisions 2 writes a new
-            // revision, publishes it, records it and prunes A: every point.
+            // An older third revision (a copy of A, as a lowered
+            // --keep-revisions leaves behind). The switch to C under
+            // --keep-revisions 2 recycles it into C, writes C, publishes
+            // it, records it and prunes A: every point.
+            let revisions = root.join("revisions");
+            let old = revisions.join("old");
+            let copied = Command::new("cp")
+                .arg("-a")
+                .arg(revisions.join(&ga.sha))
+                .arg(&old)
+                .status()
+                .expect("cp");
+            assert!(copied.success());
+            let aged = Command::new("touch")
+                .args(["-d", "2001-01-01"])
+                .arg(&old)
+                .status()
+                .expect("touch");
+            assert!(aged.success());
             let mut cmd = sync_cmd(&url, &root, Some(&gc.sha));
             with_gateway(&mut cmd, &node.emu);
             cmd.args(["--keep-revisions", "2"])

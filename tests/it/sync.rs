@@ -202,6 +202,80 @@ fn a_changed_file_goes_live_and_unchanged_files_are_hard_linked() {
 }
 
 #[test]
+fn a_run_of_small_commits_recycles_old_revisions_into_exact_copies() {
+    // Past --keep-revisions, each new revision is made from the directory
+    // of the one about to be pruned; whatever it held, the result must be
+    // exactly the commit's files.
+    let repo = two_api_repo();
+    let node = Node::new();
+    sync_with_gateway(&repo, &node).code(0);
+    let steps: [&dyn Fn(&ConfigRepo); 6] = [
+        &|r| {
+            r.api("gamma");
+        },
+        &|r| {
+            let mut alpha = api_json("alpha");
+            alpha["proxy"]["target_url"] = "http://moved:8080/".into();
+            r.json("apps/alpha.json", &alpha);
+        },
+        &|r| {
+            r.remove("apps/gamma.json");
+        },
+        &|r| {
+            r.api("delta").file("templates/error.json", "{}");
+        },
+        &|r| {
+            r.api("gamma").remove("templates/error.json");
+        },
+        &|r| {
+            r.json("apps/alpha.json", &api_json("alpha"));
+        },
+    ];
+    for (i, step) in steps.iter().enumerate() {
+        step(&repo);
+        repo.commit(&format!("step {i}"));
+        let ran = sync_with_gateway(&repo, &node).code(0);
+        let current = fs::canonicalize(node.current()).unwrap();
+        for dir in ["apps", "templates"] {
+            let list = |root: &Path| -> Vec<(String, Vec<u8>)> {
+                let mut files: Vec<_> = fs::read_dir(root.join(dir))
+                    .map(|l| {
+                        l.map(|e| {
+                            let e = e.unwrap();
+                            (
+                                e.file_name().to_string_lossy().into_owned(),
+                                fs::read(e.path()).unwrap(),
+                            )
+                        })
+                        .collect()
+                    })
+                    .unwrap_or_default();
+                files.sort();
+                files
+            };
+            assert_eq!(
+                list(&current),
+                list(repo.path()),
+                "step {i}: {dir}/ differs from the commit\n{}",
+                ran.stderr
+            );
+        }
+        let want: Vec<String> = fs::read_dir(repo.path().join("apps"))
+            .unwrap()
+            .map(|e| {
+                let name = e.unwrap().file_name().to_string_lossy().into_owned();
+                name.trim_end_matches(".json").to_string()
+            })
+            .collect();
+        let mut want = want;
+        want.sort();
+        assert_eq!(node.apis(), want, "step {i}");
+    }
+    let revisions = fs::read_dir(node.root().join("revisions")).unwrap().count();
+    assert_eq!(revisions, 3, "--keep-revisions defaults to 3");
+}
+
+#[test]
 fn a_removed_file_unloads_its_api() {
     let repo = two_api_repo();
     let node = Node::new();
