@@ -20,8 +20,8 @@ cleanup() { kill "${DAEMON:-}" "${REDIS:-}" 2>/dev/null || true; rm -rf "$WORK";
 trap cleanup EXIT
 python3 bench/gen-repo.py "$WORK/srv/config" 50 5 >/dev/null
 GPORT=$(free_port); RPORT=$(free_port)
-git daemon --verbose --export-all --reuseaddr --base-path="$WORK/srv" --listen=127.0.0.1 \
-  --port="$GPORT" --enable=upload-pack "$WORK/srv" 2>"$WORK/daemon.log" & DAEMON=$!
+# git daemon behind a listener with a real backlog (bench/inetd.py says why).
+python3 bench/inetd.py "$GPORT" "$WORK/srv" "$WORK/daemon.log" & DAEMON=$!
 redis-server --port "$RPORT" --bind 127.0.0.1 --save "" --appendonly no >/dev/null & REDIS=$!
 sleep 0.5
 
