@@ -239,15 +239,21 @@ impl Reconciler {
                     .then(|| scope.spawn(|| validate::Cache::load(&root)));
                 source.fetch(&fetched)?;
                 debug!(ms = started.elapsed().as_millis() as u64, "fetched");
-                let tree = source.read_tree(&fetched, subpath.as_deref(), opts.max_file_size)?;
+                if let Some(Ok(loaded)) = loading.map(|l| l.join()) {
+                    *cache = loaded;
+                }
+                let known = cache.blobs();
+                let tree = source.read_tree(
+                    &fetched,
+                    subpath.as_deref(),
+                    opts.max_file_size,
+                    &|blob| known.contains(&blob),
+                )?;
                 debug!(
                     files = tree.len(),
                     ms = started.elapsed().as_millis() as u64,
                     "tree read"
                 );
-                if let Some(Ok(loaded)) = loading.map(|l| l.join()) {
-                    *cache = loaded;
-                }
                 Ok::<_, SyncError>(tree)
             })?;
             let files = tree.len();

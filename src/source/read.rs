@@ -16,6 +16,7 @@ pub fn read_tree(
     sha: &str,
     subpath: Option<&str>,
     max_file_size: u64,
+    known: &dyn Fn(Oid) -> bool,
 ) -> Result<Tree, SourceError> {
     read_without_rehashing();
     let read_error = |err: git2::Error| SourceError::Read {
@@ -84,25 +85,39 @@ pub fn read_tree(
             }
         }
     }
-    entries.extend(read_blobs(repo, blobs, max_file_size).map_err(read_error)?);
+    entries.extend(read_blobs(repo, blobs, max_file_size, known).map_err(read_error)?);
     Ok(Tree::from_entries(entries))
 }
 
-/// Sizes come from object headers, so an oversized blob is never read.
+/// Sizes come from object headers, so an oversized blob is never read;
+/// except for blobs `known` to the caller (analysed before, so under an
+/// earlier limit): reading a deltified object's header costs more than
+/// reading the object, and a config repo is mostly such blobs.
 fn read_blobs(
     repo: &Repository,
     blobs: Vec<(String, Oid)>,
     max_file_size: u64,
+    known: &dyn Fn(Oid) -> bool,
 ) -> Result<Vec<TreeEntry>, git2::Error> {
     let odb = repo.odb()?;
     let mut out = Vec::with_capacity(blobs.len());
     for (path, id) in blobs {
-        let (size, _) = odb.read_header(id)?;
-        let size = size as u64;
-        let content = if size > max_file_size {
-            Content::TooLarge { size }
+        let size = if known(id) {
+            None
         } else {
-            Content::Loaded(repo.find_blob(id)?.content().to_vec())
+            Some(odb.read_header(id)?.0 as u64)
+        };
+        let content = match size {
+            Some(size) if size > max_file_size => Content::TooLarge { size },
+            _ => {
+                let object = odb.read(id)?;
+                let size = object.len() as u64;
+                if size > max_file_size {
+                    Content::TooLarge { size }
+                } else {
+                    Content::Loaded(object.data().to_vec())
+                }
+            }
         };
         out.push(TreeEntry {
             path,

@@ -70,6 +70,10 @@ impl Cache {
     pub fn analysed(&self) -> usize {
         self.analysed
     }
+    /// The blob ids with an analysis.
+    pub fn blobs(&self) -> HashSet<Oid> {
+        self.entries.keys().map(|(blob, _)| *blob).collect()
+    }
 
     fn analyse(
         &mut self,

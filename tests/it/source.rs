@@ -83,7 +83,7 @@ fn sync(source: &Source, subpath: Option<&str>) -> (Commit, Tree) {
     let commit = source.resolve().expect("resolve");
     source.fetch(&commit).expect("fetch");
     let tree = source
-        .read_tree(&commit, subpath, 1 << 20)
+        .read_tree(&commit, subpath, 1 << 20, &|_| false)
         .expect("read_tree");
     (commit, tree)
 }
@@ -201,7 +201,7 @@ fn subpath_is_the_config_root_and_a_missing_one_is_named() {
     assert_eq!(paths(&tree), ["apps/prod.json"]);
 
     let err = source
-        .read_tree(&commit, Some("envs/staging"), 1 << 20)
+        .read_tree(&commit, Some("envs/staging"), 1 << 20, &|_| false)
         .expect_err("missing subpath");
     assert!(matches!(err, SourceError::MissingPath { .. }), "{err:?}");
     let message = err.to_string();
@@ -211,7 +211,7 @@ fn subpath_is_the_config_root_and_a_missing_one_is_named() {
     );
 
     let err = source
-        .read_tree(&commit, Some("apps/a.json"), 1 << 20)
+        .read_tree(&commit, Some("apps/a.json"), 1 << 20, &|_| false)
         .expect_err("file as subpath");
     assert!(matches!(err, SourceError::NotADirectory { .. }), "{err:?}");
 }
@@ -343,7 +343,9 @@ fn ssh_with_a_known_host_key_fetches() {
         .resolve()
         .unwrap_or_else(|e| panic!("resolve: {e}\nsshd log:\n{}", sshd.log()));
     source.fetch(&commit).expect("fetch");
-    let tree = source.read_tree(&commit, None, 1 << 20).expect("read");
+    let tree = source
+        .read_tree(&commit, None, 1 << 20, &|_| false)
+        .expect("read");
 
     assert_eq!(commit.sha, world.repo.head());
     assert!(tree.get("policies/p1.json").is_some());
@@ -537,7 +539,9 @@ fn symlinks_submodules_and_large_files_are_recorded_not_read() {
     let commit = source.resolve().expect("resolve");
     source.fetch(&commit).expect("fetch");
 
-    let tree = source.read_tree(&commit, None, 1000).expect("read");
+    let tree = source
+        .read_tree(&commit, None, 1000, &|_| false)
+        .expect("read");
 
     let link = tree.get("apps/link.json").expect("link");
     assert_eq!(link.kind, EntryKind::Symlink);
@@ -550,6 +554,20 @@ fn symlinks_submodules_and_large_files_are_recorded_not_read() {
     let big = tree.get("apps/big.json").expect("big");
     assert_eq!(big.kind, EntryKind::File);
     assert_eq!(big.content, Content::TooLarge { size: 5000 });
+    // A blob the caller says it analysed before is read without a header
+    // lookup; the limit still applies once it is read.
+    let trusted = source
+        .read_tree(&commit, None, 1000, &|_| true)
+        .expect("read");
+    let big = trusted.get("apps/big.json").expect("big");
+    assert_eq!(big.content, Content::TooLarge { size: 5000 });
+    let same = |t: &tyk_gitops::tree::Tree| -> Vec<(String, Content)> {
+        t.entries
+            .iter()
+            .map(|e| (e.path.clone(), e.content.clone()))
+            .collect()
+    };
+    assert_eq!(same(&trusted), same(&tree));
 }
 
 #[test]
