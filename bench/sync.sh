@@ -38,20 +38,29 @@ rm -rf "$WORK/root"
 /usr/bin/time -v "$BIN" sync --repo "$URL" --root "$WORK/root" 2>"$WORK/time.txt" >/dev/null
 RSS=$(awk -F': ' '/Maximum resident/ {print $2}' "$WORK/time.txt")
 
-# One-file change on top of the synced root.
-python3 - "$WORK/srv/config/apps/svc-00001.json" <<'PY'
+# One-file changes on top of the synced root, one commit and one sync each.
+# The first links every unchanged file from the cold revision; from the
+# fourth revision on (past --keep-revisions 3) the revision about to be
+# pruned is recycled: that is the steady state of a config repo.
+incs=()
+for r in $(seq 1 $((ROUNDS + 3))); do
+  python3 - "$WORK/srv/config/apps/svc-00001.json" "$r" <<'PY'
 import json, sys
-p = sys.argv[1]; d = json.load(open(p)); d["proxy"]["target_url"] = "http://changed:9090/"
+p = sys.argv[1]; d = json.load(open(p)); d["proxy"]["target_url"] = "http://changed%s:9090/" % sys.argv[2]
 json.dump(d, open(p, "w"), indent=2)
 PY
-git -C "$WORK/srv/config" -c user.name=b -c user.email=b@b commit -qam "one change"
-sync
-INC=$(timed "$BIN" sync --repo "$URL" --root "$WORK/root")
+  git -C "$WORK/srv/config" -c user.name=b -c user.email=b@b commit -qam "one change $r"
+  sync
+  incs+=("$(timed "$BIN" sync --repo "$URL" --root "$WORK/root")")
+done
+FIRST=${incs[0]}
+STEADY=("${incs[@]:3}")
 NOOP=$(timed "$BIN" sync --repo "$URL" --root "$WORK/root")
 
 echo "repo: $APIS APIs, $POLICIES policies; rounds: $ROUNDS (alternated)"
 echo "tyk-gitops cold sync      median ${ROUNDS}: $(median "${ours[@]}") ms   (all: ${ours[*]})"
 echo "git clone --depth1 + cp   median ${ROUNDS}: $(median "${theirs[@]}") ms   (all: ${theirs[*]})"
 echo "tyk-gitops peak RSS (cold): $RSS KiB"
-echo "tyk-gitops incremental (1 file changed): $INC ms"
+echo "tyk-gitops incremental (1 file changed), first after cold: $FIRST ms"
+echo "tyk-gitops incremental (1 file changed), steady median ${#STEADY[@]}: $(median "${STEADY[@]}") ms   (all: ${STEADY[*]})"
 echo "tyk-gitops no-change sync: $NOOP ms"
