@@ -39,6 +39,25 @@ pub struct SourceConfig {
     pub timeout: Duration,
 }
 
+impl SourceConfig {
+    /// `repo` at its HEAD with the command line's defaults: depth 1, no
+    /// credentials, the default known_hosts, 10 s to connect, 120 s per
+    /// transfer.
+    pub fn new(repo: impl Into<String>) -> SourceConfig {
+        SourceConfig {
+            repo: repo.into(),
+            git_ref: None,
+            depth: 1,
+            username: None,
+            password_file: None,
+            ssh_key_file: None,
+            ssh_known_hosts_file: None,
+            connect_timeout: Duration::from_secs(10),
+            timeout: Duration::from_secs(120),
+        }
+    }
+}
+
 /// By hand, because `repo` may carry credentials and configs get logged.
 impl std::fmt::Debug for SourceConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -356,17 +375,7 @@ mod tests {
 
     #[test]
     fn config_debug_never_shows_url_credentials() {
-        let config = SourceConfig {
-            repo: "https://deploy:hunter2@git.example.com/cfg.git".into(),
-            git_ref: None,
-            depth: 1,
-            username: None,
-            password_file: None,
-            ssh_key_file: None,
-            ssh_known_hosts_file: None,
-            connect_timeout: Duration::from_secs(1),
-            timeout: Duration::from_secs(1),
-        };
+        let config = SourceConfig::new("https://deploy:hunter2@git.example.com/cfg.git");
         let shown = format!("{config:?}");
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(shown.contains("deploy:***@git.example.com"), "{shown}");

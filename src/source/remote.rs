@@ -314,6 +314,21 @@ impl<'a> Session<'a> {
             };
             return SourceError::Timeout { url, after };
         }
+        // Reached, then cut off mid-transfer: the fetch failed, the server
+        // was not unreachable (and the fetch is tried once more by id).
+        let broken_off = [
+            "eof",
+            "incomplete",
+            "hung up",
+            "reset by peer",
+            "broken pipe",
+        ]
+        .iter()
+        .any(|phrase| lower.contains(phrase))
+            || lower.contains("could not read from remote");
+        if broken_off && matches!(err.class(), ErrorClass::Net | ErrorClass::Os) {
+            return other(format!("the transfer broke off: {message}"));
+        }
         match err.class() {
             ErrorClass::Net | ErrorClass::Os | ErrorClass::Ssh | ErrorClass::Ssl => {
                 SourceError::Connect { url, message }

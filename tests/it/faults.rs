@@ -339,9 +339,13 @@ fn git_pack_cut_mid_transfer_then_mended() {
         .policy("gold", &["alpha", "beta"]);
     let sha = s.repo.commit("big beta");
     s.proxy.set(Mode::Cut(16 * 1024));
+    let (code, stderr) = s.sync(&[]);
+    // The server was reached: a broken transfer, not "cannot reach".
+    assert!(stderr.contains("fetching "), "{stderr}");
+    assert!(!stderr.contains("cannot reach"), "{stderr}");
     expect_failure(
         "git pack cut",
-        s.sync(&[]),
+        (code, stderr),
         3,
         &[
             "early eof",

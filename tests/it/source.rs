@@ -17,15 +17,9 @@ use crate::support::sshd::Sshd;
 
 fn config(repo: &str) -> SourceConfig {
     SourceConfig {
-        repo: repo.to_string(),
-        git_ref: None,
-        depth: 1,
-        username: None,
-        password_file: None,
-        ssh_key_file: None,
-        ssh_known_hosts_file: None,
         connect_timeout: Duration::from_secs(5),
         timeout: Duration::from_secs(30),
+        ..SourceConfig::new(repo)
     }
 }
 
