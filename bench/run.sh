@@ -23,7 +23,8 @@ sleep 0.5
 URL=git://127.0.0.1:$PORT/config
 LPORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 
-noops() { curl -s "http://127.0.0.1:$LPORT/metrics" | awk '/^tyk_gitops_syncs_total\{result="noop"\}/ {print $2+0}'; }
+# 0 until the first no-op poll has made the series exist.
+noops() { curl -s "http://127.0.0.1:$LPORT/metrics" | awk '/^tyk_gitops_syncs_total\{result="noop"\}/ {n=$2} END {print n+0}'; }
 rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 wait_noops() { while [ "$(noops || echo 0)" -lt "$1" ] 2>/dev/null; do sleep 0.2; done; }
