@@ -248,6 +248,15 @@ impl Gateway {
                 Err(err) if err.is_timeout() && last.is_some() => last.take().unwrap_or_default(),
                 Err(err) => error_chain(&err),
             };
+            // An untrusted certificate does not get better by waiting.
+            if cause.to_ascii_lowercase().contains("certificate") {
+                return Err(GatewayError::Unreachable {
+                    url: self.display.clone(),
+                    cause: format!(
+                        "{cause} (a private CA is trusted through SSL_CERT_FILE or SSL_CERT_DIR)"
+                    ),
+                });
+            }
             last = Some(cause.clone());
             tracing::debug!(gateway = %self.display, %cause, "gateway not ready yet");
             let remaining = deadline.saturating_duration_since(Instant::now());

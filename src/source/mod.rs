@@ -97,6 +97,10 @@ pub enum SourceError {
     #[error("authentication to {url} failed: {message}")]
     Auth { url: String, message: String },
     #[error(
+        "the TLS certificate of {url} is not trusted ({message}); a private CA is trusted through SSL_CERT_FILE or SSL_CERT_DIR"
+    )]
+    UntrustedCertificate { url: String, message: String },
+    #[error(
         "SSH host {host} (of {url}) is not in {known_hosts}; refusing to connect. \
          Check its key out of band, then add it (e.g. `ssh-keyscan` output) to that file"
     )]

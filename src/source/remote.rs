@@ -306,6 +306,11 @@ impl<'a> Session<'a> {
         {
             return SourceError::Auth { url, message };
         }
+        if err.code() == ErrorCode::Certificate
+            || (err.class() == ErrorClass::Ssl && lower.contains("certificate"))
+        {
+            return SourceError::UntrustedCertificate { url, message };
+        }
         if err.code() == ErrorCode::Timeout || lower.contains("timed out") {
             let after = if lower.contains("connect") {
                 self.config.connect_timeout

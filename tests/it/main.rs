@@ -11,5 +11,6 @@ mod readme;
 mod run;
 mod source;
 mod sync;
+mod tls;
 mod validate;
 mod webhook;

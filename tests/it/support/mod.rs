@@ -9,6 +9,7 @@ pub mod redis;
 pub mod repo;
 pub mod sidecar;
 pub mod sshd;
+pub mod tls;
 pub mod tyk;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};

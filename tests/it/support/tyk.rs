@@ -113,6 +113,10 @@ impl TykEmulator {
         emulator
     }
 
+    pub fn port(&self) -> u16 {
+        self.port.port()
+    }
+
     pub fn url(&self) -> String {
         format!("http://{}", self.port.addr())
     }
