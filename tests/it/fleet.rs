@@ -86,6 +86,20 @@ fn fleet_cmd(redis_url: &str, args: &[&str]) -> Output {
         .expect("run tyk-gitops fleet")
 }
 
+/// `fleet_cmd` trusting only the certificate given (`SSL_CERT_FILE`).
+fn fleet_cmd_trusting(redis_url: &str, args: &[&str], cert: Option<&std::path::Path>) -> Output {
+    let mut cmd = Command::new(bin());
+    cmd.arg("fleet")
+        .args(args)
+        .args(["--redis", redis_url, "--cluster", CLUSTER])
+        .env_remove("SSL_CERT_FILE")
+        .env_remove("SSL_CERT_DIR");
+    if let Some(cert) = cert {
+        cmd.env("SSL_CERT_FILE", cert);
+    }
+    cmd.output().expect("run tyk-gitops fleet")
+}
+
 fn text(out: &Output) -> String {
     format!(
         "{}{}",
@@ -371,4 +385,43 @@ fn with_leadership_git_sees_about_one_ref_listing_per_period_however_many_replic
         led <= periods + 3 * 2 + 4,
         "with leadership: {led} listings in {window:?} (without: {alone})"
     );
+}
+
+#[test]
+fn a_fleet_on_a_tls_redis_reports_with_a_trusted_certificate_and_refuses_an_untrusted_one() {
+    // Managed Redis services require TLS (`rediss://`); a private CA is
+    // trusted the OpenSSL way, through SSL_CERT_FILE.
+    let (_repo, _daemon, url) = served_repo();
+    let redis = RedisServer::start_tls();
+    let cert = redis.cert();
+    let node = Node::new();
+    let redis_url = redis.url();
+    let sidecar = Sidecar::start_with_env(
+        &url,
+        &node,
+        &[
+            "--period",
+            "1h",
+            "--replica-id",
+            "pod-tls",
+            "--cluster",
+            CLUSTER,
+            "--redis",
+            &redis_url,
+        ],
+        &[("SSL_CERT_FILE", &cert)],
+    );
+    eventually("ready", WAIT, || sidecar.ready());
+    eventually("listed over TLS", WAIT, || {
+        let out = fleet_cmd_trusting(&redis_url, &["status", "--format", "json"], Some(&cert));
+        out.status.success() && text(&out).contains("pod-tls")
+    });
+    let out = fleet_cmd_trusting(&redis_url, &["status"], None);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).to_lowercase().contains("certificate"),
+        "{}",
+        text(&out)
+    );
+    println!("RESULT fleet rediss untrusted: {}", text(&out).trim());
 }

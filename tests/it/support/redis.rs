@@ -17,6 +17,8 @@ pub struct RedisServer {
     child: Option<KillOnDrop>,
     /// `--requirepass`, when set (the secrets sweep).
     password: Option<String>,
+    /// TLS only (`rediss://`), with a self-signed certificate.
+    tls: bool,
 }
 
 impl RedisServer {
@@ -29,12 +31,33 @@ impl RedisServer {
         RedisServer::start_with(Some(password.to_string()))
     }
 
+    /// A server that speaks TLS only, with a certificate nobody trusts
+    /// unless told to (`cert`).
+    pub fn start_tls() -> RedisServer {
+        let mut server = RedisServer {
+            port: free_port(),
+            dir: tempfile::tempdir().expect("tempdir"),
+            child: None,
+            password: None,
+            tls: true,
+        };
+        super::tls::self_signed(server.dir.path());
+        server.spawn();
+        server
+    }
+
+    /// The certificate of a TLS server.
+    pub fn cert(&self) -> std::path::PathBuf {
+        self.dir.path().join("cert.pem")
+    }
+
     fn start_with(password: Option<String>) -> RedisServer {
         let mut server = RedisServer {
             port: free_port(),
             dir: tempfile::tempdir().expect("tempdir"),
             child: None,
             password,
+            tls: false,
         };
         server.spawn();
         server
@@ -45,8 +68,23 @@ impl RedisServer {
         if let Some(password) = &self.password {
             cmd.args(["--requirepass", password]);
         }
+        if self.tls {
+            let (cert, key) = (
+                self.dir.path().join("cert.pem"),
+                self.dir.path().join("key.pem"),
+            );
+            cmd.args(["--port", "0", "--tls-port", &self.port.to_string()])
+                .arg("--tls-cert-file")
+                .arg(&cert)
+                .arg("--tls-key-file")
+                .arg(key)
+                .arg("--tls-ca-cert-file")
+                .arg(&cert)
+                .args(["--tls-auth-clients", "no"]);
+        } else {
+            cmd.args(["--port", &self.port.to_string()]);
+        }
         let child = cmd
-            .args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .args(["--protected-mode", "no"])
             .current_dir(self.dir.path())
@@ -74,6 +112,9 @@ impl RedisServer {
 
     /// With the password in it when the server has one.
     pub fn url(&self) -> String {
+        if self.tls {
+            return format!("rediss://127.0.0.1:{}", self.port);
+        }
         match &self.password {
             Some(password) => format!("redis://:{password}@127.0.0.1:{}", self.port),
             None => format!("redis://127.0.0.1:{}", self.port),

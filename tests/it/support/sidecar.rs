@@ -24,6 +24,16 @@ pub struct Sidecar {
 
 impl Sidecar {
     pub fn start(repo_url: &str, node: &Node, extra: &[&str]) -> Sidecar {
+        Sidecar::start_with_env(repo_url, node, extra, &[])
+    }
+
+    /// With extra environment variables (`SSL_CERT_FILE`, say).
+    pub fn start_with_env(
+        repo_url: &str,
+        node: &Node,
+        extra: &[&str],
+        env: &[(&str, &std::path::Path)],
+    ) -> Sidecar {
         let dir = tempfile::tempdir().expect("tempdir");
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let stderr = fs::File::create(dir.path().join("stderr")).expect("stderr file");
@@ -36,6 +46,7 @@ impl Sidecar {
             .args(["--gateway-wait", "1s", "--replica-id", "pod-a"])
             .args(extra)
             .env("TYK_GITOPS_GATEWAY_SECRET", SECRET)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(stderr)
             .spawn()

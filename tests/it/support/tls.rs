@@ -18,32 +18,39 @@ pub struct TlsProxy {
     _child: KillOnDrop,
 }
 
+/// A self-signed certificate for 127.0.0.1 (and its key) written into
+/// `dir`: `(cert.pem, key.pem)`.
+pub fn self_signed(dir: &Path) -> (PathBuf, PathBuf) {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=127.0.0.1",
+        ])
+        .args(["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("run openssl (apt-get install openssl)");
+    assert!(made.success(), "openssl req failed");
+    (cert, key)
+}
+
 impl TlsProxy {
     /// Serves TLS for 127.0.0.1 on a free port, forwarding to `upstream`.
     pub fn start(upstream: u16) -> TlsProxy {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-        let made = Command::new("openssl")
-            .args([
-                "req",
-                "-x509",
-                "-nodes",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=127.0.0.1",
-            ])
-            .args(["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"])
-            .args(["-addext", "subjectAltName=IP:127.0.0.1"])
-            .arg("-keyout")
-            .arg(&key)
-            .arg("-out")
-            .arg(&cert)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .expect("run openssl (apt-get install openssl)");
-        assert!(made.success(), "openssl req failed");
+        let (cert, key) = self_signed(dir.path());
         let port = free_port();
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/support/tls_proxy.py");
         let child = Command::new("python3")
