@@ -78,15 +78,11 @@ fn fleet(redis: &RedisServer, n: usize, url: &str, extra: &[&str]) -> Vec<Replic
 
 /// `tyk-gitops fleet <args> --redis URL --cluster test`.
 fn fleet_cmd(redis_url: &str, args: &[&str]) -> Output {
-    Command::new(bin())
-        .arg("fleet")
-        .args(args)
-        .args(["--redis", redis_url, "--cluster", CLUSTER])
-        .output()
-        .expect("run tyk-gitops fleet")
+    fleet_cmd_trusting(redis_url, args, None)
 }
 
-/// `fleet_cmd` trusting only the certificate given (`SSL_CERT_FILE`).
+/// `fleet_cmd` trusting only the system's CAs and the certificate given
+/// (`SSL_CERT_FILE`).
 fn fleet_cmd_trusting(redis_url: &str, args: &[&str], cert: Option<&std::path::Path>) -> Output {
     let mut cmd = Command::new(bin());
     cmd.arg("fleet")
