@@ -100,6 +100,7 @@ pub fn run(args: RunArgs) -> i32 {
         fleet,
         webhook_secret_file: args.webhook_secret_file,
     };
+    raise_file_limit();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -124,6 +125,34 @@ pub fn run(args: RunArgs) -> i32 {
             }
         }
     })
+}
+
+/// Raises the soft limit on open files to the hard one, as Go programs do
+/// at start. Some container runtimes leave the soft limit at 1,024: a
+/// thousand idle clients (each held up to the 10 s header timeout) would
+/// then exhaust the sidecar's descriptors, and `/healthz` could no longer
+/// be accepted. Best effort: a failure leaves the limit as it was.
+fn raise_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct we own.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 || limit.rlim_cur >= limit.rlim_max
+        {
+            return;
+        }
+        let before = limit.rlim_cur;
+        limit.rlim_cur = limit.rlim_max;
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+            tracing::debug!(
+                from = before,
+                to = limit.rlim_max,
+                "raised the open-files limit"
+            );
+        }
+    }
 }
 
 /// Completes on SIGTERM (Kubernetes stopping the pod) or SIGINT.

@@ -1310,3 +1310,66 @@ fn a_1_gib_file_is_refused_as_too_large_without_being_read() {
     assert_eq!(node.current_sha(), good);
     assert_eq!(node.emu.reload_count(), reloads);
 }
+
+#[test]
+fn a_low_open_files_limit_is_raised_so_idle_clients_cannot_starve_healthz() {
+    // Some container runtimes start processes with a soft limit of 1,024
+    // open files; the sidecar raises it to the hard limit at start.
+    use std::os::unix::process::CommandExt;
+    const SOFT: libc::rlim_t = 128;
+    const CLIENTS: usize = 300;
+    let (_repo, _daemon, url) = crate::support::served_repo();
+    let root = tempfile::tempdir().expect("tempdir");
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let mut cmd = Command::new(bin());
+    cmd.args(["run", "--repo", &url, "--root"])
+        .arg(root.path())
+        .args(["--listen", &addr.to_string(), "--period", "1h"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    // SAFETY: setrlimit is async-signal-safe; it runs in the child between
+    // fork and exec and touches nothing but its own struct.
+    unsafe {
+        cmd.pre_exec(|| {
+            let mut limit = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            limit.rlim_cur = SOFT.min(limit.rlim_max);
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = KillOnDrop(cmd.spawn().expect("spawn tyk-gitops run"));
+    wait_for_port(addr, Duration::from_secs(20));
+
+    let limits = fs::read_to_string(format!("/proc/{}/limits", child.0.id())).expect("limits");
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("open files line");
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    let (soft, hard) = (fields[3], fields[4]);
+    assert_eq!(soft, hard, "soft limit not raised: {line}");
+    let hard: u64 = hard.parse().unwrap_or(u64::MAX);
+    if hard <= CLIENTS as u64 + 64 {
+        eprintln!("hard limit {hard}: too low to hold {CLIENTS} clients here; limit check only");
+        return;
+    }
+    // More idle clients than the original soft limit: /healthz still answers.
+    let idle: Vec<TcpStream> = (0..CLIENTS)
+        .map(|_| TcpStream::connect(addr).expect("idle client"))
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let (code, body) = http_get(addr, "/healthz");
+    assert_eq!(code, 200, "{body}");
+    drop(idle);
+    println!(
+        "RESULT open files: soft {SOFT} raised to {hard}; {CLIENTS} idle clients, /healthz 200"
+    );
+}
