@@ -201,6 +201,46 @@ fn cache_reanalyses_only_changed_files() {
 }
 
 #[test]
+fn many_new_files_analysed_in_parallel_give_the_sequential_verdict() {
+    // 600 files (past the parallel threshold), with defects of several
+    // kinds spread through them.
+    let entries: Vec<TreeEntry> = (0..600)
+        .map(|i| {
+            let path = format!("apps/a{i:03}.json");
+            match i % 7 {
+                0 => file(&path, br#"{"api_id": "x"}"#),
+                1 => file(&path, b"{ not json"),
+                2 => file(&path, &api_bytes("dup")),
+                _ => file(&path, &api_bytes(&format!("a{i}"))),
+            }
+        })
+        .collect();
+    let tree = Tree::from_entries(entries.clone());
+    let mut parallel = Cache::default();
+    let (bundle, report) = check(tree.clone(), &Options::default(), &mut parallel);
+    let unique: std::collections::HashSet<Oid> = entries.iter().map(|e| e.blob).collect();
+    assert_eq!(parallel.analysed(), unique.len());
+    assert!(unique.len() > 256, "{}", unique.len());
+    assert!(report.has_errors());
+
+    // The same files analysed one by one: growing trees that each add
+    // fewer new files than the parallel threshold.
+    let mut sequential = Cache::default();
+    for n in [200, 400] {
+        check(
+            Tree::from_entries(entries[..n].to_vec()),
+            &Options::default(),
+            &mut sequential,
+        );
+        assert!(sequential.analysed() < 256);
+    }
+    let (bundle2, report2) = check(tree, &Options::default(), &mut sequential);
+    assert!(sequential.analysed() < 256);
+    assert_eq!(report2, report);
+    assert_eq!(bundle2.api_ids(), bundle.api_ids());
+}
+
+#[test]
 fn a_saved_cache_from_another_build_or_torn_is_ignored() {
     let mut entries: Vec<TreeEntry> = (0..20)
         .map(|i| file(&format!("apps/a{i}.json"), &api_bytes(&format!("a{i}"))))
