@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 /// A free loopback port for a server the tests start (and may stop and
 /// start again on the same port).
 ///
-/// Picked below the kernel's ephemeral range: a port from that range can be
+/// Picked outside the kernel's ephemeral range: a port from that range can be
 /// handed to a client as its source port while the server is down (a client
 /// retrying against it can even end up connected to itself), and the server
 /// cannot come back. Never the same port twice in one test process, so
@@ -29,30 +29,53 @@ pub fn free_port() -> u16 {
     use std::hash::{BuildHasher, RandomState};
     use std::sync::{Mutex, OnceLock};
     static GIVEN: OnceLock<Mutex<HashSet<u16>>> = OnceLock::new();
-    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+    let ephemeral: Vec<u32> = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()
-        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
-        .unwrap_or(32768);
-    let (low, high) = (
-        ephemeral_low.saturating_sub(12_000).max(1024),
-        ephemeral_low,
-    );
+        .map(|range| {
+            range
+                .split_whitespace()
+                .filter_map(|n| n.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    let (eph_low, eph_high) = match ephemeral[..] {
+        [low, high] => (low, high),
+        _ => (32768, 60999),
+    };
+    // The larger port region outside the ephemeral range (a host may give
+    // almost every port to it: then the kernel picks, as a last resort).
+    let below = (eph_low.saturating_sub(12_000).max(1024), eph_low);
+    let above: (u32, u32) = (eph_high + 1, 65536);
+    let (low, high) = if below.1.saturating_sub(below.0) >= above.1.saturating_sub(above.0) {
+        below
+    } else {
+        above
+    };
     let random = RandomState::new();
     let mut given = GIVEN
         .get_or_init(Default::default)
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
-    for attempt in 0u32..10_000 {
-        let port = low + (random.hash_one(attempt) % u64::from(high - low)) as u16;
-        if given.contains(&port) {
-            continue;
+    if high.saturating_sub(low) >= 1000 {
+        for attempt in 0u32..10_000 {
+            let port = (low + (random.hash_one(attempt) % u64::from(high - low)) as u32) as u16;
+            if given.contains(&port) {
+                continue;
+            }
+            if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                given.insert(port);
+                return port;
+            }
         }
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            given.insert(port);
+    }
+    for _ in 0..1000 {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
+        let port = listener.local_addr().expect("local addr").port();
+        if given.insert(port) {
             return port;
         }
     }
-    panic!("no free loopback port in {low}..{high}")
+    panic!("no free loopback port")
 }
 
 /// Waits until something accepts on `addr`, or panics after `timeout`.
