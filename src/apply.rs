@@ -217,10 +217,11 @@ impl Revisions {
         let staging = self
             .dir()
             .join(format!("{STAGING_PREFIX}{name}-{}", std::process::id()));
-        let wanted: HashMap<&str, Oid> = files
+        // path → blob id (hex), as the manifest lists them.
+        let wanted: HashMap<&str, &str> = manifest
+            .files
             .iter()
-            .zip(&oids)
-            .map(|(f, oid)| (f.path.as_str(), *oid))
+            .map(|(path, oid)| (path.as_str(), oid.as_str()))
             .collect();
         let needed_dirs: BTreeSet<&Path> = files
             .iter()
@@ -268,20 +269,9 @@ impl Revisions {
         );
         // File creation dominates a cold apply (one inode and its data
         // each); a few threads overlap the kernel work.
-        let threads = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-            .clamp(1, 4);
-        let chunk = work.len().div_ceil(threads).max(1);
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = work
-                .chunks(chunk)
-                .map(|part| scope.spawn(|| write_files(&staging, part)))
-                .collect();
-            handles
-                .into_iter()
-                .try_for_each(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-        })?;
+        crate::par::chunks(&work, |part| write_files(&staging, part))
+            .into_iter()
+            .collect::<Result<(), _>>()?;
         // Crash-test hooks (feature `failpoints`, nothing otherwise).
         #[cfg(feature = "failpoints")]
         fail::fail_point!("apply-after-write");
@@ -380,7 +370,7 @@ impl Revisions {
         &self,
         old: &str,
         staging: &Path,
-        wanted: &HashMap<&str, Oid>,
+        wanted: &HashMap<&str, &str>,
         needed_dirs: &BTreeSet<&Path>,
     ) -> Result<Option<HashSet<String>>, ApplyError> {
         if self.current()?.as_deref() == Some(old) {
@@ -427,8 +417,10 @@ impl Revisions {
                 }
                 let keep = file_type.is_file()
                     && rel.as_deref().is_some_and(|rel| {
-                        let same = |oid: &Oid| listed.get(rel) == Some(&oid.to_string().as_str());
-                        rel != MANIFEST && wanted.get(rel).is_some_and(same)
+                        rel != MANIFEST
+                            && wanted
+                                .get(rel)
+                                .is_some_and(|oid| listed.get(rel) == Some(oid))
                     });
                 match rel {
                     Some(rel) if keep => {

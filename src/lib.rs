@@ -28,6 +28,7 @@ pub mod fleet;
 pub mod gateway;
 pub mod logging;
 pub mod metrics;
+pub mod par;
 pub mod reconcile;
 pub mod server;
 pub mod source;

@@ -327,10 +327,10 @@ impl<'a> Session<'a> {
             "hung up",
             "reset by peer",
             "broken pipe",
+            "could not read from remote",
         ]
         .iter()
-        .any(|phrase| lower.contains(phrase))
-            || lower.contains("could not read from remote");
+        .any(|phrase| lower.contains(phrase));
         if broken_off && matches!(err.class(), ErrorClass::Net | ErrorClass::Os) {
             return other(format!("the transfer broke off: {message}"));
         }

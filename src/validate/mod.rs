@@ -81,10 +81,6 @@ impl Cache {
     /// them one by one.
     fn prepare(&mut self, jobs: &[(Oid, Role, &[u8])]) {
         const PARALLEL_FROM: usize = 256;
-        let threads = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-            .clamp(1, 4);
         let mut seen = HashSet::new();
         let misses: Vec<&(Oid, Role, &[u8])> = jobs
             .iter()
@@ -94,28 +90,17 @@ impl Cache {
                     && seen.insert((*blob, *role))
             })
             .collect();
-        if threads == 1 || misses.len() < PARALLEL_FROM {
+        if crate::par::threads() == 1 || misses.len() < PARALLEL_FROM {
             return;
         }
-        let chunk = misses.len().div_ceil(threads);
-        let analysed: Vec<((Oid, Role), Analysis)> = std::thread::scope(|scope| {
-            let handles: Vec<_> = misses
-                .chunks(chunk)
-                .map(|part| {
-                    scope.spawn(move || {
-                        part.iter()
-                            .map(|(blob, role, bytes)| {
-                                ((*blob, *role), analyse::analyse(*role, bytes))
-                            })
-                            .collect::<Vec<_>>()
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-                .collect()
-        });
+        let analysed: Vec<((Oid, Role), Analysis)> = crate::par::chunks(&misses, |part| {
+            part.iter()
+                .map(|(blob, role, bytes)| ((*blob, *role), analyse::analyse(*role, bytes)))
+                .collect::<Vec<_>>()
+        })
+        .into_iter()
+        .flatten()
+        .collect();
         for (key, analysis) in analysed {
             self.entries.insert(key, Arc::new(analysis));
             self.dirty = true;
