@@ -234,7 +234,20 @@ fn a_run_of_small_commits_recycles_old_revisions_into_exact_copies() {
     for (i, step) in steps.iter().enumerate() {
         step(&repo);
         repo.commit(&format!("step {i}"));
-        let ran = sync_with_gateway(&repo, &node).code(0);
+        let ran = Sync::new(&repo.url(), node.root())
+            .gateway(&node.emu)
+            .args(&["--log-level", "debug"])
+            .run()
+            .code(0);
+        // From the fourth revision on, one is about to be pruned: it is the
+        // one recycled.
+        if i >= 2 {
+            assert!(
+                ran.stderr.contains("recycled=\"") && !ran.stderr.contains("recycled=\"\""),
+                "step {i}: no revision recycled\n{}",
+                ran.stderr
+            );
+        }
         let current = fs::canonicalize(node.current()).unwrap();
         for dir in ["apps", "templates"] {
             let list = |root: &Path| -> Vec<(String, Vec<u8>)> {
