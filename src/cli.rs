@@ -54,6 +54,8 @@ pub enum Command {
     Validate(crate::validate::command::Args),
     /// Every replica's status, read from Redis: `status` (a table) and `wait --sha` (for deploy pipelines).
     Fleet(crate::fleet::command::Args),
+    /// What applying a commit would change: APIs, policies and fields added, removed, changed; the new side's findings.
+    Plan(crate::plan::command::Args),
 }
 
 /// The flags of `run`: every `sync` flag plus the loop's own.

@@ -298,6 +298,16 @@ impl Gateway {
         })
     }
 
+    /// Every API definition and policy the gateway runs, whole, as
+    /// `/tyk/apis` and `/tyk/policies` list them (for `plan --gateway`).
+    pub async fn definitions(
+        &self,
+    ) -> Result<(Vec<serde_json::Value>, Vec<serde_json::Value>), GatewayError> {
+        let apis: Option<Vec<serde_json::Value>> = self.get_json("/tyk/apis").await?;
+        let policies: Option<Vec<serde_json::Value>> = self.get_json("/tyk/policies").await?;
+        Ok((apis.unwrap_or_default(), policies.unwrap_or_default()))
+    }
+
     /// Polls `loaded()` until it equals `expected`. Reloads are merged and a
     /// group reload returns before the work is done, so one look right after
     /// the reload is not enough. Gives up after `max_wait` with `Mismatch`,

@@ -15,6 +15,8 @@
 //! (schedule, signals, webhook), `server` its HTTP side, `metrics` what it
 //! counts, `fleet` how replicas meet in Redis (notices, status, poll lease).
 //!
+//! `plan` diffs two sides (checkouts, commits, a gateway) for review.
+//!
 //! `cli` and `config` turn flags into a validated `SyncConfig`; `commands`
 //! runs `sync` and `run`; `main` maps errors to exit codes.
 
@@ -29,6 +31,7 @@ pub mod gateway;
 pub mod logging;
 pub mod metrics;
 pub mod par;
+pub mod plan;
 pub mod reconcile;
 pub mod server;
 pub mod source;

@@ -17,6 +17,7 @@ fn main() {
         Command::Sync(args) => tyk_gitops::commands::sync(args),
         Command::Run(args) => tyk_gitops::commands::run(args),
         Command::Fleet(args) => tyk_gitops::fleet::command::run(args),
+        Command::Plan(args) => tyk_gitops::plan::command::run(&args),
     };
     std::process::exit(code);
 }

@@ -7,6 +7,7 @@ mod fleet;
 mod fuzz_regressions;
 mod gateway;
 mod hostile;
+mod plan;
 mod readme;
 mod run;
 mod source;

@@ -5,12 +5,13 @@ use std::process::Command;
 
 use crate::support::bin;
 
-const COMMANDS: [&[&str]; 5] = [
+const COMMANDS: [&[&str]; 6] = [
     &["sync"],
     &["run"],
     &["validate"],
     &["fleet", "status"],
     &["fleet", "wait"],
+    &["plan"],
 ];
 
 #[test]
