@@ -190,6 +190,18 @@ pub struct SyncArgs {
     #[arg(long, env = "TYK_GITOPS_STRICT")]
     pub strict: bool,
 
+    /// Apply only commits (or annotated tags named by --ref) signed by a key of --allowed-signers or --trusted-keys.
+    #[arg(long, env = "TYK_GITOPS_VERIFY_SIGNATURES")]
+    pub verify_signatures: bool,
+
+    /// SSH public keys allowed to sign, in git's gpg.ssh.allowedSignersFile format; re-read on every sync.
+    #[arg(long, value_name = "FILE", env = "TYK_GITOPS_ALLOWED_SIGNERS")]
+    pub allowed_signers: Option<PathBuf>,
+
+    /// Armored OpenPGP public keys allowed to sign; re-read on every sync.
+    #[arg(long, value_name = "FILE", env = "TYK_GITOPS_TRUSTED_KEYS")]
+    pub trusted_keys: Option<PathBuf>,
+
     #[command(flatten)]
     pub fleet: FleetArgs,
 }

@@ -90,6 +90,8 @@ pub struct SyncConfig {
     pub force: bool,
     pub keep_revisions: usize,
     pub validate: crate::validate::Options,
+    /// `Some` with `--verify-signatures`: whose signatures a commit needs.
+    pub trust: Option<crate::trust::TrustConfig>,
 }
 
 impl SyncConfig {
@@ -154,6 +156,26 @@ impl SyncConfig {
             (None, Some(_)) => Some("git".to_string()),
             (None, None) => None,
         };
+        let trust = match (
+            args.verify_signatures,
+            args.allowed_signers.is_some() || args.trusted_keys.is_some(),
+        ) {
+            (true, false) => {
+                return Err(ConfigError::Usage(
+                    "--verify-signatures needs --allowed-signers FILE (SSH) and/or --trusted-keys FILE (OpenPGP)".into(),
+                ));
+            }
+            (false, true) => {
+                return Err(ConfigError::Usage(
+                    "--allowed-signers and --trusted-keys take effect only with --verify-signatures".into(),
+                ));
+            }
+            (false, false) => None,
+            (true, true) => Some(crate::trust::TrustConfig {
+                allowed_signers: args.allowed_signers.clone(),
+                trusted_keys: args.trusted_keys.clone(),
+            }),
+        };
         let validate = crate::validate::Options {
             strict: args.strict,
             max_file_size: args.max_file_size,
@@ -177,6 +199,7 @@ impl SyncConfig {
             force: args.force,
             keep_revisions: args.keep_revisions as usize,
             validate,
+            trust,
         })
     }
 }

@@ -305,16 +305,20 @@ fn record(app: &App, trigger: &Trigger, result: &Result<Step, SyncError>, took: 
                     false
                 }
                 SyncError::Apply(_) | SyncError::State(_) | SyncError::Internal(_) => true,
-                SyncError::Invalid { .. } | SyncError::Rejected { .. } => false,
+                SyncError::Invalid { .. }
+                | SyncError::Untrusted { .. }
+                | SyncError::Rejected { .. } => false,
             };
             let label = match e {
-                SyncError::Invalid { .. } | SyncError::Rejected { .. } => "rejected",
+                SyncError::Invalid { .. }
+                | SyncError::Untrusted { .. }
+                | SyncError::Rejected { .. } => "rejected",
                 _ => "failed",
             };
             let sha = match e {
-                SyncError::Invalid { commit, .. } | SyncError::VerifyFailed { commit, .. } => {
-                    Some(commit.sha.clone())
-                }
+                SyncError::Invalid { commit, .. }
+                | SyncError::Untrusted { commit, .. }
+                | SyncError::VerifyFailed { commit, .. } => Some(commit.sha.clone()),
                 SyncError::Rejected { rejection } => Some(rejection.sha.clone()),
                 _ => None,
             };

@@ -5,6 +5,7 @@
 //! - `source`: Git remote → `Commit` (ls-remote, shallow fetch, auth) → `Tree`
 //! - `tree`: the files of one config root, from a commit or a folder
 //! - `bundle`: `Tree` → `Bundle` (apps, policies, middleware, templates)
+//! - `trust`: with `--verify-signatures`, only commits signed by listed keys
 //! - `validate`: schemas and cross-file rules → `Report`
 //! - `apply`: `Bundle` → `Revision` on disk, published by one atomic rename
 //! - `gateway`: Tyk control API: wait, reload, what it `Loaded`
@@ -38,4 +39,5 @@ pub mod source;
 pub mod state;
 pub mod tree;
 pub mod trigger;
+pub mod trust;
 pub mod validate;

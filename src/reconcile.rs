@@ -56,6 +56,8 @@ impl Outcome {
 pub enum SyncError {
     #[error("commit {} is invalid: {} error(s), {} warning(s); nothing was changed", .commit.short(), .report.errors.len(), .report.warnings.len())]
     Invalid { commit: Commit, report: Report },
+    #[error("commit {} is not trusted (untrusted-signature): {reason}; nothing was changed", .commit.short())]
+    Untrusted { commit: Commit, reason: String },
     #[error("commit {} was rejected before ({}): {}; push a fix, or use --force to try it again", &.rejection.sha[..12.min(.rejection.sha.len())], .rejection.reason, .rejection.message)]
     Rejected { rejection: Rejection },
     #[error(transparent)]
@@ -83,7 +85,9 @@ impl SyncError {
     /// source, 4 gateway, 5 local disk or state.
     pub fn exit_code(&self) -> i32 {
         match self {
-            SyncError::Invalid { .. } | SyncError::Rejected { .. } => 1,
+            SyncError::Invalid { .. }
+            | SyncError::Untrusted { .. }
+            | SyncError::Rejected { .. } => 1,
             SyncError::Source(_) => 3,
             SyncError::Gateway(_) | SyncError::VerifyFailed { .. } => 4,
             SyncError::Config(ConfigError::SecretFile { .. }) => 4,
@@ -219,13 +223,14 @@ impl Reconciler {
 
         revs.check_writable()?;
         // Fetch, read and validate off the runtime.
-        let (source, fetched, subpath, opts, cache, root) = (
+        let (source, fetched, subpath, opts, cache, root, trust) = (
             self.source.clone(),
             commit.clone(),
             cfg.path.clone(),
             cfg.validate.clone(),
             self.cache.clone(),
             cfg.root.clone(),
+            cfg.trust.clone(),
         );
         let checked = blocking(move || -> Result<_, SyncError> {
             let started = Instant::now();
@@ -239,6 +244,12 @@ impl Reconciler {
                     .then(|| scope.spawn(|| validate::Cache::load(&root)));
                 source.fetch(&fetched)?;
                 debug!(ms = started.elapsed().as_millis() as u64, "fetched");
+                // Before a byte of the commit is read: whose it is.
+                if let Some(trust) = &trust {
+                    let signer = crate::trust::verify(&source.signatures(&fetched)?, trust)
+                        .map_err(|e| untrusted(&fetched, e))?;
+                    info!(%signer, "signature verified");
+                }
                 if let Some(Ok(loaded)) = loading.map(|l| l.join()) {
                     *cache = loaded;
                 }
@@ -261,7 +272,21 @@ impl Reconciler {
             debug!(ms = started.elapsed().as_millis() as u64, "checked");
             Ok((bundle, report, files, cache.analysed(), cache.changes()))
         })
-        .await??;
+        .await?;
+        let checked = match checked {
+            Err(SyncError::Untrusted { commit, reason }) => {
+                state.reject(Rejection {
+                    sha: commit.sha.clone(),
+                    at: now(),
+                    reason: "untrusted-signature".into(),
+                    message: reason.clone(),
+                    findings: Vec::new(),
+                });
+                state.save(&cfg.root)?;
+                return Err(SyncError::Untrusted { commit, reason });
+            }
+            other => other?,
+        };
         let (bundle, report, files, analysed, changes) = checked;
         let refused = report.rejects(cfg.validate.strict);
         for w in &report.warnings {
@@ -558,6 +583,18 @@ impl Reconciler {
             Err(e) => warn!(revision = %name, error = %e, "cannot read rolled-back revision"),
         }
         Some(name)
+    }
+}
+
+/// A commit that fails the signature check is refused like an invalid one;
+/// an unusable key file is the operator's to fix, and is retried.
+fn untrusted(commit: &Commit, err: crate::trust::TrustError) -> SyncError {
+    match err {
+        crate::trust::TrustError::Untrusted(reason) => SyncError::Untrusted {
+            commit: commit.clone(),
+            reason,
+        },
+        key_file => SyncError::Config(ConfigError::Usage(key_file.to_string())),
     }
 }
 

@@ -272,6 +272,52 @@ impl Source {
     }
 }
 
+impl Source {
+    /// The signatures that vouch for a fetched commit: its own, then that of
+    /// the annotated tag it was fetched by (when `--ref` names one). Empty
+    /// when nothing is signed.
+    pub fn signatures(&self, commit: &Commit) -> Result<Vec<crate::trust::Signed>, SourceError> {
+        let read_error = |e: git2::Error| SourceError::Read {
+            sha: commit.sha.clone(),
+            message: e.message().to_string(),
+        };
+        let repo = cache::open_existing(&self.cache_dir).map_err(|_| SourceError::NotFetched {
+            sha: commit.sha.clone(),
+        })?;
+        let oid = Oid::from_str(&commit.sha).map_err(read_error)?;
+        let mut signed = Vec::new();
+        match repo.extract_signature(&oid, None) {
+            Ok((signature, data)) => signed.push(crate::trust::Signed {
+                what: "commit".into(),
+                signature: signature.to_vec(),
+                data: data.to_vec(),
+            }),
+            Err(e) if e.code() == git2::ErrorCode::NotFound => {}
+            Err(e) => return Err(read_error(e)),
+        }
+        // The fetch stores the ref it fetched by: an annotated tag there
+        // that names this commit vouches for it too.
+        let tag = repo
+            .find_reference(cache::FETCHED_REF)
+            .ok()
+            .and_then(|r| r.target())
+            .and_then(|t| repo.find_tag(t).ok())
+            .filter(|t| t.target_id() == oid);
+        if let Some(tag) = tag {
+            let db = repo.odb().map_err(read_error)?;
+            let raw = db.read(tag.id()).map_err(read_error)?;
+            if let Some((signature, data)) = crate::trust::split_tag_signature(raw.data()) {
+                signed.push(crate::trust::Signed {
+                    what: format!("tag {}", tag.name().unwrap_or("?")),
+                    signature,
+                    data,
+                });
+            }
+        }
+        Ok(signed)
+    }
+}
+
 fn is_full_sha(s: &str) -> bool {
     s.len() == 40 && s.bytes().all(|b| b.is_ascii_hexdigit())
 }

@@ -10,6 +10,7 @@ mod hostile;
 mod plan;
 mod readme;
 mod run;
+mod signatures;
 mod source;
 mod sync;
 mod tls;
