@@ -211,7 +211,7 @@ fn absolute(path: &Path) -> Result<PathBuf, ConfigError> {
 
 /// `./envs/prod/` → `envs/prod`; refuses `..` and absolute paths, which
 /// would leave the repository.
-fn normalise_subpath(raw: &str) -> Result<String, ConfigError> {
+pub fn normalise_subpath(raw: &str) -> Result<String, ConfigError> {
     let mut parts = Vec::new();
     for c in Path::new(raw).components() {
         match c {

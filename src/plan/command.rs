@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::{Compare, PlanFormat, Side, diff, render};
-use crate::config::{GATEWAY_SECRET_ENV, Secret, SecretSource};
+use crate::config::{GATEWAY_SECRET_ENV, Secret, SecretSource, normalise_subpath};
 use crate::gateway::Gateway;
 use crate::source::{Commit, Source, SourceConfig};
 use crate::state::State;
@@ -183,19 +183,8 @@ fn subpath(raw: Option<&str>) -> Result<Option<String>, PlanError> {
     let Some(raw) = raw.filter(|p| !p.is_empty()) else {
         return Ok(None);
     };
-    let mut parts = Vec::new();
-    for c in Path::new(raw).components() {
-        match c {
-            std::path::Component::Normal(s) => parts.push(s.to_string_lossy().into_owned()),
-            std::path::Component::CurDir => {}
-            _ => {
-                return Err(PlanError::Usage(format!(
-                    "--path {raw:?} must be a relative path inside the repository"
-                )));
-            }
-        }
-    }
-    Ok((!parts.is_empty()).then(|| parts.join("/")))
+    let sub = normalise_subpath(raw).map_err(|e| PlanError::Usage(e.to_string()))?;
+    Ok((!sub.is_empty()).then_some(sub))
 }
 
 fn dir_tree(dir: &Path, subpath: &Option<String>, args: &Args) -> Result<Tree, PlanError> {
