@@ -56,6 +56,8 @@ pub enum Command {
     Fleet(crate::fleet::command::Args),
     /// What applying a commit would change: APIs, policies and fields added, removed, changed; the new side's findings.
     Plan(crate::plan::command::Args),
+    /// Write what a running gateway serves as a config repo (apps/, policies/, middleware/): the first step to Git.
+    Export(crate::export::Args),
 }
 
 /// The flags of `run`: every `sync` flag plus the loop's own.

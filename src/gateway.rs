@@ -299,13 +299,37 @@ impl Gateway {
     }
 
     /// Every API definition and policy the gateway runs, whole, as
-    /// `/tyk/apis` and `/tyk/policies` list them (for `plan --gateway`).
+    /// `/tyk/apis` and `/tyk/policies` list them (`plan --gateway`,
+    /// `export`). MCP APIs are listed only when asked for (v5.12+; older
+    /// gateways ignore the parameter and have none).
     pub async fn definitions(
         &self,
     ) -> Result<(Vec<serde_json::Value>, Vec<serde_json::Value>), GatewayError> {
-        let apis: Option<Vec<serde_json::Value>> = self.get_json("/tyk/apis").await?;
+        let apis: Option<Vec<serde_json::Value>> =
+            self.get_json("/tyk/apis?include_types=mcp").await?;
         let policies: Option<Vec<serde_json::Value>> = self.get_json("/tyk/policies").await?;
         Ok((apis.unwrap_or_default(), policies.unwrap_or_default()))
+    }
+
+    /// The OpenAPI half of a Tyk OAS API (`GET /tyk/apis/oas/{id}`), or of
+    /// an MCP API (`GET /tyk/mcps/{id}`, v5.12+); `None` when the gateway
+    /// has none for that id (404).
+    pub async fn companion(
+        &self,
+        api_id: &str,
+        mcp: bool,
+    ) -> Result<Option<serde_json::Value>, GatewayError> {
+        let id: String = url::form_urlencoded::byte_serialize(api_id.as_bytes()).collect();
+        let path = if mcp {
+            format!("/tyk/mcps/{id}")
+        } else {
+            format!("/tyk/apis/oas/{id}")
+        };
+        match self.get_json(&path).await {
+            Ok(doc) => Ok(Some(doc)),
+            Err(GatewayError::Status { status: 404, .. }) => Ok(None),
+            Err(err) => Err(err),
+        }
     }
 
     /// Polls `loaded()` until it equals `expected`. Reloads are merged and a

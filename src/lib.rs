@@ -16,7 +16,8 @@
 //! (schedule, signals, webhook), `server` its HTTP side, `metrics` what it
 //! counts, `fleet` how replicas meet in Redis (notices, status, poll lease).
 //!
-//! `plan` diffs two sides (checkouts, commits, a gateway) for review.
+//! `plan` diffs two sides (checkouts, commits, a gateway) for review;
+//! `export` writes what a gateway serves as a config repo.
 //!
 //! `cli` and `config` turn flags into a validated `SyncConfig`; `commands`
 //! runs `sync` and `run`; `main` maps errors to exit codes.
@@ -27,6 +28,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod daemon;
+pub mod export;
 pub mod fleet;
 pub mod gateway;
 pub mod logging;

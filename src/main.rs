@@ -18,6 +18,7 @@ fn main() {
         Command::Run(args) => tyk_gitops::commands::run(args),
         Command::Fleet(args) => tyk_gitops::fleet::command::run(args),
         Command::Plan(args) => tyk_gitops::plan::command::run(&args),
+        Command::Export(args) => tyk_gitops::export::run(&args),
     };
     std::process::exit(code);
 }

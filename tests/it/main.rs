@@ -2,6 +2,7 @@
 mod support;
 
 mod crash;
+mod export;
 mod faults;
 mod fleet;
 mod fuzz_regressions;

@@ -5,13 +5,14 @@ use std::process::Command;
 
 use crate::support::bin;
 
-const COMMANDS: [&[&str]; 6] = [
+const COMMANDS: [&[&str]; 7] = [
     &["sync"],
     &["run"],
     &["validate"],
     &["fleet", "status"],
     &["fleet", "wait"],
     &["plan"],
+    &["export"],
 ];
 
 #[test]

@@ -264,6 +264,8 @@ fn router(shared: Arc<Shared>) -> Router {
     control = both(control, "/tyk/reload/group", get(reload_group));
     control = both(control, "/tyk/apis", get(apis));
     control = both(control, "/tyk/policies", get(policies));
+    control = both(control, "/tyk/apis/oas/{id}", get(oas_document));
+    control = both(control, "/tyk/mcps/{id}", get(mcp_document));
     let control = control.route_layer(middleware::from_fn_with_state(shared.clone(), check_secret));
     both(Router::new(), "/hello", get(hello))
         .merge(control)
@@ -330,6 +332,53 @@ fn queue_reload(gw: &mut Gw, shared: &Shared) -> u64 {
 
 async fn apis(State(shared): State<Arc<Shared>>) -> Json<Vec<Value>> {
     Json(lock(&shared.state).apis.clone())
+}
+
+/// `GET /tyk/apis/oas/{id}`: the OpenAPI half of a loaded Tyk OAS API.
+async fn oas_document(
+    State(shared): State<Arc<Shared>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    companion_document(&shared, &id, "-oas.json")
+}
+
+/// `GET /tyk/mcps/{id}`: the OpenAPI half of a loaded MCP API.
+async fn mcp_document(
+    State(shared): State<Arc<Shared>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    companion_document(&shared, &id, "-mcp.json")
+}
+
+/// The companion of the loaded API `id`, read from its pair's file (the
+/// emulator keeps no parsed copy); 404 as Tyk answers for an unknown id.
+fn companion_document(shared: &Shared, id: &str, suffix: &str) -> Response {
+    let loaded = lock(&shared.state)
+        .apis
+        .iter()
+        .any(|api| str_at(api, "/api_id") == id && api["is_oas"] == json!(true));
+    let found = loaded
+        .then(|| {
+            json_files(&shared.config.app_path)
+                .into_iter()
+                .find_map(|path| {
+                    let def: Value = serde_json::from_slice(&std::fs::read(&path).ok()?).ok()?;
+                    if str_at(&def, "/api_id") != id {
+                        return None;
+                    }
+                    let stem = path.file_stem()?.to_string_lossy().into_owned();
+                    let companion = path.with_file_name(format!("{stem}{suffix}"));
+                    serde_json::from_slice::<Value>(&std::fs::read(companion).ok()?).ok()
+                })
+        })
+        .flatten();
+    match found {
+        Some(doc) => Json(doc).into_response(),
+        None => {
+            let body = json!({"status": "error", "message": "API not found"});
+            (StatusCode::NOT_FOUND, Json(body)).into_response()
+        }
+    }
 }
 
 async fn policies(State(shared): State<Arc<Shared>>) -> Json<Vec<Value>> {
