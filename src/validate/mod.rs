@@ -13,6 +13,7 @@ mod persist;
 pub mod report;
 pub mod rules;
 mod schema;
+mod target;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
