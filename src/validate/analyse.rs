@@ -116,6 +116,10 @@ pub struct PolicyFacts {
     /// Every API named in `access_rights` (the key and any differing
     /// `api_id` inside), with the pointer to cite.
     pub rights: Vec<(String, String)>,
+    /// Where the policy's JSON value ends when something follows it (that
+    /// rest is never read by the gateway, and must not reach the revision's
+    /// policies.json, where it would break the map).
+    pub value_end: Option<usize>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -214,9 +218,9 @@ pub fn analyse(role: Role, bytes: &[u8]) -> Analysis {
         bytes,
         findings: Vec::new(),
     };
-    let parsed = match role {
+    let (parsed, value_end) = match role {
         Role::Policy | Role::PoliciesMap => parse_first_value(&mut sink),
-        _ => parse(&mut sink),
+        _ => (parse(&mut sink), None),
     };
     let Some(mut doc) = parsed else {
         return Analysis {
@@ -260,7 +264,10 @@ pub fn analyse(role: Role, bytes: &[u8]) -> Analysis {
             schema::canonical_keys(Kind::Policy, &mut doc);
             schema_findings(&mut sink, Kind::Policy, &doc);
             unknown_findings(&mut sink, Kind::Policy, &doc, "");
-            Facts::Policy(policy_facts(&mut sink, &doc, ""))
+            Facts::Policy(PolicyFacts {
+                value_end,
+                ..policy_facts(&mut sink, &doc, "")
+            })
         }
         Role::PoliciesMap => map_facts(&mut sink, doc),
         Role::Index => {
@@ -279,16 +286,17 @@ pub fn analyse(role: Role, bytes: &[u8]) -> Analysis {
 /// are read with Go's streaming decoder: the first JSON value counts and
 /// whatever follows it is never read. That rest is a warning, not a syntax
 /// error; the first value gets every check `parse` makes.
-fn parse_first_value(sink: &mut Sink<'_>) -> Option<Value> {
+/// Returns the value and, when something follows it, where it ends.
+fn parse_first_value(sink: &mut Sink<'_>) -> (Option<Value>, Option<usize>) {
     let bytes = sink.bytes;
     let mut stream = serde_json::Deserializer::from_slice(bytes).into_iter::<Value>();
     let end = match stream.next() {
         Some(Ok(_)) => stream.byte_offset(),
         // An error in the first value: the strict parse reports it.
-        _ => return parse(sink),
+        _ => return (parse(sink), None),
     };
     let Some(rest) = bytes[end..].iter().position(|b| !b" \t\r\n".contains(b)) else {
-        return parse(sink);
+        return (parse(sink), None);
     };
     let mut first = Sink {
         bytes: &bytes[..end],
@@ -302,7 +310,7 @@ fn parse_first_value(sink: &mut Sink<'_>) -> Option<Value> {
         "the gateway reads a policy file up to the end of its first JSON value and ignores everything from here on".into(),
         "delete the rest, or, if it is another policy, give it its own file under policies/ (or an entry in the policies.json map)",
     );
-    doc
+    (doc, Some(end))
 }
 
 /// Encoding, depth and syntax, in that order: each later check assumes the
@@ -784,6 +792,7 @@ fn policy_facts(sink: &mut Sink<'_>, doc: &Value, prefix: &str) -> PolicyFacts {
         id: string(doc, "/id"),
         org_id: string(doc, "/org_id"),
         rights,
+        value_end: None,
     }
 }
 

@@ -592,11 +592,19 @@ fn build_bundle(
             }),
             (Facts::Policy(p), _) => {
                 if let Some(id) = p.id.clone().filter(|id| !id.is_empty()) {
+                    let mut bytes = take_bytes(tree, i);
+                    let mut blob = blob_of(tree, i);
+                    // Only the policy itself: what follows it is never read
+                    // by the gateway, and would break the policies map.
+                    if let Some(end) = p.value_end {
+                        bytes.truncate(end);
+                        blob = None;
+                    }
                     bundle.policies.push(PolicyEntry {
                         id,
                         source,
-                        bytes: take_bytes(tree, i),
-                        blob: blob_of(tree, i),
+                        bytes,
+                        blob,
                     });
                 }
             }

@@ -363,6 +363,28 @@ fn revision_files_of_a_checked_bundle_are_safe_and_complete() {
     );
 }
 
+#[test]
+fn a_comment_after_a_policy_is_a_warning_and_stays_out_of_the_policies_map() {
+    let case = cases_dir().join("trailing-content/comment-after-policy");
+    let tree = Tree::from_dir(&case, 1 << 20).expect("tree");
+    let (bundle, report) = check(tree, &Options::default(), &mut Cache::default());
+    assert!(!report.has_errors(), "{report:#?}");
+    let files = bundle.revision_files("/r");
+    let get = |p: &str| {
+        let f = files.iter().find(|f| f.path == p).expect(p);
+        if let Some(blob) = f.blob {
+            assert_eq!(blob, tyk_gitops::tree::blob_id(&f.bytes), "{p}");
+        }
+        serde_json::from_slice::<Value>(&f.bytes).unwrap_or_else(|e| panic!("{p}: {e}"))
+    };
+    // Both files parse strictly: the gateway reads either layout.
+    assert_eq!(
+        get("policies.json")["gold"]["access_rights"]["shop"]["api_id"],
+        "shop"
+    );
+    assert_eq!(get("policies/gold.json")["id"], "gold");
+}
+
 /// `TYK_GITOPS_CORPUS` points at the shared corpus (set by `.ci/run`);
 /// without it the test says so and passes, so a plain clone builds.
 fn corpus() -> Option<PathBuf> {
