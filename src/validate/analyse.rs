@@ -469,18 +469,20 @@ fn is_secret_reference(s: &str) -> bool {
 
 fn api_facts(sink: &mut Sink<'_>, doc: &Value) -> ApiFacts {
     let listen_path = string(doc, "/proxy/listen_path");
-    if let Some(lp) = &listen_path
-        && (lp.trim().is_empty() || lp.chars().any(char::is_whitespace))
+    // Without a proxy object at all, the schema says so.
+    if let Some(problem) = listen_path_problem(doc)
+        && doc.get("proxy").is_some_and(Value::is_object)
     {
-        let problem = if lp.trim().is_empty() {
-            "is empty"
+        let lp = listen_path.as_deref().unwrap_or_default();
+        let at = if doc.pointer("/proxy/listen_path").is_some() {
+            "/proxy/listen_path"
         } else {
-            "contains whitespace"
+            "/proxy"
         };
         let f = sink.at(
             rules::INVALID_LISTEN_PATH,
             Severity::Error,
-            "/proxy/listen_path",
+            at,
             format!("listen path {lp:?} {problem}"),
         );
         Sink::hint(
@@ -552,12 +554,7 @@ fn target_findings(sink: &mut Sink<'_>, doc: &Value) {
         }
         Verdict::Unusable(reason) => reason,
     };
-    let http = matches!(
-        doc.get("protocol")
-            .and_then(Value::as_str)
-            .unwrap_or_default(),
-        "" | "http" | "https"
-    );
+    let http = is_http(doc);
     let graphql_engine = flag(doc, "/graphql/enabled") == Some(true)
         && matches!(
             doc.pointer("/graphql/execution_mode")
@@ -584,10 +581,7 @@ fn target_findings(sink: &mut Sink<'_>, doc: &Value) {
     // A Tyk OAS API may take its upstream from the OpenAPI document.
     let oas = flag(doc, "/is_oas") == Some(true) && target.is_empty();
     // Without a usable listen path the API is skipped anyway (said apart).
-    let routed = doc
-        .pointer("/proxy/listen_path")
-        .and_then(Value::as_str)
-        .is_some_and(|lp| !lp.trim().is_empty() && !lp.chars().any(char::is_whitespace));
+    let routed = listen_path_problem(doc).is_none();
     if !http || !routed || graphql_engine || balanced || discovered || versioned || oas {
         return;
     }
@@ -601,6 +595,30 @@ fn target_findings(sink: &mut Sink<'_>, doc: &Value) {
         f,
         "set proxy.target_url to the upstream's absolute URL, such as \"http://upstream:8080/\"",
     );
+}
+
+/// HTTP APIs (the default protocol); TCP and TLS APIs have no listen path
+/// and their own kind of target.
+fn is_http(doc: &Value) -> bool {
+    matches!(
+        doc.get("protocol")
+            .and_then(Value::as_str)
+            .unwrap_or_default(),
+        "" | "http" | "https"
+    )
+}
+
+/// Why the gateway would skip an HTTP API for its listen path: it checks
+/// for an empty path and for a space, nothing else.
+fn listen_path_problem(doc: &Value) -> Option<&'static str> {
+    if !is_http(doc) {
+        return None;
+    }
+    match doc.pointer("/proxy/listen_path").and_then(Value::as_str) {
+        None | Some("") => Some("is empty"),
+        Some(lp) if lp.contains(' ') => Some("contains a space"),
+        Some(_) => None,
+    }
 }
 
 /// Policy ids the definition names for an auth method it has switched on
