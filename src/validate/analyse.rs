@@ -86,6 +86,9 @@ pub struct ApiFacts {
     pub is_oas: bool,
     pub is_mcp: bool,
     pub refs: Vec<MiddlewareRef>,
+    /// Some keys differ from the field names in case only (`"Proxy"`): the
+    /// gateway reads them, but the revision writer looks for exact names.
+    pub renamed: bool,
     /// Policy ids the definition names (JWT defaults and scope mappings,
     /// OpenID Connect clients), with the pointer to cite, for the auth
     /// methods it has switched on.
@@ -240,11 +243,14 @@ pub fn analyse(role: Role, bytes: &[u8]) -> Analysis {
                 schema_findings(&mut sink, kind, &doc);
                 Facts::Openapi(oas_facts(&doc))
             } else {
-                schema::canonical_keys(Kind::ApiDefinition, &mut doc);
+                let renamed = schema::canonical_keys(Kind::ApiDefinition, &mut doc);
                 schema_findings(&mut sink, Kind::ApiDefinition, &doc);
                 unknown_findings(&mut sink, Kind::ApiDefinition, &doc, "");
                 misplaced_findings(&mut sink, &doc);
-                Facts::Api(api_facts(&mut sink, &doc))
+                Facts::Api(ApiFacts {
+                    renamed,
+                    ..api_facts(&mut sink, &doc)
+                })
             }
         }
         Role::Policy if looks_like_map(&doc) => {
@@ -509,6 +515,7 @@ fn api_facts(sink: &mut Sink<'_>, doc: &Value) -> ApiFacts {
         is_mcp: doc.get("application_protocol").and_then(Value::as_str) == Some("mcp"),
         refs: bundle::middleware_refs(doc),
         policy_refs: policy_refs(doc),
+        renamed: false,
     }
 }
 
@@ -762,6 +769,15 @@ fn misplaced_findings(sink: &mut Sink<'_>, doc: &Value) {
             Sink::hint(f, format!("move \"{key}\" into {home}"));
         }
     }
+}
+
+/// A definition with its keys spelled as the gateway's field names, for
+/// the revision (whose middleware paths are rewritten by exact name). `None`
+/// when the bytes do not parse (they were analysed, so they do).
+pub fn canonical_definition(bytes: &[u8]) -> Option<Vec<u8>> {
+    let mut doc: Value = serde_json::from_slice(bytes).ok()?;
+    schema::canonical_keys(Kind::ApiDefinition, &mut doc);
+    serde_json::to_vec_pretty(&doc).ok()
 }
 
 fn oas_facts(doc: &Value) -> OasFacts {
