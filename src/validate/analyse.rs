@@ -243,7 +243,7 @@ pub fn analyse(role: Role, bytes: &[u8]) -> Analysis {
                 schema_findings(&mut sink, kind, &doc);
                 Facts::Openapi(oas_facts(&doc))
             } else {
-                let renamed = schema::canonical_keys(Kind::ApiDefinition, &mut doc);
+                let renamed = canonical_keys(&mut sink, Kind::ApiDefinition, &mut doc);
                 schema_findings(&mut sink, Kind::ApiDefinition, &doc);
                 unknown_findings(&mut sink, Kind::ApiDefinition, &doc, "");
                 misplaced_findings(&mut sink, &doc);
@@ -267,7 +267,7 @@ pub fn analyse(role: Role, bytes: &[u8]) -> Analysis {
             map_facts(&mut sink, doc)
         }
         Role::Policy => {
-            schema::canonical_keys(Kind::Policy, &mut doc);
+            canonical_keys(&mut sink, Kind::Policy, &mut doc);
             schema_findings(&mut sink, Kind::Policy, &doc);
             unknown_findings(&mut sink, Kind::Policy, &doc, "");
             Facts::Policy(PolicyFacts {
@@ -419,6 +419,29 @@ fn duplicate_key_findings(sink: &mut Sink<'_>) {
             None,
         );
     }
+}
+
+/// Keys spelled as Go's field names (`schema::canonical_keys`); two keys
+/// for one field are a duplicate, as two same-named keys are. Returns
+/// whether any key was renamed.
+fn canonical_keys(sink: &mut Sink<'_>, kind: Kind, doc: &mut Value) -> bool {
+    let renamed = schema::canonical_keys(kind, doc);
+    for clash in renamed.clashes.iter().take(MAX_FINDINGS_PER_RULE) {
+        let f = sink.at(
+            rules::DUPLICATE_KEY,
+            Severity::Error,
+            &clash.pointer,
+            format!(
+                "keys \"{}\" and \"{}\" set the same field (Go matches keys case-insensitively)",
+                clash.first, clash.second
+            ),
+        );
+        Sink::hint(
+            f,
+            "the gateway keeps the last value without a word; remove the one you did not mean",
+        );
+    }
+    renamed.any
 }
 
 fn schema_findings(sink: &mut Sink<'_>, kind: Kind, doc: &Value) {
@@ -776,7 +799,8 @@ fn misplaced_findings(sink: &mut Sink<'_>, doc: &Value) {
 /// when the bytes do not parse (they were analysed, so they do).
 pub fn canonical_definition(bytes: &[u8]) -> Option<Vec<u8>> {
     let mut doc: Value = serde_json::from_slice(bytes).ok()?;
-    schema::canonical_keys(Kind::ApiDefinition, &mut doc);
+    // Clashes were reported (as duplicate-key errors) by the analysis.
+    let _ = schema::canonical_keys(Kind::ApiDefinition, &mut doc);
     serde_json::to_vec_pretty(&doc).ok()
 }
 
@@ -876,7 +900,7 @@ fn map_facts(sink: &mut Sink<'_>, mut doc: Value) -> Facts {
     if doc.is_object() && is_one_policy(&doc) {
         return one_policy_as_map(sink, doc);
     }
-    schema::canonical_keys(Kind::PoliciesMap, &mut doc);
+    canonical_keys(sink, Kind::PoliciesMap, &mut doc);
     schema_findings(sink, Kind::PoliciesMap, &doc);
     let Some(map) = doc.as_object() else {
         return Facts::None;
@@ -977,7 +1001,7 @@ fn is_one_policy(doc: &Value) -> bool {
 /// facts are those of the policy the user meant, so that other rules judge
 /// the rest of the bundle as if it were fixed.
 fn one_policy_as_map(sink: &mut Sink<'_>, mut doc: Value) -> Facts {
-    schema::canonical_keys(Kind::Policy, &mut doc);
+    canonical_keys(sink, Kind::Policy, &mut doc);
     let id = string(&doc, "/id").filter(|id| !id.is_empty());
     let aborts = doc
         .as_object()

@@ -198,21 +198,37 @@ fn branches(node: Node, out: &mut Vec<Node>) {
     }
 }
 
+/// Two keys of one object that Go decodes into the same field.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Clash {
+    /// The field's pointer, with Go's spelling.
+    pub pointer: String,
+    pub first: String,
+    pub second: String,
+}
+
+/// What `canonical_keys` did.
+#[derive(Debug, Default)]
+pub struct Renamed {
+    /// Some key was spelled otherwise than its field.
+    pub any: bool,
+    pub clashes: Vec<Clash>,
+}
+
 /// Renames keys of `doc` to the field names Go's decoder would match them
 /// to (`"Proxy"` → `"proxy"`, `"cors"` → `"CORS"`) wherever the schema
 /// describes a struct (lists `properties`); map keys stay as they are. Of
-/// two keys for one field the later wins, as in Go. Returns whether
-/// anything was renamed.
-pub fn canonical_keys(kind: Kind, doc: &mut Value) -> bool {
-    let Some((name, root)) = ROOTS.iter().find(|(n, _)| *n == kind.file()) else {
-        return false;
-    };
-    let mut changed = false;
-    canonical((name, root), doc, &mut changed);
-    changed
+/// two keys for one field the later wins, as in Go (which would merge two
+/// objects; the clash is reported, so that difference never ships).
+pub fn canonical_keys(kind: Kind, doc: &mut Value) -> Renamed {
+    let mut out = Renamed::default();
+    if let Some((name, root)) = ROOTS.iter().find(|(n, _)| *n == kind.file()) {
+        canonical((name, root), doc, "", &mut out);
+    }
+    out
 }
 
-fn canonical(node: Node, doc: &mut Value, changed: &mut bool) {
+fn canonical(node: Node, doc: &mut Value, at: &str, out: &mut Renamed) {
     let mut nodes = Vec::new();
     branches(node, &mut nodes);
     match doc {
@@ -230,20 +246,30 @@ fn canonical(node: Node, doc: &mut Value, changed: &mut bool) {
                 }
             };
             if map.keys().any(|k| field_of(k).is_some()) {
+                let mut spelled: Vec<(String, String)> = Vec::new();
                 for (key, value) in std::mem::take(map) {
-                    let key = field_of(&key).map_or(key, str::to_string);
-                    map.insert(key, value);
+                    let field = field_of(&key).map_or_else(|| key.clone(), str::to_string);
+                    if let Some((_, first)) = spelled.iter().find(|(f, _)| *f == field) {
+                        out.clashes.push(Clash {
+                            pointer: format!("{at}/{}", crate::bundle::escape_token(&field)),
+                            first: first.clone(),
+                            second: key.clone(),
+                        });
+                    }
+                    spelled.push((field.clone(), key));
+                    map.insert(field, value);
                 }
-                *changed = true;
+                out.any = true;
             }
             for (key, value) in map.iter_mut() {
+                let here = format!("{at}/{}", crate::bundle::escape_token(key));
                 for (file, n) in &nodes {
                     let sub = n
                         .get("properties")
                         .and_then(|p| p.get(key.as_str()))
                         .or_else(|| n.get("additionalProperties").filter(|a| a.is_object()));
                     if let Some(sub) = sub {
-                        canonical((file, sub), value, changed);
+                        canonical((file, sub), value, &here, out);
                     }
                 }
             }
@@ -251,8 +277,8 @@ fn canonical(node: Node, doc: &mut Value, changed: &mut bool) {
         Value::Array(items) => {
             for (file, n) in &nodes {
                 if let Some(sub) = n.get("items") {
-                    for item in items.iter_mut() {
-                        canonical((file, sub), item, changed);
+                    for (i, item) in items.iter_mut().enumerate() {
+                        canonical((file, sub), item, &format!("{at}/{i}"), out);
                     }
                 }
             }
@@ -368,7 +394,7 @@ mod tests {
             "cors": {"enable": true},
             "config_data": {"Keep": "as is"}
         });
-        assert!(canonical_keys(Kind::ApiDefinition, &mut doc));
+        assert!(canonical_keys(Kind::ApiDefinition, &mut doc).any);
         assert_eq!(doc["api_id"], "a");
         assert_eq!(doc["proxy"]["listen_path"], "/a/");
         // Map keys (version names) stay; the struct inside is matched.
@@ -382,10 +408,23 @@ mod tests {
 
         // Policies: the map's keys are ids; the policies inside are structs.
         let mut map = json!({"Gold": {"Rate": 1, "Access_Rights": {"A": {"API_ID": "A"}}}});
-        assert!(canonical_keys(Kind::PoliciesMap, &mut map));
+        assert!(canonical_keys(Kind::PoliciesMap, &mut map).any);
         assert_eq!(map["Gold"]["access_rights"]["A"]["api_id"], "A");
         let mut same = json!({"id": "x", "rate": 1});
-        assert!(!canonical_keys(Kind::Policy, &mut same));
+        assert!(!canonical_keys(Kind::Policy, &mut same).any);
+
+        // Two spellings of one field: Go keeps the later, and it is said.
+        let mut twice = json!({"proxy": {"listen_path": "/a/", "Listen_Path": "/b/"}});
+        let renamed = canonical_keys(Kind::ApiDefinition, &mut twice);
+        assert_eq!(twice["proxy"]["listen_path"], "/b/");
+        assert_eq!(
+            renamed.clashes,
+            [Clash {
+                pointer: "/proxy/listen_path".into(),
+                first: "listen_path".into(),
+                second: "Listen_Path".into()
+            }]
+        );
     }
 
     #[test]
