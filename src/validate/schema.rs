@@ -262,6 +262,10 @@ fn canonical(node: Node, doc: &mut Value, at: &str, out: &mut Renamed) {
                 out.any = true;
             }
             for (key, value) in map.iter_mut() {
+                // Only objects (and arrays of them) have keys to match.
+                if !(value.is_object() || value.is_array()) {
+                    continue;
+                }
                 let here = format!("{at}/{}", crate::bundle::escape_token(key));
                 for (file, n) in &nodes {
                     let sub = n
@@ -277,7 +281,8 @@ fn canonical(node: Node, doc: &mut Value, at: &str, out: &mut Renamed) {
         Value::Array(items) => {
             for (file, n) in &nodes {
                 if let Some(sub) = n.get("items") {
-                    for (i, item) in items.iter_mut().enumerate() {
+                    let nested = items.iter_mut().enumerate();
+                    for (i, item) in nested.filter(|(_, v)| v.is_object() || v.is_array()) {
                         canonical((file, sub), item, &format!("{at}/{i}"), out);
                     }
                 }
