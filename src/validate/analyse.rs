@@ -672,7 +672,9 @@ fn policy_refs(doc: &Value) -> Vec<PolicyRef> {
             .map(|(k, v)| (format!("{pointer}/{}", bundle::escape_token(k)), v))
             .collect()
     };
-    if flag(doc, "/enable_jwt") == Some(true) {
+    // A keyless API runs no auth middleware at all.
+    let keyless = flag(doc, "/use_keyless") == Some(true);
+    if !keyless && flag(doc, "/enable_jwt") == Some(true) {
         let defaults = doc.get("jwt_default_policies").and_then(Value::as_array);
         for (i, id) in defaults.into_iter().flatten().enumerate() {
             add(
@@ -688,7 +690,7 @@ fn policy_refs(doc: &Value) -> Vec<PolicyRef> {
             add(id, pointer, "scopes.jwt.scope_to_policy");
         }
     }
-    if flag(doc, "/use_openid") == Some(true) {
+    if !keyless && flag(doc, "/use_openid") == Some(true) {
         let providers = doc
             .pointer("/openid_options/providers")
             .and_then(Value::as_array);
