@@ -10,6 +10,7 @@ use super::locate::{depth_exceeded, duplicate_keys, line_col, locate};
 use super::report::{Finding, Severity};
 use super::rules;
 use super::schema::{self, Kind};
+use super::target::{self, Verdict};
 use crate::bundle::{self, MCP_SUFFIX, MiddlewareRef, OAS_SUFFIX};
 
 /// Deepest nesting serde_json accepts: its recursion limit of 128 fails a
@@ -85,6 +86,21 @@ pub struct ApiFacts {
     pub is_oas: bool,
     pub is_mcp: bool,
     pub refs: Vec<MiddlewareRef>,
+    /// Some keys differ from the field names in case only (`"Proxy"`): the
+    /// gateway reads them, but the revision writer looks for exact names.
+    pub renamed: bool,
+    /// Policy ids the definition names (JWT defaults and scope mappings,
+    /// OpenID Connect clients), with the pointer to cite, for the auth
+    /// methods it has switched on.
+    pub policy_refs: Vec<PolicyRef>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PolicyRef {
+    pub id: String,
+    pub pointer: String,
+    /// The setting, as a user would name it.
+    pub setting: String,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -103,6 +119,10 @@ pub struct PolicyFacts {
     /// Every API named in `access_rights` (the key and any differing
     /// `api_id` inside), with the pointer to cite.
     pub rights: Vec<(String, String)>,
+    /// Where the policy's JSON value ends when something follows it (that
+    /// rest is never read by the gateway, and must not reach the revision's
+    /// policies.json, where it would break the map).
+    pub value_end: Option<usize>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -161,6 +181,20 @@ impl Sink<'_> {
         finding.hint = Some(hint.into());
     }
 
+    fn warn_at_offset(&mut self, rule: &'static str, offset: usize, message: String, hint: &str) {
+        let (line, column) = line_col(self.bytes, offset);
+        self.findings.push(Finding {
+            rule,
+            severity: Severity::Warning,
+            file: String::new(),
+            line,
+            column,
+            pointer: None,
+            message,
+            hint: Some(hint.into()),
+        });
+    }
+
     fn whole(
         &mut self,
         rule: &'static str,
@@ -187,7 +221,11 @@ pub fn analyse(role: Role, bytes: &[u8]) -> Analysis {
         bytes,
         findings: Vec::new(),
     };
-    let Some(doc) = parse(&mut sink) else {
+    let (parsed, value_end) = match role {
+        Role::Policy | Role::PoliciesMap => parse_first_value(&mut sink),
+        _ => (parse(&mut sink), None),
+    };
+    let Some(mut doc) = parsed else {
         return Analysis {
             findings: sink.findings,
             facts: Facts::None,
@@ -205,9 +243,14 @@ pub fn analyse(role: Role, bytes: &[u8]) -> Analysis {
                 schema_findings(&mut sink, kind, &doc);
                 Facts::Openapi(oas_facts(&doc))
             } else {
+                let renamed = canonical_keys(&mut sink, Kind::ApiDefinition, &mut doc);
                 schema_findings(&mut sink, Kind::ApiDefinition, &doc);
                 unknown_findings(&mut sink, Kind::ApiDefinition, &doc, "");
-                Facts::Api(api_facts(&mut sink, &doc))
+                misplaced_findings(&mut sink, &doc);
+                Facts::Api(ApiFacts {
+                    renamed,
+                    ..api_facts(&mut sink, &doc)
+                })
             }
         }
         Role::Policy if looks_like_map(&doc) => {
@@ -221,14 +264,18 @@ pub fn analyse(role: Role, bytes: &[u8]) -> Analysis {
                 f,
                 "under policy_path the gateway reads each file as ONE policy; move the map to policies.json at the config root, or split it into one file per policy",
             );
-            map_facts(&mut sink, &doc)
+            map_facts(&mut sink, doc)
         }
         Role::Policy => {
+            canonical_keys(&mut sink, Kind::Policy, &mut doc);
             schema_findings(&mut sink, Kind::Policy, &doc);
             unknown_findings(&mut sink, Kind::Policy, &doc, "");
-            Facts::Policy(policy_facts(&doc, ""))
+            Facts::Policy(PolicyFacts {
+                value_end,
+                ..policy_facts(&mut sink, &doc, "")
+            })
         }
-        Role::PoliciesMap => map_facts(&mut sink, &doc),
+        Role::PoliciesMap => map_facts(&mut sink, doc),
         Role::Index => {
             schema_findings(&mut sink, Kind::TykIndex, &doc);
             Facts::Index(index_facts(&doc))
@@ -239,6 +286,37 @@ pub fn analyse(role: Role, bytes: &[u8]) -> Analysis {
         findings: sink.findings,
         facts,
     }
+}
+
+/// Policy files (both `policy_path` files and the `policy_record_name` map)
+/// are read with Go's streaming decoder: the first JSON value counts and
+/// whatever follows it is never read. That rest is a warning, not a syntax
+/// error; the first value gets every check `parse` makes.
+/// Returns the value and, when something follows it, where it ends.
+fn parse_first_value(sink: &mut Sink<'_>) -> (Option<Value>, Option<usize>) {
+    let bytes = sink.bytes;
+    let mut stream = serde_json::Deserializer::from_slice(bytes).into_iter::<Value>();
+    let end = match stream.next() {
+        Some(Ok(_)) => stream.byte_offset(),
+        // An error in the first value: the strict parse reports it.
+        _ => return (parse(sink), None),
+    };
+    let Some(rest) = bytes[end..].iter().position(|b| !b" \t\r\n".contains(b)) else {
+        return (parse(sink), None);
+    };
+    let mut first = Sink {
+        bytes: &bytes[..end],
+        findings: Vec::new(),
+    };
+    let doc = parse(&mut first);
+    sink.findings.append(&mut first.findings);
+    sink.warn_at_offset(
+        rules::TRAILING_CONTENT,
+        end + rest,
+        "the gateway reads a policy file up to the end of its first JSON value and ignores everything from here on".into(),
+        "delete the rest, or, if it is another policy, give it its own file under policies/ (or an entry in the policies.json map)",
+    );
+    (doc, Some(end))
 }
 
 /// Encoding, depth and syntax, in that order: each later check assumes the
@@ -343,6 +421,29 @@ fn duplicate_key_findings(sink: &mut Sink<'_>) {
     }
 }
 
+/// Keys spelled as Go's field names (`schema::canonical_keys`); two keys
+/// for one field are a duplicate, as two same-named keys are. Returns
+/// whether any key was renamed.
+fn canonical_keys(sink: &mut Sink<'_>, kind: Kind, doc: &mut Value) -> bool {
+    let renamed = schema::canonical_keys(kind, doc);
+    for clash in renamed.clashes.iter().take(MAX_FINDINGS_PER_RULE) {
+        let f = sink.at(
+            rules::DUPLICATE_KEY,
+            Severity::Error,
+            &clash.pointer,
+            format!(
+                "keys \"{}\" and \"{}\" set the same field (Go matches keys case-insensitively)",
+                clash.first, clash.second
+            ),
+        );
+        Sink::hint(
+            f,
+            "the gateway keeps the last value without a word; remove the one you did not mean",
+        );
+    }
+    renamed.any
+}
+
 fn schema_findings(sink: &mut Sink<'_>, kind: Kind, doc: &Value) {
     let violations = schema::violations(kind, doc);
     let total = violations.len();
@@ -363,10 +464,10 @@ fn schema_findings(sink: &mut Sink<'_>, kind: Kind, doc: &Value) {
 }
 
 fn unknown_findings(sink: &mut Sink<'_>, kind: Kind, doc: &Value, prefix: &str) {
-    for field in schema::unknown_fields(kind, doc)
+    let unknown = schema::unknown_fields(kind, doc)
         .into_iter()
-        .take(MAX_FINDINGS_PER_RULE)
-    {
+        .filter(|f| kind != Kind::ApiDefinition || home_of(f).is_none());
+    for field in unknown.take(MAX_FINDINGS_PER_RULE) {
         let pointer = format!("{prefix}/{}", bundle::escape_token(&field));
         sink.at(
             rules::UNKNOWN_FIELD,
@@ -397,18 +498,20 @@ fn is_secret_reference(s: &str) -> bool {
 
 fn api_facts(sink: &mut Sink<'_>, doc: &Value) -> ApiFacts {
     let listen_path = string(doc, "/proxy/listen_path");
-    if let Some(lp) = &listen_path
-        && (lp.trim().is_empty() || lp.chars().any(char::is_whitespace))
+    // Without a proxy object at all, the schema says so.
+    if let Some(problem) = listen_path_problem(doc)
+        && doc.get("proxy").is_some_and(Value::is_object)
     {
-        let problem = if lp.trim().is_empty() {
-            "is empty"
+        let lp = listen_path.as_deref().unwrap_or_default();
+        let at = if doc.pointer("/proxy/listen_path").is_some() {
+            "/proxy/listen_path"
         } else {
-            "contains whitespace"
+            "/proxy"
         };
         let f = sink.at(
             rules::INVALID_LISTEN_PATH,
             Severity::Error,
-            "/proxy/listen_path",
+            at,
             format!("listen path {lp:?} {problem}"),
         );
         Sink::hint(
@@ -416,28 +519,7 @@ fn api_facts(sink: &mut Sink<'_>, doc: &Value) -> ApiFacts {
             "the gateway skips such an API (\"Spec not valid, skipped!\"); use a path like \"/my-api/\"",
         );
     }
-    let balanced = flag(doc, "/proxy/enable_load_balancing") == Some(true)
-        && doc
-            .pointer("/proxy/target_list")
-            .and_then(Value::as_array)
-            .is_some_and(|l| !l.is_empty());
-    let discovered = flag(doc, "/proxy/service_discovery/use_discovery_service") == Some(true);
-    if !balanced
-        && !discovered
-        && let Some(target) = string(doc, "/proxy/target_url")
-        && let Err(why) = check_target(&target)
-    {
-        let f = sink.at(
-            rules::INVALID_TARGET_URL,
-            Severity::Error,
-            "/proxy/target_url",
-            format!("target URL {target:?} does not parse: {why}"),
-        );
-        Sink::hint(
-            f,
-            "use an absolute URL such as \"http://upstream:8080/\", or enable load balancing with a target_list",
-        );
-    }
+    target_findings(sink, doc);
     if flag(doc, "/active") == Some(false) {
         let f = sink.at(
             rules::INACTIVE_API,
@@ -455,24 +537,273 @@ fn api_facts(sink: &mut Sink<'_>, doc: &Value) -> ApiFacts {
         is_oas: flag(doc, "/is_oas") == Some(true),
         is_mcp: doc.get("application_protocol").and_then(Value::as_str) == Some("mcp"),
         refs: bundle::middleware_refs(doc),
+        policy_refs: policy_refs(doc),
+        renamed: false,
     }
 }
 
-fn check_target(target: &str) -> Result<(), String> {
+/// `proxy.target_url` as the gateway treats it (see `target.rs`): what
+/// Go's `url.Parse` rejects skips the API (an error); a target it loads but
+/// cannot send a request to is a warning, and only when the API's requests
+/// go to it at all.
+fn target_findings(sink: &mut Sink<'_>, doc: &Value) {
+    const POINTER: &str = "/proxy/target_url";
+    let value = doc.pointer(POINTER);
+    let target = value.and_then(Value::as_str).unwrap_or_default();
     if is_secret_reference(target) {
-        return Ok(());
+        return;
     }
-    if target.trim().is_empty() {
-        return Err("it is empty".into());
+    // Where a target is absent, cite the proxy object (or the root).
+    let at = if value.is_some() {
+        POINTER
+    } else if doc.get("proxy").is_some() {
+        "/proxy"
+    } else {
+        ""
+    };
+    let reason = match target::judge(target) {
+        Verdict::Fine => return,
+        Verdict::Skipped(why) => {
+            let hint = if why.starts_with("first path segment") {
+                format!("add the scheme: \"http://{target}\"")
+            } else if why.contains("in host name") && target.contains('{') {
+                "replace the {placeholder} with the real host before committing".into()
+            } else {
+                "write an absolute URL such as \"http://upstream:8080/\"".into()
+            };
+            let f = sink.at(
+                rules::INVALID_TARGET_URL,
+                Severity::Error,
+                at,
+                format!(
+                    "target URL {target:?} does not parse ({why}): the gateway skips this API (\"couldn't parse target URL\", \"Spec not valid, skipped!\")"
+                ),
+            );
+            Sink::hint(f, hint);
+            return;
+        }
+        Verdict::Unusable(reason) => reason,
+    };
+    let http = is_http(doc);
+    let graphql_engine = flag(doc, "/graphql/enabled") == Some(true)
+        && matches!(
+            doc.pointer("/graphql/execution_mode")
+                .and_then(Value::as_str),
+            Some("executionEngine" | "supergraph")
+        );
+    let balanced = flag(doc, "/proxy/enable_load_balancing") == Some(true)
+        && doc
+            .pointer("/proxy/target_list")
+            .and_then(Value::as_array)
+            .is_some_and(|l| !l.is_empty());
+    let discovered = flag(doc, "/proxy/service_discovery/use_discovery_service") == Some(true);
+    let versioned = flag(doc, "/version_data/not_versioned") != Some(true)
+        && doc
+            .pointer("/version_data/versions")
+            .and_then(Value::as_object)
+            .is_some_and(|v| {
+                v.values().any(|v| {
+                    v.get("override_target")
+                        .and_then(Value::as_str)
+                        .is_some_and(|t| !t.is_empty())
+                })
+            });
+    // A Tyk OAS API may take its upstream from the OpenAPI document.
+    let oas = flag(doc, "/is_oas") == Some(true) && target.is_empty();
+    // Without a usable listen path the API is skipped anyway (said apart).
+    let routed = listen_path_problem(doc).is_none();
+    if !http || !routed || graphql_engine || balanced || discovered || versioned || oas {
+        return;
     }
-    if target.trim() != target || target.chars().any(char::is_control) {
-        return Err("it has leading/trailing whitespace or control characters".into());
+    let f = sink.at(
+        rules::UNUSABLE_TARGET_URL,
+        Severity::Warning,
+        at,
+        format!("target URL {target:?} {reason}"),
+    );
+    Sink::hint(
+        f,
+        "set proxy.target_url to the upstream's absolute URL, such as \"http://upstream:8080/\"",
+    );
+}
+
+/// HTTP APIs (the default protocol); TCP and TLS APIs have no listen path
+/// and their own kind of target.
+fn is_http(doc: &Value) -> bool {
+    matches!(
+        doc.get("protocol")
+            .and_then(Value::as_str)
+            .unwrap_or_default(),
+        "" | "http" | "https"
+    )
+}
+
+/// Why the gateway would skip an HTTP API for its listen path: it checks
+/// for an empty path and for a space, nothing else.
+fn listen_path_problem(doc: &Value) -> Option<&'static str> {
+    if !is_http(doc) {
+        return None;
     }
-    let url = url::Url::parse(target).map_err(|e| e.to_string())?;
-    if url.host_str().is_none_or(str::is_empty) {
-        return Err("it has no host".into());
+    match doc.pointer("/proxy/listen_path").and_then(Value::as_str) {
+        None | Some("") => Some("is empty"),
+        Some(lp) if lp.contains(' ') => Some("contains a space"),
+        Some(_) => None,
     }
-    Ok(())
+}
+
+/// Policy ids the definition names for an auth method it has switched on
+/// (a reference an unused method keeps does no harm).
+fn policy_refs(doc: &Value) -> Vec<PolicyRef> {
+    let mut out = Vec::new();
+    let mut add = |id: &Value, pointer: String, setting: &str| {
+        if let Some(id) = id.as_str().filter(|id| !id.is_empty()) {
+            out.push(PolicyRef {
+                id: id.to_string(),
+                pointer,
+                setting: setting.to_string(),
+            });
+        }
+    };
+    let map_values = |pointer: &str| -> Vec<(String, &Value)> {
+        doc.pointer(pointer)
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| (format!("{pointer}/{}", bundle::escape_token(k)), v))
+            .collect()
+    };
+    // A keyless API runs no auth middleware at all.
+    let keyless = flag(doc, "/use_keyless") == Some(true);
+    if !keyless && flag(doc, "/enable_jwt") == Some(true) {
+        let defaults = doc.get("jwt_default_policies").and_then(Value::as_array);
+        for (i, id) in defaults.into_iter().flatten().enumerate() {
+            add(
+                id,
+                format!("/jwt_default_policies/{i}"),
+                "jwt_default_policies",
+            );
+        }
+        for (pointer, id) in map_values("/jwt_scope_to_policy_mapping") {
+            add(id, pointer, "jwt_scope_to_policy_mapping");
+        }
+        for (pointer, id) in map_values("/scopes/jwt/scope_to_policy") {
+            add(id, pointer, "scopes.jwt.scope_to_policy");
+        }
+    }
+    if !keyless && flag(doc, "/use_openid") == Some(true) {
+        let providers = doc
+            .pointer("/openid_options/providers")
+            .and_then(Value::as_array);
+        for (i, _) in providers.into_iter().flatten().enumerate() {
+            for (pointer, id) in map_values(&format!("/openid_options/providers/{i}/client_ids")) {
+                add(id, pointer, "openid_options.providers[].client_ids");
+            }
+        }
+        for (pointer, id) in map_values("/scopes/oidc/scope_to_policy") {
+            add(id, pointer, "scopes.oidc.scope_to_policy");
+        }
+    }
+    out
+}
+
+/// Where a field found at the top level of a definition (or directly in
+/// `version_data`) really belongs; Go's decoder drops it where it is.
+fn home_of(key: &str) -> Option<&'static str> {
+    const HOMES: [(&str, &str); 22] = [
+        ("listen_path", "proxy"),
+        ("target_url", "proxy"),
+        ("strip_listen_path", "proxy"),
+        ("disable_strip_slash", "proxy"),
+        ("preserve_host_header", "proxy"),
+        ("enable_load_balancing", "proxy"),
+        ("target_list", "proxy"),
+        ("service_discovery", "proxy"),
+        ("check_host_against_uptime_tests", "proxy"),
+        ("extended_paths", VERSION),
+        ("use_extended_paths", VERSION),
+        ("global_headers", VERSION),
+        ("global_headers_remove", VERSION),
+        ("global_response_headers", VERSION),
+        ("global_size_limit", VERSION),
+        ("override_target", VERSION),
+        ("not_versioned", "version_data"),
+        ("default_version", "version_data"),
+        ("driver", "custom_middleware"),
+        ("post_key_auth", "custom_middleware"),
+        ("auth_check", "custom_middleware"),
+        ("id_extractor", "custom_middleware"),
+    ];
+    HOMES
+        .iter()
+        .find(|(field, _)| schema::go_fold_eq(key, field))
+        .map(|(_, home)| *home)
+}
+
+const VERSION: &str = "version_data.versions.<version>";
+
+/// Known fields in the wrong place: the gateway loads the definition
+/// without them, silently.
+fn misplaced_findings(sink: &mut Sink<'_>, doc: &Value) {
+    let versions: Vec<&String> = doc
+        .pointer("/version_data/versions")
+        .and_then(Value::as_object)
+        .map(|v| v.keys().collect())
+        .unwrap_or_default();
+    let version_path = match versions.as_slice() {
+        [one] => format!("version_data.versions.{one}"),
+        _ => VERSION.to_string(),
+    };
+    let places = [
+        ("", doc),
+        (
+            "/version_data",
+            doc.pointer("/version_data").unwrap_or(&Value::Null),
+        ),
+    ];
+    let mut count = 0;
+    for (prefix, object) in places {
+        let Some(object) = object.as_object() else {
+            continue;
+        };
+        for key in object.keys() {
+            let Some(home) = home_of(key) else { continue };
+            // Directly in version_data only the per-version fields are lost.
+            if !prefix.is_empty() && home != VERSION {
+                continue;
+            }
+            let home = if home == VERSION {
+                version_path.as_str()
+            } else {
+                home
+            };
+            count += 1;
+            if count > MAX_FINDINGS_PER_RULE {
+                return;
+            }
+            let place = if prefix.is_empty() {
+                "the top level"
+            } else {
+                "version_data"
+            };
+            let f = sink.at(
+                rules::MISPLACED_FIELD,
+                Severity::Warning,
+                &format!("{prefix}/{}", bundle::escape_token(key)),
+                format!("\"{key}\" at {place} is ignored by the gateway: it belongs under {home}"),
+            );
+            Sink::hint(f, format!("move \"{key}\" into {home}"));
+        }
+    }
+}
+
+/// A definition with its keys spelled as the gateway's field names, for
+/// the revision (whose middleware paths are rewritten by exact name). `None`
+/// when the bytes do not parse (they were analysed, so they do).
+pub fn canonical_definition(bytes: &[u8]) -> Option<Vec<u8>> {
+    let mut doc: Value = serde_json::from_slice(bytes).ok()?;
+    // Clashes were reported (as duplicate-key errors) by the analysis.
+    let _ = schema::canonical_keys(Kind::ApiDefinition, &mut doc);
+    serde_json::to_vec_pretty(&doc).ok()
 }
 
 fn oas_facts(doc: &Value) -> OasFacts {
@@ -493,10 +824,17 @@ fn looks_like_map(doc: &Value) -> bool {
     };
     !map.is_empty()
         && map.values().all(Value::is_object)
-        && schema::unknown_fields(Kind::Policy, doc).len() == map.len()
+        && !map.keys().any(|k| schema::is_known_field(Kind::Policy, k))
 }
 
-fn policy_facts(doc: &Value, prefix: &str) -> PolicyFacts {
+/// Whether an object has any field Go would decode into a policy.
+fn has_policy_fields(value: &Value) -> bool {
+    value
+        .as_object()
+        .is_some_and(|m| m.keys().any(|k| schema::is_known_field(Kind::Policy, k)))
+}
+
+fn policy_facts(sink: &mut Sink<'_>, doc: &Value, prefix: &str) -> PolicyFacts {
     let mut rights = Vec::new();
     let access = doc.get("access_rights").and_then(Value::as_object);
     for (key, right) in access.into_iter().flatten() {
@@ -508,24 +846,84 @@ fn policy_facts(doc: &Value, prefix: &str) -> PolicyFacts {
         {
             rights.push((inner.to_string(), format!("{at}/api_id")));
         }
+        nested_grant_findings(sink, doc, key, right, &at);
     }
     PolicyFacts {
         id: string(doc, "/id"),
         org_id: string(doc, "/org_id"),
         rights,
+        value_end: None,
     }
 }
 
-fn map_facts(sink: &mut Sink<'_>, doc: &Value) -> Facts {
-    schema_findings(sink, Kind::PoliciesMap, doc);
+/// A brace closed too late puts grants inside another grant: Go's decoder
+/// drops the unknown members, so the inner APIs are never granted.
+fn nested_grant_findings(sink: &mut Sink<'_>, policy: &Value, key: &str, right: &Value, at: &str) {
+    let Some(members) = right.as_object() else {
+        return;
+    };
+    let id = policy.get("id").and_then(Value::as_str).unwrap_or_default();
+    for (inner_key, inner) in members {
+        let grant = !schema::is_grant_field(inner_key)
+            && inner
+                .as_object()
+                .is_some_and(|m| m.keys().any(|k| schema::is_grant_field(k)));
+        if !grant {
+            continue;
+        }
+        let api = inner
+            .get("api_id")
+            .and_then(Value::as_str)
+            .filter(|a| !a.is_empty())
+            .unwrap_or(inner_key);
+        let policy = if id.is_empty() {
+            String::new()
+        } else {
+            format!("policy {id:?} ")
+        };
+        let f = sink.at(
+            rules::NESTED_ACCESS_RIGHTS,
+            Severity::Error,
+            &format!("{at}/{}", bundle::escape_token(inner_key)),
+            format!(
+                "the grant for API {api:?} sits inside the grant for {key:?} (a misplaced brace?): the gateway ignores it, so {policy}does not grant {api:?}"
+            ),
+        );
+        Sink::hint(
+            f,
+            format!(
+                "close the {key:?} entry before {inner_key:?}: grants sit side by side directly under access_rights"
+            ),
+        );
+    }
+}
+
+fn map_facts(sink: &mut Sink<'_>, mut doc: Value) -> Facts {
+    if doc.is_object() && is_one_policy(&doc) {
+        return one_policy_as_map(sink, doc);
+    }
+    canonical_keys(sink, Kind::PoliciesMap, &mut doc);
+    schema_findings(sink, Kind::PoliciesMap, &doc);
     let Some(map) = doc.as_object() else {
         return Facts::None;
     };
     let mut out = Vec::with_capacity(map.len());
     for (key, policy) in map {
         let prefix = format!("/{}", bundle::escape_token(key));
+        if wrapped_policies_finding(sink, key, policy, &prefix) {
+            // Loaded as an empty policy named `key`; its contents are lost.
+            out.push(MapPolicy {
+                key: key.clone(),
+                facts: PolicyFacts {
+                    id: Some(key.clone()),
+                    ..PolicyFacts::default()
+                },
+                json: serde_json::json!({ "id": key }).to_string(),
+            });
+            continue;
+        }
         unknown_findings(sink, Kind::Policy, policy, &prefix);
-        let mut facts = policy_facts(policy, &prefix);
+        let mut facts = policy_facts(sink, policy, &prefix);
         facts.id = Some(key.clone());
         let mut policy = policy.clone();
         if let Some(obj) = policy.as_object_mut() {
@@ -539,6 +937,105 @@ fn map_facts(sink: &mut Sink<'_>, doc: &Value) -> Facts {
         });
     }
     Facts::PolicyMap(out)
+}
+
+/// `{"policies": {"a": {policy}, "b": {policy}}}`: the map's value is not a
+/// policy but a map of them. Go decodes it as one empty policy named
+/// `policies` and every real one is lost.
+fn wrapped_policies_finding(sink: &mut Sink<'_>, key: &str, value: &Value, at: &str) -> bool {
+    let Some(inner) = value.as_object() else {
+        return false;
+    };
+    let wrapped = !inner.is_empty()
+        && !has_policy_fields(value)
+        && inner.values().all(Value::is_object)
+        && inner.values().any(has_policy_fields);
+    if !wrapped {
+        return false;
+    }
+    let names: Vec<String> = inner.keys().take(5).map(|k| format!("{k:?}")).collect();
+    let more = if inner.len() > names.len() {
+        ", ..."
+    } else {
+        ""
+    };
+    let f = sink.at(
+        rules::WRAPPED_POLICIES_MAP,
+        Severity::Error,
+        at,
+        format!(
+            "{key:?} holds {} instead of being one: the gateway loads a single empty policy named {key:?} and none of {}{more}",
+            match inner.len() {
+                1 => "a policy".to_string(),
+                n => format!("{n} policies"),
+            },
+            names.join(", ")
+        ),
+    );
+    Sink::hint(
+        f,
+        format!(
+            "remove the {key:?} wrapper: the file itself must be the map {{\"<policy id>\": {{policy}}, ...}}"
+        ),
+    );
+    true
+}
+
+/// A `policies.json` that is one policy (`{"id": ..., "access_rights": ...}`)
+/// rather than a map of them: a policy field at the top with a value that
+/// cannot be a policy, or `access_rights` (whose value would become a
+/// policy named "access_rights").
+fn is_one_policy(doc: &Value) -> bool {
+    let Some(map) = doc.as_object() else {
+        return false;
+    };
+    let fields: Vec<(&String, &Value)> = map
+        .iter()
+        .filter(|(k, _)| schema::is_known_field(Kind::Policy, k))
+        .collect();
+    fields
+        .iter()
+        .any(|(k, _)| schema::go_fold_eq(k, "access_rights"))
+        || (fields.len() >= 2 && fields.iter().any(|(_, v)| !v.is_object() && !v.is_null()))
+}
+
+/// Said once (instead of one schema error per field), with the fix; the
+/// facts are those of the policy the user meant, so that other rules judge
+/// the rest of the bundle as if it were fixed.
+fn one_policy_as_map(sink: &mut Sink<'_>, mut doc: Value) -> Facts {
+    canonical_keys(sink, Kind::Policy, &mut doc);
+    let id = string(&doc, "/id").filter(|id| !id.is_empty());
+    let aborts = doc
+        .as_object()
+        .is_some_and(|m| m.values().any(|v| !v.is_object() && !v.is_null()));
+    let effect = if aborts {
+        "decoding it as a map fails, and the gateway aborts the whole reload (APIs included)"
+    } else {
+        "the gateway loads each of its fields as a policy named after the field, and this policy not at all"
+    };
+    let f = sink.at(
+        rules::POLICIES_MAP_IS_A_POLICY,
+        Severity::Error,
+        "",
+        format!("this file is one policy, but the gateway reads it as a map {{\"<policy id>\": {{policy}}, ...}}: {effect}"),
+    );
+    let name = id.clone().unwrap_or_else(|| "<id>".into());
+    Sink::hint(
+        f,
+        format!(
+            "move it to policies/{name}.json (one policy per file), or wrap it: {{\"{name}\": {{ ...this policy... }}}}"
+        ),
+    );
+    let mut facts = policy_facts(sink, &doc, "");
+    facts.id = id.clone();
+    match id {
+        Some(key) => Facts::PolicyMap(vec![MapPolicy {
+            key,
+            facts,
+            json: serde_json::to_string_pretty(&doc).unwrap_or_default(),
+        }]),
+        None => Facts::None,
+    }
 }
 
 fn index_facts(doc: &Value) -> IndexFacts {
@@ -589,17 +1086,6 @@ mod tests {
         assert_eq!(rules_of(&a), ["json-syntax"]);
         assert_eq!((a.findings[0].line, a.findings[0].column), (3, 1));
         assert!(!a.findings[0].message.contains(" at line "));
-    }
-
-    #[test]
-    fn target_urls() {
-        assert!(check_target("http://upstream:8080/").is_ok());
-        assert!(check_target("tyk://self/x").is_ok());
-        assert!(check_target("env://UPSTREAM").is_ok());
-        assert!(check_target("httpbin.org").is_err());
-        assert!(check_target("http://").is_err());
-        assert!(check_target("http://a b/").is_err());
-        assert!(check_target("").is_err());
     }
 
     #[test]

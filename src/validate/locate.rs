@@ -6,6 +6,8 @@
 //! recursive, and never panics on malformed input: it gives up with `None`
 //! or with the best position found so far.
 
+use super::schema::go_fold_eq;
+
 /// 1-based line and column (in characters) of byte `offset`.
 pub fn line_col(bytes: &[u8], offset: usize) -> (u32, u32) {
     let offset = offset.min(bytes.len());
@@ -298,40 +300,49 @@ impl Scanner<'_> {
     }
 
     /// At a `{`: the offset of the value of the last member named `key`
-    /// (duplicate keys: the last one wins, as in serde_json and Go).
+    /// (duplicate keys: the last one wins, as in serde_json and Go). Without
+    /// one, the last member Go's decoder would match to it case-insensitively
+    /// (`"Proxy"` for `proxy`): findings name fields as the gateway does.
     fn find_key(&mut self, key: &str) -> Option<usize> {
         self.pos += 1;
         let mut found = None;
+        let mut folded = None;
         loop {
             self.ws();
-            match self.peek()? {
-                b'}' => return found,
-                b',' => {
+            match self.peek() {
+                Some(b'}') | None => return found.or(folded),
+                Some(b',') => {
                     self.pos += 1;
                     continue;
                 }
                 _ => {}
             }
-            let raw = self.string()?;
-            let matches = if raw.contains(&b'\\') {
+            let Some(raw) = self.string() else {
+                return found.or(folded);
+            };
+            let name = if raw.contains(&b'\\') {
                 let mut quoted = Vec::with_capacity(raw.len() + 2);
                 quoted.push(b'"');
                 quoted.extend_from_slice(raw);
                 quoted.push(b'"');
-                serde_json::from_slice::<String>(&quoted).is_ok_and(|k| k == key)
+                serde_json::from_slice::<String>(&quoted).ok()
             } else {
-                raw == key.as_bytes()
+                std::str::from_utf8(raw).ok().map(str::to_string)
             };
             self.ws();
-            if self.peek()? != b':' {
-                return found;
+            if self.peek() != Some(b':') {
+                return found.or(folded);
             }
             self.pos += 1;
             self.ws();
-            if matches {
-                found = Some(self.pos);
+            match name {
+                Some(n) if n == key => found = Some(self.pos),
+                Some(n) if go_fold_eq(&n, key) => folded = Some(self.pos),
+                _ => {}
             }
-            self.skip_value()?;
+            if self.skip_value().is_none() {
+                return found.or(folded);
+            }
         }
     }
 

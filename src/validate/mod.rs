@@ -13,6 +13,7 @@ mod persist;
 pub mod report;
 pub mod rules;
 mod schema;
+mod target;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -570,14 +571,27 @@ fn build_bundle(
     for (i, role, name, analysis) in work {
         let source = tree.entries[i].path.clone();
         match (&analysis.facts, role) {
-            (Facts::Api(api), _) => bundle.apps.push(ApiFile {
-                name,
-                source,
-                api_id: api.api_id.clone(),
-                names_files: !api.refs.is_empty(),
-                bytes: take_bytes(tree, i),
-                blob: blob_of(tree, i),
-            }),
+            (Facts::Api(api), _) => {
+                let mut bytes = take_bytes(tree, i);
+                let mut blob = blob_of(tree, i);
+                // Middleware paths are rewritten by exact key: spell the
+                // keys as Go matches them first (the same definition to it).
+                if api.renamed
+                    && !api.refs.is_empty()
+                    && let Some(canonical) = analyse::canonical_definition(&bytes)
+                {
+                    bytes = canonical;
+                    blob = None;
+                }
+                bundle.apps.push(ApiFile {
+                    name,
+                    source,
+                    api_id: api.api_id.clone(),
+                    names_files: !api.refs.is_empty(),
+                    bytes,
+                    blob,
+                })
+            }
             (facts, Role::Api(_)) => bundle.apps.push(ApiFile {
                 name,
                 source,
@@ -591,11 +605,19 @@ fn build_bundle(
             }),
             (Facts::Policy(p), _) => {
                 if let Some(id) = p.id.clone().filter(|id| !id.is_empty()) {
+                    let mut bytes = take_bytes(tree, i);
+                    let mut blob = blob_of(tree, i);
+                    // Only the policy itself: what follows it is never read
+                    // by the gateway, and would break the policies map.
+                    if let Some(end) = p.value_end {
+                        bytes.truncate(end);
+                        blob = None;
+                    }
                     bundle.policies.push(PolicyEntry {
                         id,
                         source,
-                        bytes: take_bytes(tree, i),
-                        blob: blob_of(tree, i),
+                        bytes,
+                        blob,
                     });
                 }
             }

@@ -31,6 +31,10 @@ pub const DUPLICATE_KEY: &str = "duplicate-key";
 pub const NOT_UTF8: &str = "not-utf8";
 pub const INVALID_PATH: &str = "invalid-path";
 pub const TYK_INDEX: &str = "tyk-index";
+pub const WRAPPED_POLICIES_MAP: &str = "wrapped-policies-map";
+pub const POLICIES_MAP_IS_A_POLICY: &str = "policies-map-is-a-policy";
+pub const NESTED_ACCESS_RIGHTS: &str = "nested-access-rights";
+pub const API_UNKNOWN_POLICY: &str = "api-unknown-policy";
 
 // Warnings.
 pub const INACTIVE_API: &str = "inactive-api";
@@ -40,9 +44,12 @@ pub const DOTFILE: &str = "dotfile";
 pub const UNKNOWN_FIELD: &str = "unknown-field";
 pub const POLICIES_MAP_IN_POLICY_DIR: &str = "policies-map-in-policy-dir";
 pub const ABSOLUTE_MIDDLEWARE_PATH: &str = "absolute-middleware-path";
+pub const UNUSABLE_TARGET_URL: &str = "unusable-target-url";
+pub const TRAILING_CONTENT: &str = "trailing-content";
+pub const MISPLACED_FIELD: &str = "misplaced-field";
 
 /// Every rule id with its severity, for docs and tests.
-pub const ALL: [(&str, Severity); 26] = [
+pub const ALL: [(&str, Severity); 33] = [
     (JSON_SYNTAX, Severity::Error),
     (SCHEMA, Severity::Error),
     (DUPLICATE_API_ID, Severity::Error),
@@ -62,6 +69,10 @@ pub const ALL: [(&str, Severity); 26] = [
     (NOT_UTF8, Severity::Error),
     (INVALID_PATH, Severity::Error),
     (TYK_INDEX, Severity::Error),
+    (WRAPPED_POLICIES_MAP, Severity::Error),
+    (POLICIES_MAP_IS_A_POLICY, Severity::Error),
+    (NESTED_ACCESS_RIGHTS, Severity::Error),
+    (API_UNKNOWN_POLICY, Severity::Error),
     (INACTIVE_API, Severity::Warning),
     (ORG_ID_MISMATCH, Severity::Warning),
     (IGNORED_FILE, Severity::Warning),
@@ -69,6 +80,9 @@ pub const ALL: [(&str, Severity); 26] = [
     (UNKNOWN_FIELD, Severity::Warning),
     (POLICIES_MAP_IN_POLICY_DIR, Severity::Warning),
     (ABSOLUTE_MIDDLEWARE_PATH, Severity::Warning),
+    (UNUSABLE_TARGET_URL, Severity::Warning),
+    (TRAILING_CONTENT, Severity::Warning),
+    (MISPLACED_FIELD, Severity::Warning),
 ];
 
 /// One analysed file of the bundle, as the cross-file rules see it.
@@ -308,6 +322,7 @@ fn policies(items: &[Item<'_>], out: &mut Emitter<'_, '_>) {
             _ => {}
         }
     }
+    api_policy_refs(items, &all, out);
     let mut by_id: HashMap<&str, Vec<usize>> = HashMap::new();
     for (n, (id, ..)) in all.iter().enumerate() {
         by_id.entry(id).or_default().push(n);
@@ -362,6 +377,38 @@ fn policies(items: &[Item<'_>], out: &mut Emitter<'_, '_>) {
                 }
                 Some(None) => {}
             }
+        }
+    }
+}
+
+/// Definitions naming a policy the bundle does not have: the auth method
+/// that needs it refuses the requests it should let in.
+fn api_policy_refs(
+    items: &[Item<'_>],
+    policies: &[(&str, usize, String, &PolicyFacts)],
+    out: &mut Emitter<'_, '_>,
+) {
+    let ids: HashSet<&str> = policies.iter().map(|(id, ..)| *id).collect();
+    for (i, item) in items.iter().enumerate() {
+        let Facts::Api(api) = &item.analysis.facts else {
+            continue;
+        };
+        for r in api
+            .policy_refs
+            .iter()
+            .filter(|r| !ids.contains(r.id.as_str()))
+        {
+            out.emit(
+                i,
+                API_UNKNOWN_POLICY,
+                Severity::Error,
+                &r.pointer,
+                format!(
+                    "{} names policy {:?}, which is not in the bundle: the gateway cannot apply it, and the requests that need it are refused",
+                    r.setting, r.id
+                ),
+                Some("fix the policy id, or add the policy (policies/<id>.json)".into()),
+            );
         }
     }
 }

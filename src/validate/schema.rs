@@ -142,6 +142,176 @@ fn compiled(kind: Kind) -> &'static Compiled {
     &COMPILED[i]
 }
 
+/// Whether Go's encoding/json would decode JSON key `key` into the struct
+/// field named `field`: case-insensitively, with the two non-ASCII letters
+/// that fold to ASCII ones (the Kelvin sign and the long s).
+pub fn go_fold_eq(key: &str, field: &str) -> bool {
+    let fold = |c: char| match c {
+        '\u{212A}' => 'k',
+        '\u{17F}' => 's',
+        c => c.to_ascii_lowercase(),
+    };
+    key.chars().map(fold).eq(field.chars().map(fold))
+}
+
+/// The schemas, parsed once, for walking them (`canonical_keys`).
+static ROOTS: LazyLock<Vec<(&'static str, Value)>> = LazyLock::new(|| {
+    SOURCES
+        .iter()
+        .filter_map(|(name, text)| Some((*name, serde_json::from_str(text).ok()?)))
+        .collect()
+});
+
+type Node = (&'static str, &'static Value);
+
+/// Follows `$ref`s (within a schema and between ours).
+fn deref((mut file, mut node): Node) -> Option<Node> {
+    for _ in 0..8 {
+        let Some(target) = node.get("$ref").and_then(Value::as_str) else {
+            return Some((file, node));
+        };
+        let (name, pointer) = target.split_once('#').unwrap_or((target, ""));
+        let name = if name.is_empty() {
+            file
+        } else {
+            name.strip_prefix(BASE)?
+        };
+        let (found, root) = ROOTS.iter().find(|(n, _)| *n == name)?;
+        file = found;
+        node = root.pointer(pointer)?;
+    }
+    None
+}
+
+/// The schema nodes that apply to one value: the node and its `allOf`s.
+fn branches(node: Node, out: &mut Vec<Node>) {
+    if let Some((file, node)) = deref(node) {
+        out.push((file, node));
+        for sub in node
+            .get("allOf")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            branches((file, sub), out);
+        }
+    }
+}
+
+/// Two keys of one object that Go decodes into the same field.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Clash {
+    /// The field's pointer, with Go's spelling.
+    pub pointer: String,
+    pub first: String,
+    pub second: String,
+}
+
+/// What `canonical_keys` did.
+#[derive(Debug, Default)]
+pub struct Renamed {
+    /// Some key was spelled otherwise than its field.
+    pub any: bool,
+    pub clashes: Vec<Clash>,
+}
+
+/// Renames keys of `doc` to the field names Go's decoder would match them
+/// to (`"Proxy"` → `"proxy"`, `"cors"` → `"CORS"`) wherever the schema
+/// describes a struct (lists `properties`); map keys stay as they are. Of
+/// two keys for one field the later wins, as in Go (which would merge two
+/// objects; the clash is reported, so that difference never ships).
+pub fn canonical_keys(kind: Kind, doc: &mut Value) -> Renamed {
+    let mut out = Renamed::default();
+    if let Some((name, root)) = ROOTS.iter().find(|(n, _)| *n == kind.file()) {
+        canonical((name, root), doc, "", &mut out);
+    }
+    out
+}
+
+fn canonical(node: Node, doc: &mut Value, at: &str, out: &mut Renamed) {
+    let mut nodes = Vec::new();
+    branches(node, &mut nodes);
+    match doc {
+        Value::Object(map) => {
+            let fields: Vec<&'static str> = nodes
+                .iter()
+                .filter_map(|(_, n)| n.get("properties").and_then(Value::as_object))
+                .flat_map(|p| p.keys().map(String::as_str))
+                .collect();
+            let field_of = |key: &str| {
+                if fields.contains(&key) {
+                    None
+                } else {
+                    fields.iter().find(|f| go_fold_eq(key, f)).copied()
+                }
+            };
+            if map.keys().any(|k| field_of(k).is_some()) {
+                let mut spelled: Vec<(String, String)> = Vec::new();
+                for (key, value) in std::mem::take(map) {
+                    let field = field_of(&key).map_or_else(|| key.clone(), str::to_string);
+                    if let Some((_, first)) = spelled.iter().find(|(f, _)| *f == field) {
+                        out.clashes.push(Clash {
+                            pointer: format!("{at}/{}", crate::bundle::escape_token(&field)),
+                            first: first.clone(),
+                            second: key.clone(),
+                        });
+                    }
+                    spelled.push((field.clone(), key));
+                    map.insert(field, value);
+                }
+                out.any = true;
+            }
+            for (key, value) in map.iter_mut() {
+                // Only objects (and arrays of them) have keys to match.
+                if !(value.is_object() || value.is_array()) {
+                    continue;
+                }
+                let here = format!("{at}/{}", crate::bundle::escape_token(key));
+                for (file, n) in &nodes {
+                    let sub = n
+                        .get("properties")
+                        .and_then(|p| p.get(key.as_str()))
+                        .or_else(|| n.get("additionalProperties").filter(|a| a.is_object()));
+                    if let Some(sub) = sub {
+                        canonical((file, sub), value, &here, out);
+                    }
+                }
+            }
+        }
+        Value::Array(items) => {
+            for (file, n) in &nodes {
+                if let Some(sub) = n.get("items") {
+                    let nested = items.iter_mut().enumerate();
+                    for (i, item) in nested.filter(|(_, v)| v.is_object() || v.is_array()) {
+                        canonical((file, sub), item, &format!("{at}/{i}"), out);
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Whether Go would decode top-level key `key` into a field the schema for
+/// `kind` knows.
+pub fn is_known_field(kind: Kind, key: &str) -> bool {
+    let known = &compiled(kind).known;
+    known.contains(key) || known.iter().any(|f| go_fold_eq(key, f))
+}
+
+/// Whether Go would decode `key`, inside an `access_rights` entry, into a
+/// field of the grant (`api_id`, `versions`, ...).
+pub fn is_grant_field(key: &str) -> bool {
+    let fields = ROOTS
+        .iter()
+        .find(|(n, _)| *n == Kind::Policy.file())
+        .and_then(|(_, root)| {
+            root.pointer("/$defs/policy/properties/access_rights/additionalProperties/properties")
+        })
+        .and_then(Value::as_object);
+    fields.is_some_and(|f| f.keys().any(|name| go_fold_eq(key, name)))
+}
+
 /// One schema violation: where (JSON pointer) and what.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Violation {
@@ -214,6 +384,52 @@ mod tests {
         assert_eq!(v.len(), 1);
         assert_eq!(v[0].pointer, "/p/rate");
         assert!(violations(Kind::PoliciesMap, &json!({"p": {"rate": 1}})).is_empty());
+    }
+
+    #[test]
+    fn keys_are_matched_as_go_matches_them() {
+        assert!(go_fold_eq("Proxy", "proxy"));
+        assert!(go_fold_eq("cors", "CORS"));
+        assert!(go_fold_eq("\u{212A}ey", "key"));
+        assert!(!go_fold_eq("proxy_", "proxy"));
+        let mut doc = json!({
+            "API_ID": "a",
+            "Proxy": {"Listen_Path": "/a/", "target_url": "http://u/"},
+            "version_data": {"versions": {"Default": {"Name": "Default"}}},
+            "cors": {"enable": true},
+            "config_data": {"Keep": "as is"}
+        });
+        assert!(canonical_keys(Kind::ApiDefinition, &mut doc).any);
+        assert_eq!(doc["api_id"], "a");
+        assert_eq!(doc["proxy"]["listen_path"], "/a/");
+        // Map keys (version names) stay; the struct inside is matched.
+        assert_eq!(
+            doc["version_data"]["versions"]["Default"]["name"],
+            "Default"
+        );
+        assert!(doc.get("CORS").is_some());
+        assert_eq!(doc["config_data"]["Keep"], "as is");
+        assert!(violations(Kind::ApiDefinition, &doc).is_empty());
+
+        // Policies: the map's keys are ids; the policies inside are structs.
+        let mut map = json!({"Gold": {"Rate": 1, "Access_Rights": {"A": {"API_ID": "A"}}}});
+        assert!(canonical_keys(Kind::PoliciesMap, &mut map).any);
+        assert_eq!(map["Gold"]["access_rights"]["A"]["api_id"], "A");
+        let mut same = json!({"id": "x", "rate": 1});
+        assert!(!canonical_keys(Kind::Policy, &mut same).any);
+
+        // Two spellings of one field: Go keeps the later, and it is said.
+        let mut twice = json!({"proxy": {"listen_path": "/a/", "Listen_Path": "/b/"}});
+        let renamed = canonical_keys(Kind::ApiDefinition, &mut twice);
+        assert_eq!(twice["proxy"]["listen_path"], "/b/");
+        assert_eq!(
+            renamed.clashes,
+            [Clash {
+                pointer: "/proxy/listen_path".into(),
+                first: "listen_path".into(),
+                second: "Listen_Path".into()
+            }]
+        );
     }
 
     #[test]

@@ -48,3 +48,23 @@ fn readme_documents_every_flag_and_env_var_of_every_command() {
         missing.join("\n")
     );
 }
+
+#[test]
+fn readme_rule_table_says_what_the_gateway_does_for_every_rule() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    for (rule, severity) in tyk_gitops::validate::rules::ALL {
+        let row = readme
+            .lines()
+            .find(|l| l.starts_with('|') && l.contains(&format!("`{rule}`")))
+            .unwrap_or_else(|| panic!("no row for {rule} in the README's rule table"));
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        // | rule | what the gateway would do | severity |
+        assert!(cells.len() >= 4 && !cells[2].is_empty(), "{row}");
+        let severity = match severity {
+            tyk_gitops::validate::Severity::Error => "error",
+            tyk_gitops::validate::Severity::Warning => "warning",
+        };
+        assert_eq!(cells[3], severity, "{row}");
+    }
+}

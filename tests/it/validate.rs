@@ -363,6 +363,65 @@ fn revision_files_of_a_checked_bundle_are_safe_and_complete() {
     );
 }
 
+#[test]
+fn a_comment_after_a_policy_is_a_warning_and_stays_out_of_the_policies_map() {
+    let case = cases_dir().join("trailing-content/comment-after-policy");
+    let tree = Tree::from_dir(&case, 1 << 20).expect("tree");
+    let (bundle, report) = check(tree, &Options::default(), &mut Cache::default());
+    assert!(!report.has_errors(), "{report:#?}");
+    let files = bundle.revision_files("/r");
+    let get = |p: &str| {
+        let f = files.iter().find(|f| f.path == p).expect(p);
+        if let Some(blob) = f.blob {
+            assert_eq!(blob, tyk_gitops::tree::blob_id(&f.bytes), "{p}");
+        }
+        serde_json::from_slice::<Value>(&f.bytes).unwrap_or_else(|e| panic!("{p}: {e}"))
+    };
+    // Both files parse strictly: the gateway reads either layout.
+    assert_eq!(
+        get("policies.json")["gold"]["access_rights"]["shop"]["api_id"],
+        "shop"
+    );
+    assert_eq!(get("policies/gold.json")["id"], "gold");
+}
+
+#[test]
+fn keys_spelled_in_another_case_load_and_their_middleware_ships() {
+    let api = br#"{
+  "API_ID": "a",
+  "Org_ID": "default",
+  "Use_Keyless": true,
+  "Version_Data": {"Not_Versioned": true, "Versions": {"Default": {"Name": "Default"}}},
+  "Proxy": {"Listen_Path": "/a/", "Target_URL": "http://upstream:8080/"},
+  "Custom_Middleware": {"Driver": "otto", "Pre": [{"Name": "stamp", "Path": "middleware/stamp.js"}]}
+}"#;
+    let tree = Tree::from_entries(vec![
+        file("apps/a.json", api),
+        file("middleware/stamp.js", b"var stamp = 1;\n"),
+    ]);
+    let (bundle, report) = check(tree, &Options::default(), &mut Cache::default());
+    assert!(
+        report.errors.is_empty() && report.warnings.is_empty(),
+        "{report:#?}"
+    );
+    assert_eq!(bundle.api_ids(), BTreeSet::from(["a".to_string()]));
+    let files = bundle.revision_files("/r");
+    let app = files.iter().find(|f| f.path == "apps/a.json").expect("app");
+    let app: Value = serde_json::from_slice(&app.bytes).expect("json");
+    assert_eq!(
+        app["custom_middleware"]["pre"][0]["path"],
+        "/r/middleware/stamp.js"
+    );
+    assert!(files.iter().any(|f| f.path == "middleware/stamp.js"));
+
+    // A missing script is found under either spelling, at its line.
+    let tree = Tree::from_entries(vec![file("apps/a.json", api)]);
+    let (_, report) = check(tree, &Options::default(), &mut Cache::default());
+    let f = &report.errors[0];
+    assert_eq!(f.rule, "missing-middleware-file");
+    assert_eq!(f.line, 7);
+}
+
 /// `TYK_GITOPS_CORPUS` points at the shared corpus (set by `.ci/run`);
 /// without it the test says so and passes, so a plain clone builds.
 fn corpus() -> Option<PathBuf> {
