@@ -19,7 +19,7 @@ use crate::config::{ConfigError, SyncConfig};
 use crate::gateway::{Gateway, GatewayError, Loaded};
 use crate::source::{Commit, Source, SourceError};
 use crate::state::{Applied, Rejection, State, StateError, now};
-use crate::validate::{self, Report};
+use crate::validate::{self, Report, empty};
 
 /// Bound on one request to the gateway's control API.
 const GATEWAY_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -57,7 +57,7 @@ pub enum SyncError {
     #[error("commit {} is invalid: {} error(s), {} warning(s); nothing was changed", .commit.short(), .report.errors.len(), .report.warnings.len())]
     Invalid { commit: Commit, report: Report },
     #[error("commit {} was rejected before ({}): {}; push a fix, or use --force to try it again", &.rejection.sha[..12.min(.rejection.sha.len())], .rejection.reason, .rejection.message)]
-    Rejected { rejection: Rejection },
+    Rejected { rejection: Box<Rejection> },
     #[error(transparent)]
     Source(#[from] SourceError),
     #[error(transparent)]
@@ -79,15 +79,15 @@ pub enum SyncError {
 }
 
 impl SyncError {
-    /// The process exit code for `sync`: 1 invalid commit, 3 Git or
-    /// source, 4 gateway, 5 local disk or state.
+    /// The process exit code for `sync`: 1 invalid commit, 2 usage or
+    /// setup, 3 Git or source, 4 gateway, 5 local disk or state.
     pub fn exit_code(&self) -> i32 {
         match self {
             SyncError::Invalid { .. } | SyncError::Rejected { .. } => 1,
             SyncError::Source(_) => 3,
             SyncError::Gateway(_) | SyncError::VerifyFailed { .. } => 4,
-            SyncError::Config(ConfigError::SecretFile { .. }) => 4,
-            SyncError::Config(ConfigError::Usage(_)) => 2,
+            // A secret file that cannot be read is a local setup problem.
+            SyncError::Config(_) => 2,
             SyncError::Apply(_) | SyncError::State(_) | SyncError::Internal(_) => 5,
         }
     }
@@ -211,13 +211,25 @@ impl Reconciler {
         }
         // Before anything is written: the gateway answers and takes our secret.
         let gateway = self.gateway_preflight().await?;
-        if let (Some(rejection), false) = (state.rejected.get(&commit.sha), force) {
+        let rejected = state
+            .rejected
+            .get(&commit.sha)
+            .filter(|r| r.holds(&shape, cfg.allow_empty));
+        if let (Some(rejection), false) = (rejected, force) {
             return Err(SyncError::Rejected {
-                rejection: rejection.clone(),
+                rejection: Box::new(rejection.clone()),
             });
         }
 
         revs.check_writable()?;
+        // How many APIs the gateway would lose to a commit without any.
+        let serving = state
+            .current
+            .as_ref()
+            .filter(|a| current.as_deref() == Some(a.revision.as_str()))
+            .map_or(0, |a| a.apis)
+            .max(gateway.as_ref().map_or(0, |(_, l)| l.api_ids.len()));
+        let allow_empty = cfg.allow_empty;
         // Fetch, read and validate off the runtime.
         let (source, fetched, subpath, opts, cache, root) = (
             self.source.clone(),
@@ -257,12 +269,42 @@ impl Reconciler {
                 Ok::<_, SyncError>(tree)
             })?;
             let files = tree.len();
+            let holds_config = empty::holds_config(&tree);
+            let suggestions = if holds_config || allow_empty {
+                Vec::new()
+            } else {
+                source.config_roots(&fetched)
+            };
             let (bundle, report) = validate::check(tree, &opts, &mut cache);
             debug!(ms = started.elapsed().as_millis() as u64, "checked");
-            Ok((bundle, report, files, cache.analysed(), cache.changes()))
+            let root = empty::ConfigRoot {
+                label: match subpath.as_deref().filter(|p| !p.is_empty()) {
+                    Some(p) => format!("--path {p} of commit {}", fetched.short()),
+                    None => format!("the top of commit {} (no --path)", fetched.short()),
+                },
+                holds_config,
+                suggestions,
+            };
+            Ok((
+                bundle,
+                report,
+                root,
+                files,
+                cache.analysed(),
+                cache.changes(),
+            ))
         })
         .await??;
-        let (bundle, report, files, analysed, changes) = checked;
+        let (bundle, mut report, config_root, files, analysed, changes) = checked;
+        // A commit that would leave the gateway with no API is refused like
+        // an invalid one, unless --allow-empty.
+        empty::check(
+            &mut report,
+            &config_root,
+            bundle.api_ids().len(),
+            Some(serving),
+            cfg.allow_empty,
+        );
         let refused = report.rejects(cfg.validate.strict);
         for w in &report.warnings {
             warn!(file = %w.file, line = w.line, rule = w.rule, "{}", w.message);
@@ -272,10 +314,16 @@ impl Reconciler {
                 let root = cfg.root.clone();
                 blocking(move || save_analyses(&changes, &root)).await?;
             }
+            let only_empty = empty::only_empty(&report);
             state.reject(Rejection {
                 sha: commit.sha.clone(),
                 at: now(),
-                reason: "invalid".into(),
+                reason: if only_empty {
+                    Rejection::EMPTY
+                } else {
+                    "invalid"
+                }
+                .into(),
                 message: format!(
                     "{} error(s), {} warning(s)",
                     report.errors.len(),
@@ -287,6 +335,11 @@ impl Reconciler {
                     .chain(&report.warnings)
                     .filter_map(|f| serde_json::to_value(f).ok())
                     .collect(),
+                shape: if only_empty {
+                    shape.clone()
+                } else {
+                    String::new()
+                },
             });
             state.save(&cfg.root)?;
             return Err(SyncError::Invalid { commit, report });
@@ -369,6 +422,7 @@ impl Reconciler {
                         reason: "verify-failed".into(),
                         message: error.to_string(),
                         findings: Vec::new(),
+                        shape: String::new(),
                     });
                     state.save(&cfg.root)?;
                     return Err(SyncError::VerifyFailed {
@@ -468,7 +522,8 @@ impl Reconciler {
             &gc.url,
             secret.expose().to_string(),
             GATEWAY_REQUEST_TIMEOUT,
-        )?;
+        )?
+        .with_secret_from(gc.secret.describe());
         gw.wait_ready(gc.wait).await?;
         let loaded = gw.loaded().await?;
         Ok(Some((gw, loaded)))

@@ -154,6 +154,9 @@ pub enum SourceError {
     Io { path: PathBuf, source: io::Error },
 }
 
+/// How deep `config_roots` looks for `apps/` folders (`envs/eu/prod/apps`).
+const CONFIG_ROOT_DEPTH: usize = 5;
+
 /// A remote plus its local bare cache (`<root>/cache`).
 pub struct Source {
     pub config: SourceConfig,
@@ -269,6 +272,16 @@ impl Source {
             sha: commit.sha.clone(),
         })?;
         read::read_tree(&repo, &commit.sha, subpath, max_file_size, known)
+    }
+
+    /// The folders of the fetched commit that have `apps/`: `--path`
+    /// values that hold a config (empty when the cache cannot be read).
+    pub fn config_roots(&self, commit: &Commit) -> Vec<String> {
+        let Ok(repo) = cache::open_existing(&self.cache_dir) else {
+            return Vec::new();
+        };
+        let dirs = read::dirs(&repo, &commit.sha, CONFIG_ROOT_DEPTH);
+        crate::validate::empty::config_roots(dirs.iter().map(String::as_str))
     }
 }
 

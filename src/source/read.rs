@@ -89,6 +89,36 @@ pub fn read_tree(
     Ok(Tree::from_entries(entries))
 }
 
+/// The folders of a commit, `/`-separated, down to `max_depth` levels
+/// (for suggestions when a config root holds no config). Best effort: an
+/// unreadable tree is left out.
+pub fn dirs(repo: &Repository, sha: &str, max_depth: usize) -> Vec<String> {
+    let Some(root) = Oid::from_str(sha)
+        .ok()
+        .and_then(|oid| repo.find_commit(oid).ok())
+        .and_then(|commit| commit.tree().ok())
+    else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    let mut stack = vec![(root, String::new(), 0)];
+    while let Some((tree, prefix, depth)) = stack.pop() {
+        for item in tree.iter() {
+            let (Ok(name), MODE_TREE) = (item.name(), item.filemode()) else {
+                continue;
+            };
+            let path = format!("{prefix}{name}");
+            if depth + 1 < max_depth
+                && let Ok(subtree) = repo.find_tree(item.id())
+            {
+                stack.push((subtree, format!("{path}/"), depth + 1));
+            }
+            found.push(path);
+        }
+    }
+    found
+}
+
 /// Sizes come from object headers, so an oversized blob is never read;
 /// except for blobs `known` to the caller (analysed before, so under an
 /// earlier limit): reading a deltified object's header costs more than

@@ -31,6 +31,10 @@ pub const DUPLICATE_KEY: &str = "duplicate-key";
 pub const NOT_UTF8: &str = "not-utf8";
 pub const INVALID_PATH: &str = "invalid-path";
 pub const TYK_INDEX: &str = "tyk-index";
+/// Checked by `empty.rs`, outside `check`: they depend on the flags and on
+/// what the gateway serves, not only on the files.
+pub const EMPTY_CONFIG_ROOT: &str = "empty-config-root";
+pub const NO_APIS: &str = "no-apis";
 
 // Warnings.
 pub const INACTIVE_API: &str = "inactive-api";
@@ -42,7 +46,7 @@ pub const POLICIES_MAP_IN_POLICY_DIR: &str = "policies-map-in-policy-dir";
 pub const ABSOLUTE_MIDDLEWARE_PATH: &str = "absolute-middleware-path";
 
 /// Every rule id with its severity, for docs and tests.
-pub const ALL: [(&str, Severity); 26] = [
+pub const ALL: [(&str, Severity); 28] = [
     (JSON_SYNTAX, Severity::Error),
     (SCHEMA, Severity::Error),
     (DUPLICATE_API_ID, Severity::Error),
@@ -62,6 +66,8 @@ pub const ALL: [(&str, Severity); 26] = [
     (NOT_UTF8, Severity::Error),
     (INVALID_PATH, Severity::Error),
     (TYK_INDEX, Severity::Error),
+    (EMPTY_CONFIG_ROOT, Severity::Error),
+    (NO_APIS, Severity::Error),
     (INACTIVE_API, Severity::Warning),
     (ORG_ID_MISMATCH, Severity::Warning),
     (IGNORED_FILE, Severity::Warning),

@@ -3,6 +3,7 @@ mod support;
 
 mod crash;
 mod faults;
+mod first_day;
 mod fleet;
 mod fuzz_regressions;
 mod gateway;
