@@ -102,6 +102,10 @@ pub struct Reconciler {
     /// `--force` holds until one pass succeeds: a sidecar started with it
     /// must not rewrite and reload on every poll.
     force: AtomicBool,
+    /// The sidecar publishes a first revision before any gateway answers:
+    /// a gateway that waits for `current` to exist (the shared-volume
+    /// example) or starts without it would otherwise wait for each other.
+    first_without_gateway: bool,
 }
 
 async fn blocking<T: Send + 'static>(
@@ -122,7 +126,18 @@ impl Reconciler {
             config,
             source: Arc::new(source),
             cache: Arc::new(Mutex::new(validate::Cache::default())),
+            first_without_gateway: false,
         }
+    }
+
+    /// For `run`: when `current` does not exist yet, the first valid commit
+    /// is written and published without waiting for the gateway, which is
+    /// then waited for, reloaded and verified (or, when it does not answer
+    /// in `--gateway-wait`, on the retries). There is nothing to protect
+    /// before the first revision.
+    pub fn publishing_first_without_gateway(mut self) -> Reconciler {
+        self.first_without_gateway = true;
+        self
     }
 
     pub fn config(&self) -> &SyncConfig {
@@ -209,8 +224,15 @@ impl Reconciler {
                 .confirm_current(commit, applied, &revs, gateway, &mut state)
                 .await;
         }
-        // Before anything is written: the gateway answers and takes our secret.
-        let gateway = self.gateway_preflight().await?;
+        // Before anything is written: the gateway answers and takes our
+        // secret. Except a sidecar's first revision (see
+        // `publishing_first_without_gateway`).
+        let deferred = self.first_without_gateway && current.is_none();
+        let gateway = if deferred {
+            None
+        } else {
+            self.gateway_preflight().await?
+        };
         let rejected = state
             .rejected
             .get(&commit.sha)
@@ -410,6 +432,15 @@ impl Reconciler {
         fail::fail_point!("sync-before-state-write");
         state.save(&cfg.root)?;
 
+        let gateway = match gateway {
+            None if deferred && cfg.gateway.is_some() => {
+                info!(
+                    "first revision published before the gateway answered; waiting for it to reload and verify"
+                );
+                self.gateway_preflight().await?
+            }
+            other => other,
+        };
         let verified = match &gateway {
             None => false,
             Some((gw, _)) => match self.reload_and_verify(gw, &manifest).await {

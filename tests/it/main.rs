@@ -2,6 +2,7 @@
 mod support;
 
 mod crash;
+mod examples;
 mod faults;
 mod first_day;
 mod fleet;
