@@ -92,6 +92,10 @@ impl Commit {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
+    #[error(
+        "--repo {path}: no such file or directory (a local path; a remote needs its scheme: https://, ssh://, git@host:path)"
+    )]
+    NoSuchPath { path: String },
     #[error("cannot reach {url}: {message}")]
     Connect { url: String, message: String },
     #[error("authentication to {url} failed: {message}")]
@@ -152,6 +156,48 @@ pub enum SourceError {
     Cache { path: PathBuf, message: String },
     #[error("git cache {path}: {source}")]
     Io { path: PathBuf, source: io::Error },
+}
+
+/// The folder a local `--repo` names (a plain path or `file://`), `None`
+/// for a remote.
+pub fn local_path(repo: &str) -> Option<PathBuf> {
+    if url::transport(repo) != url::Transport::Local {
+        return None;
+    }
+    let path = repo.strip_prefix("file://").unwrap_or(repo);
+    Some(PathBuf::from(path))
+}
+
+/// For a local `--repo` that is a working tree: the files under `subpath`
+/// that differ from its HEAD (modified, staged or new), which a sync does
+/// not see since it reads commits. Empty for a remote, a bare repository or
+/// one that cannot be read.
+pub fn uncommitted(repo: &str, subpath: Option<&str>) -> Vec<String> {
+    let Some(path) = local_path(repo) else {
+        return Vec::new();
+    };
+    let Ok(repo) = git2::Repository::open(path) else {
+        return Vec::new();
+    };
+    if repo.is_bare() {
+        return Vec::new();
+    }
+    let mut options = git2::StatusOptions::new();
+    options
+        .include_untracked(true)
+        .recurse_untracked_dirs(true)
+        .include_ignored(false);
+    if let Some(sub) = subpath.filter(|p| !p.is_empty()) {
+        options.pathspec(sub);
+    }
+    let Ok(statuses) = repo.statuses(Some(&mut options)) else {
+        return Vec::new();
+    };
+    statuses
+        .iter()
+        .filter(|e| !e.status().is_ignored())
+        .filter_map(|e| e.path().ok().map(str::to_string))
+        .collect()
 }
 
 /// How deep `config_roots` looks for `apps/` folders (`envs/eu/prod/apps`).

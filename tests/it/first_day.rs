@@ -343,3 +343,55 @@ fn a_schedule_replaces_the_manifests_period_but_both_typed_conflict() {
         crate::support::http_get(addr, "/readyz").0 == 200
     });
 }
+
+#[test]
+fn sync_says_where_the_revision_is_and_what_comes_next() {
+    let repo = ConfigRepo::new();
+    repo.api("alpha");
+    repo.commit("alpha");
+    let root = tempfile::tempdir().expect("tmp");
+    let root_arg = root.path().display().to_string();
+    let repo_arg = repo.path().to_str().expect("utf8");
+    let ran = tyk_gitops(&["sync", "--repo", repo_arg, "--root", &root_arg], &[]);
+    assert_eq!(ran.code, 0, "{}", ran.stderr);
+    assert!(
+        ran.stderr
+            .contains("verified=false because no --gateway was given"),
+        "{}",
+        ran.stderr
+    );
+    assert!(
+        ran.stderr
+            .contains(&format!("TYK_GW_APPPATH={root_arg}/current/apps")),
+        "{}",
+        ran.stderr
+    );
+    assert!(!ran.stderr.contains("uncommitted"), "{}", ran.stderr);
+
+    // An edit not committed yet is not synced, and the user is told.
+    repo.api("beta");
+    let dirty = tyk_gitops(&["sync", "--repo", repo_arg, "--root", &root_arg], &[]);
+    assert_eq!(dirty.code, 0, "{}", dirty.stderr);
+    assert!(
+        dirty
+            .stderr
+            .contains("has uncommitted changes under its top: only committed content is synced"),
+        "{}",
+        dirty.stderr
+    );
+    assert!(dirty.stderr.contains("apps/beta.json"), "{}", dirty.stderr);
+    assert!(!root.path().join("current/apps/beta.json").exists());
+    let missing = tyk_gitops(
+        &["sync", "--repo", "/no/such/path", "--root", &root_arg],
+        &[],
+    );
+    assert_eq!(missing.code, 3, "{}", missing.stderr);
+    assert!(
+        missing
+            .stderr
+            .contains("--repo /no/such/path: no such file or directory"),
+        "{}",
+        missing.stderr
+    );
+    assert!(!missing.stderr.contains("unsupported URL protocol"));
+}
