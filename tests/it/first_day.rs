@@ -395,3 +395,33 @@ fn sync_says_where_the_revision_is_and_what_comes_next() {
     );
     assert!(!missing.stderr.contains("unsupported URL protocol"));
 }
+
+#[test]
+fn fleet_help_shows_redis_as_required() {
+    for command in ["status", "wait"] {
+        let help = tyk_gitops(&["fleet", command, "--help"], &[]);
+        assert_eq!(help.code, 0);
+        let usage = help
+            .stdout
+            .lines()
+            .find(|l| l.starts_with("Usage:"))
+            .unwrap_or_default()
+            .to_string();
+        assert!(usage.contains(" --redis <REDIS>"), "{usage}");
+        assert!(!usage.contains("[--redis"), "{usage}");
+        let args: &[&str] = if command == "wait" {
+            &["fleet", "wait", "--sha", "abcdef1"]
+        } else {
+            &["fleet", "status"]
+        };
+        let missing = tyk_gitops(args, &[]);
+        assert_eq!(missing.code, 2, "{}", missing.stderr);
+        assert!(
+            missing
+                .stderr
+                .contains("required arguments were not provided:\n  --redis <REDIS>"),
+            "{}",
+            missing.stderr
+        );
+    }
+}
