@@ -45,7 +45,7 @@ pub fn sync(args: SyncArgs) -> i32 {
     match runtime.block_on(once) {
         Ok(outcome) => {
             report_outcome(&outcome);
-            next.report();
+            next.report(&outcome);
             0
         }
         Err(e) => {
@@ -237,14 +237,18 @@ impl NextSteps {
         }
     }
 
-    fn report(&self) {
+    fn report(&self, outcome: &Outcome) {
+        // Every line of a sync names its commit (log pipelines group by it).
+        let sha = outcome.commit().short();
         let current = self.current.display();
         match &self.gateway {
             None => {
                 tracing::info!(
+                    sha,
                     "revision in {current}; verified=false because no --gateway was given (files only, nothing reloaded)"
                 );
                 tracing::info!(
+                    sha,
                     "next: point the gateway at it (TYK_GW_APPPATH={current}/apps, TYK_GW_POLICIES_POLICYSOURCE=file, \
                      TYK_GW_POLICIES_POLICYPATH={current}/policies, TYK_GW_MIDDLEWAREPATH={current}/middleware, \
                      TYK_GW_TEMPLATEPATH={current}/templates), then keep it in step and verified with \
@@ -252,7 +256,10 @@ impl NextSteps {
                 );
             }
             Some(url) => {
-                tracing::info!("revision in {current}; the gateway at {url} runs it (verified)")
+                tracing::info!(
+                    sha,
+                    "revision in {current}; the gateway at {url} runs it (verified)"
+                )
             }
         }
     }

@@ -214,9 +214,13 @@ pub async fn run(
                 // sidecar's first pass (unchanged or repaired, not applied):
                 // the fleet must learn it too, or newcomers cannot join at it.
                 let news = told_verified.as_deref() != Some(commit.sha.as_str());
-                if matches!(outcome, Outcome::Applied { .. }) || (verified && news) {
+                if matches!(outcome, Outcome::Applied { .. }) {
                     f.notify_applied(commit, verified);
-                    told_verified = verified.then(|| commit.sha.clone());
+                } else if verified && news {
+                    f.notify_verified(commit);
+                }
+                if verified {
+                    told_verified = Some(commit.sha.clone());
                 }
             }
             f.report();
