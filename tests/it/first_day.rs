@@ -425,3 +425,30 @@ fn fleet_help_shows_redis_as_required() {
         );
     }
 }
+
+#[test]
+fn a_sidecar_refuses_a_commit_deleting_every_api_and_shows_why_in_status() {
+    use crate::support::eventually;
+    use crate::support::sidecar::Sidecar;
+    use std::time::Duration;
+
+    let (repo, _daemon, url) = crate::support::served_repo();
+    let node = Node::new();
+    let sidecar = Sidecar::start(&url, &node, &[]);
+    eventually("ready", Duration::from_secs(20), || sidecar.ready());
+    let reloads = node.emu.reload_count();
+
+    repo.remove("apps").policy("gold", &[]);
+    let wipe = repo.commit("delete every api");
+    eventually("the refusal in /status", Duration::from_secs(20), || {
+        sidecar.status()["rejected"]
+            .as_array()
+            .is_some_and(|r| r.iter().any(|x| x["sha"] == *wipe.as_str()))
+    });
+    let status = sidecar.status();
+    let rejected = &status["rejected"][0];
+    assert_eq!(rejected["reason"], "empty", "{status}");
+    assert_eq!(rejected["findings"][0]["rule"], "no-apis", "{status}");
+    assert_eq!(node.apis(), ids(&["alpha"]));
+    assert_eq!(node.emu.reload_count(), reloads);
+}
