@@ -58,7 +58,8 @@ pub fn sync(args: SyncArgs) -> i32 {
 /// `tyk-gitops run`: exits 0 after SIGTERM or SIGINT, 2 on bad flags, 5 when
 /// the listener cannot be bound.
 pub fn run(args: RunArgs) -> i32 {
-    let schedule = match &args.schedule {
+    // An empty TYK_GITOPS_SCHEDULE (a manifest's placeholder) is no schedule.
+    let schedule = match args.schedule.as_deref().filter(|s| !s.trim().is_empty()) {
         Some(expr) => match Schedule::cron(expr) {
             Ok(s) => s,
             Err(e) => {

@@ -336,12 +336,25 @@ fn a_schedule_replaces_the_manifests_period_but_both_typed_conflict() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("spawn run");
-    let _guard = crate::support::KillOnDrop(child);
+    let guard = crate::support::KillOnDrop(child);
     let addr = listen.parse().expect("addr");
     crate::support::wait_for_port(addr, std::time::Duration::from_secs(20));
     crate::support::eventually("applied", std::time::Duration::from_secs(20), || {
         crate::support::http_get(addr, "/readyz").0 == 200
     });
+    drop(guard);
+
+    // An empty schedule, as a manifest's placeholder, is no schedule.
+    let child = Command::new(bin())
+        .args(args)
+        .env_remove("TYK_GITOPS_GATEWAY_SECRET_FILE")
+        .env("TYK_GITOPS_SCHEDULE", "")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn run");
+    let _guard = crate::support::KillOnDrop(child);
+    crate::support::wait_for_port(addr, std::time::Duration::from_secs(20));
 }
 
 #[test]
