@@ -140,8 +140,13 @@ pub enum SourceError {
         sha: String,
         message: String,
     },
-    #[error("path {subpath:?} not found in commit {sha}")]
-    MissingPath { sha: String, subpath: String },
+    #[error("path {subpath:?} not found in commit {sha}{}", suggest_paths(.config_roots))]
+    MissingPath {
+        sha: String,
+        subpath: String,
+        /// Folders of the commit that have `apps/`: what --path may have meant.
+        config_roots: Vec<String>,
+    },
     #[error("path {subpath:?} in commit {sha} is not a directory")]
     NotADirectory { sha: String, subpath: String },
     #[error("commit {sha} has an entry with an unusable name: {path:?}")]
@@ -200,8 +205,21 @@ pub fn uncommitted(repo: &str, subpath: Option<&str>) -> Vec<String> {
         .collect()
 }
 
-/// How deep `config_roots` looks for `apps/` folders (`envs/eu/prod/apps`).
-const CONFIG_ROOT_DEPTH: usize = 5;
+fn suggest_paths(roots: &[String]) -> String {
+    const SHOWN: usize = 5;
+    match roots {
+        [] => String::new(),
+        _ => format!(
+            "; these folders have apps/: {}",
+            roots
+                .iter()
+                .take(SHOWN)
+                .map(|r| format!("--path {r}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
 
 /// A remote plus its local bare cache (`<root>/cache`).
 pub struct Source {
@@ -326,7 +344,7 @@ impl Source {
         let Ok(repo) = cache::open_existing(&self.cache_dir) else {
             return Vec::new();
         };
-        let dirs = read::dirs(&repo, &commit.sha, CONFIG_ROOT_DEPTH);
+        let dirs = read::dirs(&repo, &commit.sha, read::CONFIG_ROOT_DEPTH);
         crate::validate::empty::config_roots(dirs.iter().map(String::as_str))
     }
 }

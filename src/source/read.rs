@@ -10,6 +10,8 @@ use crate::tree::{Content, EntryKind, Tree, TreeEntry};
 const MODE_TREE: i32 = 0o040000;
 const MODE_SYMLINK: i32 = 0o120000;
 const MODE_GITLINK: i32 = 0o160000;
+/// How deep `dirs` looks for `apps/` folders to suggest (`envs/eu/prod/apps`).
+pub const CONFIG_ROOT_DEPTH: usize = 5;
 
 pub fn read_tree(
     repo: &Repository,
@@ -41,6 +43,11 @@ pub fn read_tree(
             let missing = || SourceError::MissingPath {
                 sha: sha.to_string(),
                 subpath: path.to_string(),
+                config_roots: crate::validate::empty::config_roots(
+                    dirs(repo, sha, CONFIG_ROOT_DEPTH)
+                        .iter()
+                        .map(String::as_str),
+                ),
             };
             let entry = root
                 .get_path(std::path::Path::new(path))

@@ -102,6 +102,19 @@ fn a_wrong_path_changes_nothing_names_the_root_and_suggests_paths_that_hold_a_co
     assert_eq!(current_target(&node), link);
     assert_eq!(node.emu.reload_count(), reloads);
 
+    // A folder that is not there at all: a Git error, with the same hints.
+    let typo = sync(&repo, &node, &["--path", "envs/prd"], &[]);
+    assert_eq!(typo.code, 3, "{}", typo.stderr);
+    assert!(
+        typo.stderr.contains("\"envs/prd\" not found in commit")
+            && typo
+                .stderr
+                .contains("these folders have apps/: --path envs/prod, --path envs/staging"),
+        "{}",
+        typo.stderr
+    );
+    assert_eq!(current_target(&node), link);
+
     // The refusal belongs to that --path: the right one still syncs, and
     // so does the wrong one once an empty gateway is asked for.
     let right = sync(&repo, &node, &["--path", "envs/staging"], &[]);
