@@ -346,11 +346,16 @@ impl Reconciler {
                     "invalid"
                 }
                 .into(),
-                message: format!(
-                    "{} error(s), {} warning(s)",
-                    report.errors.len(),
-                    report.warnings.len()
-                ),
+                message: match report.errors.first() {
+                    Some(f) if only_empty => {
+                        format!("{}; --allow-empty lets it through", f.message)
+                    }
+                    _ => format!(
+                        "{} error(s), {} warning(s)",
+                        report.errors.len(),
+                        report.warnings.len()
+                    ),
+                },
                 findings: report
                     .errors
                     .iter()

@@ -158,8 +158,16 @@ fn a_commit_deleting_every_api_is_refused_until_allow_empty_is_given() {
             .expect("json");
     assert_eq!(state["rejected"][&wipe]["reason"], "empty", "{state}");
 
-    // Again without the flag: still refused (it was rejected before).
-    assert_eq!(sync(&repo, &node, &[], &[]).code, 1);
+    // Again without the flag: still refused (it was rejected before), and
+    // the message says what would let it through.
+    let again = sync(&repo, &node, &[], &[]);
+    assert_eq!(again.code, 1, "{}", again.stderr);
+    assert!(
+        again.stderr.contains("was rejected before (empty)")
+            && again.stderr.contains("--allow-empty lets it through"),
+        "{}",
+        again.stderr
+    );
     // With it, from the environment as a manifest would write it, the same
     // commit goes through without --force.
     let allowed = sync(&repo, &node, &[], &[("TYK_GITOPS_ALLOW_EMPTY", "Yes")]);
