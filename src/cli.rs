@@ -38,6 +38,30 @@ pub struct Cli {
     pub command: Command,
 }
 
+impl Cli {
+    /// Parses the command line and the environment, or exits as clap does.
+    /// A `--schedule` replaces the `--period` (a ConfigMap can add a
+    /// schedule next to a manifest's period); only both on the command
+    /// line is a conflict, since one of them would be ignored.
+    pub fn parse_args() -> Cli {
+        use clap::parser::ValueSource;
+        use clap::{CommandFactory, FromArgMatches};
+        let matches = Cli::command().get_matches();
+        if let Some(("run", run)) = matches.subcommand() {
+            let typed = |id| run.value_source(id) == Some(ValueSource::CommandLine);
+            if typed("period") && typed("schedule") {
+                Cli::command()
+                    .error(
+                        clap::error::ErrorKind::ArgumentConflict,
+                        "--period and --schedule exclude each other: give one",
+                    )
+                    .exit();
+            }
+        }
+        Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Text,
@@ -66,11 +90,11 @@ pub struct RunArgs {
     #[command(flatten)]
     pub sync: SyncArgs,
 
-    /// Poll interval (±10% jitter so replicas do not poll in step).
-    #[arg(long, default_value = "30s", value_parser = parse_duration, env = "TYK_GITOPS_PERIOD", conflicts_with = "schedule")]
+    /// Poll interval (±10% jitter so replicas do not poll in step); a --schedule replaces it.
+    #[arg(long, default_value = "30s", value_parser = parse_duration, env = "TYK_GITOPS_PERIOD")]
     pub period: Duration,
 
-    /// Poll on a cron schedule instead: 5 fields (Kubernetes CronJob style) or 6 with seconds first.
+    /// Poll on a cron schedule instead of --period: 5 fields (Kubernetes CronJob style) or 6 with seconds first.
     #[arg(long, env = "TYK_GITOPS_SCHEDULE")]
     pub schedule: Option<String>,
 
@@ -153,8 +177,12 @@ pub struct SyncArgs {
     pub depth: u32,
 
     /// Write and reload even when the commit is already applied and verified.
-    #[arg(long, env = "TYK_GITOPS_FORCE")]
+    #[arg(long, env = "TYK_GITOPS_FORCE", value_parser = env_bool())]
     pub force: bool,
+
+    /// Apply a commit even when it would leave the gateway without APIs: a config root with no apps/, policies/, policies.json or .tyk.json, or a commit that removes every API the gateway serves.
+    #[arg(long, env = "TYK_GITOPS_ALLOW_EMPTY", value_parser = env_bool())]
+    pub allow_empty: bool,
 
     /// HTTPS user name (the token goes in --password-file).
     #[arg(long, env = "TYK_GITOPS_USERNAME")]
@@ -189,7 +217,7 @@ pub struct SyncArgs {
     pub max_file_size: u64,
 
     /// Treat validation warnings as errors.
-    #[arg(long, env = "TYK_GITOPS_STRICT")]
+    #[arg(long, env = "TYK_GITOPS_STRICT", value_parser = env_bool())]
     pub strict: bool,
 
     /// Apply only commits (or annotated tags named by --ref) signed by a key of --allowed-signers or --trusted-keys.
@@ -230,6 +258,34 @@ impl std::fmt::Debug for FleetArgs {
             )
             .field("cluster", &self.cluster)
             .finish()
+    }
+}
+
+/// The values a boolean flag's environment variable takes, as Kubernetes
+/// users write them: `true`/`false`, `1`/`0`, `yes`/`no`, `on`/`off` (any
+/// case). An empty variable counts as unset (false). Anything else is a
+/// usage error rather than a guess.
+pub fn env_bool() -> EnvBool {
+    EnvBool
+}
+
+/// See `env_bool`.
+#[derive(Debug, Clone, Copy)]
+pub struct EnvBool;
+
+impl clap::builder::TypedValueParser for EnvBool {
+    type Value = bool;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<bool, clap::Error> {
+        if value.is_empty() {
+            return Ok(false);
+        }
+        clap::builder::BoolishValueParser::new().parse_ref(cmd, arg, value)
     }
 }
 

@@ -30,8 +30,10 @@ pub fn sync(args: SyncArgs) -> i32 {
             return 5;
         }
     };
+    warn_uncommitted(&config);
     // With a fleet, start on the commit it verified (see `run`).
     let git_ref = config.source.git_ref.clone();
+    let next = NextSteps::of(&config);
     let reconciler = Reconciler::new(config);
     let once = async {
         let pinned = match &fleet {
@@ -43,6 +45,7 @@ pub fn sync(args: SyncArgs) -> i32 {
     match runtime.block_on(once) {
         Ok(outcome) => {
             report_outcome(&outcome);
+            next.report(&outcome);
             0
         }
         Err(e) => {
@@ -55,7 +58,8 @@ pub fn sync(args: SyncArgs) -> i32 {
 /// `tyk-gitops run`: exits 0 after SIGTERM or SIGINT, 2 on bad flags, 5 when
 /// the listener cannot be bound.
 pub fn run(args: RunArgs) -> i32 {
-    let schedule = match &args.schedule {
+    // An empty TYK_GITOPS_SCHEDULE (a manifest's placeholder) is no schedule.
+    let schedule = match args.schedule.as_deref().filter(|s| !s.trim().is_empty()) {
         Some(expr) => match Schedule::cron(expr) {
             Ok(s) => s,
             Err(e) => {
@@ -83,6 +87,7 @@ pub fn run(args: RunArgs) -> i32 {
             return 2;
         }
     };
+    warn_uncommitted(&sync);
     // Checked now so a missing or empty secret fails the pod at start, not
     // the first push.
     if let Some(file) = &args.webhook_secret_file
@@ -196,6 +201,68 @@ fn report_outcome(outcome: &Outcome) {
         } => tracing::info!(sha, revision, verified, apis, policies, "applied"),
         Outcome::Unchanged { verified, .. } => tracing::info!(sha, verified, "unchanged"),
         Outcome::Repaired { .. } => tracing::info!(sha, "repaired drift"),
+    }
+}
+
+/// A local `--repo` with edits under `--path` that are not committed: a
+/// sync reads commits, so the user would wonder where the edits went.
+fn warn_uncommitted(config: &SyncConfig) {
+    let changed = crate::source::uncommitted(&config.source.repo, config.path.as_deref());
+    if let Some(first) = changed.first() {
+        tracing::warn!(
+            files = changed.len(),
+            first = %first,
+            "{} has uncommitted changes under {}: only committed content is synced; `git commit` them first",
+            config.source.repo,
+            config.path.as_deref().unwrap_or("its top")
+        );
+    }
+}
+
+/// What a user of `sync` (and of the README's quick start) does next:
+/// where the revision is for the gateway, and why it is not verified.
+struct NextSteps {
+    /// `current` as the gateway's container sees it.
+    current: std::path::PathBuf,
+    gateway: Option<String>,
+}
+
+impl NextSteps {
+    fn of(config: &SyncConfig) -> NextSteps {
+        NextSteps {
+            current: config.gateway_root.join("current"),
+            gateway: config
+                .gateway
+                .as_ref()
+                .map(|g| crate::source::redact_url(&g.url)),
+        }
+    }
+
+    fn report(&self, outcome: &Outcome) {
+        // Every line of a sync names its commit (log pipelines group by it).
+        let sha = outcome.commit().short();
+        let current = self.current.display();
+        match &self.gateway {
+            None => {
+                tracing::info!(
+                    sha,
+                    "revision in {current}; verified=false because no --gateway was given (files only, nothing reloaded)"
+                );
+                tracing::info!(
+                    sha,
+                    "next: point the gateway at it (TYK_GW_APPPATH={current}/apps, TYK_GW_POLICIES_POLICYSOURCE=file, \
+                     TYK_GW_POLICIES_POLICYPATH={current}/policies, TYK_GW_MIDDLEWAREPATH={current}/middleware, \
+                     TYK_GW_TEMPLATEPATH={current}/templates), then keep it in step and verified with \
+                     `tyk-gitops run --gateway URL` (docs/deploy.md)"
+                );
+            }
+            Some(url) => {
+                tracing::info!(
+                    sha,
+                    "revision in {current}; the gateway at {url} runs it (verified)"
+                )
+            }
+        }
     }
 }
 

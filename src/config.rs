@@ -17,7 +17,7 @@ pub const GATEWAY_SECRET_ENV: &str = "TYK_GITOPS_GATEWAY_SECRET";
 pub enum ConfigError {
     #[error("{0}")]
     Usage(String),
-    #[error("cannot read the gateway secret from {path}: {source}")]
+    #[error("cannot read the gateway secret from {path} (--gateway-secret-file): {source}")]
     SecretFile {
         path: PathBuf,
         source: std::io::Error,
@@ -51,6 +51,14 @@ pub enum SecretSource {
 }
 
 impl SecretSource {
+    /// Where the secret comes from, for messages (never the value).
+    pub fn describe(&self) -> String {
+        match self {
+            SecretSource::File(path) => format!("--gateway-secret-file {}", path.display()),
+            SecretSource::Value(_) => GATEWAY_SECRET_ENV.to_string(),
+        }
+    }
+
     /// The secret now (a file is re-read every time; trailing newline dropped).
     pub fn read(&self) -> Result<Secret, ConfigError> {
         match self {
@@ -88,6 +96,8 @@ pub struct SyncConfig {
     /// `None`: write files only, as an init container before the gateway starts.
     pub gateway: Option<GatewayConfig>,
     pub force: bool,
+    /// `--allow-empty`: a commit may leave the gateway without APIs.
+    pub allow_empty: bool,
     pub keep_revisions: usize,
     pub validate: crate::validate::Options,
     /// `Some` with `--verify-signatures`: whose signatures a commit needs.
@@ -197,6 +207,7 @@ impl SyncConfig {
             gateway_root,
             gateway,
             force: args.force,
+            allow_empty: args.allow_empty,
             keep_revisions: args.keep_revisions as usize,
             validate,
             trust,

@@ -154,9 +154,11 @@ pub async fn run(
     }
 
     let has_gateway = config.sync.gateway.is_some();
-    let reconciler = Reconciler::new(config.sync.clone());
+    let reconciler = Reconciler::new(config.sync.clone()).publishing_first_without_gateway();
     let mut stop = stop_rx.clone();
     let mut pending = Some(Trigger::Start);
+    // The last commit this replica told the fleet it verified.
+    let mut told_verified: Option<String> = None;
     let mut pacer = Pacer::new(
         config.schedule.clone(),
         config.verify_period,
@@ -200,11 +202,26 @@ pub async fn run(
         let elapsed = started.elapsed();
         let failed_transiently = record(&app, &trigger, &result, elapsed);
         if let Some(f) = &fleet {
-            if let Ok(Step::Synced(Outcome::Applied {
-                commit, verified, ..
-            })) = &result
-            {
-                f.notify_applied(commit, *verified || !has_gateway);
+            if let Ok(Step::Synced(outcome)) = &result {
+                let commit = outcome.commit();
+                let verified = match outcome {
+                    Outcome::Applied { verified, .. } | Outcome::Unchanged { verified, .. } => {
+                        *verified || !has_gateway
+                    }
+                    Outcome::Repaired { .. } => true,
+                };
+                // A revision the init container wrote is verified by the
+                // sidecar's first pass (unchanged or repaired, not applied):
+                // the fleet must learn it too, or newcomers cannot join at it.
+                let news = told_verified.as_deref() != Some(commit.sha.as_str());
+                if matches!(outcome, Outcome::Applied { .. }) {
+                    f.notify_applied(commit, verified);
+                } else if verified && news {
+                    f.notify_verified(commit);
+                }
+                if verified {
+                    told_verified = Some(commit.sha.clone());
+                }
             }
             f.report();
         }

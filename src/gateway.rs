@@ -50,8 +50,10 @@ pub enum GatewayError {
     /// Nothing answered, or not in time: an outage, worth retrying.
     #[error("gateway {url} unreachable: {cause}")]
     Unreachable { url: String, cause: String },
-    #[error("gateway {url} rejected the secret (403): check --gateway-secret-file")]
-    Forbidden { url: String },
+    #[error(
+        "gateway {url} rejected the secret from {secret_from} (403): it must equal the gateway's `secret` (TYK_GW_SECRET)"
+    )]
+    Forbidden { url: String, secret_from: String },
     #[error("gateway {url} answered {status}: {body}")]
     Status {
         url: String,
@@ -154,6 +156,8 @@ pub struct Gateway {
     display: String,
     /// Value of `X-Tyk-Authorization`; never printed.
     secret: String,
+    /// Where the secret came from, so a 403 names the setting to check.
+    secret_from: String,
     client: reqwest::Client,
 }
 
@@ -222,8 +226,16 @@ impl Gateway {
             base: base_url.trim_end_matches('/').to_string(),
             display: display.trim_end_matches('/').to_string(),
             secret,
+            secret_from: "--gateway-secret-file".to_string(),
             client,
         })
+    }
+
+    /// Names where the secret came from in a 403's message
+    /// (`TYK_GITOPS_GATEWAY_SECRET`, or the file).
+    pub fn with_secret_from(mut self, source: String) -> Gateway {
+        self.secret_from = source;
+        self
     }
 
     /// Polls `GET /hello` until it answers 200 or `max_wait` has passed.
@@ -388,6 +400,7 @@ impl Gateway {
         if status == StatusCode::FORBIDDEN {
             return Err(GatewayError::Forbidden {
                 url: self.display.clone(),
+                secret_from: self.secret_from.clone(),
             });
         }
         if !status.is_success() {
@@ -511,12 +524,14 @@ mod tests {
             Duration::from_secs(1),
         )
         .expect("valid url");
+        let gw = gw.with_secret_from("TYK_GITOPS_GATEWAY_SECRET".into());
         let err = GatewayError::Forbidden {
             url: gw.display.clone(),
+            secret_from: gw.secret_from.clone(),
         };
         assert_eq!(
             err.to_string(),
-            "gateway http://127.0.0.1:1 rejected the secret (403): check --gateway-secret-file"
+            "gateway http://127.0.0.1:1 rejected the secret from TYK_GITOPS_GATEWAY_SECRET (403): it must equal the gateway's `secret` (TYK_GW_SECRET)"
         );
         assert!(!err.is_mismatch() && !err.is_transient());
         assert!(!format!("{gw:?}").contains("s3cr3t"));

@@ -2,7 +2,6 @@
 //! result to an exit code (0 ok, 1 invalid commit, 2 usage, 3 Git, 4 gateway,
 //! 5 local disk or state).
 
-use clap::Parser;
 use tyk_gitops::cli::{Cli, Command};
 
 fn main() {
@@ -10,7 +9,7 @@ fn main() {
     // through `exit`, so the scenario is never torn down.
     #[cfg(feature = "failpoints")]
     let _failpoints = fail::FailScenario::setup();
-    let cli = Cli::parse();
+    let cli = Cli::parse_args();
     tyk_gitops::logging::init(cli.log_format, &cli.log_level);
     let code = match cli.command {
         Command::Validate(args) => tyk_gitops::validate::command::run(&args),

@@ -19,7 +19,7 @@ use crate::config::{ConfigError, SyncConfig};
 use crate::gateway::{Gateway, GatewayError, Loaded};
 use crate::source::{Commit, Source, SourceError};
 use crate::state::{Applied, Rejection, State, StateError, now};
-use crate::validate::{self, Report};
+use crate::validate::{self, Report, empty};
 
 /// Bound on one request to the gateway's control API.
 const GATEWAY_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -59,7 +59,7 @@ pub enum SyncError {
     #[error("commit {} is not trusted (untrusted-signature): {reason}; nothing was changed", .commit.short())]
     Untrusted { commit: Commit, reason: String },
     #[error("commit {} was rejected before ({}): {}; push a fix, or use --force to try it again", &.rejection.sha[..12.min(.rejection.sha.len())], .rejection.reason, .rejection.message)]
-    Rejected { rejection: Rejection },
+    Rejected { rejection: Box<Rejection> },
     #[error(transparent)]
     Source(#[from] SourceError),
     #[error(transparent)]
@@ -81,8 +81,8 @@ pub enum SyncError {
 }
 
 impl SyncError {
-    /// The process exit code for `sync`: 1 invalid commit, 3 Git or
-    /// source, 4 gateway, 5 local disk or state.
+    /// The process exit code for `sync`: 1 invalid commit, 2 usage or
+    /// setup, 3 Git or source, 4 gateway, 5 local disk or state.
     pub fn exit_code(&self) -> i32 {
         match self {
             SyncError::Invalid { .. }
@@ -90,8 +90,8 @@ impl SyncError {
             | SyncError::Rejected { .. } => 1,
             SyncError::Source(_) => 3,
             SyncError::Gateway(_) | SyncError::VerifyFailed { .. } => 4,
-            SyncError::Config(ConfigError::SecretFile { .. }) => 4,
-            SyncError::Config(ConfigError::Usage(_)) => 2,
+            // A secret file that cannot be read is a local setup problem.
+            SyncError::Config(_) => 2,
             SyncError::Apply(_) | SyncError::State(_) | SyncError::Internal(_) => 5,
         }
     }
@@ -106,6 +106,10 @@ pub struct Reconciler {
     /// `--force` holds until one pass succeeds: a sidecar started with it
     /// must not rewrite and reload on every poll.
     force: AtomicBool,
+    /// The sidecar publishes a first revision before any gateway answers:
+    /// a gateway that waits for `current` to exist (the shared-volume
+    /// example) or starts without it would otherwise wait for each other.
+    first_without_gateway: bool,
 }
 
 async fn blocking<T: Send + 'static>(
@@ -126,7 +130,18 @@ impl Reconciler {
             config,
             source: Arc::new(source),
             cache: Arc::new(Mutex::new(validate::Cache::default())),
+            first_without_gateway: false,
         }
+    }
+
+    /// For `run`: when `current` does not exist yet, the first valid commit
+    /// is written and published without waiting for the gateway, which is
+    /// then waited for, reloaded and verified (or, when it does not answer
+    /// in `--gateway-wait`, on the retries). There is nothing to protect
+    /// before the first revision.
+    pub fn publishing_first_without_gateway(mut self) -> Reconciler {
+        self.first_without_gateway = true;
+        self
     }
 
     pub fn config(&self) -> &SyncConfig {
@@ -213,15 +228,34 @@ impl Reconciler {
                 .confirm_current(commit, applied, &revs, gateway, &mut state)
                 .await;
         }
-        // Before anything is written: the gateway answers and takes our secret.
-        let gateway = self.gateway_preflight().await?;
-        if let (Some(rejection), false) = (state.rejected.get(&commit.sha), force) {
+        // Before anything is written: the gateway answers and takes our
+        // secret. Except a sidecar's first revision (see
+        // `publishing_first_without_gateway`).
+        let deferred = self.first_without_gateway && current.is_none();
+        let gateway = if deferred {
+            None
+        } else {
+            self.gateway_preflight().await?
+        };
+        let rejected = state
+            .rejected
+            .get(&commit.sha)
+            .filter(|r| r.holds(&shape, cfg.allow_empty));
+        if let (Some(rejection), false) = (rejected, force) {
             return Err(SyncError::Rejected {
-                rejection: rejection.clone(),
+                rejection: Box::new(rejection.clone()),
             });
         }
 
         revs.check_writable()?;
+        // How many APIs the gateway would lose to a commit without any.
+        let serving = state
+            .current
+            .as_ref()
+            .filter(|a| current.as_deref() == Some(a.revision.as_str()))
+            .map_or(0, |a| a.apis)
+            .max(gateway.as_ref().map_or(0, |(_, l)| l.api_ids.len()));
+        let allow_empty = cfg.allow_empty;
         // Fetch, read and validate off the runtime.
         let (source, fetched, subpath, opts, cache, root, trust) = (
             self.source.clone(),
@@ -268,9 +302,30 @@ impl Reconciler {
                 Ok::<_, SyncError>(tree)
             })?;
             let files = tree.len();
+            let holds_config = empty::holds_config(&tree);
+            let suggestions = if holds_config || allow_empty {
+                Vec::new()
+            } else {
+                source.config_roots(&fetched)
+            };
             let (bundle, report) = validate::check(tree, &opts, &mut cache);
             debug!(ms = started.elapsed().as_millis() as u64, "checked");
-            Ok((bundle, report, files, cache.analysed(), cache.changes()))
+            let root = empty::ConfigRoot {
+                label: match subpath.as_deref().filter(|p| !p.is_empty()) {
+                    Some(p) => format!("--path {p} of commit {}", fetched.short()),
+                    None => format!("the top of commit {} (no --path)", fetched.short()),
+                },
+                holds_config,
+                suggestions,
+            };
+            Ok((
+                bundle,
+                report,
+                root,
+                files,
+                cache.analysed(),
+                cache.changes(),
+            ))
         })
         .await?;
         let checked = match checked {
@@ -281,13 +336,23 @@ impl Reconciler {
                     reason: "untrusted-signature".into(),
                     message: reason.clone(),
                     findings: Vec::new(),
+                    shape: String::new(),
                 });
                 state.save(&cfg.root)?;
                 return Err(SyncError::Untrusted { commit, reason });
             }
             other => other?,
         };
-        let (bundle, report, files, analysed, changes) = checked;
+        let (bundle, mut report, config_root, files, analysed, changes) = checked;
+        // A commit that would leave the gateway with no API is refused like
+        // an invalid one, unless --allow-empty.
+        empty::check(
+            &mut report,
+            &config_root,
+            bundle.api_ids().len(),
+            Some(serving),
+            cfg.allow_empty,
+        );
         let refused = report.rejects(cfg.validate.strict);
         for w in &report.warnings {
             warn!(file = %w.file, line = w.line, rule = w.rule, "{}", w.message);
@@ -297,21 +362,37 @@ impl Reconciler {
                 let root = cfg.root.clone();
                 blocking(move || save_analyses(&changes, &root)).await?;
             }
+            let only_empty = empty::only_empty(&report);
             state.reject(Rejection {
                 sha: commit.sha.clone(),
                 at: now(),
-                reason: "invalid".into(),
-                message: format!(
-                    "{} error(s), {} warning(s)",
-                    report.errors.len(),
-                    report.warnings.len()
-                ),
+                reason: if only_empty {
+                    Rejection::EMPTY
+                } else {
+                    "invalid"
+                }
+                .into(),
+                message: match report.errors.first() {
+                    Some(f) if only_empty => {
+                        format!("{}; --allow-empty lets it through", f.message)
+                    }
+                    _ => format!(
+                        "{} error(s), {} warning(s)",
+                        report.errors.len(),
+                        report.warnings.len()
+                    ),
+                },
                 findings: report
                     .errors
                     .iter()
                     .chain(&report.warnings)
                     .filter_map(|f| serde_json::to_value(f).ok())
                     .collect(),
+                shape: if only_empty {
+                    shape.clone()
+                } else {
+                    String::new()
+                },
             });
             state.save(&cfg.root)?;
             return Err(SyncError::Invalid { commit, report });
@@ -382,6 +463,15 @@ impl Reconciler {
         fail::fail_point!("sync-before-state-write");
         state.save(&cfg.root)?;
 
+        let gateway = match gateway {
+            None if deferred && cfg.gateway.is_some() => {
+                info!(
+                    "first revision published before the gateway answered; waiting for it to reload and verify"
+                );
+                self.gateway_preflight().await?
+            }
+            other => other,
+        };
         let verified = match &gateway {
             None => false,
             Some((gw, _)) => match self.reload_and_verify(gw, &manifest).await {
@@ -394,6 +484,7 @@ impl Reconciler {
                         reason: "verify-failed".into(),
                         message: error.to_string(),
                         findings: Vec::new(),
+                        shape: String::new(),
                     });
                     state.save(&cfg.root)?;
                     return Err(SyncError::VerifyFailed {
@@ -493,7 +584,8 @@ impl Reconciler {
             &gc.url,
             secret.expose().to_string(),
             GATEWAY_REQUEST_TIMEOUT,
-        )?;
+        )?
+        .with_secret_from(gc.secret.describe());
         gw.wait_ready(gc.wait).await?;
         let loaded = gw.loaded().await?;
         Ok(Some((gw, loaded)))

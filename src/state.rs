@@ -55,14 +55,33 @@ pub struct Applied {
 pub struct Rejection {
     pub sha: String,
     pub at: u64,
-    /// `invalid` (validation findings) or `verify-failed` (the gateway did
-    /// not load what the commit holds; rolled back).
+    /// `invalid` (validation findings), `untrusted-signature`, `empty` (it would leave the gateway
+    /// without APIs) or `verify-failed` (the gateway did not load what the
+    /// commit holds; rolled back).
     pub reason: String,
     pub message: String,
     /// The validation findings, as `tyk-gitops validate --format json`
     /// prints them, kept for `/status` and for a rerun of `sync`.
     #[serde(default)]
     pub findings: Vec<serde_json::Value>,
+    /// For `empty` rejections (`empty-config-root`, `no-apis`): the flags
+    /// that shaped the refused bundle (`--path` ...). The same commit under
+    /// another `--path` is another bundle, so the rejection does not hold
+    /// for it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub shape: String,
+}
+
+impl Rejection {
+    /// `reason` of a commit refused only because it would leave the
+    /// gateway without APIs; `--allow-empty` lifts it.
+    pub const EMPTY: &str = "empty";
+
+    /// Whether this rejection still refuses the commit for a sync shaped by
+    /// `shape` and allowing empty bundles or not.
+    pub fn holds(&self, shape: &str, allow_empty: bool) -> bool {
+        self.reason != Rejection::EMPTY || (!allow_empty && self.shape == shape)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -205,6 +224,7 @@ mod tests {
                 reason: "invalid".into(),
                 message: String::new(),
                 findings: vec![],
+                shape: String::new(),
             });
         }
         assert_eq!(state.rejected.len(), REJECTED_LEN);

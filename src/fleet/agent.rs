@@ -68,6 +68,9 @@ enum Request {
         commit: Commit,
         verified: bool,
     },
+    /// This replica verified a commit it already had (no notice: nothing
+    /// new for the others to fetch).
+    Verified(Commit),
     /// A commit learnt of before applying it (a webhook push).
     Announce(Commit),
     /// The loop's status changed; write it now rather than at the next beat.
@@ -193,6 +196,14 @@ impl FleetHandle {
         });
     }
 
+    /// The gateway was found running, or was repaired to run, the commit
+    /// already in `current` (the init container's revision, verified by the
+    /// sidecar's first pass): newcomers may start on it. No notice is sent.
+    pub fn notify_verified(&self, commit: &Commit) {
+        *self.shared.current() = Some(commit.sha.clone());
+        self.send(Request::Verified(commit.clone()));
+    }
+
     /// This replica resolved its ref to `commit`: when that is news (not
     /// what it runs), tell the others now rather than after the apply, so
     /// every replica fetches and validates in parallel. Each still resolves
@@ -275,6 +286,10 @@ impl Agent {
                         if verified {
                             self.set_verified(&commit).await;
                         }
+                        self.write_status().await;
+                    }
+                    Some(Request::Verified(commit)) => {
+                        self.set_verified(&commit).await;
                         self.write_status().await;
                     }
                     Some(Request::Announce(commit)) => self.publish(&commit).await,

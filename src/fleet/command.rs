@@ -35,10 +35,42 @@ pub enum Format {
     Json,
 }
 
+/// The fleet's Redis: optional for `sync` and `run`, required here (the
+/// status lives nowhere else), so `--help` shows it without brackets.
+#[derive(Clone, clap::Args)]
+pub struct FleetRedis {
+    /// Redis URL the replicas report to (redis://[:password@]host:port[/db], rediss:// for TLS).
+    #[arg(long = "redis", env = "TYK_GITOPS_REDIS")]
+    pub redis: String,
+
+    /// The fleet's name, as given to its replicas.
+    #[arg(long, default_value = "default", env = "TYK_GITOPS_CLUSTER")]
+    pub cluster: String,
+}
+
+/// By hand: the Redis URL may hold a password.
+impl std::fmt::Debug for FleetRedis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FleetRedis")
+            .field("redis", &crate::source::redact_url(&self.redis))
+            .field("cluster", &self.cluster)
+            .finish()
+    }
+}
+
+impl FleetRedis {
+    fn args(&self) -> FleetArgs {
+        FleetArgs {
+            redis: Some(self.redis.clone()),
+            cluster: self.cluster.clone(),
+        }
+    }
+}
+
 #[derive(Debug, clap::Args)]
 pub struct StatusArgs {
     #[command(flatten)]
-    pub fleet: FleetArgs,
+    pub fleet: FleetRedis,
 
     /// Output format.
     #[arg(long, value_enum, default_value = "human", env = "TYK_GITOPS_FORMAT")]
@@ -48,7 +80,7 @@ pub struct StatusArgs {
 #[derive(Debug, clap::Args)]
 pub struct WaitArgs {
     #[command(flatten)]
-    pub fleet: FleetArgs,
+    pub fleet: FleetRedis,
 
     /// The commit to wait for (full, or at least 7 leading digits).
     #[arg(long, env = "TYK_GITOPS_SHA")]
@@ -126,7 +158,7 @@ async fn snapshot(config: &FleetConfig) -> Result<Snapshot, FleetError> {
 }
 
 async fn status(args: StatusArgs) -> i32 {
-    let config = match config(&args.fleet) {
+    let config = match config(&args.fleet.args()) {
         Ok(c) => c,
         Err(code) => return code,
     };
@@ -216,7 +248,7 @@ fn table(cluster: &str, snap: &Snapshot, agreed: Option<&str>, now: u64) -> Stri
 }
 
 async fn wait(args: WaitArgs) -> i32 {
-    let config = match config(&args.fleet) {
+    let config = match config(&args.fleet.args()) {
         Ok(c) => c,
         Err(code) => return code,
     };
@@ -347,8 +379,8 @@ cluster prod: 2 replica(s); fleet verified commit: none; not converged
     #[test]
     fn a_timeout_names_each_laggard_and_a_missing_replica_count() {
         let args = WaitArgs {
-            fleet: FleetArgs {
-                redis: None,
+            fleet: FleetRedis {
+                redis: String::new(),
                 cluster: "c".into(),
             },
             sha: "bbbbbbbb".into(),

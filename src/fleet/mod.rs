@@ -524,6 +524,7 @@ mod tests {
                 reason: "invalid".into(),
                 message: "1 error(s)".into(),
                 findings: vec![],
+                shape: String::new(),
             });
         }
         let last = Attempt {

@@ -92,6 +92,10 @@ impl Commit {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
+    #[error(
+        "--repo {path}: no such file or directory (a local path; a remote needs its scheme: https://, ssh://, git@host:path)"
+    )]
+    NoSuchPath { path: String },
     #[error("cannot reach {url}: {message}")]
     Connect { url: String, message: String },
     #[error("authentication to {url} failed: {message}")]
@@ -136,8 +140,13 @@ pub enum SourceError {
         sha: String,
         message: String,
     },
-    #[error("path {subpath:?} not found in commit {sha}")]
-    MissingPath { sha: String, subpath: String },
+    #[error("path {subpath:?} not found in commit {sha}{}", suggest_paths(.config_roots))]
+    MissingPath {
+        sha: String,
+        subpath: String,
+        /// Folders of the commit that have `apps/`: what --path may have meant.
+        config_roots: Vec<String>,
+    },
     #[error("path {subpath:?} in commit {sha} is not a directory")]
     NotADirectory { sha: String, subpath: String },
     #[error("commit {sha} has an entry with an unusable name: {path:?}")]
@@ -152,6 +161,64 @@ pub enum SourceError {
     Cache { path: PathBuf, message: String },
     #[error("git cache {path}: {source}")]
     Io { path: PathBuf, source: io::Error },
+}
+
+/// The folder a local `--repo` names (a plain path or `file://`), `None`
+/// for a remote.
+pub fn local_path(repo: &str) -> Option<PathBuf> {
+    if url::transport(repo) != url::Transport::Local {
+        return None;
+    }
+    let path = repo.strip_prefix("file://").unwrap_or(repo);
+    Some(PathBuf::from(path))
+}
+
+/// For a local `--repo` that is a working tree: the files under `subpath`
+/// that differ from its HEAD (modified, staged or new), which a sync does
+/// not see since it reads commits. Empty for a remote, a bare repository or
+/// one that cannot be read.
+pub fn uncommitted(repo: &str, subpath: Option<&str>) -> Vec<String> {
+    let Some(path) = local_path(repo) else {
+        return Vec::new();
+    };
+    let Ok(repo) = git2::Repository::open(path) else {
+        return Vec::new();
+    };
+    if repo.is_bare() {
+        return Vec::new();
+    }
+    let mut options = git2::StatusOptions::new();
+    options
+        .include_untracked(true)
+        .recurse_untracked_dirs(true)
+        .include_ignored(false);
+    if let Some(sub) = subpath.filter(|p| !p.is_empty()) {
+        options.pathspec(sub);
+    }
+    let Ok(statuses) = repo.statuses(Some(&mut options)) else {
+        return Vec::new();
+    };
+    statuses
+        .iter()
+        .filter(|e| !e.status().is_ignored())
+        .filter_map(|e| e.path().ok().map(str::to_string))
+        .collect()
+}
+
+fn suggest_paths(roots: &[String]) -> String {
+    const SHOWN: usize = 5;
+    match roots {
+        [] => String::new(),
+        _ => format!(
+            "; these folders have apps/: {}",
+            roots
+                .iter()
+                .take(SHOWN)
+                .map(|r| format!("--path {r}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
 }
 
 /// A remote plus its local bare cache (`<root>/cache`).
@@ -269,6 +336,16 @@ impl Source {
             sha: commit.sha.clone(),
         })?;
         read::read_tree(&repo, &commit.sha, subpath, max_file_size, known)
+    }
+
+    /// The folders of the fetched commit that have `apps/`: `--path`
+    /// values that hold a config (empty when the cache cannot be read).
+    pub fn config_roots(&self, commit: &Commit) -> Vec<String> {
+        let Ok(repo) = cache::open_existing(&self.cache_dir) else {
+            return Vec::new();
+        };
+        let dirs = read::dirs(&repo, &commit.sha, read::CONFIG_ROOT_DEPTH);
+        crate::validate::empty::config_roots(dirs.iter().map(String::as_str))
     }
 }
 

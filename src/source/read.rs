@@ -10,6 +10,8 @@ use crate::tree::{Content, EntryKind, Tree, TreeEntry};
 const MODE_TREE: i32 = 0o040000;
 const MODE_SYMLINK: i32 = 0o120000;
 const MODE_GITLINK: i32 = 0o160000;
+/// How deep `dirs` looks for `apps/` folders to suggest (`envs/eu/prod/apps`).
+pub const CONFIG_ROOT_DEPTH: usize = 5;
 
 pub fn read_tree(
     repo: &Repository,
@@ -41,6 +43,11 @@ pub fn read_tree(
             let missing = || SourceError::MissingPath {
                 sha: sha.to_string(),
                 subpath: path.to_string(),
+                config_roots: crate::validate::empty::config_roots(
+                    dirs(repo, sha, CONFIG_ROOT_DEPTH)
+                        .iter()
+                        .map(String::as_str),
+                ),
             };
             let entry = root
                 .get_path(std::path::Path::new(path))
@@ -87,6 +94,36 @@ pub fn read_tree(
     }
     entries.extend(read_blobs(repo, blobs, max_file_size, known).map_err(read_error)?);
     Ok(Tree::from_entries(entries))
+}
+
+/// The folders of a commit, `/`-separated, down to `max_depth` levels
+/// (for suggestions when a config root holds no config). Best effort: an
+/// unreadable tree is left out.
+pub fn dirs(repo: &Repository, sha: &str, max_depth: usize) -> Vec<String> {
+    let Some(root) = Oid::from_str(sha)
+        .ok()
+        .and_then(|oid| repo.find_commit(oid).ok())
+        .and_then(|commit| commit.tree().ok())
+    else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    let mut stack = vec![(root, String::new(), 0)];
+    while let Some((tree, prefix, depth)) = stack.pop() {
+        for item in tree.iter() {
+            let (Ok(name), MODE_TREE) = (item.name(), item.filemode()) else {
+                continue;
+            };
+            let path = format!("{prefix}{name}");
+            if depth + 1 < max_depth
+                && let Ok(subtree) = repo.find_tree(item.id())
+            {
+                stack.push((subtree, format!("{path}/"), depth + 1));
+            }
+            found.push(path);
+        }
+    }
+    found
 }
 
 /// Sizes come from object headers, so an oversized blob is never read;

@@ -62,6 +62,14 @@ pub struct Session<'a> {
 impl<'a> Session<'a> {
     pub fn start(config: &'a SourceConfig) -> Result<Session<'a>, SourceError> {
         let transport = transport(&config.repo);
+        // libgit2 would say "unsupported URL protocol" for a missing folder.
+        if let Some(path) = super::local_path(&config.repo)
+            && !path.exists()
+        {
+            return Err(SourceError::NoSuchPath {
+                path: path.display().to_string(),
+            });
+        }
         let password = match &config.password_file {
             Some(path) => Some(read_secret(path)?),
             None => None,

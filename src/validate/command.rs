@@ -3,8 +3,9 @@
 //! `sync` of this checkout would reject it with.
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
+use super::empty::{self, ConfigRoot};
 use super::{Cache, DEFAULT_MAX_FILE_SIZE, Format, Options, Report, check, render};
 use crate::tree::Tree;
 
@@ -24,8 +25,12 @@ pub struct Args {
     pub format: Format,
 
     /// Report unknown fields, and fail on warnings too.
-    #[arg(long, env = "TYK_GITOPS_STRICT")]
+    #[arg(long, env = "TYK_GITOPS_STRICT", value_parser = crate::cli::env_bool())]
     pub strict: bool,
+
+    /// Accept a config root without APIs (otherwise reported, since a sync of it would remove every API the gateway serves).
+    #[arg(long, env = "TYK_GITOPS_ALLOW_EMPTY", value_parser = crate::cli::env_bool())]
+    pub allow_empty: bool,
 
     /// Files larger than this are refused (they are not read).
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_FILE_SIZE, env = "TYK_GITOPS_MAX_FILE_SIZE")]
@@ -61,7 +66,29 @@ pub fn run(args: &Args) -> i32 {
         strict: args.strict,
         max_file_size: args.max_file_size,
     };
-    let (_, mut report) = check(tree, &opts, &mut Cache::default());
+    let config_root = ConfigRoot {
+        label: root.display().to_string(),
+        holds_config: empty::holds_config(&tree),
+        suggestions: Vec::new(),
+    };
+    let (bundle, mut report) = check(tree, &opts, &mut Cache::default());
+    let config_root = ConfigRoot {
+        suggestions: if config_root.holds_config {
+            Vec::new()
+        } else {
+            empty::config_roots(folders(&args.dir).iter().map(String::as_str))
+        },
+        ..config_root
+    };
+    // No gateway to ask what it serves: a root without APIs is reported,
+    // since a sync of it could wipe one.
+    empty::check(
+        &mut report,
+        &config_root,
+        bundle.api_ids().len(),
+        None,
+        args.allow_empty,
+    );
     if args.format == Format::Github {
         prefix_files(&mut report, args.path.as_ref());
     }
@@ -70,6 +97,33 @@ pub fn run(args: &Args) -> i32 {
         && std::env::var_os("NO_COLOR").is_none();
     print!("{}", render(&report, args.format, color));
     i32::from(report.rejects(args.strict))
+}
+
+/// The folders under `dir` (`.git` left out), relative and `/`-separated,
+/// a few levels deep: where to look for a config root to suggest.
+fn folders(dir: &Path) -> Vec<String> {
+    const MAX_DEPTH: usize = 5;
+    let mut found = Vec::new();
+    let mut stack = vec![(dir.to_path_buf(), String::new(), 0)];
+    while let Some((path, prefix, depth)) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&path) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let (Ok(name), Ok(kind)) = (entry.file_name().into_string(), entry.file_type()) else {
+                continue;
+            };
+            if !kind.is_dir() || name == ".git" {
+                continue;
+            }
+            let rel = format!("{prefix}{name}");
+            if depth + 1 < MAX_DEPTH {
+                stack.push((entry.path(), format!("{rel}/"), depth + 1));
+            }
+            found.push(rel);
+        }
+    }
+    found
 }
 
 /// GitHub resolves annotation paths from the repository root, and findings
@@ -81,6 +135,10 @@ fn prefix_files(report: &mut Report, sub: Option<&PathBuf>) {
         return;
     }
     for f in report.errors.iter_mut().chain(report.warnings.iter_mut()) {
-        f.file = format!("{prefix}/{}", f.file);
+        f.file = if f.file == "." {
+            prefix.clone()
+        } else {
+            format!("{prefix}/{}", f.file)
+        };
     }
 }

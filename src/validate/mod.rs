@@ -8,6 +8,7 @@
 
 mod analyse;
 pub mod command;
+pub mod empty;
 mod locate;
 mod persist;
 pub mod report;

@@ -35,6 +35,10 @@ pub const WRAPPED_POLICIES_MAP: &str = "wrapped-policies-map";
 pub const POLICIES_MAP_IS_A_POLICY: &str = "policies-map-is-a-policy";
 pub const NESTED_ACCESS_RIGHTS: &str = "nested-access-rights";
 pub const API_UNKNOWN_POLICY: &str = "api-unknown-policy";
+/// Checked by `empty.rs`, outside `check`: they depend on the flags and on
+/// what the gateway serves, not only on the files.
+pub const EMPTY_CONFIG_ROOT: &str = "empty-config-root";
+pub const NO_APIS: &str = "no-apis";
 
 // Warnings.
 pub const INACTIVE_API: &str = "inactive-api";
@@ -49,7 +53,7 @@ pub const TRAILING_CONTENT: &str = "trailing-content";
 pub const MISPLACED_FIELD: &str = "misplaced-field";
 
 /// Every rule id with its severity, for docs and tests.
-pub const ALL: [(&str, Severity); 33] = [
+pub const ALL: [(&str, Severity); 35] = [
     (JSON_SYNTAX, Severity::Error),
     (SCHEMA, Severity::Error),
     (DUPLICATE_API_ID, Severity::Error),
@@ -73,6 +77,8 @@ pub const ALL: [(&str, Severity); 33] = [
     (POLICIES_MAP_IS_A_POLICY, Severity::Error),
     (NESTED_ACCESS_RIGHTS, Severity::Error),
     (API_UNKNOWN_POLICY, Severity::Error),
+    (EMPTY_CONFIG_ROOT, Severity::Error),
+    (NO_APIS, Severity::Error),
     (INACTIVE_API, Severity::Warning),
     (ORG_ID_MISMATCH, Severity::Warning),
     (IGNORED_FILE, Severity::Warning),

@@ -2,8 +2,10 @@
 mod support;
 
 mod crash;
+mod examples;
 mod export;
 mod faults;
+mod first_day;
 mod fleet;
 mod fuzz_regressions;
 mod gateway;
