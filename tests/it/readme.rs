@@ -56,7 +56,12 @@ fn readme_rule_table_says_what_the_gateway_does_for_every_rule() {
     for (rule, severity) in tyk_gitops::validate::rules::ALL {
         let row = readme
             .lines()
-            .find(|l| l.starts_with('|') && l.contains(&format!("`{rule}`")))
+            .find(|l| {
+                l.starts_with('|')
+                    && l.split('|')
+                        .nth(1)
+                        .is_some_and(|first| first.contains(&format!("`{rule}`")))
+            })
             .unwrap_or_else(|| panic!("no row for {rule} in the README's rule table"));
         let cells: Vec<&str> = row.split('|').map(str::trim).collect();
         // | rule | what the gateway would do | severity |
@@ -65,6 +70,10 @@ fn readme_rule_table_says_what_the_gateway_does_for_every_rule() {
             tyk_gitops::validate::Severity::Error => "error",
             tyk_gitops::validate::Severity::Warning => "warning",
         };
-        assert_eq!(cells[3], severity, "{row}");
+        // `error, unless --allow-empty` says when the error is lifted.
+        assert!(
+            cells[3] == severity || cells[3].starts_with(&format!("{severity}, ")),
+            "{row}"
+        );
     }
 }
