@@ -93,7 +93,8 @@ impl<'a> Session<'a> {
         self.run(|| self.list_now())
     }
 
-    fn list_now(&self) -> Result<Vec<(String, Oid)>, SourceError> {
+    /// `list` for a caller already inside `run`.
+    pub fn list_now(&self) -> Result<Vec<(String, Oid)>, SourceError> {
         let mut remote = Remote::create_detached(self.config.repo.as_str())
             .map_err(|e| self.connect_error(&e))?;
         let connection = remote
