@@ -35,6 +35,7 @@ pub struct Metrics {
     pub redis_errors: Counter,
     pub fleet_notices: Counter,
     pub fleet_leader: Gauge,
+    pub fleet_replica_id_clash: Gauge,
     pub webhook_requests: Family<ResultLabel, Counter>,
 }
 
@@ -131,6 +132,12 @@ impl Metrics {
             "1 while this replica holds the poll lease",
             fleet_leader.clone(),
         );
+        let fleet_replica_id_clash = Gauge::default();
+        registry.register(
+            "fleet_replica_id_clash",
+            "Other live sidecars of the fleet using this replica's --replica-id (0 when unique)",
+            fleet_replica_id_clash.clone(),
+        );
         Metrics {
             registry,
             syncs,
@@ -146,6 +153,7 @@ impl Metrics {
             redis_errors,
             fleet_notices,
             fleet_leader,
+            fleet_replica_id_clash,
             webhook_requests,
         }
     }

@@ -143,6 +143,8 @@ async fn status(Extract(app): Extract<Arc<App>>) -> Response {
     let live = app.live();
     let body = json!({
         "replica": app.replica_id,
+        "instance": app.instance,
+        "replica_id_clash": live.replica_id_clash,
         "repo": app.repo,
         "ref": app.git_ref,
         "path": app.path,
