@@ -57,14 +57,17 @@ impl Fetcher<'_> {
             }
         }
         // By id: servers that allow it answer at once; the others refuse
-        // before any pack is sent.
+        // before any pack is sent. A server that allows it but lacks the
+        // object breaks off the conversation ("not our ref"), which libgit2
+        // reports like a network error; the listing just succeeded, so it
+        // is not one: search on (a server really gone fails the search).
         match self.fetch_into_cache(&self.commit.sha, depth) {
             Ok(()) if self.found() => return Ok(()),
             Ok(()) => {}
-            Err(err) => {
-                let err = self.only_fetch_errors(err)?;
+            Err(err @ (SourceError::Fetch { .. } | SourceError::Connect { .. })) => {
                 tracing::debug!("by id: {err}; searching the branches and tags");
             }
+            Err(other) => return Err(other),
         }
         let candidates = search_order(&heads, &self.commit.git_ref);
         for (name, tip) in &candidates {

@@ -776,4 +776,11 @@ fn a_server_allowing_wants_by_id_serves_an_older_sha_in_one_fetch() {
     // A listing (no ref is at that sha), then the fetch by id: no
     // deepening round trips.
     assert_eq!(conversations(&http), 2, "{:?}", http.requests());
+    // A sha the server does not have: its refusal ("not our ref") is not a
+    // connection failure; the search runs and names the sha.
+    let unknown = "0123456789abcdef0123456789abcdef01234567";
+    match apis_at(world.root.path(), &url, unknown) {
+        Err(SourceError::ShaNotFound { sha, .. }) => assert_eq!(sha, unknown),
+        other => panic!("{other:?}"),
+    }
 }
