@@ -765,6 +765,23 @@ fn an_unknown_sha_is_refused_naming_the_sha_and_what_was_searched() {
 }
 
 #[test]
+fn the_search_for_an_unknown_sha_stops_deepening_a_ref_whose_history_has_all_arrived() {
+    let world = World::new();
+    long_history(&world, 12);
+    let http = GitHttp::start(world.served.path(), None);
+    let unknown = "0123456789abcdef0123456789abcdef01234567";
+    let err = apis_at(world.root.path(), &http.url("config.git"), unknown)
+        .expect_err("an unknown sha is fetched");
+    assert!(matches!(err, SourceError::ShaNotFound { .. }), "{err:?}");
+    // The listing, the refused fetch by id, then main 4 deep and 16 deep:
+    // its 13 commits are all here, so not 64, 256 and 1,024 deep too.
+    assert_eq!(conversations(&http), 4, "{:?}", http.requests());
+    // The branch still fetches into the cache the search left.
+    let (commit, _) = sync(&world.source(config(&http.url("config.git"))), None);
+    assert_eq!(commit.sha, world.repo.head());
+}
+
+#[test]
 fn a_server_allowing_wants_by_id_serves_an_older_sha_in_one_fetch() {
     let world = World::new();
     let shas = long_history(&world, 6);
