@@ -43,6 +43,9 @@ const MAX_RECONNECT: Duration = Duration::from_secs(15);
 /// How often the subscriber checks its connection is alive: a silent
 /// channel and a dead peer look alike otherwise.
 const SUBSCRIBER_PING: Duration = Duration::from_secs(5);
+/// Checks a clash must outlast before it is reported: a dead process's
+/// entry is gone after `STATUS_TTL` (three heartbeats), plus one for slack.
+const CLASH_CHECKS: u32 = (STATUS_TTL.as_secs() / HEARTBEAT.as_secs()) as u32 + 1;
 /// Notices heard recently; applying one of these is not news to the fleet.
 const HEARD_LEN: usize = 16;
 
@@ -110,8 +113,6 @@ struct Shared {
     heard: Mutex<VecDeque<String>>,
     /// The sha in `current`, so a notice for it triggers nothing.
     current: Mutex<Option<String>>,
-    /// Other live sidecars using our replica id, as last seen.
-    clash: AtomicU32,
 }
 
 impl Shared {
@@ -137,7 +138,6 @@ impl FleetHandle {
             deferred: AtomicU32::new(0),
             heard: Mutex::new(VecDeque::new()),
             current: Mutex::new(None),
-            clash: AtomicU32::new(0),
         });
         let (tx, rx) = mpsc::channel(16);
         FleetHandle {
@@ -170,6 +170,7 @@ impl FleetHandle {
             con: None,
             failures: 0,
             next_connect: Instant::now(),
+            clash_checks: 0,
         };
         self.tasks = vec![tokio::spawn(agent.run(rx)), subscriber];
     }
@@ -273,6 +274,8 @@ struct Agent {
     /// Consecutive failures, for the reconnect backoff.
     failures: u32,
     next_connect: Instant,
+    /// Consecutive checks that saw another process under our replica id.
+    clash_checks: u32,
 }
 
 impl Agent {
@@ -385,13 +388,18 @@ impl Agent {
         let Some(live) = self.query::<u32>("instances", &cmd).await else {
             return;
         };
-        let others = live.saturating_sub(1);
-        let before = self.shared.clash.swap(others, Ordering::Relaxed);
+        // A process that died without leaving (SIGKILL, then a restart
+        // under the same hostname) stays listed for up to `STATUS_TTL`:
+        // only a clash seen for longer than that is one.
+        let seen = live.saturating_sub(1);
+        self.clash_checks = if seen > 0 { self.clash_checks + 1 } else { 0 };
+        let confirmed = self.clash_checks > CLASH_CHECKS;
+        let others = if confirmed { seen } else { 0 };
+        let before = std::mem::replace(&mut self.app.live().replica_id_clash, others);
         self.app
             .metrics
             .fleet_replica_id_clash
             .set(i64::from(others));
-        self.app.live().replica_id_clash = others;
         // Once per newcomer, not every heartbeat.
         if others > before {
             warn!(

@@ -532,3 +532,41 @@ fn three_sidecars_with_one_replica_id_converge_on_one_webhook_and_report_the_cla
     );
     assert!(out.status.success(), "{}", text(&out));
 }
+
+/// The process ids Redis lists as live under replica id `id`.
+fn live_instances(redis: &RedisServer, id: &str) -> Vec<String> {
+    redis::cmd("ZRANGE")
+        .arg(format!("tyk-gitops:{CLUSTER}:instances:{id}"))
+        .arg(0)
+        .arg(-1)
+        .query(&mut redis.connection())
+        .expect("ZRANGE")
+}
+
+/// A sidecar killed without a goodbye and restarted under the same id
+/// (a crashed pod) is not a clash, though its old entry lingers a while.
+#[test]
+fn a_sidecar_restarted_after_a_crash_is_not_taken_for_a_second_one() {
+    let (_repo, _daemon, url) = served_repo();
+    let redis = RedisServer::start();
+    let first = Replica::start(&url, &redis.url(), "pod-r", &[]);
+    eventually("ready", WAIT, || first.ready());
+    let old = first.status()["instance"].as_str().unwrap().to_string();
+    eventually("listed", WAIT, || {
+        live_instances(&redis, "pod-r") == [old.clone()]
+    });
+    // SIGKILL: no goodbye, the old entry stays until its TTL.
+    let Replica { node, sidecar, .. } = first;
+    drop(sidecar);
+    let second = Replica::start_on(node, &url, &redis.url(), "pod-r", &[]);
+    eventually("ready again", WAIT, || second.ready());
+    let new = second.status()["instance"].as_str().unwrap().to_string();
+    assert_ne!(new, old);
+    eventually("the dead process dropped from the list", WAIT, || {
+        live_instances(&redis, "pod-r") == [new.clone()]
+    });
+    let log = second.sidecar.stderr();
+    assert!(!log.contains("other live sidecar"), "{log}");
+    assert_eq!(second.status()["replica_id_clash"], 0);
+    assert_eq!(second.metric("tyk_gitops_fleet_replica_id_clash"), 0.0);
+}
