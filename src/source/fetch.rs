@@ -47,6 +47,9 @@ impl Fetcher<'_> {
                 Err(err) => last_error = Some(self.only_fetch_errors(err)?),
             }
         }
+        if let Some(err) = self.session.expired() {
+            return Err(err);
+        }
         let heads = self.session.list_now()?;
         // A tip: one shallow fetch by that ref's name.
         for name in tips_at(&heads, self.oid) {
@@ -118,6 +121,10 @@ impl Fetcher<'_> {
 
     /// One fetch of `src` (a ref name or an object id) into `FETCHED_REF`.
     fn fetch_into_cache(&self, src: &str, depth: i32) -> Result<(), SourceError> {
+        // `--timeout` bounds the whole fetch, search included.
+        if let Some(err) = self.session.expired() {
+            return Err(err);
+        }
         let fetch_error = |message: String| self.fetch_error(message);
         let mut remote = self
             .repo

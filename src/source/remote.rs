@@ -140,6 +140,15 @@ impl<'a> Session<'a> {
         callbacks
     }
 
+    /// A timeout error once the operation has run longer than `timeout`:
+    /// checked before each further conversation of a many-step fetch.
+    pub fn expired(&self) -> Option<SourceError> {
+        (self.started.elapsed() > self.config.timeout).then(|| SourceError::Timeout {
+            url: self.shown_url.clone(),
+            after: self.config.timeout,
+        })
+    }
+
     /// False (abort) once the operation has run longer than `timeout`.
     fn within_time(&self) -> bool {
         if self.started.elapsed() > self.config.timeout {
