@@ -68,6 +68,8 @@ pub struct Live {
     /// The commit in `current` as of the last successful sync.
     pub current_sha: Option<String>,
     pub consecutive_failures: u32,
+    /// Other live sidecars of the fleet using our replica id (0: unique).
+    pub replica_id_clash: u32,
 }
 
 pub struct App {
@@ -75,6 +77,8 @@ pub struct App {
     pub live: Mutex<Live>,
     pub root: PathBuf,
     pub replica_id: String,
+    /// This process, in the fleet: replica ids may repeat, this may not.
+    pub instance: String,
     /// The repo URL with credentials redacted.
     pub repo: String,
     pub git_ref: Option<String>,
@@ -117,6 +121,7 @@ pub async fn run(
         live: Mutex::new(Live::default()),
         root: sync_cfg.root.clone(),
         replica_id: config.replica_id.clone(),
+        instance: crate::fleet::new_instance_id(),
         repo: crate::source::redact_url(&sync_cfg.source.repo),
         git_ref: sync_cfg.source.git_ref.clone(),
         path: sync_cfg.path.clone(),

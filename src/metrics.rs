@@ -1,6 +1,8 @@
-//! Prometheus metrics of the sidecar (`GET /metrics`, text format). Labels
-//! never carry secrets: the only free-form label values are a commit sha and
-//! the ref name.
+//! Prometheus metrics of the sidecar (`GET /metrics`). The format is
+//! negotiated as the Prometheus Go client does: OpenMetrics when the
+//! scraper's `Accept` asks for it, the Prometheus text format 0.0.4
+//! otherwise. Labels never carry secrets: the only free-form label values
+//! are a commit sha and the ref name.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -33,6 +35,7 @@ pub struct Metrics {
     pub redis_errors: Counter,
     pub fleet_notices: Counter,
     pub fleet_leader: Gauge,
+    pub fleet_replica_id_clash: Gauge,
     pub webhook_requests: Family<ResultLabel, Counter>,
 }
 
@@ -129,6 +132,12 @@ impl Metrics {
             "1 while this replica holds the poll lease",
             fleet_leader.clone(),
         );
+        let fleet_replica_id_clash = Gauge::default();
+        registry.register(
+            "fleet_replica_id_clash",
+            "Other live sidecars of the fleet using this replica's --replica-id (0 when unique)",
+            fleet_replica_id_clash.clone(),
+        );
         Metrics {
             registry,
             syncs,
@@ -144,6 +153,7 @@ impl Metrics {
             redis_errors,
             fleet_notices,
             fleet_leader,
+            fleet_replica_id_clash,
             webhook_requests,
         }
     }
@@ -177,13 +187,83 @@ impl Metrics {
         self.policies.set(policies as i64);
     }
 
-    /// The OpenMetrics text exposition.
-    pub fn encode(&self) -> String {
+    /// The exposition in `format`.
+    pub fn encode(&self, format: Format) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        let _ = match format {
+            Format::OpenMetrics(_) => {
+                prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            }
+            Format::Text => {
+                prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)
+            }
+        };
         out
     }
+}
+
+/// An exposition format a scraper can ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Prometheus text format 0.0.4: what every scraper reads, and
+    /// `promtool check metrics` checks.
+    Text,
+    /// OpenMetrics 1.0.0, labelled with the version the scraper asked for
+    /// (`1.0.0` or `0.0.1`; the text is the same).
+    OpenMetrics(&'static str),
+}
+
+impl Format {
+    pub fn content_type(self) -> String {
+        match self {
+            Format::Text => prometheus_client::encoding::prometheus_text::CONTENT_TYPE.to_string(),
+            Format::OpenMetrics(version) => {
+                format!("application/openmetrics-text; version={version}; charset=utf-8")
+            }
+        }
+    }
+}
+
+/// The format for an `Accept` header, as the Go client's
+/// `expfmt.NegotiateIncludingOpenMetrics`: media ranges in order of
+/// preference (`q`), the first we speak wins: `text/plain` of version
+/// 0.0.4 or none, `application/openmetrics-text` of version 1.0.0, 0.0.1 or
+/// none (which the Go client labels 0.0.1). Anything else (`*/*`,
+/// protobuf, no header) gets the text format.
+pub fn negotiate(accept: Option<&str>) -> Format {
+    let mut ranges: Vec<(f32, usize, &str, Option<&str>)> = Vec::new();
+    for (index, range) in accept.unwrap_or("").split(',').enumerate() {
+        let mut parts = range.split(';').map(str::trim);
+        let media = parts.next().unwrap_or("");
+        let (mut q, mut version) = (1.0_f32, None);
+        for param in parts {
+            match param.split_once('=').map(|(k, v)| (k.trim(), v.trim())) {
+                Some(("q", v)) => q = v.parse().unwrap_or(0.0),
+                Some(("version", v)) => version = Some(v.trim_matches('"')),
+                _ => {}
+            }
+        }
+        // q=0 means "not acceptable".
+        if q > 0.0 && !media.is_empty() {
+            ranges.push((q, index, media, version));
+        }
+    }
+    // Stable: equal preferences keep the scraper's order.
+    ranges.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    for (_, _, media, version) in ranges {
+        if media.eq_ignore_ascii_case("text/plain") && matches!(version, None | Some("0.0.4")) {
+            return Format::Text;
+        }
+        if media.eq_ignore_ascii_case("application/openmetrics-text") {
+            match version {
+                Some("1.0.0") => return Format::OpenMetrics("1.0.0"),
+                None | Some("0.0.1") => return Format::OpenMetrics("0.0.1"),
+                Some(_) => {}
+            }
+        }
+    }
+    Format::Text
 }
 
 #[cfg(test)]
@@ -195,7 +275,7 @@ mod tests {
         let m = Metrics::new();
         m.count_sync("applied");
         m.set_revision("abc123", "main", 3, 2);
-        let text = m.encode();
+        let text = m.encode(Format::OpenMetrics("1.0.0"));
         for name in [
             "tyk_gitops_syncs_total{result=\"applied\"} 1",
             "tyk_gitops_sync_duration_seconds_bucket",
@@ -208,6 +288,68 @@ mod tests {
             "tyk_gitops_drift_total 0",
         ] {
             assert!(text.contains(name), "missing {name} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn text_format_has_help_and_type_for_counters_named_with_total() {
+        let m = Metrics::new();
+        m.count_sync("applied");
+        let text = m.encode(Format::Text);
+        assert!(
+            text.contains("# HELP tyk_gitops_syncs_total Syncs by result"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE tyk_gitops_syncs_total counter\n"),
+            "{text}"
+        );
+        assert!(text.contains("tyk_gitops_syncs_total{result=\"applied\"} 1\n"));
+        assert!(!text.contains("# EOF"), "{text}");
+    }
+
+    #[test]
+    fn negotiation_follows_the_go_client() {
+        let prometheus = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+        let cases = [
+            (None, Format::Text),
+            (Some(""), Format::Text),
+            (Some("*/*"), Format::Text),
+            (Some("text/plain"), Format::Text),
+            (Some("text/plain; version=0.0.4"), Format::Text),
+            (Some(prometheus), Format::OpenMetrics("1.0.0")),
+            (
+                Some("application/openmetrics-text"),
+                Format::OpenMetrics("0.0.1"),
+            ),
+            (
+                Some("application/openmetrics-text; version=0.0.1"),
+                Format::OpenMetrics("0.0.1"),
+            ),
+            // An unknown version is skipped, as the Go client does.
+            (
+                Some("application/openmetrics-text; version=2.0.0"),
+                Format::Text,
+            ),
+            // Preference by q, not by position.
+            (
+                Some("text/plain;q=0.5, application/openmetrics-text;version=1.0.0;q=0.9"),
+                Format::OpenMetrics("1.0.0"),
+            ),
+            (
+                Some("application/openmetrics-text;q=0.2, text/plain;version=0.0.4"),
+                Format::Text,
+            ),
+            (Some("application/openmetrics-text;q=0"), Format::Text),
+            (
+                Some(
+                    "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited",
+                ),
+                Format::Text,
+            ),
+        ];
+        for (accept, expected) in cases {
+            assert_eq!(negotiate(accept), expected, "{accept:?}");
         }
     }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State as Extract;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use hyper::server::conn::http1;
@@ -122,13 +122,12 @@ async fn readyz(Extract(app): Extract<Arc<App>>) -> Response {
     }
 }
 
-async fn metrics(Extract(app): Extract<Arc<App>>) -> Response {
+async fn metrics(Extract(app): Extract<Arc<App>>, headers: HeaderMap) -> Response {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let format = crate::metrics::negotiate(accept);
     (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        app.metrics.encode(),
+        [(header::CONTENT_TYPE, format.content_type())],
+        app.metrics.encode(format),
     )
         .into_response()
 }
@@ -144,6 +143,8 @@ async fn status(Extract(app): Extract<Arc<App>>) -> Response {
     let live = app.live();
     let body = json!({
         "replica": app.replica_id,
+        "instance": app.instance,
+        "replica_id_clash": live.replica_id_clash,
         "repo": app.repo,
         "ref": app.git_ref,
         "path": app.path,

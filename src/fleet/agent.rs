@@ -1,7 +1,8 @@
 //! The Redis side of `run`: two tasks owning their connections. The
 //! subscriber turns other replicas' notices into sync triggers; the agent
 //! publishes what this replica applied, writes its status every heartbeat
-//! (and after each sync) with a TTL, and takes or renews the poll lease.
+//! (and after each sync) with a TTL, takes or renews the poll lease, and
+//! notices other live sidecars using its replica id.
 //!
 //! Invariant: the loop never waits on Redis. It talks to the agent through
 //! a bounded channel with `try_send` and reads leadership from an atomic;
@@ -19,7 +20,9 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior, interval, sleep, timeout};
 use tracing::{debug, info, warn};
 
-use super::{FleetConfig, FleetError, Notice, REDIS_TIMEOUT, ReplicaStatus, Verified, short};
+use super::{
+    FleetConfig, FleetError, Notice, REDIS_TIMEOUT, ReplicaStatus, Verified, lease_holder, short,
+};
 use crate::daemon::App;
 use crate::source::Commit;
 use crate::state::{State, now};
@@ -40,6 +43,9 @@ const MAX_RECONNECT: Duration = Duration::from_secs(15);
 /// How often the subscriber checks its connection is alive: a silent
 /// channel and a dead peer look alike otherwise.
 const SUBSCRIBER_PING: Duration = Duration::from_secs(5);
+/// Checks a clash must outlast before it is reported: a dead process's
+/// entry is gone after `STATUS_TTL` (three heartbeats), plus one for slack.
+const CLASH_CHECKS: u32 = (STATUS_TTL.as_secs() / HEARTBEAT.as_secs()) as u32 + 1;
 /// Notices heard recently; applying one of these is not news to the fleet.
 const HEARD_LEN: usize = 16;
 
@@ -55,6 +61,16 @@ elseif holder == ARGV[1] then
   return 1
 end
 return 0";
+/// Records this process as live under its replica id and forgets the ones
+/// silent for a TTL; answers how many live processes use the id. Redis's
+/// own clock, so the hosts' clocks need not agree.
+const INSTANCES_SCRIPT: &str = r"
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]))
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return redis.call('ZCARD', KEYS[1])";
 /// Let go of the lease at shutdown, only if still ours.
 const RELEASE_SCRIPT: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -157,6 +173,7 @@ impl FleetHandle {
             con: None,
             failures: 0,
             next_connect: Instant::now(),
+            clash_checks: 0,
         };
         self.tasks = vec![tokio::spawn(agent.run(rx)), subscriber];
     }
@@ -268,6 +285,8 @@ struct Agent {
     /// Consecutive failures, for the reconnect backoff.
     failures: u32,
     next_connect: Instant,
+    /// Consecutive checks that saw another process under our replica id.
+    clash_checks: u32,
 }
 
 impl Agent {
@@ -278,6 +297,7 @@ impl Agent {
             tokio::select! {
                 _ = beat.tick() => {
                     self.lease().await;
+                    self.check_id().await;
                     self.write_status().await;
                 }
                 request = rx.recv() => match request {
@@ -313,6 +333,7 @@ impl Agent {
             git_ref: commit.git_ref.clone(),
             sha: commit.sha.clone(),
             replica: self.app.replica_id.clone(),
+            instance: self.app.instance.clone(),
         };
         let Ok(payload) = serde_json::to_string(&notice) else {
             return;
@@ -342,12 +363,16 @@ impl Agent {
         self.query::<()>("SET verified", &cmd).await;
     }
 
+    fn holder(&self) -> String {
+        lease_holder(&self.app.replica_id, &self.app.instance)
+    }
+
     async fn lease(&mut self) {
         let mut cmd = redis::cmd("EVAL");
         cmd.arg(LEASE_SCRIPT)
             .arg(1)
             .arg(self.config.keys().leader())
-            .arg(&self.app.replica_id)
+            .arg(self.holder())
             .arg(LEASE_TTL.as_millis() as u64);
         let held = self.query::<i64>("lease", &cmd).await == Some(1);
         let was = self.shared.leader.swap(held, Ordering::Relaxed);
@@ -365,6 +390,47 @@ impl Agent {
         self.app.metrics.fleet_leader.set(i64::from(held));
     }
 
+    /// Whether other live sidecars use our replica id. It breaks nothing
+    /// (processes are told apart by instance) but misleads people reading
+    /// `fleet status`, so it is reported: log, `/status`, a metric.
+    async fn check_id(&mut self) {
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(INSTANCES_SCRIPT)
+            .arg(1)
+            .arg(self.config.keys().instances(&self.app.replica_id))
+            .arg(&self.app.instance)
+            .arg(STATUS_TTL.as_millis() as u64);
+        let Some(live) = self.query::<u32>("instances", &cmd).await else {
+            return;
+        };
+        // A process that died without leaving (SIGKILL, then a restart
+        // under the same hostname) stays listed for up to `STATUS_TTL`:
+        // only a clash seen for longer than that is one.
+        let seen = live.saturating_sub(1);
+        self.clash_checks = if seen > 0 { self.clash_checks + 1 } else { 0 };
+        let confirmed = self.clash_checks > CLASH_CHECKS;
+        let others = if confirmed { seen } else { 0 };
+        let before = std::mem::replace(&mut self.app.live().replica_id_clash, others);
+        self.app
+            .metrics
+            .fleet_replica_id_clash
+            .set(i64::from(others));
+        // Once per newcomer, not every heartbeat.
+        if others > before {
+            warn!(
+                replica = %self.app.replica_id,
+                others,
+                "{others} other live sidecar(s) of cluster {} use replica id {:?}; \
+                 give each its own --replica-id (TYK_GITOPS_REPLICA_ID). Notices, the \
+                 poll lease and fleet status still tell them apart",
+                self.config.cluster,
+                self.app.replica_id
+            );
+        } else if others == 0 && before > 0 {
+            info!(replica = %self.app.replica_id, "replica id no longer shared");
+        }
+    }
+
     async fn write_status(&mut self) {
         let root = self.app.root.clone();
         let state = tokio::task::spawn_blocking(move || State::load(&root))
@@ -376,6 +442,7 @@ impl Agent {
         let last = self.app.live().last_attempt.clone();
         let status = ReplicaStatus::new(
             &self.app.replica_id,
+            &self.app.instance,
             &state,
             last.as_ref(),
             self.app.has_gateway,
@@ -387,24 +454,36 @@ impl Agent {
             return;
         };
         let mut cmd = redis::cmd("SET");
-        cmd.arg(self.config.keys().replica(&self.app.replica_id))
-            .arg(value)
-            .arg("PX")
-            .arg(STATUS_TTL.as_millis() as u64);
+        cmd.arg(
+            self.config
+                .keys()
+                .replica(&self.app.replica_id, &self.app.instance),
+        )
+        .arg(value)
+        .arg("PX")
+        .arg(STATUS_TTL.as_millis() as u64);
         self.query::<()>("SET status", &cmd).await;
     }
 
     async fn leave(&mut self) {
         let mut del = redis::cmd("DEL");
-        del.arg(self.config.keys().replica(&self.app.replica_id));
+        del.arg(
+            self.config
+                .keys()
+                .replica(&self.app.replica_id, &self.app.instance),
+        );
         self.query::<i64>("DEL status", &del).await;
+        let mut zrem = redis::cmd("ZREM");
+        zrem.arg(self.config.keys().instances(&self.app.replica_id))
+            .arg(&self.app.instance);
+        self.query::<i64>("ZREM instance", &zrem).await;
         if self.shared.leader.load(Ordering::Relaxed) {
             let mut release = redis::cmd("EVAL");
             release
                 .arg(RELEASE_SCRIPT)
                 .arg(1)
                 .arg(self.config.keys().leader())
-                .arg(&self.app.replica_id);
+                .arg(self.holder());
             self.query::<i64>("release lease", &release).await;
         }
     }
@@ -548,6 +627,16 @@ async fn subscribe(config: FleetConfig, app: Arc<App>, shared: Arc<Shared>, git_
     }
 }
 
+/// Our own notice, by process: another sidecar with our replica id is
+/// another replica. Senders from before instance ids are judged by id.
+fn is_own(app: &App, notice: &Notice) -> bool {
+    if notice.instance.is_empty() {
+        notice.replica == app.replica_id
+    } else {
+        notice.instance == app.instance
+    }
+}
+
 fn on_notice(app: &App, shared: &Shared, git_ref: &str, payload: &[u8]) {
     let notice: Notice = match serde_json::from_slice(payload) {
         Ok(n) => n,
@@ -556,7 +645,7 @@ fn on_notice(app: &App, shared: &Shared, git_ref: &str, payload: &[u8]) {
             return;
         }
     };
-    if notice.replica == app.replica_id || notice.git_ref != git_ref {
+    if is_own(app, &notice) || notice.git_ref != git_ref {
         return;
     }
     remember(shared, &notice.sha);

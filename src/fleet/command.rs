@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use super::{
-    FleetConfig, FleetError, Progress, ReplicaStatus, Verified, converged, progress, short,
+    FleetConfig, FleetError, Progress, ReplicaStatus, Verified, converged, duplicate_ids,
+    lease_replica, progress, short,
 };
 use crate::cli::{FleetArgs, parse_duration};
 use crate::state::now;
@@ -137,6 +138,7 @@ fn exit_code(e: &FleetError) -> i32 {
 struct Snapshot {
     replicas: Vec<ReplicaStatus>,
     verified: Option<Verified>,
+    /// The lease holder's replica id.
     leader: Option<String>,
 }
 
@@ -153,7 +155,7 @@ async fn snapshot(config: &FleetConfig) -> Result<Snapshot, FleetError> {
     Ok(Snapshot {
         replicas,
         verified: verified.and_then(|v| serde_json::from_str(&v).ok()),
-        leader,
+        leader: leader.map(|l| lease_replica(&l).to_string()),
     })
 }
 
@@ -170,6 +172,7 @@ async fn status(args: StatusArgs) -> i32 {
         }
     };
     let agreed = converged(&snap.replicas).map(str::to_string);
+    let duplicates = duplicate_ids(&snap.replicas);
     match args.format {
         Format::Json => println!(
             "{}",
@@ -180,6 +183,7 @@ async fn status(args: StatusArgs) -> i32 {
                 "verified": snap.verified,
                 "leader": snap.leader,
                 "replicas": snap.replicas,
+                "duplicate_ids": duplicates,
             })
         ),
         Format::Human => print!(
@@ -200,12 +204,16 @@ fn table(cluster: &str, snap: &Snapshot, agreed: Option<&str>, now: u64) -> Stri
         "AGE".into(),
         "ERROR".into(),
     ]];
+    let duplicates = duplicate_ids(&snap.replicas);
     for r in &snap.replicas {
-        let name = if r.leader {
-            format!("{} *", r.replica)
-        } else {
-            r.replica.clone()
-        };
+        let mut name = r.replica.clone();
+        // Two sidecars under one name: tell them apart by process.
+        if duplicates.contains(&r.replica.as_str()) {
+            name.push_str(&format!(" !{}", short_instance(&r.instance)));
+        }
+        if r.leader {
+            name.push_str(" *");
+        }
         rows.push([
             name,
             r.sha.as_deref().map_or("-", short).to_string(),
@@ -244,7 +252,18 @@ fn table(cluster: &str, snap: &Snapshot, agreed: Option<&str>, now: u64) -> Stri
     if snap.leader.is_some() {
         out.push_str("(* polls Git for the fleet)\n");
     }
+    if !duplicates.is_empty() {
+        out.push_str(&format!(
+            "(! replica id used by more than one sidecar, shown with its process id: {}; \
+             give each its own --replica-id)\n",
+            duplicates.join(", ")
+        ));
+    }
     out
+}
+
+fn short_instance(instance: &str) -> &str {
+    &instance[..instance.len().min(8)]
 }
 
 async fn wait(args: WaitArgs) -> i32 {
@@ -341,6 +360,7 @@ mod tests {
     fn replica(id: &str, sha: &str, verified: bool, leader: bool) -> ReplicaStatus {
         ReplicaStatus {
             replica: id.into(),
+            instance: format!("{id}-0123456789"),
             sha: Some(sha.into()),
             git_ref: Some("main".into()),
             verified,
@@ -372,6 +392,34 @@ gateway-1  0123456789ab  no        2     1         3s   gateway down
 
 cluster prod: 2 replica(s); fleet verified commit: none; not converged
 (* polls Git for the fleet)
+";
+        assert_eq!(text, expected);
+    }
+
+    #[test]
+    fn the_table_marks_sidecars_sharing_a_replica_id() {
+        let sha = "0123456789abcdef0123456789abcdef01234567";
+        let mut twin = replica("gw-0", sha, true, false);
+        twin.instance = "fedcba9876543210".into();
+        let snap = Snapshot {
+            replicas: vec![
+                replica("gw-0", sha, true, true),
+                twin,
+                replica("gw-1", sha, true, false),
+            ],
+            verified: None,
+            leader: Some("gw-0".into()),
+        };
+        let text = table("prod", &snap, Some(sha), 103);
+        let expected = "\
+REPLICA           SHA           VERIFIED  APIS  POLICIES  AGE  ERROR
+gw-0 !gw-0-012 *  0123456789ab  yes       2     1         3s
+gw-0 !fedcba98    0123456789ab  yes       2     1         3s
+gw-1              0123456789ab  yes       2     1         3s
+
+cluster prod: 3 replica(s); fleet verified commit: none; converged on 0123456789ab
+(* polls Git for the fleet)
+(! replica id used by more than one sidecar, shown with its process id: gw-0; give each its own --replica-id)
 ";
         assert_eq!(text, expected);
     }

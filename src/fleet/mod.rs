@@ -7,6 +7,11 @@
 //! Invariant: Redis is a hint and a report, never a dependency. Every call
 //! is bounded by `REDIS_TIMEOUT`, none runs on the sync path, and a Redis
 //! that is down leaves every replica polling Git on its own.
+//!
+//! Replica ids are names for people and may repeat (the default is the
+//! hostname: cloned VMs, host-network pods, one host running three
+//! sidecars). Whatever tells processes apart (whose notice, who holds the
+//! lease, whose status) uses the per-process `instance` id instead.
 
 pub mod agent;
 pub mod command;
@@ -175,9 +180,10 @@ impl Keys {
     pub fn commits(&self) -> String {
         self.key("commits")
     }
-    /// One replica's `ReplicaStatus`, with a TTL.
-    pub fn replica(&self, id: &str) -> String {
-        self.key(&format!("replica:{id}"))
+    /// One sidecar's `ReplicaStatus`, with a TTL: per process, so two
+    /// sidecars sharing a replica id are both listed.
+    pub fn replica(&self, id: &str, instance: &str) -> String {
+        self.key(&format!("replica:{id}:{instance}"))
     }
     pub fn replica_pattern(&self) -> String {
         self.key("replica:*")
@@ -186,9 +192,14 @@ impl Keys {
     pub fn verified(&self) -> String {
         self.key("verified")
     }
-    /// The poll lease: the replica id holding it, with a TTL.
+    /// The poll lease: `<replica id>/<instance>` of its holder, with a TTL.
     pub fn leader(&self) -> String {
         self.key("leader")
+    }
+    /// The live processes using one replica id: a sorted set of instances
+    /// by last heartbeat (Redis time, ms), so a clash shows.
+    pub fn instances(&self, id: &str) -> String {
+        self.key(&format!("instances:{id}"))
     }
 }
 
@@ -198,9 +209,31 @@ pub struct Notice {
     #[serde(rename = "ref")]
     pub git_ref: String,
     pub sha: String,
-    /// Who sent it, so a replica ignores its own notices.
+    /// Who sent it, for people.
     #[serde(default)]
     pub replica: String,
+    /// The sending process, so a sidecar ignores its own notices and only
+    /// those (empty from versions before it: then `replica` decides).
+    #[serde(default)]
+    pub instance: String,
+}
+
+/// A new process's id: random, so sidecars sharing a replica id differ.
+pub fn new_instance_id() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}
+
+/// The lease holder's value in Redis.
+pub fn lease_holder(replica: &str, instance: &str) -> String {
+    format!("{replica}/{instance}")
+}
+
+/// The replica id in a lease holder's value (older versions wrote the id
+/// alone).
+pub fn lease_replica(holder: &str) -> &str {
+    holder
+        .rsplit_once('/')
+        .map_or(holder, |(replica, _)| replica)
 }
 
 /// The value of `Keys::verified`.
@@ -217,6 +250,9 @@ pub struct Verified {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReplicaStatus {
     pub replica: String,
+    /// The process: two sidecars may share a replica id.
+    #[serde(default)]
+    pub instance: String,
     /// The commit in `current`, if any.
     pub sha: Option<String>,
     #[serde(rename = "ref")]
@@ -242,6 +278,7 @@ impl ReplicaStatus {
     /// What `state.json` and the loop's last attempt say.
     pub fn new(
         replica: &str,
+        instance: &str,
         state: &State,
         last: Option<&Attempt>,
         has_gateway: bool,
@@ -257,6 +294,7 @@ impl ReplicaStatus {
         rejected.sort();
         ReplicaStatus {
             replica: replica.to_string(),
+            instance: instance.to_string(),
             sha: current.map(|c| c.sha.clone()),
             git_ref: current.map(|c| c.git_ref.clone()),
             verified: current.is_some_and(|c| c.verified_at.is_some() || !has_gateway),
@@ -294,6 +332,19 @@ impl ReplicaStatus {
         }
         line
     }
+}
+
+/// Replica ids that more than one live sidecar uses, sorted.
+pub fn duplicate_ids(replicas: &[ReplicaStatus]) -> Vec<&str> {
+    let mut ids: Vec<&str> = replicas.iter().map(|r| r.replica.as_str()).collect();
+    ids.sort_unstable();
+    let mut dups: Vec<&str> = ids
+        .windows(2)
+        .filter(|w| w[0] == w[1])
+        .map(|w| w[0])
+        .collect();
+    dups.dedup();
+    dups
 }
 
 /// A sha given by a person may be abbreviated (at least 7 digits).
@@ -437,7 +488,7 @@ pub async fn read_statuses(
             Err(e) => warn!("{key}: not a replica status ({e}); skipped"),
         }
     }
-    out.sort_by(|a, b| a.replica.cmp(&b.replica));
+    out.sort_by(|a, b| (&a.replica, &a.instance).cmp(&(&b.replica, &b.instance)));
     Ok(out)
 }
 
@@ -449,6 +500,7 @@ mod tests {
     fn status(id: &str, sha: Option<&str>, verified: bool) -> ReplicaStatus {
         ReplicaStatus {
             replica: id.into(),
+            instance: format!("{id}-1"),
             sha: sha.map(str::to_string),
             git_ref: Some("main".into()),
             verified,
@@ -483,7 +535,14 @@ mod tests {
             .unwrap()
             .keys();
         assert_eq!(keys.commits(), "tyk-gitops:prod-eu.1:commits");
-        assert_eq!(keys.replica("gw-0"), "tyk-gitops:prod-eu.1:replica:gw-0");
+        assert_eq!(
+            keys.replica("gw-0", "7f"),
+            "tyk-gitops:prod-eu.1:replica:gw-0:7f"
+        );
+        assert_eq!(
+            keys.instances("gw-0"),
+            "tyk-gitops:prod-eu.1:instances:gw-0"
+        );
         assert_eq!(keys.replica_pattern(), "tyk-gitops:prod-eu.1:replica:*");
         assert_eq!(keys.verified(), "tyk-gitops:prod-eu.1:verified");
         assert_eq!(keys.leader(), "tyk-gitops:prod-eu.1:leader");
@@ -535,12 +594,12 @@ mod tests {
             error: Some("commit ccc is invalid".into()),
             duration_ms: 1,
         };
-        let s = ReplicaStatus::new("gw-0", &state, Some(&last), true, true, 42);
+        let s = ReplicaStatus::new("gw-0", "7f", &state, Some(&last), true, true, 42);
         let json: serde_json::Value = serde_json::to_value(&s).unwrap();
         assert_eq!(
             json,
             serde_json::json!({
-                "replica": "gw-0", "sha": A, "ref": "main", "verified": true,
+                "replica": "gw-0", "instance": "7f", "sha": A, "ref": "main", "verified": true,
                 "apis": 3, "policies": 2, "error": "commit ccc is invalid",
                 "updated_at": 42,
                 "rejected": ["cccccccccccccccccccccccccccccccccccccccc", B],
@@ -554,10 +613,10 @@ mod tests {
     #[test]
     fn without_a_gateway_a_written_commit_counts_as_verified() {
         let mut state = State::default();
-        assert!(!ReplicaStatus::new("r", &state, None, false, false, 0).verified);
+        assert!(!ReplicaStatus::new("r", "i", &state, None, false, false, 0).verified);
         state.current = Some(applied("HEAD", None));
-        assert!(ReplicaStatus::new("r", &state, None, false, false, 0).verified);
-        assert!(!ReplicaStatus::new("r", &state, None, true, false, 0).verified);
+        assert!(ReplicaStatus::new("r", "i", &state, None, false, false, 0).verified);
+        assert!(!ReplicaStatus::new("r", "i", &state, None, true, false, 0).verified);
     }
 
     #[test]
@@ -604,6 +663,33 @@ mod tests {
             status("gw-3", None, false).describe(),
             "gw-3: on nothing yet"
         );
+    }
+
+    #[test]
+    fn a_replica_id_used_by_two_sidecars_is_a_duplicate() {
+        let mut twin = status("gw-1", Some(A), true);
+        twin.instance = "gw-1-2".into();
+        let replicas = [
+            status("gw-0", Some(A), true),
+            status("gw-1", Some(A), true),
+            twin,
+            status("gw-2", Some(A), true),
+        ];
+        assert_eq!(duplicate_ids(&replicas), ["gw-1"]);
+        assert!(duplicate_ids(&replicas[..2]).is_empty());
+        // Both are counted: convergence needs each of them.
+        let mut behind = replicas.clone();
+        behind[2].sha = Some(B.into());
+        assert_eq!(converged(&behind), None);
+    }
+
+    #[test]
+    fn lease_holders_name_replica_and_process() {
+        assert_eq!(lease_holder("gw-0", "7f"), "gw-0/7f");
+        assert_eq!(lease_replica("gw-0/7f"), "gw-0");
+        assert_eq!(lease_replica("a/b/7f"), "a/b");
+        assert_eq!(lease_replica("gw-0"), "gw-0");
+        assert_ne!(new_instance_id(), new_instance_id());
     }
 
     #[test]

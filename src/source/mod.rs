@@ -5,6 +5,7 @@
 //! Invariant: no message carries a credential (URLs go through `redact_url`).
 
 mod cache;
+mod fetch;
 mod known_hosts;
 mod read;
 mod remote;
@@ -14,7 +15,7 @@ use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use git2::{AutotagOption, FetchOptions, Oid};
+use git2::Oid;
 
 use crate::tree::Tree;
 use remote::Session;
@@ -130,6 +131,13 @@ pub enum SourceError {
         git_ref: String,
         /// A few refs the remote does have, so a typo is easy to spot.
         available: String,
+    },
+    #[error("commit {sha} not found on {url}: {searched}")]
+    ShaNotFound {
+        url: String,
+        sha: String,
+        /// The refs looked at, and how deep.
+        searched: String,
     },
     #[error("{url} timed out after {after:?}")]
     Timeout { url: String, after: Duration },
@@ -257,7 +265,8 @@ impl Source {
         }
     }
 
-    /// Makes the commit present in the cache (shallow fetch); no-op if it is.
+    /// Makes the commit present in the cache (shallow fetch); no-op if it
+    /// is. Works on servers that refuse wants by id (`fetch`).
     pub fn fetch(&self, commit: &Commit) -> Result<(), SourceError> {
         let repo = cache::open(&self.cache_dir)?;
         let oid = Oid::from_str(&commit.sha).map_err(|_| SourceError::Fetch {
@@ -270,56 +279,14 @@ impl Source {
             return Ok(());
         }
         let session = Session::start(&self.config)?;
-        let fetch_error = |message: String| SourceError::Fetch {
-            url: session.shown_url.clone(),
-            git_ref: commit.git_ref.clone(),
-            sha: commit.sha.clone(),
-            message,
+        let fetcher = fetch::Fetcher {
+            repo: &repo,
+            session: &session,
+            config: &self.config,
+            commit,
+            oid,
         };
-        // By the ref's name when it has one (every server serves that); by
-        // id when the user named a sha, or when the ref moved since resolve.
-        let mut refspecs = Vec::new();
-        if !is_full_sha(&commit.git_ref) {
-            refspecs.push(format!("+{}:{}", commit.git_ref, cache::FETCHED_REF));
-        }
-        refspecs.push(format!("+{}:{}", commit.sha, cache::FETCHED_REF));
-        let depth = i32::try_from(self.config.depth.max(1)).unwrap_or(i32::MAX);
-        session.run(|| {
-            let mut last_error = None;
-            for refspec in &refspecs {
-                let mut remote = repo
-                    .remote_anonymous(&self.config.repo)
-                    .map_err(|e| session.classify(&e, fetch_error))?;
-                let mut options = FetchOptions::new();
-                options
-                    .remote_callbacks(session.callbacks())
-                    .proxy_options(remote::proxy())
-                    .download_tags(AutotagOption::None)
-                    .update_fetchhead(false);
-                // The local transport copies objects without a pack
-                // protocol and refuses shallow requests.
-                if !session.is_local() {
-                    options.depth(depth);
-                }
-                match remote.fetch(&[refspec.as_str()], Some(&mut options), None) {
-                    Ok(()) if has_commit(&repo, oid) => return Ok(()),
-                    Ok(()) => {}
-                    Err(err) => {
-                        let err = session.classify(&err, fetch_error);
-                        if !matches!(err, SourceError::Fetch { .. }) {
-                            return Err(err);
-                        }
-                        last_error = Some(err);
-                    }
-                }
-            }
-            Err(last_error.unwrap_or_else(|| {
-                fetch_error(format!(
-                    "the remote did not send {}; the ref may have moved since it was resolved",
-                    commit.short()
-                ))
-            }))
-        })
+        session.run(|| fetcher.run())
     }
 
     /// The files under `subpath` (the config root) of the fetched commit.
@@ -425,8 +392,16 @@ fn find_ref(heads: &[(String, Oid)], wanted: &str) -> Option<Oid> {
         .find_map(|name| lookup(&format!("{name}^{{}}")).or_else(|| lookup(name)))
 }
 
-/// "branches: main, dev; tags: v1" (a few of each), for `RefNotFound`.
+/// "it has branches: main, dev; tags: v1" (a few of each), for `RefNotFound`.
 fn describe_refs(heads: &[(String, Oid)]) -> String {
+    match name_refs(heads) {
+        Some(names) => format!("it has {names} (a sha must be the full 40 characters)"),
+        None => "the remote has no branches or tags".to_string(),
+    }
+}
+
+/// "branches: main, dev; tags: v1" (a few of each); `None` without any.
+fn name_refs(heads: &[(String, Oid)]) -> Option<String> {
     const SHOWN: usize = 8;
     let short = |prefix: &str| -> Vec<&str> {
         heads
@@ -445,7 +420,7 @@ fn describe_refs(heads: &[(String, Oid)]) -> String {
     };
     let (branches, tags) = (short("refs/heads/"), short("refs/tags/"));
     if branches.is_empty() && tags.is_empty() {
-        return "the remote has no branches or tags".to_string();
+        return None;
     }
     let mut parts = Vec::new();
     if !branches.is_empty() {
@@ -454,10 +429,7 @@ fn describe_refs(heads: &[(String, Oid)]) -> String {
     if !tags.is_empty() {
         parts.push(format!("tags: {}", list(tags)));
     }
-    format!(
-        "it has {} (a sha must be the full 40 characters)",
-        parts.join("; ")
-    )
+    Some(parts.join("; "))
 }
 
 #[cfg(test)]

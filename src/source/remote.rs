@@ -101,7 +101,8 @@ impl<'a> Session<'a> {
         self.run(|| self.list_now())
     }
 
-    fn list_now(&self) -> Result<Vec<(String, Oid)>, SourceError> {
+    /// `list` for a caller already inside `run`.
+    pub fn list_now(&self) -> Result<Vec<(String, Oid)>, SourceError> {
         let mut remote = Remote::create_detached(self.config.repo.as_str())
             .map_err(|e| self.connect_error(&e))?;
         let connection = remote
@@ -145,6 +146,15 @@ impl<'a> Session<'a> {
         callbacks.transfer_progress(|_| self.within_time());
         callbacks.sideband_progress(|_| self.within_time());
         callbacks
+    }
+
+    /// A timeout error once the operation has run longer than `timeout`:
+    /// checked before each further conversation of a many-step fetch.
+    pub fn expired(&self) -> Option<SourceError> {
+        (self.started.elapsed() > self.config.timeout).then(|| SourceError::Timeout {
+            url: self.shown_url.clone(),
+            after: self.config.timeout,
+        })
     }
 
     /// False (abort) once the operation has run longer than `timeout`.

@@ -421,3 +421,152 @@ fn a_fleet_on_a_tls_redis_reports_with_a_trusted_certificate_and_refuses_an_untr
     );
     println!("RESULT fleet rediss untrusted: {}", text(&out).trim());
 }
+
+/// A GitHub push webhook for `sha` on `main`, signed with `secret`.
+fn github_push(addr: std::net::SocketAddr, secret: &str, sha: &str) -> u16 {
+    use hmac::{Hmac, KeyInit, Mac};
+    let body = serde_json::json!({"ref": "refs/heads/main", "after": sha}).to_string();
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body.as_bytes());
+    let sig = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+    crate::support::http(
+        addr,
+        "POST",
+        "/webhook",
+        &[("X-GitHub-Event", "push"), ("X-Hub-Signature-256", &sig)],
+        body.as_bytes(),
+    )
+    .0
+}
+
+/// Regression: sidecars sharing a replica id (the default is the hostname:
+/// cloned VMs, host-network pods, three sidecars on one host) took each
+/// other's notices for their own and ignored them, all held the poll lease,
+/// and showed as one row in `fleet status`: one webhook updated one replica.
+#[test]
+fn three_sidecars_with_one_replica_id_converge_on_one_webhook_and_report_the_clash() {
+    let (repo, _daemon, url) = served_repo();
+    let redis = RedisServer::start();
+    let secret_dir = tempfile::tempdir().unwrap();
+    let secret_file = secret_dir.path().join("webhook-secret");
+    std::fs::write(&secret_file, "hook-secret").unwrap();
+    let secret_arg = secret_file.to_str().unwrap();
+    let replicas: Vec<Replica> = (0..3)
+        .map(|_| {
+            Replica::start(
+                &url,
+                &redis.url(),
+                "same-host",
+                &["--ref", "main", "--webhook-secret-file", secret_arg],
+            )
+        })
+        .collect();
+    for r in &replicas {
+        eventually("ready", WAIT, || r.ready());
+    }
+
+    // Each one sees the two others under its id: log, /status, metric.
+    for r in &replicas {
+        eventually("the clash reported", WAIT, || {
+            r.status()["replica_id_clash"] == 2
+                && r.metric("tyk_gitops_fleet_replica_id_clash") == 2.0
+        });
+        let log = r.sidecar.stderr();
+        assert!(
+            log.contains("other live sidecar(s) of cluster test use replica id \"same-host\""),
+            "{log}"
+        );
+        assert_eq!(r.status()["replica"], "same-host");
+    }
+    let instances: std::collections::HashSet<String> = replicas
+        .iter()
+        .map(|r| r.status()["instance"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(instances.len(), 3, "{instances:?}");
+
+    // Fleet status lists all three, marked, and exactly one holds the lease.
+    eventually("three rows, one leader", WAIT, || {
+        let out = fleet_cmd(&redis.url(), &["status", "--format", "json"]);
+        let json: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        let rows = json["replicas"].as_array().cloned().unwrap_or_default();
+        rows.len() == 3
+            && rows.iter().filter(|r| r["leader"] == true).count() == 1
+            && json["duplicate_ids"] == serde_json::json!(["same-host"])
+            && json["leader"] == "same-host"
+    });
+    let leaders = replicas
+        .iter()
+        .filter(|r| r.metric("tyk_gitops_fleet_leader") == 1.0)
+        .count();
+    assert_eq!(leaders, 1, "every sidecar took the poll lease");
+    let table = text(&fleet_cmd(&redis.url(), &["status"]));
+    assert_eq!(table.matches("same-host !").count(), 3, "{table}");
+    assert!(table.contains("used by more than one sidecar"), "{table}");
+
+    // One webhook, to one of them (the period is an hour): all three follow.
+    repo.api("beta");
+    let sha = repo.commit("beta");
+    assert_eq!(
+        github_push(replicas[1].sidecar.addr, "hook-secret", &sha),
+        202
+    );
+    for r in &replicas {
+        eventually("on beta", WAIT, || {
+            r.node.apis() == ids(&["alpha", "beta"]) && r.runs(&sha)
+        });
+    }
+    for i in [0, 2] {
+        assert_eq!(replicas[i].status()["last_attempt"]["trigger"], "fleet");
+    }
+    let out = fleet_cmd(
+        &redis.url(),
+        &[
+            "wait",
+            "--sha",
+            &sha,
+            "--min-replicas",
+            "3",
+            "--timeout",
+            "20s",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+/// The process ids Redis lists as live under replica id `id`.
+fn live_instances(redis: &RedisServer, id: &str) -> Vec<String> {
+    redis::cmd("ZRANGE")
+        .arg(format!("tyk-gitops:{CLUSTER}:instances:{id}"))
+        .arg(0)
+        .arg(-1)
+        .query(&mut redis.connection())
+        .expect("ZRANGE")
+}
+
+/// A sidecar killed without a goodbye and restarted under the same id
+/// (a crashed pod) is not a clash, though its old entry lingers a while.
+#[test]
+fn a_sidecar_restarted_after_a_crash_is_not_taken_for_a_second_one() {
+    let (_repo, _daemon, url) = served_repo();
+    let redis = RedisServer::start();
+    let first = Replica::start(&url, &redis.url(), "pod-r", &[]);
+    eventually("ready", WAIT, || first.ready());
+    let old = first.status()["instance"].as_str().unwrap().to_string();
+    eventually("listed", WAIT, || {
+        live_instances(&redis, "pod-r") == [old.clone()]
+    });
+    // SIGKILL: no goodbye, the old entry stays until its TTL.
+    let Replica { node, sidecar, .. } = first;
+    drop(sidecar);
+    let second = Replica::start_on(node, &url, &redis.url(), "pod-r", &[]);
+    eventually("ready again", WAIT, || second.ready());
+    let new = second.status()["instance"].as_str().unwrap().to_string();
+    assert_ne!(new, old);
+    eventually("the dead process dropped from the list", WAIT, || {
+        live_instances(&redis, "pod-r") == [new.clone()]
+    });
+    let log = second.sidecar.stderr();
+    assert!(!log.contains("other live sidecar"), "{log}");
+    assert_eq!(second.status()["replica_id_clash"], 0);
+    assert_eq!(second.metric("tyk_gitops_fleet_replica_id_clash"), 0.0);
+}

@@ -204,53 +204,134 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     out
 }
 
+/// `GET /metrics` with an `Accept` header: the `Content-Type` and the body.
+fn scrape(addr: std::net::SocketAddr, accept: Option<&str>) -> (String, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    let accept = accept.map_or(String::new(), |a| format!("Accept: {a}\r\n"));
+    write!(
+        stream,
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\n{accept}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").expect("a response");
+    let content_type = head
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("content-type")
+                .then(|| value.trim().to_string())
+        })
+        .unwrap_or_default();
+    (content_type, body.to_string())
+}
+
+/// Runs `program args` with `input` on stdin: success and its output.
+fn pipe(program: &str, args: &[&str], input: &str) -> (bool, String) {
+    use std::io::Write;
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+const DOCUMENTED_FAMILIES: [&str; 9] = [
+    "tyk_gitops_syncs",
+    "tyk_gitops_sync_duration_seconds",
+    "tyk_gitops_last_success_timestamp_seconds",
+    "tyk_gitops_revision_info",
+    "tyk_gitops_apis",
+    "tyk_gitops_policies",
+    "tyk_gitops_rollbacks",
+    "tyk_gitops_reload_failures",
+    "tyk_gitops_drift",
+];
+
 #[test]
-fn metrics_parse_with_the_prometheus_openmetrics_parser() {
+fn metrics_parse_with_the_prometheus_openmetrics_parser_when_the_scraper_asks_for_it() {
     let (_repo, _daemon, url) = served_repo();
     let node = Node::new();
     let sidecar = Sidecar::start(&url, &node, &[]);
     eventually("ready", WAIT, || sidecar.ready());
-    let text = sidecar.metrics();
+    // What Prometheus itself sends.
+    let accept = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+    let (content_type, text) = scrape(sidecar.addr, Some(accept));
+    assert_eq!(
+        content_type,
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
     let script = r#"
 import sys
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 names = sorted(f.name for f in text_string_to_metric_families(sys.stdin.read()))
 print("\n".join(names))
 "#;
-    let mut child = Command::new("python3")
-        .args(["-c", script])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3");
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "parser refused /metrics: {}\n{text}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let names = String::from_utf8_lossy(&out.stdout);
-    for name in [
-        "tyk_gitops_syncs",
-        "tyk_gitops_sync_duration_seconds",
-        "tyk_gitops_last_success_timestamp_seconds",
-        "tyk_gitops_revision_info",
-        "tyk_gitops_apis",
-        "tyk_gitops_policies",
-        "tyk_gitops_rollbacks",
-        "tyk_gitops_reload_failures",
-        "tyk_gitops_drift",
-    ] {
+    let (ok, names) = pipe("python3", &["-c", script], &text);
+    assert!(ok, "parser refused /metrics: {names}\n{text}");
+    for name in DOCUMENTED_FAMILIES {
         assert!(names.lines().any(|l| l == name), "{name} not in {names}");
     }
+}
+
+/// Regression: /metrics spoke only OpenMetrics, which `promtool check
+/// metrics` rejects ("no help text") and 0.0.4 scrapers misread.
+#[test]
+fn metrics_without_an_openmetrics_accept_are_text_0_0_4_that_promtool_accepts() {
+    let (_repo, _daemon, url) = served_repo();
+    let node = Node::new();
+    let sidecar = Sidecar::start(&url, &node, &[]);
+    eventually("ready", WAIT, || sidecar.ready());
+    for accept in [None, Some("text/plain;version=0.0.4"), Some("*/*")] {
+        let (content_type, text) = scrape(sidecar.addr, accept);
+        assert_eq!(
+            content_type, "text/plain; version=0.0.4; charset=utf-8",
+            "{accept:?}"
+        );
+        assert!(!text.contains("# EOF"), "{text}");
+        for name in DOCUMENTED_FAMILIES {
+            assert!(text.contains(&format!("# HELP {name}")), "{name}: {text}");
+        }
+        // Counters are named with `_total` in HELP, TYPE and samples, as the
+        // Go client writes them.
+        assert!(
+            text.contains("# TYPE tyk_gitops_syncs_total counter\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\ntyk_gitops_syncs_total{result=\"applied\"} 1\n"),
+            "{text}"
+        );
+    }
+    let (_, text) = scrape(sidecar.addr, None);
+    if Command::new("promtool").arg("--version").output().is_err() {
+        println!("SKIPPED promtool check: promtool is not installed (Debian package `prometheus`)");
+        return;
+    }
+    let (ok, verdict) = pipe("promtool", &["check", "metrics"], &text);
+    assert!(
+        ok,
+        "promtool check metrics refused /metrics: {verdict}\n{text}"
+    );
 }
 
 #[test]

@@ -42,9 +42,8 @@ impl World {
             .file("envs/prod/apps/prod.json", "{\"api_id\":\"prod\"}");
         repo.commit("first");
         let served = tempfile::tempdir().expect("served dir");
+        // Served with Git's defaults: no wants by object id.
         let bare = repo.bare_clone(served.path(), "config.git");
-        // SSH runs upload-pack with the repo's own config: allow sha wants.
-        git(&bare, &["config", "uploadpack.allowAnySHA1InWant", "true"]);
         World {
             repo,
             served,
@@ -158,7 +157,8 @@ fn daemon_resolves_branches_tags_annotated_tags_and_full_shas() {
         ("v1", &first),
         ("v1-annotated", &first),
         ("refs/tags/v1-annotated", &first),
-        // An older commit, not at any tip: fetched by id.
+        // An older commit, at no tip, from a server that refuses wants by
+        // id: found by deepening the branches.
         (first.as_str(), &first),
     ];
     for (git_ref, expected) in cases {
@@ -651,4 +651,153 @@ fn a_server_that_never_answers_times_out() {
         start.elapsed()
     );
     drop(listener);
+}
+
+/// A served repo whose `main` has `n` commits, each adding `apps/c<i>.json`;
+/// returns the shas, oldest first.
+fn long_history(world: &World, n: usize) -> Vec<String> {
+    let shas = (1..=n)
+        .map(|i| world.repo.api(&format!("c{i}")).commit(&format!("c{i}")))
+        .collect();
+    world.publish();
+    shas
+}
+
+/// resolve → fetch → read_tree of `--ref <sha>` with the cache in `root`;
+/// the tree's API files.
+fn apis_at(root: &Path, url: &str, sha: &str) -> Result<Vec<String>, SourceError> {
+    let source = Source::new(with_ref(config(url), sha), root.join("cache"));
+    let commit = source.resolve()?;
+    source.fetch(&commit)?;
+    let tree = source.read_tree(&commit, None, 1 << 20, &|_| false)?;
+    Ok(paths(&tree)
+        .into_iter()
+        .filter_map(|p| p.strip_prefix("apps/"))
+        .map(str::to_string)
+        .collect())
+}
+
+/// Conversations with the server: each listing or fetch starts with one
+/// ref advertisement (a shallow fetch then takes two POSTs).
+fn conversations(http: &GitHttp) -> usize {
+    http.requests()
+        .iter()
+        .filter(|r| r.starts_with("GET") && r.contains("/info/refs"))
+        .count()
+}
+
+/// Regression: `--ref <sha>` failed on every server with Git's default
+/// settings ("cannot fetch a specific object from the remote repository"),
+/// even for the branch tip. Pipelines pin shas, rollbacks name older ones.
+#[test]
+fn pinned_shas_are_fetched_from_stock_git_daemon_and_http_servers() {
+    let world = World::new();
+    let shas = long_history(&world, 12);
+    let (tip, older) = (&shas[11], &shas[8]);
+    let daemon = GitDaemon::start(world.served.path());
+    let http = GitHttp::start(world.served.path(), None);
+    for url in [daemon.url("config.git"), http.url("config.git")] {
+        let root = tempfile::tempdir().unwrap();
+        let root = root.path();
+        // The tip: a ref listing, then one shallow fetch by the branch's
+        // name.
+        http.clear_requests();
+        let tip_apis = apis_at(root, &url, tip).unwrap_or_else(|e| panic!("{url}: {e}"));
+        assert!(tip_apis.contains(&"c12.json".to_string()), "{tip_apis:?}");
+        if url.starts_with("http") {
+            assert_eq!(conversations(&http), 2, "{:?}", http.requests());
+            http.clear_requests();
+        }
+        // Three commits back: found by deepening main, read as committed.
+        let older_apis = apis_at(root, &url, older).unwrap_or_else(|e| panic!("{url}: {e}"));
+        assert!(
+            older_apis.contains(&"c9.json".to_string()),
+            "{older_apis:?}"
+        );
+        assert!(
+            !older_apis.contains(&"c10.json".to_string()),
+            "{older_apis:?}"
+        );
+        if url.starts_with("http") {
+            println!(
+                "RESULT older sha (3 back) on a stock http server: {} conversations",
+                conversations(&http)
+            );
+        }
+        // The cache stayed shallow (12 commits, not all of them fetched) and
+        // usable: the branch fetches again, then the older sha is at hand.
+        assert!(
+            root.join("cache/shallow").is_file(),
+            "{url}: cache unshallowed"
+        );
+        let branch = Source::new(with_ref(config(&url), "main"), root.join("cache"));
+        let (commit, _) = sync(&branch, None);
+        assert_eq!(&commit.sha, tip);
+        http.clear_requests();
+        assert!(apis_at(root, &url, older).is_ok());
+        assert_eq!(conversations(&http), 0, "the older commit is cached");
+    }
+}
+
+#[test]
+fn an_unknown_sha_is_refused_naming_the_sha_and_what_was_searched() {
+    let world = World::new();
+    long_history(&world, 3);
+    world.repo.tag("v1");
+    world.publish();
+    let daemon = GitDaemon::start(world.served.path());
+    let unknown = "0123456789abcdef0123456789abcdef01234567";
+    // Bounded by a short transfer timeout: the refusal must come from the
+    // search ending, not from running out of time.
+    let mut cfg = with_ref(config(&daemon.url("config.git")), unknown);
+    cfg.timeout = Duration::from_secs(10);
+    let source = world.source(cfg);
+    let commit = source.resolve().expect("a full sha resolves as is");
+    let err = source
+        .fetch(&commit)
+        .expect_err("an unknown sha is fetched");
+    assert!(matches!(err, SourceError::ShaNotFound { .. }), "{err:?}");
+    let message = err.to_string();
+    for part in [unknown, "branches: main", "tags: v1", "1024 commits"] {
+        assert!(message.contains(part), "{part} not in: {message}");
+    }
+    println!("RESULT unknown sha: {message}");
+}
+
+#[test]
+fn the_search_for_an_unknown_sha_stops_deepening_a_ref_whose_history_has_all_arrived() {
+    let world = World::new();
+    long_history(&world, 12);
+    let http = GitHttp::start(world.served.path(), None);
+    let unknown = "0123456789abcdef0123456789abcdef01234567";
+    let err = apis_at(world.root.path(), &http.url("config.git"), unknown)
+        .expect_err("an unknown sha is fetched");
+    assert!(matches!(err, SourceError::ShaNotFound { .. }), "{err:?}");
+    // The listing, the refused fetch by id, then main 4 deep and 16 deep:
+    // its 13 commits are all here, so not 64, 256 and 1,024 deep too.
+    assert_eq!(conversations(&http), 4, "{:?}", http.requests());
+    // The branch still fetches into the cache the search left.
+    let (commit, _) = sync(&world.source(config(&http.url("config.git"))), None);
+    assert_eq!(commit.sha, world.repo.head());
+}
+
+#[test]
+fn a_server_allowing_wants_by_id_serves_an_older_sha_in_one_fetch() {
+    let world = World::new();
+    let shas = long_history(&world, 6);
+    let http = GitHttp::start_allowing_sha_wants(world.served.path());
+    let url = http.url("config.git");
+    let apis = apis_at(world.root.path(), &url, &shas[1]).expect("fetch by id");
+    assert!(apis.contains(&"c2.json".to_string()), "{apis:?}");
+    assert!(!apis.contains(&"c3.json".to_string()), "{apis:?}");
+    // A listing (no ref is at that sha), then the fetch by id: no
+    // deepening round trips.
+    assert_eq!(conversations(&http), 2, "{:?}", http.requests());
+    // A sha the server does not have: its refusal ("not our ref") is not a
+    // connection failure; the search runs and names the sha.
+    let unknown = "0123456789abcdef0123456789abcdef01234567";
+    match apis_at(world.root.path(), &url, unknown) {
+        Err(SourceError::ShaNotFound { sha, .. }) => assert_eq!(sha, unknown),
+        other => panic!("{other:?}"),
+    }
 }

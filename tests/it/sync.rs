@@ -504,3 +504,57 @@ fn json_logs_carry_the_short_sha_on_every_sync_line() {
         assert!(line.to_string().contains(short), "{line}");
     }
 }
+
+/// Regression: `sync --ref <sha>` exited 3 ("cannot fetch a specific
+/// object") on a server with Git's default settings, even for the tip.
+#[test]
+fn pinning_a_sha_on_a_stock_server_applies_the_tip_an_older_commit_and_a_rollback() {
+    let repo = ConfigRepo::new();
+    let shas: Vec<String> = (1..=8)
+        .map(|i| repo.api(&format!("c{i}")).commit(&format!("c{i}")))
+        .collect();
+    let daemon = GitDaemon::start(repo.path().parent().unwrap());
+    let url = daemon.url(repo.path().file_name().unwrap().to_str().unwrap());
+    let node = Node::new();
+    let pin = |sha: &str| {
+        Sync::new(&url, node.root())
+            .args(&["--ref", sha])
+            .gateway(&node.emu)
+            .run()
+    };
+    let apis = |n: usize| -> Vec<String> {
+        let mut apis: Vec<String> = (1..=n).map(|i| format!("c{i}")).collect();
+        apis.sort();
+        apis
+    };
+
+    pin(&shas[7]).code(0);
+    assert_eq!(node.current_sha(), shas[7]);
+    assert_eq!(node.apis(), apis(8));
+    // A deploy of an older commit, then back to the tip, then the rollback.
+    pin(&shas[4]).code(0);
+    assert_eq!(node.current_sha(), shas[4]);
+    assert_eq!(node.apis(), apis(5));
+    Sync::new(&url, node.root())
+        .gateway(&node.emu)
+        .run()
+        .code(0);
+    assert_eq!(node.current_sha(), shas[7]);
+    pin(&shas[4]).code(0);
+    assert_eq!(node.current_sha(), shas[4]);
+    assert_eq!(node.apis(), apis(5));
+
+    // A sha the server does not have: exit 3, before a 10 s transfer
+    // timeout could end it, naming the sha and what was searched; the
+    // rollback keeps serving.
+    let unknown = "89abcdef0123456789abcdef0123456789abcdef";
+    let ran = Sync::new(&url, node.root())
+        .args(&["--ref", unknown, "--timeout", "10s"])
+        .gateway(&node.emu)
+        .run()
+        .code(3);
+    assert!(ran.stderr.contains(unknown), "{}", ran.stderr);
+    assert!(ran.stderr.contains("branches: main"), "{}", ran.stderr);
+    assert!(!ran.stderr.contains("timed out"), "{}", ran.stderr);
+    assert_eq!(node.current_sha(), shas[4]);
+}

@@ -1,6 +1,8 @@
 //! Real Git servers for the tests: `git daemon` (git://) and `git
 //! http-backend` behind a tiny HTTP/1.1 server with optional Basic auth that
 //! records every request, so tests can assert "one ref listing, no pack".
+//! Both run with Git's default settings, as most self-hosted servers do
+//! (no wants by object id); `*_allowing_sha_wants` turns those on.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -29,10 +31,20 @@ pub struct GitDaemon {
 }
 
 impl GitDaemon {
+    /// With Git's defaults: only advertised refs can be fetched.
     pub fn start(base_dir: &Path) -> GitDaemon {
+        GitDaemon::start_with(base_dir, false)
+    }
+
+    /// Also serving commits asked for by id.
+    pub fn start_allowing_sha_wants(base_dir: &Path) -> GitDaemon {
+        GitDaemon::start_with(base_dir, true)
+    }
+
+    fn start_with(base_dir: &Path, sha_wants: bool) -> GitDaemon {
         let port = free_port();
         let mut cmd = Command::new("git");
-        for (key, value) in SHA_WANTS {
+        for (key, value) in SHA_WANTS.iter().filter(|_| sha_wants) {
             cmd.arg("-c").arg(format!("{key}={value}"));
         }
         let child = cmd
@@ -80,12 +92,28 @@ struct Backend {
     project_root: PathBuf,
     /// The expected `Authorization` header value, when auth is on.
     authorization: Option<String>,
+    /// Serve commits asked for by id (`SHA_WANTS`).
+    sha_wants: bool,
 }
 
 impl GitHttp {
-    /// Serves the repositories under `project_root`. With `basic_auth`, any
-    /// request without exactly these credentials gets 401.
+    /// Serves the repositories under `project_root` with Git's defaults.
+    /// With `basic_auth`, any request without exactly these credentials
+    /// gets 401.
     pub fn start(project_root: &Path, basic_auth: Option<(&str, &str)>) -> GitHttp {
+        GitHttp::start_with(project_root, basic_auth, false)
+    }
+
+    /// Also serving commits asked for by id.
+    pub fn start_allowing_sha_wants(project_root: &Path) -> GitHttp {
+        GitHttp::start_with(project_root, None, true)
+    }
+
+    fn start_with(
+        project_root: &Path,
+        basic_auth: Option<(&str, &str)>,
+        sha_wants: bool,
+    ) -> GitHttp {
         let exec_path = super::repo::git(project_root, &["--exec-path"]);
         let program = Path::new(&exec_path).join("git-http-backend");
         assert!(
@@ -100,6 +128,7 @@ impl GitHttp {
             project_root: project_root.to_path_buf(),
             authorization: basic_auth
                 .map(|(user, pass)| format!("Basic {}", STANDARD.encode(format!("{user}:{pass}")))),
+            sha_wants,
         });
         let requests = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
@@ -224,11 +253,13 @@ fn serve(
         .env("QUERY_STRING", query)
         .env("CONTENT_LENGTH", body.len().to_string())
         .env("REMOTE_ADDR", "127.0.0.1")
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("GIT_CONFIG_COUNT", SHA_WANTS.len().to_string());
-    for (i, (key, value)) in SHA_WANTS.iter().enumerate() {
-        cmd.env(format!("GIT_CONFIG_KEY_{i}"), key)
-            .env(format!("GIT_CONFIG_VALUE_{i}"), value);
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default());
+    if backend.sha_wants {
+        cmd.env("GIT_CONFIG_COUNT", SHA_WANTS.len().to_string());
+        for (i, (key, value)) in SHA_WANTS.iter().enumerate() {
+            cmd.env(format!("GIT_CONFIG_KEY_{i}"), key)
+                .env(format!("GIT_CONFIG_VALUE_{i}"), value);
+        }
     }
     if let Some(content_type) = header("content-type") {
         cmd.env("CONTENT_TYPE", content_type);
