@@ -4,7 +4,8 @@
 //! source → validate → apply → reload → verify → record. Invariants: a
 //! commit with findings changes nothing on disk under `current` and sends no
 //! reload; a commit is "applied" only once the gateway reports exactly its
-//! ids; the same commit on a healthy gateway costs one ref listing and one
+//! ids, lists its changed definitions as committed and routes their listen
+//! paths (the routing probe, `--probe`); the same commit on a healthy gateway costs one ref listing and one
 //! look at the gateway. Blocking work (libgit2, file I/O, validation) runs in
 //! `spawn_blocking`.
 
@@ -16,7 +17,9 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::apply::{ApplyError, Manifest, Revisions};
 use crate::config::{ConfigError, SyncConfig};
-use crate::gateway::{Gateway, GatewayError, Loaded};
+use crate::gateway::{
+    DEFAULT_HEALTH_PATH, Expected, ExpectedApi, Gateway, GatewayError, Loaded, ProbeMode,
+};
 use crate::source::{Commit, Source, SourceError};
 use crate::state::{Applied, Rejection, State, StateError, now};
 use crate::validate::{self, Report};
@@ -218,12 +221,14 @@ impl Reconciler {
         }
 
         revs.check_writable()?;
-        // Fetch, read and validate off the runtime.
-        let (source, fetched, subpath, opts, cache, root) = (
+        // Fetch, read and validate off the runtime, for the gateway that
+        // answered (an MCP API on a gateway older than 5.12 is an error).
+        let mut opts = cfg.validate.clone();
+        opts.gateway_version = gateway.as_ref().and_then(|(gw, _)| gw.version());
+        let (source, fetched, subpath, cache, root) = (
             self.source.clone(),
             commit.clone(),
             cfg.path.clone(),
-            cfg.validate.clone(),
             self.cache.clone(),
             cfg.root.clone(),
         );
@@ -359,7 +364,10 @@ impl Reconciler {
 
         let verified = match &gateway {
             None => false,
-            Some((gw, _)) => match self.reload_and_verify(gw, &manifest).await {
+            Some((gw, _)) => match self
+                .reload_and_verify(gw, &name, &manifest, previous.as_ref())
+                .await
+            {
                 Ok(()) => true,
                 Err(error) if error.is_mismatch() => {
                     let rolled_back_to = self.roll_back(gw, &revs, previous, &mut state).await;
@@ -442,7 +450,7 @@ impl Reconciler {
         let span = info_span!("sync", sha = %&manifest.sha[..12.min(manifest.sha.len())]);
         async {
             warn!(revision = %name, "drift: the gateway does not run the current revision; reloading");
-            self.reload_and_verify(&gw, &manifest).await?;
+            self.reload_and_verify(&gw, &name, &manifest, None).await?;
             let (mut state, _) = State::load(&self.config.root)?;
             if let Some(a) = state.current.as_mut() {
                 a.verified_at = Some(now());
@@ -464,11 +472,28 @@ impl Reconciler {
             return Ok(None);
         };
         let secret = gc.secret.read()?;
+        // The flag, else the tyk.conf the gateway was started with (the
+        // current revision's: tyk.conf is read at start only), else Tyk's
+        // default.
+        let health = match &gc.health_path {
+            Some(path) => path.clone(),
+            None => {
+                let conf = self
+                    .config
+                    .root
+                    .join("current")
+                    .join(crate::bundle::TYK_CONF);
+                blocking(move || health_path_in(&conf))
+                    .await?
+                    .unwrap_or_else(|| DEFAULT_HEALTH_PATH.to_string())
+            }
+        };
         let gw = Gateway::new(
             &gc.url,
             secret.expose().to_string(),
             GATEWAY_REQUEST_TIMEOUT,
-        )?;
+        )?
+        .with_health_path(&health);
         gw.wait_ready(gc.wait).await?;
         let loaded = gw.loaded().await?;
         Ok(Some((gw, loaded)))
@@ -507,7 +532,8 @@ impl Reconciler {
             });
         }
         warn!(revision = %applied.revision, "gateway does not run the current revision; reloading");
-        self.reload_and_verify(&gw, &manifest).await?;
+        self.reload_and_verify(&gw, &applied.revision, &manifest, None)
+            .await?;
         if let Some(a) = state.current.as_mut() {
             a.verified_at = Some(now());
         }
@@ -516,17 +542,56 @@ impl Reconciler {
         Ok(Outcome::Repaired { commit })
     }
 
+    /// Reloads, then waits until the gateway serves revision `name`: its
+    /// ids, and its APIs that differ from `before` (the revision it
+    /// replaces; `None`: a reload of the same revision) listed as committed
+    /// and routed.
     async fn reload_and_verify(
         &self,
         gw: &Gateway,
+        name: &str,
         manifest: &Manifest,
+        before: Option<&Applied>,
     ) -> Result<(), GatewayError> {
         let Some(gc) = &self.config.gateway else {
             return Ok(());
         };
+        let expected = self.expected(name, manifest, before, gc.probe).await;
         gw.reload(gc.reload).await?;
-        gw.verify(&expected_of(manifest), gc.verify_timeout).await?;
+        gw.verify_served(&expected, gc.verify_timeout).await?;
         Ok(())
+    }
+
+    /// What verify checks for revision `name`. An unreadable file only
+    /// narrows the check (logged): the ids are still compared.
+    async fn expected(
+        &self,
+        name: &str,
+        manifest: &Manifest,
+        before: Option<&Applied>,
+        mode: ProbeMode,
+    ) -> Expected {
+        let ids = expected_of(manifest);
+        let revs = match Revisions::open(&self.config.root) {
+            Ok(revs) => revs,
+            Err(e) => {
+                warn!(error = %e, "cannot read the revision: verifying ids only");
+                return Expected {
+                    ids,
+                    apis: Vec::new(),
+                };
+            }
+        };
+        // A reload of the same revision: nothing changed, only `all` probes.
+        let before = match before {
+            Some(b) => revs.manifest(&b.revision).ok(),
+            None => Some(manifest.clone()),
+        };
+        let (dir, manifest) = (revs.path_of(name), manifest.clone());
+        let apis = blocking(move || expected_apis(&dir, &manifest, before.as_ref(), mode))
+            .await
+            .unwrap_or_default();
+        Expected { ids, apis }
     }
 
     /// Puts the previous revision back in `current`, reloads and verifies
@@ -548,7 +613,7 @@ impl Reconciler {
         state.current = Some(previous);
         match revs.manifest(&name) {
             Ok(manifest) => {
-                if let Err(e) = self.reload_and_verify(gw, &manifest).await {
+                if let Err(e) = self.reload_and_verify(gw, &name, &manifest, None).await {
                     warn!(revision = %name, error = %e, "the rolled-back revision did not verify either");
                     if let Some(a) = state.current.as_mut() {
                         a.verified_at = None;
@@ -566,6 +631,97 @@ fn expected_of(manifest: &Manifest) -> Loaded {
         api_ids: manifest.api_ids.clone(),
         policy_ids: manifest.policy_ids.clone(),
     }
+}
+
+/// `health_check_endpoint_name` in a tyk.conf, when it has one.
+fn health_path_in(conf: &std::path::Path) -> Option<String> {
+    let bytes = std::fs::read(conf).ok()?;
+    let conf: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    conf.get("health_check_endpoint_name")?
+        .as_str()
+        .map(|name| name.trim_matches('/').to_string())
+        .filter(|name| !name.is_empty())
+}
+
+/// The revision's API definitions that verify checks beyond their ids:
+/// those whose file (or OAS/MCP companion) differs from `before`'s, or
+/// every one with `--probe all`. Their listen path and target URL are
+/// compared with `/tyk/apis` (unless the gateway rewrites them: secret
+/// references, Tyk OAS); with a probe mode, their listen path is probed.
+fn expected_apis(
+    dir: &std::path::Path,
+    manifest: &Manifest,
+    before: Option<&Manifest>,
+    mode: ProbeMode,
+) -> Vec<ExpectedApi> {
+    use std::collections::HashMap;
+    let old: HashMap<&str, &str> = before
+        .map(|b| {
+            b.files
+                .iter()
+                .map(|(path, blob)| (path.as_str(), blob.as_str()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let new: HashMap<&str, &str> = manifest
+        .files
+        .iter()
+        .map(|(path, blob)| (path.as_str(), blob.as_str()))
+        .collect();
+    let changed = |path: &str| before.is_none() || old.get(path) != new.get(path);
+    let prefix = format!("{}/", crate::bundle::APPS_DIR);
+    let mut out = Vec::new();
+    for (path, _) in &manifest.files {
+        let Some(stem) = path
+            .strip_prefix(&prefix)
+            .and_then(|n| n.strip_suffix(".json"))
+        else {
+            continue;
+        };
+        let companions = [crate::bundle::OAS_SUFFIX, crate::bundle::MCP_SUFFIX]
+            .map(|suffix| format!("{prefix}{stem}{suffix}"));
+        if mode != ProbeMode::All && !changed(path) && !companions.iter().any(|c| changed(c)) {
+            continue;
+        }
+        let Some(def) = std::fs::read(dir.join(path))
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+        else {
+            continue;
+        };
+        // Companion documents carry no api_id: not APIs of their own.
+        let Some(api_id) = def.get("api_id").and_then(|v| v.as_str()) else {
+            continue;
+        };
+        let text = |pointer: &str| def.pointer(pointer).and_then(|v| v.as_str());
+        let listen_path = text("/proxy/listen_path").unwrap_or_default();
+        let oas = def.get("is_oas").and_then(|v| v.as_bool()) == Some(true);
+        let as_listed = |value: Option<&str>| {
+            value
+                .filter(|v| !oas && !names_a_secret(v))
+                .map(str::to_string)
+        };
+        out.push(ExpectedApi {
+            api_id: api_id.to_string(),
+            file: path.clone(),
+            listen_path: as_listed(Some(listen_path)),
+            target_url: as_listed(text("/proxy/target_url")),
+            probe: (mode != ProbeMode::Off
+                && !listen_path.is_empty()
+                && !names_a_secret(listen_path))
+            .then(|| listen_path.to_string()),
+            domain: text("/domain").unwrap_or_default().to_string(),
+        });
+    }
+    out
+}
+
+/// Tyk replaces secret references in definition bytes before parsing, so
+/// the value it lists is not the committed one.
+fn names_a_secret(value: &str) -> bool {
+    ["env://", "secrets://", "vault://", "consul://", "$secret_"]
+        .iter()
+        .any(|marker| value.contains(marker))
 }
 
 /// Revisions that pruning (and recycling) must leave alone besides

@@ -13,4 +13,5 @@ mod source;
 mod sync;
 mod tls;
 mod validate;
+mod verify;
 mod webhook;
