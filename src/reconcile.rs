@@ -365,7 +365,7 @@ impl Reconciler {
         let verified = match &gateway {
             None => false,
             Some((gw, _)) => match self
-                .reload_and_verify(gw, &name, &manifest, previous.as_ref())
+                .reload_and_verify(gw, &name, &manifest, Before::Revision(previous.as_ref()))
                 .await
             {
                 Ok(()) => true,
@@ -450,7 +450,8 @@ impl Reconciler {
         let span = info_span!("sync", sha = %&manifest.sha[..12.min(manifest.sha.len())]);
         async {
             warn!(revision = %name, "drift: the gateway does not run the current revision; reloading");
-            self.reload_and_verify(&gw, &name, &manifest, None).await?;
+            self.reload_and_verify(&gw, &name, &manifest, Before::Same)
+                .await?;
             let (mut state, _) = State::load(&self.config.root)?;
             if let Some(a) = state.current.as_mut() {
                 a.verified_at = Some(now());
@@ -532,7 +533,7 @@ impl Reconciler {
             });
         }
         warn!(revision = %applied.revision, "gateway does not run the current revision; reloading");
-        self.reload_and_verify(&gw, &applied.revision, &manifest, None)
+        self.reload_and_verify(&gw, &applied.revision, &manifest, Before::Same)
             .await?;
         if let Some(a) = state.current.as_mut() {
             a.verified_at = Some(now());
@@ -543,15 +544,14 @@ impl Reconciler {
     }
 
     /// Reloads, then waits until the gateway serves revision `name`: its
-    /// ids, and its APIs that differ from `before` (the revision it
-    /// replaces; `None`: a reload of the same revision) listed as committed
-    /// and routed.
+    /// ids, and its APIs that differ from `before` listed as committed and
+    /// routed.
     async fn reload_and_verify(
         &self,
         gw: &Gateway,
         name: &str,
         manifest: &Manifest,
-        before: Option<&Applied>,
+        before: Before<'_>,
     ) -> Result<(), GatewayError> {
         let Some(gc) = &self.config.gateway else {
             return Ok(());
@@ -568,7 +568,7 @@ impl Reconciler {
         &self,
         name: &str,
         manifest: &Manifest,
-        before: Option<&Applied>,
+        before: Before<'_>,
         mode: ProbeMode,
     ) -> Expected {
         let ids = expected_of(manifest);
@@ -582,10 +582,11 @@ impl Reconciler {
                 };
             }
         };
-        // A reload of the same revision: nothing changed, only `all` probes.
+        // `None`: every API is new (a first revision, or an unreadable one).
         let before = match before {
-            Some(b) => revs.manifest(&b.revision).ok(),
-            None => Some(manifest.clone()),
+            Before::Revision(Some(b)) => revs.manifest(&b.revision).ok(),
+            Before::Revision(None) => None,
+            Before::Same => Some(manifest.clone()),
         };
         let (dir, manifest) = (revs.path_of(name), manifest.clone());
         let apis = blocking(move || expected_apis(&dir, &manifest, before.as_ref(), mode))
@@ -613,7 +614,10 @@ impl Reconciler {
         state.current = Some(previous);
         match revs.manifest(&name) {
             Ok(manifest) => {
-                if let Err(e) = self.reload_and_verify(gw, &name, &manifest, None).await {
+                if let Err(e) = self
+                    .reload_and_verify(gw, &name, &manifest, Before::Same)
+                    .await
+                {
                     warn!(revision = %name, error = %e, "the rolled-back revision did not verify either");
                     if let Some(a) = state.current.as_mut() {
                         a.verified_at = None;
@@ -624,6 +628,16 @@ impl Reconciler {
         }
         Some(name)
     }
+}
+
+/// What a revision replaces on the gateway, for "new or changed" APIs.
+#[derive(Debug, Clone, Copy)]
+enum Before<'a> {
+    /// The revision applied before it, if there was one (none: all new).
+    Revision(Option<&'a Applied>),
+    /// The same revision reloaded (drift, rollback): nothing changed, only
+    /// `--probe all` probes.
+    Same,
 }
 
 fn expected_of(manifest: &Manifest) -> Loaded {
@@ -695,7 +709,10 @@ fn expected_apis(
         };
         let text = |pointer: &str| def.pointer(pointer).and_then(|v| v.as_str());
         let listen_path = text("/proxy/listen_path").unwrap_or_default();
-        let oas = def.get("is_oas").and_then(|v| v.as_bool()) == Some(true);
+        let flag = |pointer: &str| def.pointer(pointer).and_then(|v| v.as_bool()) == Some(true);
+        let oas = flag("/is_oas");
+        // Service discovery replaces the target at run time.
+        let discovered = flag("/proxy/service_discovery/use_discovery_service");
         let as_listed = |value: Option<&str>| {
             value
                 .filter(|v| !oas && !names_a_secret(v))
@@ -705,7 +722,7 @@ fn expected_apis(
             api_id: api_id.to_string(),
             file: path.clone(),
             listen_path: as_listed(Some(listen_path)),
-            target_url: as_listed(text("/proxy/target_url")),
+            target_url: as_listed(text("/proxy/target_url").filter(|_| !discovered)),
             probe: (mode != ProbeMode::Off
                 && !listen_path.is_empty()
                 && !names_a_secret(listen_path))

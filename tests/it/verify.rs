@@ -128,6 +128,24 @@ fn an_api_listed_but_not_routed_fails_verify_and_rolls_back() {
     assert!(!node.emu.routed_api_ids().contains("gamma"));
 }
 
+/// A first sync has no previous revision: every API is new and probed.
+#[test]
+fn the_first_sync_probes_every_api() {
+    let repo = ConfigRepo::new();
+    repo.api("alpha").api("beta");
+    repo.commit("two APIs");
+    let node = on(TykVersion::V5_8);
+    node.emu.fail_service_setup("beta");
+    let (code, stderr) = sync(&repo, &node, &[]);
+    assert_eq!(code, 4, "{stderr}");
+    assert!(
+        stderr.contains("apps/beta.json") && stderr.contains("not routed"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("apps/alpha.json"), "{stderr}");
+    assert!(stderr.contains("no earlier revision"), "{stderr}");
+}
+
 /// One listen path on two domains with custom domains off: the gateway
 /// routes one of them only, and a probe cannot tell (the path answers, for
 /// the other API), so the validator refuses it; `--custom-domains` (or
