@@ -5,8 +5,8 @@
 //! commit with findings changes nothing on disk under `current` and sends no
 //! reload; a commit is "applied" only once the gateway reports exactly its
 //! ids, lists its changed definitions as committed and routes their listen
-//! paths (the routing probe, `--probe`); the same commit on a healthy gateway costs one ref listing and one
-//! look at the gateway. Blocking work (libgit2, file I/O, validation) runs in
+//! paths (the routing probe, `--probe`); the same commit on a healthy
+//! gateway costs one ref listing and one look at the gateway. Blocking work (libgit2, file I/O, validation) runs in
 //! `spawn_blocking`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -365,7 +365,13 @@ impl Reconciler {
         let verified = match &gateway {
             None => false,
             Some((gw, _)) => match self
-                .reload_and_verify(gw, &name, &manifest, Before::Revision(previous.as_ref()))
+                .reload_and_verify(
+                    gw,
+                    &revs,
+                    &name,
+                    &manifest,
+                    Before::Revision(previous.as_ref()),
+                )
                 .await
             {
                 Ok(()) => true,
@@ -450,7 +456,7 @@ impl Reconciler {
         let span = info_span!("sync", sha = %&manifest.sha[..12.min(manifest.sha.len())]);
         async {
             warn!(revision = %name, "drift: the gateway does not run the current revision; reloading");
-            self.reload_and_verify(&gw, &name, &manifest, Before::Same)
+            self.reload_and_verify(&gw, &revs, &name, &manifest, Before::Same)
                 .await?;
             let (mut state, _) = State::load(&self.config.root)?;
             if let Some(a) = state.current.as_mut() {
@@ -533,7 +539,7 @@ impl Reconciler {
             });
         }
         warn!(revision = %applied.revision, "gateway does not run the current revision; reloading");
-        self.reload_and_verify(&gw, &applied.revision, &manifest, Before::Same)
+        self.reload_and_verify(&gw, revs, &applied.revision, &manifest, Before::Same)
             .await?;
         if let Some(a) = state.current.as_mut() {
             a.verified_at = Some(now());
@@ -549,6 +555,7 @@ impl Reconciler {
     async fn reload_and_verify(
         &self,
         gw: &Gateway,
+        revs: &Revisions,
         name: &str,
         manifest: &Manifest,
         before: Before<'_>,
@@ -556,32 +563,23 @@ impl Reconciler {
         let Some(gc) = &self.config.gateway else {
             return Ok(());
         };
-        let expected = self.expected(name, manifest, before, gc.probe).await;
+        let expected = self.expected(revs, name, manifest, before, gc.probe).await;
         gw.reload(gc.reload).await?;
         gw.verify_served(&expected, gc.verify_timeout).await?;
         Ok(())
     }
 
     /// What verify checks for revision `name`. An unreadable file only
-    /// narrows the check (logged): the ids are still compared.
+    /// narrows the check: the ids are still compared.
     async fn expected(
         &self,
+        revs: &Revisions,
         name: &str,
         manifest: &Manifest,
         before: Before<'_>,
         mode: ProbeMode,
     ) -> Expected {
         let ids = expected_of(manifest);
-        let revs = match Revisions::open(&self.config.root) {
-            Ok(revs) => revs,
-            Err(e) => {
-                warn!(error = %e, "cannot read the revision: verifying ids only");
-                return Expected {
-                    ids,
-                    apis: Vec::new(),
-                };
-            }
-        };
         // `None`: every API is new (a first revision, or an unreadable one).
         let before = match before {
             Before::Revision(Some(b)) => revs.manifest(&b.revision).ok(),
@@ -589,9 +587,15 @@ impl Reconciler {
             Before::Same => Some(manifest.clone()),
         };
         let (dir, manifest) = (revs.path_of(name), manifest.clone());
-        let apis = blocking(move || expected_apis(&dir, &manifest, before.as_ref(), mode))
-            .await
-            .unwrap_or_default();
+        let flag = self.config.validate.custom_domains;
+        let apis = blocking(move || {
+            // The probe names an API's domain only where the gateway matches
+            // domains: a proxy in front of it may route on `Host` too.
+            let domains = flag || custom_domains_in(&dir.join(crate::bundle::TYK_CONF));
+            expected_apis(&dir, &manifest, before.as_ref(), mode, domains)
+        })
+        .await
+        .unwrap_or_default();
         Expected { ids, apis }
     }
 
@@ -615,7 +619,7 @@ impl Reconciler {
         match revs.manifest(&name) {
             Ok(manifest) => {
                 if let Err(e) = self
-                    .reload_and_verify(gw, &name, &manifest, Before::Same)
+                    .reload_and_verify(gw, revs, &name, &manifest, Before::Same)
                     .await
                 {
                     warn!(revision = %name, error = %e, "the rolled-back revision did not verify either");
@@ -647,14 +651,24 @@ fn expected_of(manifest: &Manifest) -> Loaded {
     }
 }
 
+fn read_tyk_conf(conf: &std::path::Path) -> Option<serde_json::Value> {
+    serde_json::from_slice(&std::fs::read(conf).ok()?).ok()
+}
+
 /// `health_check_endpoint_name` in a tyk.conf, when it has one.
 fn health_path_in(conf: &std::path::Path) -> Option<String> {
-    let bytes = std::fs::read(conf).ok()?;
-    let conf: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    conf.get("health_check_endpoint_name")?
+    read_tyk_conf(conf)?
+        .get("health_check_endpoint_name")?
         .as_str()
         .map(|name| name.trim_matches('/').to_string())
         .filter(|name| !name.is_empty())
+}
+
+/// `enable_custom_domains: true` in a tyk.conf.
+fn custom_domains_in(conf: &std::path::Path) -> bool {
+    read_tyk_conf(conf)
+        .and_then(|conf| conf.get("enable_custom_domains")?.as_bool())
+        .unwrap_or(false)
 }
 
 /// The revision's API definitions that verify checks beyond their ids:
@@ -667,6 +681,7 @@ fn expected_apis(
     manifest: &Manifest,
     before: Option<&Manifest>,
     mode: ProbeMode,
+    custom_domains: bool,
 ) -> Vec<ExpectedApi> {
     use std::collections::HashMap;
     let old: HashMap<&str, &str> = before
@@ -727,7 +742,10 @@ fn expected_apis(
                 && !listen_path.is_empty()
                 && !names_a_secret(listen_path))
             .then(|| listen_path.to_string()),
-            domain: text("/domain").unwrap_or_default().to_string(),
+            domain: text("/domain")
+                .filter(|_| custom_domains)
+                .unwrap_or_default()
+                .to_string(),
         });
     }
     out

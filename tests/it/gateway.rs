@@ -311,6 +311,21 @@ async fn the_router_answers_unknown_paths_with_tyks_not_found() {
     assert!(body.contains("Authorization field missing"), "{body}");
 }
 
+/// `GET /ready` exists since v5.9; on v5.8 the router answers it.
+#[tokio::test]
+async fn ready_answers_on_v5_14_and_is_unknown_to_v5_8() {
+    let root = Root::new();
+    root.api("a.json", "a", "/a/");
+    for (version, want) in [(TykVersion::V5_14, 200), (TykVersion::V5_8, 404)] {
+        let emu = root.emulator_on(version);
+        let status = reqwest::get(format!("{}/ready", emu.url()))
+            .await
+            .expect("get")
+            .status();
+        assert_eq!(status.as_u16(), want, "{version:?}");
+    }
+}
+
 #[tokio::test]
 async fn a_listed_but_unrouted_api_fails_verify_with_its_file_named() {
     let root = Root::new();

@@ -5,6 +5,16 @@
 //! whole reload, and every reload answers 200), for v5.8 or v5.14
 //! (`EmuConfig::version`). It serves on its own runtime, so a sync test can
 //! block on the real binary while the emulator keeps answering.
+//!
+//! Not emulated (no test here relies on them): secret replacement in
+//! definition bytes, JavaScript middleware, the classic form the gateway
+//! derives from a Tyk OAS document (the `.json` file is listed as is),
+//! `reload_interval` (queued reloads merge instead), `control_api_port`,
+//! Redis pub/sub for group reloads (a group reload reloads this node only),
+//! `node_secret`, upstream DNS (only loopback upstreams are reached; others
+//! answer Tyk's "Upstream host lookup failed"), and every listen-path
+//! feature beyond a prefix with `{placeholders}`. None of this was checked
+//! against a running gateway: the real one could not be built here.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::TcpStream;
@@ -152,6 +162,8 @@ struct Gw {
     /// routed (a failure the validator cannot see, such as a missing
     /// certificate or plugin).
     broken_setup: BTreeSet<String>,
+    /// A load (at start or a reload) has succeeded: `/ready` answers 200.
+    loaded_once: bool,
 }
 
 impl TykEmulator {
@@ -170,6 +182,7 @@ impl TykEmulator {
         if let Ok(policies) = policies {
             gw.policies = policies;
             (gw.apis, gw.routes) = (apis.apis, apis.routes);
+            gw.loaded_once = true;
         }
         let shared = Arc::new(Shared {
             config,
@@ -369,10 +382,13 @@ fn router(shared: Arc<Shared>) -> Router {
     control = both(control, "/tyk/policies", get(policies));
     let control = control.route_layer(middleware::from_fn_with_state(shared.clone(), check_secret));
     let health = format!("/{}", shared.config.health_check_endpoint_name);
-    both(Router::new(), &health, get(hello))
-        .merge(control)
-        .fallback(proxy)
-        .with_state(shared)
+    let mut open = both(Router::new(), &health, get(hello));
+    // `/ready` since v5.9: 503 until one reload succeeded (the emulator
+    // has no Redis to wait for). On v5.8 the router answers it.
+    if shared.config.version >= TykVersion::V5_14 {
+        open = open.route("/ready", get(ready));
+    }
+    open.merge(control).fallback(proxy).with_state(shared)
 }
 
 async fn check_secret(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
@@ -392,6 +408,15 @@ async fn hello(State(shared): State<Arc<Shared>>) -> Json<Value> {
         "description": "Tyk GW",
         "details": {"redis": {"status": "pass", "componentType": "datastore", "time": "2026-01-01T00:00:00Z"}}
     }))
+}
+
+async fn ready(State(shared): State<Arc<Shared>>) -> StatusCode {
+    // The start-up load counts as the first reload.
+    if lock(&shared.state).loaded_once {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    }
 }
 
 fn ok() -> Json<Value> {
@@ -578,6 +603,7 @@ async fn reload_worker(shared: Arc<Shared>) {
                 (false, Ok(policies)) => {
                     gw.policies = policies;
                     (gw.apis, gw.routes) = (apis.apis, apis.routes);
+                    gw.loaded_once = true;
                 }
                 (false, Err(_)) if shared.config.version == TykVersion::V5_8 => {
                     gw.policies.clear();
