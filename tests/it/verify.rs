@@ -206,3 +206,46 @@ fn the_health_path_comes_from_the_flag_or_the_current_tyk_conf() {
     assert_eq!(state["current"]["sha"], repo.head());
     assert_eq!(node.apis(), ["alpha", "beta"]);
 }
+
+/// `validate` in a config repo's CI: the gateway version it targets comes
+/// from `--gateway-version` (or its env var); a `templates/` without an
+/// error template is refused whatever the version.
+#[test]
+fn validate_checks_for_the_targeted_gateway_version_and_error_templates() {
+    let repo = mcp_repo();
+    let validate = |args: &[&str], env: &[(&str, &str)]| {
+        let out = Command::new(bin())
+            .arg("validate")
+            .arg(repo.path())
+            .args(args)
+            .env_remove("TYK_GITOPS_GATEWAY_VERSION")
+            .envs(env.iter().copied())
+            .output()
+            .expect("run validate");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, out) = validate(&["--gateway-version", "5.8"], &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("needs-newer-gateway") && out.contains("apps/tools.json"),
+        "{out}"
+    );
+    assert_eq!(
+        validate(&[], &[("TYK_GITOPS_GATEWAY_VERSION", "v5.8.15")]).0,
+        1
+    );
+    assert_eq!(validate(&["--gateway-version", "5.14"], &[]).0, 0);
+    assert_eq!(validate(&[], &[]).0, 0);
+    let (code, out) = validate(&["--gateway-version", "five"], &[]);
+    assert_eq!(code, 2, "{out}");
+
+    repo.file("templates/playground/index.html", "<html></html>\n");
+    let (code, out) = validate(&[], &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("missing-error-template"), "{out}");
+    repo.file("templates/error.json", "{\"error\": \"{{.Message}}\"}\n");
+    assert_eq!(validate(&[], &[]).0, 0);
+}
