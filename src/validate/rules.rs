@@ -351,6 +351,13 @@ pub fn go_template_error(bytes: &[u8]) -> Option<(usize, String)> {
             match bytes.get(j) {
                 None => return Some((start, "an action opened with {{ is never closed".into())),
                 Some(b'}') if bytes.get(j + 1) == Some(&b'}') => break j,
+                // Go's lexer knows no lone `}` inside an action.
+                Some(b'}') => {
+                    return Some((
+                        j,
+                        "a lone } inside an action (actions close with }})".into(),
+                    ));
+                }
                 Some(&quote @ (b'"' | b'\'' | b'`')) => {
                     j += 1;
                     loop {
@@ -698,7 +705,8 @@ mod tests {
     #[test]
     fn go_templates_that_do_not_parse() {
         for (bad, why) in [
-            ("{\"error\": \"{{.Message}\"}", "never closed"),
+            ("{\"error\": \"{{.Message}\"}", "lone }"),
+            ("{{.Message", "never closed"),
             ("{{if .Message}}x", "{{if}} is never closed"),
             ("x{{end}}", "{{end}} without"),
             ("{{else}}", "outside a block"),
