@@ -129,6 +129,17 @@ pub enum Reload {
     None,
 }
 
+/// Which APIs verify requests through the gateway's listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Probe {
+    /// The commit's new or changed APIs.
+    Changed,
+    /// Every API of the commit.
+    All,
+    /// None: trust what /tyk/apis lists.
+    Off,
+}
+
 /// The flags of one sync, shared by `sync` and `run`.
 #[derive(Debug, Clone, Args)]
 pub struct SyncArgs {
@@ -171,6 +182,18 @@ pub struct SyncArgs {
     /// How long the gateway may take to report exactly the commit's APIs and policies after a reload.
     #[arg(long, default_value = "30s", value_parser = parse_duration, env = "TYK_GITOPS_VERIFY_TIMEOUT")]
     pub verify_timeout: Duration,
+
+    /// After a reload, request these APIs' listen paths through the gateway: an API the gateway lists but does not route fails verify.
+    #[arg(long, value_enum, default_value = "changed", env = "TYK_GITOPS_PROBE")]
+    pub probe: Probe,
+
+    /// The gateway's health check path (tyk.conf `health_check_endpoint_name`) [default: from the current revision's tyk.conf, else `hello`].
+    #[arg(long, env = "TYK_GITOPS_GATEWAY_HEALTH_PATH")]
+    pub gateway_health_path: Option<String>,
+
+    /// The gateway runs with `enable_custom_domains` (also read from the repo's tyk.conf): APIs on one listen path with different domains do not shadow each other.
+    #[arg(long, env = "TYK_GITOPS_CUSTOM_DOMAINS")]
+    pub custom_domains: bool,
 
     /// Shallow fetch depth.
     #[arg(long, default_value_t = 1, env = "TYK_GITOPS_DEPTH")]

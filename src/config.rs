@@ -6,8 +6,8 @@ use std::fmt;
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
-use crate::cli::{Reload, SyncArgs};
-use crate::gateway::ReloadMode;
+use crate::cli::{Probe, Reload, SyncArgs};
+use crate::gateway::{ProbeMode, ReloadMode};
 use crate::source::SourceConfig;
 
 /// The env var holding the gateway secret when no file is given.
@@ -82,6 +82,11 @@ pub struct GatewayConfig {
     pub wait: Duration,
     /// Bound on waiting for the loaded ids to match after a reload.
     pub verify_timeout: Duration,
+    /// Which APIs the routing probe requests after a reload.
+    pub probe: ProbeMode,
+    /// `health_check_endpoint_name` as given by the flag; `None`: from the
+    /// current revision's tyk.conf, else `hello`.
+    pub health_path: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -157,6 +162,16 @@ impl SyncConfig {
                     },
                     wait: args.gateway_wait,
                     verify_timeout: args.verify_timeout,
+                    probe: match args.probe {
+                        Probe::Changed => ProbeMode::Changed,
+                        Probe::All => ProbeMode::All,
+                        Probe::Off => ProbeMode::Off,
+                    },
+                    health_path: args
+                        .gateway_health_path
+                        .as_deref()
+                        .map(|p| p.trim_matches('/').to_string())
+                        .filter(|p| !p.is_empty()),
                 })
             }
         };
@@ -189,6 +204,9 @@ impl SyncConfig {
         let validate = crate::validate::Options {
             strict: args.strict,
             max_file_size: args.max_file_size,
+            custom_domains: args.custom_domains,
+            // Learnt from the gateway's health answer at each sync.
+            gateway_version: None,
         };
         Ok(SyncConfig {
             source: SourceConfig {

@@ -1,16 +1,81 @@
-//! Tyk control API client: wait for `/hello`, reload, and read what the
-//! gateway actually loaded. Tyk's reload always answers 200, so the only
-//! proof of a reload is `verify`: polling `/tyk/apis` and `/tyk/policies`
-//! until they show exactly the expected ids. The gateway secret is sent in
-//! `X-Tyk-Authorization` and never appears in `Debug`, errors or logs.
+//! Tyk control API client: wait for the health check, reload, and read what
+//! the gateway actually loaded. Tyk's reload always answers 200, and
+//! `/tyk/apis` lists what a reload *read* (specs skipped as invalid too), so
+//! the proof of a reload is `verify`: polling `/tyk/apis` and `/tyk/policies`
+//! until they show exactly the expected ids and the changed definitions'
+//! content, then a plain request to each probed listen path through the
+//! gateway's listener (the routing probe). The gateway secret is sent in
+//! `X-Tyk-Authorization` on control calls only (never on a probe, which may
+//! reach an upstream) and never appears in `Debug`, errors or logs.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
+use std::sync::Mutex;
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use reqwest::StatusCode;
 use serde::Deserialize;
 use tokio::time::Instant;
+
+/// The health check's default path (`health_check_endpoint_name`).
+pub const DEFAULT_HEALTH_PATH: &str = "hello";
+
+/// A gateway version as its health check reports it (`"v5.14.0"`): which
+/// behaviours to expect where versions differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct GatewayVersion {
+    pub major: u32,
+    pub minor: u32,
+}
+
+impl GatewayVersion {
+    /// The first version that loads MCP APIs (and hides them from
+    /// `/tyk/apis` unless asked with `include_types=mcp`).
+    pub const MCP: GatewayVersion = GatewayVersion {
+        major: 5,
+        minor: 12,
+    };
+
+    /// `v5.14.0`, `5.8`, `v5.8.15-rc1`; `None` for anything else.
+    pub fn parse(text: &str) -> Option<GatewayVersion> {
+        let text = text.trim();
+        let text = text.strip_prefix(['v', 'V']).unwrap_or(text);
+        let mut parts = text.split(['.', '-', '+']);
+        let major = parts.next()?.parse().ok()?;
+        let minor = parts.next()?.parse().ok()?;
+        Some(GatewayVersion { major, minor })
+    }
+
+    pub fn knows_mcp(self) -> bool {
+        self >= GatewayVersion::MCP
+    }
+}
+
+impl fmt::Display for GatewayVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.major, self.minor)
+    }
+}
+
+impl std::str::FromStr for GatewayVersion {
+    type Err = String;
+    fn from_str(s: &str) -> Result<GatewayVersion, String> {
+        GatewayVersion::parse(s).ok_or_else(|| format!("{s:?} is not a version like 5.8 or 5.14"))
+    }
+}
+
+/// Which APIs `verify` sends a request to through the gateway's listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ProbeMode {
+    /// New or changed APIs of the commit.
+    #[default]
+    Changed,
+    /// Every API of the commit.
+    All,
+    /// None: verify by what `/tyk/apis` lists only.
+    Off,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReloadMode {
@@ -29,6 +94,39 @@ pub struct Loaded {
     pub policy_ids: BTreeSet<String>,
 }
 
+/// One API of a commit as `verify` checks it beyond its id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpectedApi {
+    pub api_id: String,
+    /// The revision's file, named in errors (`apps/pets.json`).
+    pub file: String,
+    /// Compared with what `/tyk/apis` lists, when set: a node that has not
+    /// reloaded yet still lists the old content under the same id. Left
+    /// out where the gateway changes the value (secret references, OAS).
+    pub listen_path: Option<String>,
+    pub target_url: Option<String>,
+    /// The listen path to request through the listener; `None`: no probe.
+    pub probe: Option<String>,
+    /// Sent as `Host` with the probe, for gateways with custom domains on.
+    pub domain: String,
+}
+
+/// Everything `verify` waits for: exactly these ids, and these APIs served
+/// as committed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Expected {
+    pub ids: Loaded,
+    pub apis: Vec<ExpectedApi>,
+}
+
+/// An API the gateway lists but does not serve as committed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unserved {
+    pub api_id: String,
+    pub file: String,
+    pub reason: String,
+}
+
 /// How many ids a mismatch message lists before it only counts the rest.
 const LISTED_IDS: usize = 5;
 /// Longest slice of an unexpected response body quoted in an error.
@@ -41,6 +139,14 @@ const MAX_BACKOFF: Duration = Duration::from_secs(1);
 /// Bound on `GET /tyk/reload?block=true`, which returns only once the
 /// gateway has reloaded every API.
 const RELOAD_TIMEOUT: Duration = Duration::from_secs(300);
+/// Bound on one routing probe. The router's not-found answer is immediate;
+/// a probe still waiting after this went past the router to an upstream.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Probes in flight at once (`--probe all` on thousands of APIs).
+const PROBES_AT_ONCE: usize = 16;
+/// A path no API is meant to own: what the gateway answers for it is its
+/// router's not-found answer (Tyk's `handle404`: 404, body `Not Found`).
+const UNROUTED_PATH: &str = "/tyk-gitops-probe-of-an-unrouted-path/";
 
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
@@ -71,13 +177,21 @@ pub enum GatewayError {
         missing_policies: Vec<String>,
         unexpected_policies: Vec<String>,
     },
+    /// The ids match, but APIs are listed with other content than the
+    /// commit's (this node has not reloaded yet) or are not routed (the
+    /// gateway skipped them, or another API shadows them): roll back.
+    #[error("{}", unserved_message(.apis))]
+    NotServed { apis: Vec<Unserved> },
 }
 
 impl GatewayError {
     /// A verify mismatch (the commit did not load: roll back) as opposed to
     /// an outage or a configuration problem (retry or report).
     pub fn is_mismatch(&self) -> bool {
-        matches!(self, GatewayError::Mismatch { .. })
+        matches!(
+            self,
+            GatewayError::Mismatch { .. } | GatewayError::NotServed { .. }
+        )
     }
 
     /// Worth retrying later without changing anything: the gateway was down
@@ -125,6 +239,24 @@ fn mismatch_message(
     )
 }
 
+fn unserved_message(apis: &[Unserved]) -> String {
+    let shown: Vec<String> = apis
+        .iter()
+        .take(LISTED_IDS)
+        .map(|api| format!("API {:?} ({}) {}", api.api_id, api.file, api.reason))
+        .collect();
+    let rest = apis.len().saturating_sub(LISTED_IDS);
+    let more = if rest == 0 {
+        String::new()
+    } else {
+        format!(" and {rest} more")
+    };
+    format!(
+        "gateway lists the expected ids but does not serve the commit: {}{more}",
+        shown.join("; ")
+    )
+}
+
 /// `a, b, c and 4 more`: enough to find the culprit without flooding logs.
 fn list_ids(ids: &[String]) -> String {
     let shown: Vec<String> = ids
@@ -159,6 +291,10 @@ pub struct Gateway {
     /// Where the secret came from, so a 403 names the setting to check.
     secret_from: String,
     client: reqwest::Client,
+    /// `/<health_check_endpoint_name>`.
+    health: String,
+    /// From the last health answer; `None` until one named a version.
+    version: Mutex<Option<GatewayVersion>>,
 }
 
 impl fmt::Debug for Gateway {
@@ -170,12 +306,30 @@ impl fmt::Debug for Gateway {
     }
 }
 
-/// Only the id of an API definition; serde skips every other field without
-/// building it, so a gateway with thousands of APIs costs little to verify.
+/// The id and route of an API definition; serde skips every other field
+/// without building it, so a gateway with thousands of APIs costs little to
+/// verify.
 #[derive(Deserialize)]
 struct ApiIdOnly {
     #[serde(default)]
     api_id: String,
+    #[serde(default)]
+    proxy: ListedProxy,
+}
+
+#[derive(Deserialize, Default)]
+struct ListedProxy {
+    #[serde(default)]
+    listen_path: String,
+    #[serde(default)]
+    target_url: String,
+}
+
+/// The health answer's one field of interest.
+#[derive(Deserialize)]
+struct Health {
+    #[serde(default)]
+    version: String,
 }
 
 /// Only the ids of a `user.Policy`: `id` is the policy id; `_id` is the
@@ -228,6 +382,8 @@ impl Gateway {
             secret,
             secret_from: "--gateway-secret-file".to_string(),
             client,
+            health: format!("/{DEFAULT_HEALTH_PATH}"),
+            version: Mutex::new(None),
         })
     }
 
@@ -238,8 +394,24 @@ impl Gateway {
         self
     }
 
-    /// Polls `GET /hello` until it answers 200 or `max_wait` has passed.
-    pub async fn wait_ready(&self, max_wait: Duration) -> Result<(), GatewayError> {
+    /// The health check at `/<name>` (tyk.conf `health_check_endpoint_name`)
+    /// instead of `/hello`.
+    pub fn with_health_path(mut self, name: &str) -> Gateway {
+        self.health = format!("/{}", name.trim_matches('/'));
+        self
+    }
+
+    /// The version the last health answer named.
+    pub fn version(&self) -> Option<GatewayVersion> {
+        *self.version.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Polls the health check until it answers 200 or `max_wait` has
+    /// passed. Returns the version it names (`None` when it names none).
+    pub async fn wait_ready(
+        &self,
+        max_wait: Duration,
+    ) -> Result<Option<GatewayVersion>, GatewayError> {
         let deadline = Instant::now() + max_wait;
         let mut backoff = FIRST_BACKOFF;
         let mut last: Option<String> = None;
@@ -248,13 +420,22 @@ impl Gateway {
             // One attempt never outlives the overall wait.
             let attempt = self
                 .client
-                .get(self.url("/hello"))
+                .get(self.url(&self.health))
                 .timeout(remaining.max(Duration::from_millis(1)))
                 .send()
                 .await;
             let cause = match attempt {
-                Ok(response) if response.status() == StatusCode::OK => return Ok(()),
-                Ok(response) => format!("/hello answered {}", response.status()),
+                Ok(response) if response.status() == StatusCode::OK => {
+                    // Always 200; the body says which version answers.
+                    let version = response
+                        .json::<Health>()
+                        .await
+                        .ok()
+                        .and_then(|h| GatewayVersion::parse(&h.version));
+                    *self.version.lock().unwrap_or_else(|p| p.into_inner()) = version;
+                    return Ok(version);
+                }
+                Ok(response) => format!("{} answered {}", self.health, response.status()),
                 // An attempt cut short by the overall deadline says less
                 // than what the gateway answered before it (a 500, say).
                 Err(err) if err.is_timeout() && last.is_some() => last.take().unwrap_or_default(),
@@ -298,16 +479,35 @@ impl Gateway {
 
     /// The API ids and policy ids the gateway runs right now.
     pub async fn loaded(&self) -> Result<Loaded, GatewayError> {
-        let apis: Option<Vec<ApiIdOnly>> = self.get_json("/tyk/apis").await?;
+        Ok(self.listed().await?.0)
+    }
+
+    /// The ids, and each listed API's (listen path, target URL). MCP APIs
+    /// are listed only when asked with `include_types=mcp` (v5.12+; older
+    /// gateways load none and ignore the parameter, so it is asked unless
+    /// the gateway said it is older).
+    async fn listed(&self) -> Result<(Loaded, HashMap<String, ListedProxy>), GatewayError> {
+        let path = match self.version() {
+            Some(v) if !v.knows_mcp() => "/tyk/apis",
+            _ => "/tyk/apis?include_types=mcp",
+        };
+        let apis: Option<Vec<ApiIdOnly>> = self.get_json(path).await?;
         let policies: Option<Vec<PolicyIdOnly>> = self.get_json("/tyk/policies").await?;
-        Ok(Loaded {
-            api_ids: apis.into_iter().flatten().map(|api| api.api_id).collect(),
+        let mut routes = HashMap::new();
+        let mut api_ids = BTreeSet::new();
+        for api in apis.into_iter().flatten() {
+            api_ids.insert(api.api_id.clone());
+            routes.insert(api.api_id, api.proxy);
+        }
+        let loaded = Loaded {
+            api_ids,
             policy_ids: policies
                 .into_iter()
                 .flatten()
                 .map(PolicyIdOnly::into_id)
                 .collect(),
-        })
+        };
+        Ok((loaded, routes))
     }
 
     /// Every API definition and policy the gateway runs, whole, as
@@ -344,21 +544,45 @@ impl Gateway {
         }
     }
 
-    /// Polls `loaded()` until it equals `expected`. Reloads are merged and a
-    /// group reload returns before the work is done, so one look right after
-    /// the reload is not enough. Gives up after `max_wait` with `Mismatch`,
-    /// or with the last error if the gateway never answered.
+    /// `verify_served` for ids alone.
     pub async fn verify(
         &self,
         expected: &Loaded,
         max_wait: Duration,
     ) -> Result<Loaded, GatewayError> {
+        let expected = Expected {
+            ids: expected.clone(),
+            apis: Vec::new(),
+        };
+        self.verify_served(&expected, max_wait).await
+    }
+
+    /// Polls until the gateway lists exactly the expected ids, lists each
+    /// expected API with its committed content, and routes each probed
+    /// listen path. Reloads are merged and a group reload returns before
+    /// the work is done (and each node reloads on its own), so one look
+    /// right after the reload is not enough. Gives up after `max_wait`
+    /// with `Mismatch` or `NotServed`, or with the last error if the
+    /// gateway never answered.
+    pub async fn verify_served(
+        &self,
+        expected: &Expected,
+        max_wait: Duration,
+    ) -> Result<Loaded, GatewayError> {
         let deadline = Instant::now() + max_wait;
         let mut backoff = FIRST_BACKOFF;
         loop {
-            let last = match self.loaded().await {
-                Ok(loaded) if &loaded == expected => return Ok(loaded),
-                Ok(loaded) => Err(GatewayError::mismatch(expected, &loaded)),
+            let last = match self.listed().await {
+                Ok((loaded, _)) if loaded != expected.ids => {
+                    Err(GatewayError::mismatch(&expected.ids, &loaded))
+                }
+                Ok((loaded, routes)) => match stale(&expected.apis, &routes) {
+                    Some(err) => Err(err),
+                    None => match self.probe(&expected.apis).await {
+                        Ok(()) => return Ok(loaded),
+                        Err(err) => Err(err),
+                    },
+                },
                 // A wrong secret or a foreign server will not fix itself.
                 Err(err) if !err.is_transient() => return Err(err),
                 Err(err) => Err(err),
@@ -370,6 +594,95 @@ impl Gateway {
             tokio::time::sleep(backoff.min(remaining)).await;
             backoff = (backoff * 2).min(MAX_BACKOFF);
         }
+    }
+
+    /// The routing probe: a plain request (no secret: it may reach an
+    /// upstream) to each probed listen path. An API whose answer is the
+    /// router's own not-found answer, learnt from a path no API owns, is
+    /// not routed. Any other answer means the router handed the request
+    /// to the API: an upstream's answer, an error because the upstream is
+    /// down, a 401/403 of a protected API.
+    async fn probe(&self, apis: &[ExpectedApi]) -> Result<(), GatewayError> {
+        let probed: Vec<(&ExpectedApi, &str)> = apis
+            .iter()
+            .filter_map(|api| api.probe.as_deref().map(|path| (api, path)))
+            .collect();
+        if probed.is_empty() {
+            return Ok(());
+        }
+        let not_found = match self.probe_once(UNROUTED_PATH, "").await? {
+            Some((StatusCode::NOT_FOUND, body)) => body,
+            answer => {
+                // An API on "/" takes every path: nothing can look unrouted.
+                tracing::warn!(
+                    gateway = %self.display,
+                    answer = ?answer.map(|(status, _)| status.as_u16()),
+                    "the routing probe cannot tell routed from unrouted: a path no API should own is answered by an API (listen path \"/\"?)"
+                );
+                return Ok(());
+            }
+        };
+        let answers: Vec<(&ExpectedApi, Result<_, GatewayError>)> =
+            futures_util::stream::iter(probed)
+                .map(|(api, path)| async move {
+                    (api, self.probe_once(&probe_path(path), &api.domain).await)
+                })
+                .buffer_unordered(PROBES_AT_ONCE)
+                .collect()
+                .await;
+        let mut unrouted = Vec::new();
+        for (api, answer) in answers {
+            if let Some((StatusCode::NOT_FOUND, body)) = answer?
+                && body == not_found
+            {
+                unrouted.push(Unserved {
+                    api_id: api.api_id.clone(),
+                    file: api.file.clone(),
+                    reason: format!(
+                        "is listed but not routed: GET {} got the router's 404 (the gateway skipped the spec)",
+                        probe_path(api.probe.as_deref().unwrap_or_default())
+                    ),
+                });
+            }
+        }
+        if unrouted.is_empty() {
+            Ok(())
+        } else {
+            unrouted.sort_by(|a, b| a.file.cmp(&b.file));
+            Err(GatewayError::NotServed { apis: unrouted })
+        }
+    }
+
+    /// One probe: the status and the start of the body; `None` when it
+    /// timed out (past the router, waiting on an upstream).
+    async fn probe_once(
+        &self,
+        path: &str,
+        domain: &str,
+    ) -> Result<Option<(StatusCode, String)>, GatewayError> {
+        let mut request = self.client.get(self.url(path)).timeout(PROBE_TIMEOUT);
+        if !domain.is_empty() {
+            request = request.header(reqwest::header::HOST, domain);
+        }
+        let response = match request.send().await {
+            Ok(response) => response,
+            Err(err) if err.is_timeout() => return Ok(None),
+            Err(err) => {
+                return Err(GatewayError::Unreachable {
+                    url: self.display.clone(),
+                    cause: error_chain(&err),
+                });
+            }
+        };
+        let status = response.status();
+        let body = match response.bytes().await {
+            Ok(bytes) => String::from_utf8_lossy(&bytes[..bytes.len().min(BODY_SNIPPET)])
+                .trim()
+                .to_string(),
+            Err(err) if err.is_timeout() => return Ok(None),
+            Err(_) => String::new(),
+        };
+        Ok(Some((status, body)))
     }
 
     fn url(&self, path: &str) -> String {
@@ -450,6 +763,54 @@ impl Gateway {
     }
 }
 
+/// Expected APIs listed with other content than committed: the node still
+/// runs the previous definitions (a group reload that has not reached it).
+fn stale(apis: &[ExpectedApi], listed: &HashMap<String, ListedProxy>) -> Option<GatewayError> {
+    let mut out = Vec::new();
+    for api in apis {
+        let Some(proxy) = listed.get(&api.api_id) else {
+            continue;
+        };
+        let fields = [
+            ("listen_path", &api.listen_path, &proxy.listen_path),
+            ("target_url", &api.target_url, &proxy.target_url),
+        ];
+        for (field, want, got) in fields {
+            if let Some(want) = want.as_deref().filter(|want| *want != got) {
+                out.push(Unserved {
+                    api_id: api.api_id.clone(),
+                    file: api.file.clone(),
+                    reason: format!("is listed with {field} {got:?}, the commit has {want:?}"),
+                });
+                break;
+            }
+        }
+    }
+    (!out.is_empty()).then_some(GatewayError::NotServed { apis: out })
+}
+
+/// A listen path as a request path: Tyk's `{name}` placeholders take any
+/// segment.
+fn probe_path(listen_path: &str) -> String {
+    let mut out = String::with_capacity(listen_path.len() + 1);
+    if !listen_path.starts_with('/') {
+        out.push('/');
+    }
+    let mut in_placeholder = false;
+    for c in listen_path.chars() {
+        match c {
+            '{' => {
+                in_placeholder = true;
+                out.push_str("probe");
+            }
+            '}' => in_placeholder = false,
+            _ if in_placeholder => {}
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
 /// An error and its causes, `a: b: c`, without the request URL (which may
 /// carry credentials and is already named by the error around it).
 fn error_chain(err: &reqwest::Error) -> String {
@@ -494,6 +855,31 @@ mod tests {
 
     fn ids(items: &[&str]) -> BTreeSet<String> {
         items.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn versions_from_health_answers() {
+        let v = |s: &str| GatewayVersion::parse(s);
+        assert_eq!(
+            v("v5.14.0"),
+            Some(GatewayVersion {
+                major: 5,
+                minor: 14
+            })
+        );
+        assert_eq!(v("5.8.15-rc1"), Some(GatewayVersion { major: 5, minor: 8 }));
+        assert_eq!(v(""), None);
+        assert_eq!(v("dev"), None);
+        assert!(v("v5.12.0").is_some_and(GatewayVersion::knows_mcp));
+        assert!(!v("v5.8.15").is_some_and(GatewayVersion::knows_mcp));
+        assert!(v("v5.11.1") < v("v5.12.0") && v("v5.9.0") < v("v5.14.0"));
+    }
+
+    #[test]
+    fn listen_paths_become_request_paths() {
+        assert_eq!(probe_path("/pets/"), "/pets/");
+        assert_eq!(probe_path("pets"), "/pets");
+        assert_eq!(probe_path("/users/{id}/orders"), "/users/probe/orders");
     }
 
     #[test]

@@ -4,8 +4,9 @@
 //! source → validate → apply → reload → verify → record. Invariants: a
 //! commit with findings changes nothing on disk under `current` and sends no
 //! reload; a commit is "applied" only once the gateway reports exactly its
-//! ids; the same commit on a healthy gateway costs one ref listing and one
-//! look at the gateway. Blocking work (libgit2, file I/O, validation) runs in
+//! ids, lists its changed definitions as committed and routes their listen
+//! paths (the routing probe, `--probe`); the same commit on a healthy
+//! gateway costs one ref listing and one look at the gateway. Blocking work (libgit2, file I/O, validation) runs in
 //! `spawn_blocking`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,7 +17,9 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::apply::{ApplyError, Manifest, Revisions};
 use crate::config::{ConfigError, SyncConfig};
-use crate::gateway::{Gateway, GatewayError, Loaded};
+use crate::gateway::{
+    DEFAULT_HEALTH_PATH, Expected, ExpectedApi, Gateway, GatewayError, Loaded, ProbeMode,
+};
 use crate::source::{Commit, Source, SourceError};
 use crate::state::{Applied, Rejection, State, StateError, now};
 use crate::validate::{self, Report, empty};
@@ -256,12 +259,14 @@ impl Reconciler {
             .map_or(0, |a| a.apis)
             .max(gateway.as_ref().map_or(0, |(_, l)| l.api_ids.len()));
         let allow_empty = cfg.allow_empty;
-        // Fetch, read and validate off the runtime.
-        let (source, fetched, subpath, opts, cache, root, trust) = (
+        // Fetch, read and validate off the runtime, for the gateway that
+        // answered (an MCP API on a gateway older than 5.12 is an error).
+        let mut opts = cfg.validate.clone();
+        opts.gateway_version = gateway.as_ref().and_then(|(gw, _)| gw.version());
+        let (source, fetched, subpath, cache, root, trust) = (
             self.source.clone(),
             commit.clone(),
             cfg.path.clone(),
-            cfg.validate.clone(),
             self.cache.clone(),
             cfg.root.clone(),
             cfg.trust.clone(),
@@ -474,7 +479,16 @@ impl Reconciler {
         };
         let verified = match &gateway {
             None => false,
-            Some((gw, _)) => match self.reload_and_verify(gw, &manifest).await {
+            Some((gw, _)) => match self
+                .reload_and_verify(
+                    gw,
+                    &revs,
+                    &name,
+                    &manifest,
+                    Before::Revision(previous.as_ref()),
+                )
+                .await
+            {
                 Ok(()) => true,
                 Err(error) if error.is_mismatch() => {
                     let rolled_back_to = self.roll_back(gw, &revs, previous, &mut state).await;
@@ -558,7 +572,8 @@ impl Reconciler {
         let span = info_span!("sync", sha = %&manifest.sha[..12.min(manifest.sha.len())]);
         async {
             warn!(revision = %name, "drift: the gateway does not run the current revision; reloading");
-            self.reload_and_verify(&gw, &manifest).await?;
+            self.reload_and_verify(&gw, &revs, &name, &manifest, Before::Same)
+                .await?;
             let (mut state, _) = State::load(&self.config.root)?;
             if let Some(a) = state.current.as_mut() {
                 a.verified_at = Some(now());
@@ -580,12 +595,29 @@ impl Reconciler {
             return Ok(None);
         };
         let secret = gc.secret.read()?;
+        // The flag, else the tyk.conf the gateway was started with (the
+        // current revision's: tyk.conf is read at start only), else Tyk's
+        // default.
+        let health = match &gc.health_path {
+            Some(path) => path.clone(),
+            None => {
+                let conf = self
+                    .config
+                    .root
+                    .join("current")
+                    .join(crate::bundle::TYK_CONF);
+                blocking(move || health_path_in(&conf))
+                    .await?
+                    .unwrap_or_else(|| DEFAULT_HEALTH_PATH.to_string())
+            }
+        };
         let gw = Gateway::new(
             &gc.url,
             secret.expose().to_string(),
             GATEWAY_REQUEST_TIMEOUT,
         )?
-        .with_secret_from(gc.secret.describe());
+        .with_secret_from(gc.secret.describe())
+        .with_health_path(&health);
         gw.wait_ready(gc.wait).await?;
         let loaded = gw.loaded().await?;
         Ok(Some((gw, loaded)))
@@ -624,7 +656,8 @@ impl Reconciler {
             });
         }
         warn!(revision = %applied.revision, "gateway does not run the current revision; reloading");
-        self.reload_and_verify(&gw, &manifest).await?;
+        self.reload_and_verify(&gw, revs, &applied.revision, &manifest, Before::Same)
+            .await?;
         if let Some(a) = state.current.as_mut() {
             a.verified_at = Some(now());
         }
@@ -633,17 +666,54 @@ impl Reconciler {
         Ok(Outcome::Repaired { commit })
     }
 
+    /// Reloads, then waits until the gateway serves revision `name`: its
+    /// ids, and its APIs that differ from `before` listed as committed and
+    /// routed.
     async fn reload_and_verify(
         &self,
         gw: &Gateway,
+        revs: &Revisions,
+        name: &str,
         manifest: &Manifest,
+        before: Before<'_>,
     ) -> Result<(), GatewayError> {
         let Some(gc) = &self.config.gateway else {
             return Ok(());
         };
+        let expected = self.expected(revs, name, manifest, before, gc.probe).await;
         gw.reload(gc.reload).await?;
-        gw.verify(&expected_of(manifest), gc.verify_timeout).await?;
+        gw.verify_served(&expected, gc.verify_timeout).await?;
         Ok(())
+    }
+
+    /// What verify checks for revision `name`. An unreadable file only
+    /// narrows the check: the ids are still compared.
+    async fn expected(
+        &self,
+        revs: &Revisions,
+        name: &str,
+        manifest: &Manifest,
+        before: Before<'_>,
+        mode: ProbeMode,
+    ) -> Expected {
+        let ids = expected_of(manifest);
+        // `None`: every API is new (a first revision, or an unreadable one).
+        let before = match before {
+            Before::Revision(Some(b)) => revs.manifest(&b.revision).ok(),
+            Before::Revision(None) => None,
+            Before::Same => Some(manifest.clone()),
+        };
+        let (dir, manifest) = (revs.path_of(name), manifest.clone());
+        let flag = self.config.validate.custom_domains;
+        let apis = blocking(move || {
+            // The probe names an API's domain only where the gateway matches
+            // domains: a proxy in front of it may route on `Host` too.
+            let domains = flag || custom_domains_in(&dir.join(crate::bundle::TYK_CONF));
+            expected_apis(&dir, &manifest, before.as_ref(), mode, domains)
+        })
+        .await
+        .unwrap_or_default();
+        Expected { ids, apis }
     }
 
     /// Puts the previous revision back in `current`, reloads and verifies
@@ -665,7 +735,10 @@ impl Reconciler {
         state.current = Some(previous);
         match revs.manifest(&name) {
             Ok(manifest) => {
-                if let Err(e) = self.reload_and_verify(gw, &manifest).await {
+                if let Err(e) = self
+                    .reload_and_verify(gw, revs, &name, &manifest, Before::Same)
+                    .await
+                {
                     warn!(revision = %name, error = %e, "the rolled-back revision did not verify either");
                     if let Some(a) = state.current.as_mut() {
                         a.verified_at = None;
@@ -690,11 +763,129 @@ fn untrusted(commit: &Commit, err: crate::trust::TrustError) -> SyncError {
     }
 }
 
+/// What a revision replaces on the gateway, for "new or changed" APIs.
+#[derive(Debug, Clone, Copy)]
+enum Before<'a> {
+    /// The revision applied before it, if there was one (none: all new).
+    Revision(Option<&'a Applied>),
+    /// The same revision reloaded (drift, rollback): nothing changed, only
+    /// `--probe all` probes.
+    Same,
+}
+
 fn expected_of(manifest: &Manifest) -> Loaded {
     Loaded {
         api_ids: manifest.api_ids.clone(),
         policy_ids: manifest.policy_ids.clone(),
     }
+}
+
+fn read_tyk_conf(conf: &std::path::Path) -> Option<serde_json::Value> {
+    serde_json::from_slice(&std::fs::read(conf).ok()?).ok()
+}
+
+/// `health_check_endpoint_name` in a tyk.conf, when it has one.
+fn health_path_in(conf: &std::path::Path) -> Option<String> {
+    read_tyk_conf(conf)?
+        .get("health_check_endpoint_name")?
+        .as_str()
+        .map(|name| name.trim_matches('/').to_string())
+        .filter(|name| !name.is_empty())
+}
+
+/// `enable_custom_domains: true` in a tyk.conf.
+fn custom_domains_in(conf: &std::path::Path) -> bool {
+    read_tyk_conf(conf)
+        .and_then(|conf| conf.get("enable_custom_domains")?.as_bool())
+        .unwrap_or(false)
+}
+
+/// The revision's API definitions that verify checks beyond their ids:
+/// those whose file (or OAS/MCP companion) differs from `before`'s, or
+/// every one with `--probe all`. Their listen path and target URL are
+/// compared with `/tyk/apis` (unless the gateway rewrites them: secret
+/// references, Tyk OAS); with a probe mode, their listen path is probed.
+fn expected_apis(
+    dir: &std::path::Path,
+    manifest: &Manifest,
+    before: Option<&Manifest>,
+    mode: ProbeMode,
+    custom_domains: bool,
+) -> Vec<ExpectedApi> {
+    use std::collections::HashMap;
+    let old: HashMap<&str, &str> = before
+        .map(|b| {
+            b.files
+                .iter()
+                .map(|(path, blob)| (path.as_str(), blob.as_str()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let new: HashMap<&str, &str> = manifest
+        .files
+        .iter()
+        .map(|(path, blob)| (path.as_str(), blob.as_str()))
+        .collect();
+    let changed = |path: &str| before.is_none() || old.get(path) != new.get(path);
+    let prefix = format!("{}/", crate::bundle::APPS_DIR);
+    let mut out = Vec::new();
+    for (path, _) in &manifest.files {
+        let Some(stem) = path
+            .strip_prefix(&prefix)
+            .and_then(|n| n.strip_suffix(".json"))
+        else {
+            continue;
+        };
+        let companions = [crate::bundle::OAS_SUFFIX, crate::bundle::MCP_SUFFIX]
+            .map(|suffix| format!("{prefix}{stem}{suffix}"));
+        if mode != ProbeMode::All && !changed(path) && !companions.iter().any(|c| changed(c)) {
+            continue;
+        }
+        let Some(def) = std::fs::read(dir.join(path))
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+        else {
+            continue;
+        };
+        // Companion documents carry no api_id: not APIs of their own.
+        let Some(api_id) = def.get("api_id").and_then(|v| v.as_str()) else {
+            continue;
+        };
+        let text = |pointer: &str| def.pointer(pointer).and_then(|v| v.as_str());
+        let listen_path = text("/proxy/listen_path").unwrap_or_default();
+        let flag = |pointer: &str| def.pointer(pointer).and_then(|v| v.as_bool()) == Some(true);
+        let oas = flag("/is_oas");
+        // Service discovery replaces the target at run time.
+        let discovered = flag("/proxy/service_discovery/use_discovery_service");
+        let as_listed = |value: Option<&str>| {
+            value
+                .filter(|v| !oas && !names_a_secret(v))
+                .map(str::to_string)
+        };
+        out.push(ExpectedApi {
+            api_id: api_id.to_string(),
+            file: path.clone(),
+            listen_path: as_listed(Some(listen_path)),
+            target_url: as_listed(text("/proxy/target_url").filter(|_| !discovered)),
+            probe: (mode != ProbeMode::Off
+                && !listen_path.is_empty()
+                && !names_a_secret(listen_path))
+            .then(|| listen_path.to_string()),
+            domain: text("/domain")
+                .filter(|_| custom_domains)
+                .unwrap_or_default()
+                .to_string(),
+        });
+    }
+    out
+}
+
+/// Tyk replaces secret references in definition bytes before parsing, so
+/// the value it lists is not the committed one.
+fn names_a_secret(value: &str) -> bool {
+    ["env://", "secrets://", "vault://", "consul://", "$secret_"]
+        .iter()
+        .any(|marker| value.contains(marker))
 }
 
 /// Revisions that pruning (and recycling) must leave alone besides

@@ -326,6 +326,7 @@ fuzz_target!(|data: &[u8]| {
     let opts = Options {
         strict,
         max_file_size: 1 << 16,
+        ..Options::default()
     };
     let mut cache = Cache::default();
     let (bundle, report) = check(Tree::from_entries(tree), &opts, &mut cache);

@@ -127,6 +127,7 @@ fn plan(args: &Args) -> Result<(String, bool), PlanError> {
     let opts = Options {
         strict: args.strict,
         max_file_size: args.max_file_size,
+        ..Options::default()
     };
     // A temporary Git cache, only made when --root's cannot serve a commit.
     let scratch = tempfile::Builder::new()

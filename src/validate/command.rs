@@ -32,6 +32,14 @@ pub struct Args {
     #[arg(long, env = "TYK_GITOPS_ALLOW_EMPTY", value_parser = crate::cli::env_bool())]
     pub allow_empty: bool,
 
+    /// The gateway version the config is meant for (5.8, 5.14): definitions it cannot load (MCP APIs before 5.12) are errors.
+    #[arg(long, value_name = "VERSION", env = "TYK_GITOPS_GATEWAY_VERSION")]
+    pub gateway_version: Option<crate::gateway::GatewayVersion>,
+
+    /// The gateway runs with `enable_custom_domains` (also read from the repo's tyk.conf).
+    #[arg(long, env = "TYK_GITOPS_CUSTOM_DOMAINS")]
+    pub custom_domains: bool,
+
     /// Files larger than this are refused (they are not read).
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_FILE_SIZE, env = "TYK_GITOPS_MAX_FILE_SIZE")]
     pub max_file_size: u64,
@@ -65,6 +73,8 @@ pub fn run(args: &Args) -> i32 {
     let opts = Options {
         strict: args.strict,
         max_file_size: args.max_file_size,
+        custom_domains: args.custom_domains,
+        gateway_version: args.gateway_version,
     };
     let config_root = ConfigRoot {
         label: root.display().to_string(),

@@ -25,6 +25,7 @@ use crate::bundle::{
     self, APPS_DIR, ApiFile, Bundle, MIDDLEWARE_DIR, POLICIES_DIR, POLICIES_MAP, PlainFile,
     PolicyEntry, TEMPLATES_DIR, TYK_CONF, TYK_INDEX,
 };
+use crate::gateway::GatewayVersion;
 use crate::tree::{Content, EntryKind, Tree};
 use analyse::{Analysis, Companion, Facts, Role};
 pub use report::{Finding, Format, Report, Severity, render};
@@ -36,6 +37,12 @@ pub struct Options {
     /// Unknown fields become warnings; warnings fail the check.
     pub strict: bool,
     pub max_file_size: u64,
+    /// The gateway runs with `enable_custom_domains` (the repo's tyk.conf
+    /// can say so too): one listen path on two domains is then no shadow.
+    pub custom_domains: bool,
+    /// The gateway the bundle is meant for, when known: definitions it
+    /// cannot load are errors.
+    pub gateway_version: Option<GatewayVersion>,
 }
 
 impl Default for Options {
@@ -43,6 +50,8 @@ impl Default for Options {
         Options {
             strict: false,
             max_file_size: DEFAULT_MAX_FILE_SIZE,
+            custom_domains: false,
+            gateway_version: None,
         }
     }
 }
@@ -282,8 +291,13 @@ pub fn check(mut tree: Tree, opts: &Options, cache: &mut Cache) -> (Bundle, Repo
                 }
             })
             .collect();
-        rules::cross_file(&items, &tree, &mut report)
+        let target = rules::Target {
+            custom_domains: opts.custom_domains || custom_domains_in(&tree),
+            version: opts.gateway_version,
+        };
+        rules::cross_file(&items, &tree, target, &mut report)
     };
+    rules::templates(&tree, &mut report);
 
     let before = cache.entries.len();
     cache.entries.retain(|k, _| used.contains(k));
@@ -291,6 +305,15 @@ pub fn check(mut tree: Tree, opts: &Options, cache: &mut Cache) -> (Bundle, Repo
     report.sort();
     let bundle = build_bundle(&mut tree, work, plain, &extra);
     (bundle, report)
+}
+
+/// `enable_custom_domains: true` in the repo's tyk.conf (its syntax is
+/// checked with the other files).
+fn custom_domains_in(tree: &Tree) -> bool {
+    tree.get(TYK_CONF)
+        .and_then(|entry| serde_json::from_slice::<serde_json::Value>(loaded(&entry.content)).ok())
+        .and_then(|conf| conf.get("enable_custom_domains")?.as_bool())
+        .unwrap_or(false)
 }
 
 fn loaded(content: &Content) -> &[u8] {

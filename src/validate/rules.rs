@@ -9,7 +9,8 @@ use super::analyse::{Analysis, Facts, MAX_FINDINGS_PER_RULE, PolicyFacts, Role};
 use super::locate::{line_col, locate};
 use super::report::{Finding, Report, Severity};
 use crate::bundle::{self, MCP_SUFFIX, MIDDLEWARE_DIR, MiddlewareRef, OAS_SUFFIX, TEMPLATES_DIR};
-use crate::tree::{EntryKind, Tree};
+use crate::gateway::GatewayVersion;
+use crate::tree::{Content, EntryKind, Tree};
 
 // Errors.
 pub const JSON_SYNTAX: &str = "json-syntax";
@@ -39,6 +40,9 @@ pub const API_UNKNOWN_POLICY: &str = "api-unknown-policy";
 /// what the gateway serves, not only on the files.
 pub const EMPTY_CONFIG_ROOT: &str = "empty-config-root";
 pub const NO_APIS: &str = "no-apis";
+pub const SHADOWED_LISTEN_PATH: &str = "shadowed-listen-path";
+pub const MISSING_ERROR_TEMPLATE: &str = "missing-error-template";
+pub const NEEDS_NEWER_GATEWAY: &str = "needs-newer-gateway";
 
 // Warnings.
 pub const INACTIVE_API: &str = "inactive-api";
@@ -53,7 +57,7 @@ pub const TRAILING_CONTENT: &str = "trailing-content";
 pub const MISPLACED_FIELD: &str = "misplaced-field";
 
 /// Every rule id with its severity, for docs and tests.
-pub const ALL: [(&str, Severity); 35] = [
+pub const ALL: [(&str, Severity); 38] = [
     (JSON_SYNTAX, Severity::Error),
     (SCHEMA, Severity::Error),
     (DUPLICATE_API_ID, Severity::Error),
@@ -79,6 +83,9 @@ pub const ALL: [(&str, Severity); 35] = [
     (API_UNKNOWN_POLICY, Severity::Error),
     (EMPTY_CONFIG_ROOT, Severity::Error),
     (NO_APIS, Severity::Error),
+    (SHADOWED_LISTEN_PATH, Severity::Error),
+    (MISSING_ERROR_TEMPLATE, Severity::Error),
+    (NEEDS_NEWER_GATEWAY, Severity::Error),
     (INACTIVE_API, Severity::Warning),
     (ORG_ID_MISMATCH, Severity::Warning),
     (IGNORED_FILE, Severity::Warning),
@@ -140,28 +147,54 @@ impl Emitter<'_, '_> {
     }
 }
 
+/// The gateway the bundle is checked for, as far as the rules care.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Target {
+    /// `enable_custom_domains`: routing matches `domain` too.
+    pub custom_domains: bool,
+    pub version: Option<GatewayVersion>,
+}
+
 /// Runs every cross-file rule. Returns the files outside `middleware/` and
 /// `templates/` that definitions reference and the tree holds: they ship
 /// with the revision too.
-pub fn cross_file(items: &[Item<'_>], tree: &Tree, report: &mut Report) -> BTreeSet<String> {
+pub fn cross_file(
+    items: &[Item<'_>],
+    tree: &Tree,
+    target: Target,
+    report: &mut Report,
+) -> BTreeSet<String> {
     let mut out = Emitter {
         items,
         report,
         counts: HashMap::new(),
     };
-    apis(items, &mut out);
+    apis(items, target, &mut out);
     companions(items, &mut out);
     policies(items, &mut out);
     middleware(items, tree, &mut out)
 }
 
-fn apis(items: &[Item<'_>], out: &mut Emitter<'_, '_>) {
+fn apis(items: &[Item<'_>], target: Target, out: &mut Emitter<'_, '_>) {
     let mut by_id: HashMap<&str, Vec<usize>> = HashMap::new();
     let mut by_route: HashMap<(&str, &str), Vec<usize>> = HashMap::new();
     for (i, item) in items.iter().enumerate() {
         let Facts::Api(api) = &item.analysis.facts else {
             continue;
         };
+        if let Some(version) = target.version.filter(|v| api.is_mcp && !v.knows_mcp()) {
+            out.emit(
+                i,
+                NEEDS_NEWER_GATEWAY,
+                Severity::Error,
+                "/application_protocol",
+                format!(
+                    "an MCP API needs Tyk {} or newer; the gateway is {version}, which does not load it at all",
+                    GatewayVersion::MCP
+                ),
+                Some("upgrade the gateway, or keep MCP APIs out of this config".into()),
+            );
+        }
         if let Some(id) = api.api_id.as_deref().filter(|id| !id.is_empty()) {
             by_id.entry(id).or_default().push(i);
         }
@@ -197,16 +230,217 @@ fn apis(items: &[Item<'_>], out: &mut Emitter<'_, '_>) {
         };
         for &i in files {
             let others = other_paths(items, files, i);
+            let renamed = match &items[i].analysis.facts {
+                Facts::Api(api) => format!("{lp}-{}", api.api_id.as_deref().unwrap_or_default()),
+                _ => format!("{lp}-<api_id>"),
+            };
             out.emit(
                 i,
                 DUPLICATE_LISTEN_PATH,
                 Severity::Error,
                 "/proxy/listen_path",
                 format!("listen path {lp:?} on {on} is also used by {others}"),
-                Some("the gateway would rename one of them to <path>-<api_id> without telling anyone".into()),
+                Some(format!(
+                    "on a fresh load the gateway renames every API on this path to <path>-<api_id> without a word (this one to {renamed:?}; an API already loaded on the path keeps it): give each API its own listen path"
+                )),
             );
         }
     }
+    if !target.custom_domains {
+        shadowed(items, &by_route, out);
+    }
+}
+
+/// With custom domains off, routing ignores `domain` while the gateway's
+/// collision check does not: APIs on one path with different domains are
+/// not renamed, and one silently takes every request of the other.
+fn shadowed(
+    items: &[Item<'_>],
+    by_route: &HashMap<(&str, &str), Vec<usize>>,
+    out: &mut Emitter<'_, '_>,
+) {
+    let mut by_path: HashMap<&str, Vec<(&str, usize)>> = HashMap::new();
+    for ((domain, lp), files) in by_route {
+        by_path
+            .entry(lp)
+            .or_default()
+            .extend(files.iter().map(|&i| (*domain, i)));
+    }
+    for (lp, files) in &by_path {
+        let domains: BTreeSet<&str> = files.iter().map(|(d, _)| *d).collect();
+        if domains.len() < 2 {
+            continue;
+        }
+        let indexes: Vec<usize> = files.iter().map(|(_, i)| *i).collect();
+        for &(domain, i) in files {
+            let others = other_paths(items, &indexes, i);
+            let on = if domain.is_empty() {
+                "no domain".to_string()
+            } else {
+                format!("domain {domain:?}")
+            };
+            out.emit(
+                i,
+                SHADOWED_LISTEN_PATH,
+                Severity::Error,
+                "/proxy/listen_path",
+                format!("listen path {lp:?} ({on}) is also used by {others} with another domain, and custom domains are off: one API silently takes the other's requests"),
+                Some("give each API its own listen path, or set enable_custom_domains in tyk.conf (or --custom-domains)".into()),
+            );
+        }
+    }
+}
+
+/// The gateway parses `templates/error*` once, at start, and panics when
+/// no file matches or one does not parse. Only checked when the repo ships
+/// `templates/` (otherwise the gateway keeps its own).
+pub fn templates(tree: &Tree, report: &mut Report) {
+    let prefix = format!("{TEMPLATES_DIR}/");
+    let mut shipped = false;
+    let mut found = false;
+    for entry in &tree.entries {
+        let Some(rest) = entry.path.strip_prefix(&prefix) else {
+            continue;
+        };
+        shipped = true;
+        if rest.contains('/') || !rest.starts_with("error") || entry.kind != EntryKind::File {
+            continue;
+        }
+        found = true;
+        let Content::Loaded(bytes) = &entry.content else {
+            continue;
+        };
+        if let Some((at, message)) = go_template_error(bytes) {
+            let (line, column) = line_col(bytes, at);
+            report.push(Finding {
+                rule: MISSING_ERROR_TEMPLATE,
+                severity: Severity::Error,
+                file: entry.path.clone(),
+                line,
+                column,
+                pointer: None,
+                message: format!("this error template does not parse ({message}): the gateway would panic at start"),
+                hint: Some("error templates are Go text/template files: close every {{ with }} and every {{if}}/{{range}}/{{with}} with {{end}}".into()),
+            });
+        }
+    }
+    if shipped && !found {
+        report.push(Finding {
+            rule: MISSING_ERROR_TEMPLATE,
+            severity: Severity::Error,
+            file: prefix,
+            line: 0,
+            column: 0,
+            pointer: None,
+            message: "templates/ has no error* template: a gateway pointed at it panics at start".into(),
+            hint: Some("add templates/error.json (e.g. {\"error\": \"{{.Message}}\"}), or drop templates/ and keep the gateway's own".into()),
+        });
+    }
+}
+
+/// Where and why Go's text/template parser would refuse `bytes`, as far as
+/// its structure goes: an action without `}}`, an empty action, a comment
+/// that does not close, `{{end}}`/`{{else}}` without a block, a block
+/// without `{{end}}`. Function names and pipelines are not checked.
+pub fn go_template_error(bytes: &[u8]) -> Option<(usize, String)> {
+    let mut open: Vec<(usize, String)> = Vec::new();
+    let mut i = 0;
+    while let Some(found) = find(bytes, b"{{", i) {
+        let start = found;
+        let mut j = start + 2;
+        // A comment runs to `*/`, which must be followed by `}}`.
+        let body = bytes[j..].strip_prefix(b"- ").unwrap_or(&bytes[j..]);
+        if body.starts_with(b"/*") {
+            let from = start + 2 + (bytes.len() - start - 2 - body.len()) + 2;
+            let Some(end) = find(bytes, b"*/", from) else {
+                return Some((start, "a comment is never closed with */".into()));
+            };
+            let after = &bytes[end + 2..];
+            let after = after.strip_prefix(b" -").unwrap_or(after);
+            if !after.starts_with(b"}}") {
+                return Some((
+                    start,
+                    "a comment is not closed with */ right before }}".into(),
+                ));
+            }
+            i = bytes.len() - after.len() + 2;
+            continue;
+        }
+        // The closing `}}`, outside quoted strings, raw strings and chars.
+        let close = loop {
+            match bytes.get(j) {
+                None => return Some((start, "an action opened with {{ is never closed".into())),
+                Some(b'}') if bytes.get(j + 1) == Some(&b'}') => break j,
+                // Go's lexer knows no lone `}` inside an action.
+                Some(b'}') => {
+                    return Some((
+                        j,
+                        "a lone } inside an action (actions close with }})".into(),
+                    ));
+                }
+                Some(&quote @ (b'"' | b'\'' | b'`')) => {
+                    j += 1;
+                    loop {
+                        match bytes.get(j) {
+                            None => {
+                                return Some((
+                                    start,
+                                    "a quoted string in an action is never closed".into(),
+                                ));
+                            }
+                            Some(b'\\') if quote != b'`' => j += 2,
+                            Some(&c) if c == quote => break,
+                            Some(b'\n') if quote != b'`' => {
+                                return Some((
+                                    start,
+                                    "a quoted string in an action is never closed".into(),
+                                ));
+                            }
+                            _ => j += 1,
+                        }
+                    }
+                    j += 1;
+                }
+                _ => j += 1,
+            }
+        };
+        let inner = String::from_utf8_lossy(&bytes[start + 2..close]);
+        let inner = inner.strip_prefix("- ").unwrap_or(&inner);
+        let inner = inner.strip_suffix(" -").unwrap_or(inner).trim();
+        i = close + 2;
+        if inner.is_empty() {
+            return Some((start, "an empty action {{}}".into()));
+        }
+        let word: String = inner
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        match word.as_str() {
+            "if" | "range" | "with" | "define" | "block" => open.push((start, word)),
+            // The guard pops: a matched {{end}} falls through to `_`.
+            "end" if open.pop().is_none() => {
+                return Some((start, "{{end}} without an open block".into()));
+            }
+            "else" if open.is_empty() => {
+                return Some((start, "{{else}} outside a block".into()));
+            }
+            _ => {}
+        }
+    }
+    open.pop().map(|(at, word)| {
+        (
+            at,
+            format!("{{{{{word}}}}} is never closed with {{{{end}}}}"),
+        )
+    })
+}
+
+fn find(haystack: &[u8], needle: &[u8], from: usize) -> Option<usize> {
+    haystack
+        .get(from..)?
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .map(|p| p + from)
 }
 
 fn other_paths(items: &[Item<'_>], files: &[usize], me: usize) -> String {
@@ -497,4 +731,44 @@ fn ships_as_plain(rel: &str) -> bool {
         && !REVISION_FOLDERS.contains(&rel)
         && !((rel.starts_with("apps/") || rel.starts_with("policies/")) && rel.ends_with(".json"))
         && !rel.split('/').any(|s| s.starts_with('.'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::go_template_error;
+
+    fn verdict(text: &str) -> Option<String> {
+        go_template_error(text.as_bytes()).map(|(_, why)| why)
+    }
+
+    #[test]
+    fn go_templates_that_parse() {
+        for ok in [
+            "{\"error\": \"{{.Message}}\"}\n",
+            "<error>{{- if .Message -}}{{.Message}}{{else}}none{{end}}</error>",
+            "{{/* a comment with }} inside */}}text",
+            "{{printf \"%s}}\" .Message}} and {{`raw }}`}}",
+            "{\"x\": {{.Code}}}",
+            "no actions at all, a stray }} too",
+        ] {
+            assert_eq!(verdict(ok), None, "{ok}");
+        }
+    }
+
+    #[test]
+    fn go_templates_that_do_not_parse() {
+        for (bad, why) in [
+            ("{\"error\": \"{{.Message}\"}", "lone }"),
+            ("{{.Message", "never closed"),
+            ("{{if .Message}}x", "{{if}} is never closed"),
+            ("x{{end}}", "{{end}} without"),
+            ("{{else}}", "outside a block"),
+            ("a {{ }} b", "empty action"),
+            ("{{/* open comment }}", "comment"),
+            ("{{printf \"unclosed}}", "quoted string"),
+        ] {
+            let got = verdict(bad).unwrap_or_default();
+            assert!(got.contains(why), "{bad}: {got}");
+        }
+    }
 }

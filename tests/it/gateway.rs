@@ -9,10 +9,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use tempfile::TempDir;
-use tyk_gitops::gateway::{Gateway, GatewayError, Loaded, ReloadMode};
+use tyk_gitops::gateway::{
+    Expected, ExpectedApi, Gateway, GatewayError, GatewayVersion, Loaded, ReloadMode,
+};
 
 use crate::support::free_port;
-use crate::support::tyk::{EmuConfig, TykEmulator};
+use crate::support::tyk::{EmuConfig, TykEmulator, TykVersion};
 
 const SECRET: &str = "emulator-secret-42";
 const WAIT: Duration = Duration::from_secs(5);
@@ -54,12 +56,28 @@ impl Root {
         self.write(&format!("policies/{id}.json"), &policy.to_string());
     }
 
+    fn def(&self, file: &str, def: serde_json::Value) {
+        self.write(&format!("apps/{file}"), &def.to_string());
+    }
+
     fn emulator(&self) -> TykEmulator {
+        self.emulator_with(EmuConfig::default())
+    }
+
+    fn emulator_on(&self, version: TykVersion) -> TykEmulator {
+        self.emulator_with(EmuConfig {
+            version,
+            ..EmuConfig::default()
+        })
+    }
+
+    fn emulator_with(&self, config: EmuConfig) -> TykEmulator {
         TykEmulator::start(EmuConfig {
             app_path: self.current().join("apps"),
             policy_path: Some(self.current().join("policies")),
             policy_record_name: None,
             secret: SECRET.to_string(),
+            ..config
         })
     }
 }
@@ -208,6 +226,9 @@ async fn reload_none_sends_nothing() {
     assert_eq!(emu.reload_count(), 0);
 }
 
+/// A file that does not decode is skipped and unlisted; a spec that decodes
+/// but is invalid (whitespace in its listen path) is listed all the same:
+/// ids alone cannot see it.
 #[tokio::test]
 async fn invalid_api_file_is_skipped_and_verify_names_it() {
     let root = Root::new();
@@ -230,12 +251,304 @@ async fn invalid_api_file_is_skipped_and_verify_names_it() {
     assert!(err.is_mismatch() && !err.is_transient());
     assert_eq!(
         mismatch_fields(&err),
-        (&["broken".to_string(), "spaces".to_string()][..], &[][..])
+        (&["broken".to_string()][..], &[][..])
+    );
+    assert!(err.to_string().contains("missing APIs: broken"), "{err}");
+    assert_eq!(
+        emu.loaded_api_ids(),
+        expected(&["good", "spaces"], &[]).api_ids
+    );
+    assert_eq!(emu.routed_api_ids(), expected(&["good"], &[]).api_ids);
+}
+
+fn probed(api_id: &str, file: &str, listen_path: &str) -> ExpectedApi {
+    ExpectedApi {
+        api_id: api_id.to_string(),
+        file: file.to_string(),
+        listen_path: Some(listen_path.to_string()),
+        target_url: None,
+        probe: Some(listen_path.to_string()),
+        domain: String::new(),
+    }
+}
+
+fn served(apis: &[&str], probes: Vec<ExpectedApi>) -> Expected {
+    Expected {
+        ids: expected(apis, &[]),
+        apis: probes,
+    }
+}
+
+/// The gateway's router answers a path no API owns with Tyk's `handle404`:
+/// 404 and the body `Not Found`, as the emulator does; everything routed
+/// answers something else (an upstream, an error about it, a 401).
+#[tokio::test]
+async fn the_router_answers_unknown_paths_with_tyks_not_found() {
+    let root = Root::new();
+    root.api("open.json", "open", "/open/");
+    root.def(
+        "locked.json",
+        json!({"api_id": "locked", "use_keyless": false,
+               "proxy": {"listen_path": "/locked/", "target_url": "http://upstream:8080/"}}),
+    );
+    let emu = root.emulator();
+    let get = |path: &str| {
+        let url = format!("{}{path}", emu.url());
+        async move {
+            let response = reqwest::get(&url).await.expect("request");
+            (
+                response.status().as_u16(),
+                response.text().await.expect("body"),
+            )
+        }
+    };
+    assert_eq!(get("/nothing-here/").await, (404, "Not Found".to_string()));
+    let (status, body) = get("/open/x").await;
+    assert_eq!(status, 500, "{body}");
+    assert!(body.contains("Upstream host lookup failed"), "{body}");
+    let (status, body) = get("/locked/").await;
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("Authorization field missing"), "{body}");
+}
+
+/// `GET /ready` exists since v5.9; on v5.8 the router answers it.
+#[tokio::test]
+async fn ready_answers_on_v5_14_and_is_unknown_to_v5_8() {
+    let root = Root::new();
+    root.api("a.json", "a", "/a/");
+    for (version, want) in [(TykVersion::V5_14, 200), (TykVersion::V5_8, 404)] {
+        let emu = root.emulator_on(version);
+        let status = reqwest::get(format!("{}/ready", emu.url()))
+            .await
+            .expect("get")
+            .status();
+        assert_eq!(status.as_u16(), want, "{version:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_listed_but_unrouted_api_fails_verify_with_its_file_named() {
+    let root = Root::new();
+    root.api("good.json", "good", "/good/");
+    root.api("spaces.json", "spaces", "/has space/");
+    let emu = root.emulator();
+    let gw = client(&emu.url(), SECRET);
+    // By ids alone, all is well.
+    gw.verify(&expected(&["good", "spaces"], &[]), WAIT)
+        .await
+        .expect("ids match");
+    let err = gw
+        .verify_served(
+            &served(
+                &["good", "spaces"],
+                vec![
+                    probed("good", "apps/good.json", "/good/"),
+                    probed("spaces", "apps/spaces.json", "/has space/"),
+                ],
+            ),
+            Duration::from_millis(300),
+        )
+        .await
+        .expect_err("spaces is not routed");
+    assert!(err.is_mismatch() && !err.is_transient(), "{err}");
+    let GatewayError::NotServed { apis } = &err else {
+        panic!("expected NotServed, got {err}");
+    };
+    assert_eq!(apis.len(), 1, "{err}");
+    assert_eq!(
+        (apis[0].api_id.as_str(), apis[0].file.as_str()),
+        ("spaces", "apps/spaces.json")
     );
     assert!(
-        err.to_string().contains("missing APIs: broken, spaces"),
+        err.to_string().contains("apps/spaces.json") && err.to_string().contains("not routed"),
         "{err}"
     );
+}
+
+/// A token API answers 401 without a key and a keyless API answers with
+/// whatever its upstream says, a 404 included: all of them are routed.
+#[tokio::test]
+async fn protected_apis_and_upstream_404s_count_as_routed() {
+    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let upstream_url = format!("http://{}/", upstream.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        let app = axum::Router::new()
+            .fallback(|| async { (axum::http::StatusCode::NOT_FOUND, "404 page not found\n") });
+        axum::serve(upstream, app).await.expect("upstream");
+    });
+    let root = Root::new();
+    root.def(
+        "locked.json",
+        json!({"api_id": "locked", "use_keyless": false,
+               "proxy": {"listen_path": "/locked/", "target_url": "http://upstream:8080/"}}),
+    );
+    root.def(
+        "open.json",
+        json!({"api_id": "open", "use_keyless": true,
+               "proxy": {"listen_path": "/open/{id}/", "target_url": upstream_url, "strip_listen_path": true}}),
+    );
+    let emu = root.emulator();
+    let gw = client(&emu.url(), SECRET);
+    let response = reqwest::get(format!("{}/open/1/", emu.url()))
+        .await
+        .expect("get");
+    assert_eq!(response.status().as_u16(), 404);
+    gw.verify_served(
+        &served(
+            &["locked", "open"],
+            vec![
+                probed("locked", "apps/locked.json", "/locked/"),
+                probed("open", "apps/open.json", "/open/{id}/"),
+            ],
+        ),
+        WAIT,
+    )
+    .await
+    .expect("both routed");
+}
+
+/// Custom domains off (the default): two APIs on one path with different
+/// domains are not renamed, and the first takes every request.
+#[tokio::test]
+async fn one_path_on_two_domains_shadows_one_api() {
+    let root = Root::new();
+    for (id, domain) in [("a", "a.example"), ("b", "b.example")] {
+        root.def(
+            &format!("{id}.json"),
+            json!({"api_id": id, "use_keyless": true, "domain": domain,
+                   "proxy": {"listen_path": "/shared/", "target_url": "http://upstream:8080/"}}),
+        );
+    }
+    let emu = root.emulator();
+    let paths = emu.last_listen_paths();
+    assert_eq!(paths.get("a").map(String::as_str), Some("/shared/"));
+    assert_eq!(paths.get("b").map(String::as_str), Some("/shared/"));
+    assert_eq!(emu.routed_api_ids(), expected(&["a"], &[]).api_ids);
+
+    let custom = root.emulator_with(EmuConfig {
+        enable_custom_domains: true,
+        ..EmuConfig::default()
+    });
+    assert_eq!(custom.routed_api_ids(), expected(&["a", "b"], &[]).api_ids);
+}
+
+/// A group reload answers before any node reloads, and ids do not change
+/// when only a definition's content does: verify compares the content.
+#[tokio::test]
+async fn group_reload_of_a_content_change_waits_for_the_new_content() {
+    let root = Root::new();
+    root.api("a.json", "a", "/a/");
+    let emu = root.emulator();
+    emu.set_reload_delay(Duration::from_millis(300));
+    let gw = client(&emu.url(), SECRET);
+    root.api("a.json", "a", "/a2/");
+    gw.reload(ReloadMode::Group).await.expect("reload");
+    // Ids alone pass at once, on the old content.
+    gw.verify(&expected(&["a"], &[]), WAIT).await.expect("ids");
+    assert_eq!(
+        emu.last_listen_paths().get("a").map(String::as_str),
+        Some("/a/")
+    );
+    gw.verify_served(
+        &served(&["a"], vec![probed("a", "apps/a.json", "/a2/")]),
+        WAIT,
+    )
+    .await
+    .expect("served after the reload ran");
+    assert_eq!(
+        emu.last_listen_paths().get("a").map(String::as_str),
+        Some("/a2/")
+    );
+
+    // A node that never reloads is reported with the content it still runs.
+    emu.set_fail_reloads(true);
+    root.api("a.json", "a", "/a3/");
+    gw.reload(ReloadMode::Group).await.expect("reload");
+    let err = gw
+        .verify_served(
+            &served(&["a"], vec![probed("a", "apps/a.json", "/a3/")]),
+            Duration::from_millis(800),
+        )
+        .await
+        .expect_err("stale");
+    assert!(err.is_mismatch(), "{err}");
+    assert!(
+        err.to_string()
+            .contains(r#"listen_path "/a2/", the commit has "/a3/""#),
+        "{err}"
+    );
+}
+
+/// v5.12+ leaves MCP APIs out of `/tyk/apis` unless asked with
+/// `include_types=mcp`; the client asks, so an MCP pair verifies. v5.8
+/// does not load the pair at all.
+#[tokio::test]
+async fn mcp_apis_are_listed_when_asked_and_unknown_to_v5_8() {
+    let root = Root::new();
+    root.api("plain.json", "plain", "/plain/");
+    root.def(
+        "tools.json",
+        json!({"api_id": "tools", "is_oas": true, "application_protocol": "mcp",
+               "json_rpc_version": "2.0", "use_keyless": true,
+               "proxy": {"listen_path": "/tools/", "target_url": "http://upstream:8080/"}}),
+    );
+    root.write(
+        "apps/tools-mcp.json",
+        &json!({"openapi": "3.0.3", "info": {"title": "tools", "version": "1"}, "paths": {},
+                "x-tyk-api-gateway": {"info": {"id": "tools", "name": "tools", "state": {"active": true}}}})
+        .to_string(),
+    );
+    let emu = root.emulator_on(TykVersion::V5_14);
+    let plain: Vec<serde_json::Value> = reqwest::Client::new()
+        .get(format!("{}/tyk/apis", emu.url()))
+        .header("X-Tyk-Authorization", SECRET)
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(plain.len(), 1, "{plain:?}");
+    let gw = client(&emu.url(), SECRET);
+    assert_eq!(
+        gw.wait_ready(WAIT).await.expect("ready"),
+        GatewayVersion::parse("5.14")
+    );
+    gw.verify(&expected(&["plain", "tools"], &[]), WAIT)
+        .await
+        .expect("the MCP API is seen");
+
+    let old = root.emulator_on(TykVersion::V5_8);
+    let gw = client(&old.url(), SECRET);
+    assert_eq!(
+        gw.wait_ready(WAIT).await.expect("ready"),
+        GatewayVersion::parse("v5.8.15")
+    );
+    assert_eq!(old.loaded_api_ids(), expected(&["", "plain"], &[]).api_ids);
+    assert_eq!(old.routed_api_ids(), expected(&["plain"], &[]).api_ids);
+}
+
+#[tokio::test]
+async fn the_health_check_path_is_configurable() {
+    let root = Root::new();
+    let emu = root.emulator_with(EmuConfig {
+        health_check_endpoint_name: "status/health".to_string(),
+        version: TykVersion::V5_8,
+        ..EmuConfig::default()
+    });
+    let err = client(&emu.url(), SECRET)
+        .wait_ready(Duration::from_millis(300))
+        .await
+        .expect_err("no /hello");
+    assert!(err.to_string().contains("/hello answered 404"), "{err}");
+    let version = client(&emu.url(), SECRET)
+        .with_health_path("/status/health/")
+        .wait_ready(WAIT)
+        .await
+        .expect("ready");
+    assert_eq!(version, GatewayVersion::parse("5.8"));
 }
 
 /// Two files, one `api_id`: the gateway keeps the later file and says
@@ -270,15 +583,30 @@ async fn duplicate_api_id_keeps_only_the_later_file() {
     assert_eq!(mismatch_fields(&err), (&[][..], &["one".to_string()][..]));
 }
 
+/// On a fresh load every API sharing a listen path is renamed
+/// `<path>-<api_id>`; at a reload, an API already loaded on the path keeps
+/// it and only the newcomer is renamed.
 #[tokio::test]
-async fn listen_path_collision_renames_the_second() {
+async fn listen_path_collision_renames_every_api_on_a_fresh_load() {
     let root = Root::new();
     root.api("a.json", "a", "/shared/");
     root.api("b.json", "b", "/shared/");
     let emu = root.emulator();
     let paths = emu.last_listen_paths();
-    assert_eq!(paths.get("a").map(String::as_str), Some("/shared/"));
+    assert_eq!(paths.get("a").map(String::as_str), Some("/shared/-a"));
     assert_eq!(paths.get("b").map(String::as_str), Some("/shared/-b"));
+
+    let root = Root::new();
+    root.api("a.json", "a", "/shared/");
+    let emu = root.emulator();
+    root.api("c.json", "c", "/shared/");
+    client(&emu.url(), SECRET)
+        .reload(ReloadMode::Local)
+        .await
+        .expect("reload");
+    let paths = emu.last_listen_paths();
+    assert_eq!(paths.get("a").map(String::as_str), Some("/shared/"));
+    assert_eq!(paths.get("c").map(String::as_str), Some("/shared/-c"));
 }
 
 #[tokio::test]
@@ -298,7 +626,13 @@ async fn companions_dotfiles_and_subfolders_follow_the_glob() {
     fs::create_dir(root.current().join("apps/nested")).expect("mkdir");
     root.api("nested/deep.json", "deep", "/deep/");
     let emu = root.emulator();
-    assert_eq!(emu.loaded_api_ids(), expected(&["pet", "dot"], &[]).api_ids);
+    // The bare OpenAPI document is read as a classic definition with no id
+    // and no listen path: listed, never routed.
+    assert_eq!(
+        emu.loaded_api_ids(),
+        expected(&["", "pet", "dot"], &[]).api_ids
+    );
+    assert_eq!(emu.routed_api_ids(), expected(&["pet", "dot"], &[]).api_ids);
 }
 
 #[tokio::test]
@@ -312,6 +646,7 @@ async fn bad_policy_map_aborts_the_whole_reload() {
         policy_path: None,
         policy_record_name: Some(map.clone()),
         secret: SECRET.to_string(),
+        ..EmuConfig::default()
     });
     let gw = client(&emu.url(), SECRET);
     // The map key is the policy id.
@@ -339,12 +674,14 @@ async fn bad_policy_map_aborts_the_whole_reload() {
     );
 }
 
+/// Up to v5.11 a policy file that does not parse still adds a policy with
+/// an empty id; since v5.12 it is dropped.
 #[tokio::test]
-async fn unparsable_policy_file_still_adds_an_empty_policy() {
+async fn unparsable_policy_file_adds_an_empty_policy_on_v5_8_only() {
     let root = Root::new();
     root.policy("basic");
     root.write("policies/broken.json", "{");
-    let emu = root.emulator();
+    let emu = root.emulator_on(TykVersion::V5_8);
     let err = client(&emu.url(), SECRET)
         .verify(&expected(&[], &["basic"]), Duration::from_millis(200))
         .await
@@ -353,6 +690,43 @@ async fn unparsable_policy_file_still_adds_an_empty_policy() {
         err.to_string().contains("unexpected policies: (empty id)"),
         "{err}"
     );
+    let emu = root.emulator_on(TykVersion::V5_14);
+    client(&emu.url(), SECRET)
+        .verify(&expected(&[], &["basic"]), WAIT)
+        .await
+        .expect("the broken file is dropped");
+}
+
+/// Since v5.12 policies are keyed by (org_id, id): one id in two orgs is
+/// two policies.
+#[tokio::test]
+async fn policies_are_keyed_by_org_and_id_since_v5_12() {
+    let root = Root::new();
+    root.write(
+        "policies/one.json",
+        &json!({"id": "p", "org_id": "o1"}).to_string(),
+    );
+    root.write(
+        "policies/two.json",
+        &json!({"id": "p", "org_id": "o2"}).to_string(),
+    );
+    let policies = |emu: &TykEmulator| {
+        let url = format!("{}/tyk/policies", emu.url());
+        async move {
+            let list: Vec<serde_json::Value> = reqwest::Client::new()
+                .get(url)
+                .header("X-Tyk-Authorization", SECRET)
+                .send()
+                .await
+                .expect("get")
+                .json()
+                .await
+                .expect("json");
+            list.len()
+        }
+    };
+    assert_eq!(policies(&root.emulator_on(TykVersion::V5_14)).await, 2);
+    assert_eq!(policies(&root.emulator_on(TykVersion::V5_8)).await, 1);
 }
 
 #[tokio::test]
@@ -512,6 +886,7 @@ async fn real_tyk_definitions_load_whole_in_the_emulator() {
             policy_path: None,
             policy_record_name: map.exists().then_some(map),
             secret: SECRET.to_string(),
+            ..EmuConfig::default()
         });
         assert_eq!(emu.loaded_api_ids(), want, "{}", set.display());
         if set.ends_with("samples") {

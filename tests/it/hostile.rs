@@ -171,6 +171,7 @@ fn node_with_secret(secret: &str) -> Node {
         policy_path: Some(root.path().join("current/policies")),
         policy_record_name: None,
         secret: secret.to_string(),
+        ..EmuConfig::default()
     });
     Node { root, emu }
 }
@@ -1226,6 +1227,12 @@ fn a_commit_of_100_000_files_applies_whole_and_one_duplicate_key_refuses_it() {
         }
         fs::write(dir.join(format!("f{i:05}.tmpl")), format!("template {i}\n")).unwrap();
     }
+    // The gateway panics at start without an error template.
+    fs::write(
+        repo.path().join("templates/error.json"),
+        "{\"error\": \"{{.Message}}\"}\n",
+    )
+    .unwrap();
     let sha = repo.commit("100k files");
     let committed = generated.elapsed();
     let (_daemon, url) = daemon_url(&repo);
@@ -1237,7 +1244,7 @@ fn a_commit_of_100_000_files_applies_whole_and_one_duplicate_key_refuses_it() {
     assert_eq!(node.apis().len(), apis);
     let files =
         count_files(&node.current().join("templates")) + count_files(&node.current().join("apps"));
-    assert_eq!(files, apis + templates);
+    assert_eq!(files, apis + templates + 1);
     let (code2, err2, rss2, took2) = timed_sync(&url, &node, &[]);
     assert_eq!(code2, 0, "{err2}");
 

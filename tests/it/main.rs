@@ -18,4 +18,5 @@ mod source;
 mod sync;
 mod tls;
 mod validate;
+mod verify;
 mod webhook;

@@ -39,7 +39,11 @@ fn run_case(dir: &Path) -> (Report, BTreeSet<(String, String)>) {
         if let Some(opt) = line.strip_prefix("# ") {
             match opt.split_once(' ') {
                 Some(("max-file-size", n)) => opts.max_file_size = n.parse().expect("size"),
+                Some(("gateway-version", v)) => {
+                    opts.gateway_version = Some(v.parse().expect("version"))
+                }
                 None if opt == "strict" => opts.strict = true,
+                None if opt == "custom-domains" => opts.custom_domains = true,
                 _ => panic!("unknown option {opt:?} in {}", dir.display()),
             }
         } else if let Some((rule, file)) = line.split_once(' ') {

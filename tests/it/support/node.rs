@@ -19,12 +19,19 @@ pub struct Node {
 
 impl Node {
     pub fn new() -> Node {
+        Node::with(EmuConfig::default())
+    }
+
+    /// A node whose gateway has `config`'s version and settings (its paths
+    /// and secret are the node's).
+    pub fn with(config: EmuConfig) -> Node {
         let root = tempfile::tempdir().expect("tempdir");
         let emu = TykEmulator::start(EmuConfig {
             app_path: root.path().join("current/apps"),
             policy_path: Some(root.path().join("current/policies")),
             policy_record_name: None,
             secret: SECRET.to_string(),
+            ..config
         });
         Node { root, emu }
     }
