@@ -439,7 +439,10 @@ fn run_refuses_an_unsigned_push_and_reports_it_in_status_and_metrics() {
             })
         },
     );
-    assert!(sidecar.metric("tyk_gitops_syncs_total{result=\"rejected\"}") >= 1.0);
+    // Counted once the sync returns, just after the state shows it.
+    eventually("the rejection is counted", Duration::from_secs(10), || {
+        sidecar.metric("tyk_gitops_syncs_total{result=\"rejected\"}") >= 1.0
+    });
     assert!(sidecar.runs(&signed), "the signed commit keeps serving");
     assert!(!node.apis().contains(&"gamma".to_string()));
 }
