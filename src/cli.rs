@@ -243,6 +243,10 @@ pub struct SyncArgs {
     #[arg(long, env = "TYK_GITOPS_STRICT", value_parser = env_bool())]
     pub strict: bool,
 
+    /// KEY=VALUE lines (or a folder of one file per key, a mounted Secret) for ${VAR} in definitions and policies; re-read on every sync. TYK_GITOPS_VAR_<KEY> sets one too.
+    #[arg(long, value_name = "FILE", env = "TYK_GITOPS_VARS_FILE")]
+    pub vars_file: Option<PathBuf>,
+
     /// Apply only commits (or annotated tags named by --ref) signed by a key of --allowed-signers or --trusted-keys.
     #[arg(long, env = "TYK_GITOPS_VERIFY_SIGNATURES")]
     pub verify_signatures: bool,

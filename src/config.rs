@@ -107,6 +107,8 @@ pub struct SyncConfig {
     pub validate: crate::validate::Options,
     /// `Some` with `--verify-signatures`: whose signatures a commit needs.
     pub trust: Option<crate::trust::TrustConfig>,
+    /// Where `${VAR}` values come from (off without a file or env var).
+    pub vars: crate::vars::VarsConfig,
 }
 
 impl SyncConfig {
@@ -229,6 +231,9 @@ impl SyncConfig {
             keep_revisions: args.keep_revisions as usize,
             validate,
             trust,
+            vars: crate::vars::VarsConfig {
+                file: args.vars_file.clone(),
+            },
         })
     }
 }

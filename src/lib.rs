@@ -6,6 +6,7 @@
 //! - `tree`: the files of one config root, from a commit or a folder
 //! - `bundle`: `Tree` → `Bundle` (apps, policies, middleware, templates)
 //! - `trust`: with `--verify-signatures`, only commits signed by listed keys
+//! - `vars`: `${VAR}` substitution per environment, before validation
 //! - `validate`: schemas and cross-file rules → `Report`
 //! - `apply`: `Bundle` → `Revision` on disk, published by one atomic rename
 //! - `gateway`: Tyk control API: wait, reload, what it `Loaded`
@@ -43,3 +44,4 @@ pub mod tree;
 pub mod trigger;
 pub mod trust;
 pub mod validate;
+pub mod vars;

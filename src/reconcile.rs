@@ -263,13 +263,14 @@ impl Reconciler {
         // answered (an MCP API on a gateway older than 5.12 is an error).
         let mut opts = cfg.validate.clone();
         opts.gateway_version = gateway.as_ref().and_then(|(gw, _)| gw.version());
-        let (source, fetched, subpath, cache, root, trust) = (
+        let (source, fetched, subpath, cache, root, trust, vars) = (
             self.source.clone(),
             commit.clone(),
             cfg.path.clone(),
             self.cache.clone(),
             cfg.root.clone(),
             cfg.trust.clone(),
+            cfg.vars.clone(),
         );
         let checked = blocking(move || -> Result<_, SyncError> {
             let started = Instant::now();
@@ -306,6 +307,10 @@ impl Reconciler {
                 );
                 Ok::<_, SyncError>(tree)
             })?;
+            // The values of this sync (re-read: rotated secrets apply now).
+            let vars = vars
+                .load()
+                .map_err(|e| SyncError::Config(ConfigError::Usage(e.to_string())))?;
             let files = tree.len();
             let holds_config = empty::holds_config(&tree);
             let suggestions = if holds_config || allow_empty {
@@ -313,7 +318,7 @@ impl Reconciler {
             } else {
                 source.config_roots(&fetched)
             };
-            let (bundle, report) = validate::check(tree, &opts, &mut cache);
+            let (bundle, report) = crate::vars::check(tree, vars.as_ref(), &opts, &mut cache);
             debug!(ms = started.elapsed().as_millis() as u64, "checked");
             let root = empty::ConfigRoot {
                 label: match subpath.as_deref().filter(|p| !p.is_empty()) {

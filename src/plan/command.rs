@@ -17,7 +17,7 @@ use crate::gateway::Gateway;
 use crate::source::{Commit, Source, SourceConfig};
 use crate::state::State;
 use crate::tree::Tree;
-use crate::validate::{Cache, DEFAULT_MAX_FILE_SIZE, Options, check};
+use crate::validate::{Cache, DEFAULT_MAX_FILE_SIZE, Options};
 
 /// Flags of `tyk-gitops plan`.
 #[derive(Debug, Clone, clap::Args)]
@@ -66,6 +66,10 @@ pub struct Args {
     /// Output format.
     #[arg(long, value_enum, default_value_t = PlanFormat::Human, env = "TYK_GITOPS_FORMAT")]
     pub format: PlanFormat,
+
+    /// KEY=VALUE lines (or a folder of one file per key) for ${VAR}, substituted on both sides as `sync --vars-file` does: the plan of one environment.
+    #[arg(long, value_name = "FILE", env = "TYK_GITOPS_VARS_FILE")]
+    pub vars_file: Option<PathBuf>,
 
     /// Fail (exit 1) on warnings of the new side too.
     #[arg(long, env = "TYK_GITOPS_STRICT")]
@@ -129,6 +133,11 @@ fn plan(args: &Args) -> Result<(String, bool), PlanError> {
         max_file_size: args.max_file_size,
         ..Options::default()
     };
+    let vars = (crate::vars::VarsConfig {
+        file: args.vars_file.clone(),
+    })
+    .load()
+    .map_err(|e| PlanError::Usage(e.to_string()))?;
     // A temporary Git cache, only made when --root's cannot serve a commit.
     let scratch = tempfile::Builder::new()
         .prefix("tyk-gitops-plan")
@@ -150,7 +159,8 @@ fn plan(args: &Args) -> Result<(String, bool), PlanError> {
         }
         (None, dir) => dir_tree(dir.as_deref().unwrap_or(Path::new(".")), &subpath, args)?,
     };
-    let (new_bundle, report) = check(new_tree, &opts, &mut Cache::default());
+    let (new_bundle, report) =
+        crate::vars::check(new_tree, vars.as_ref(), &opts, &mut Cache::default());
     let rejects = report.rejects(args.strict);
     let new = Side::from_bundle(&new_bundle);
 
@@ -158,14 +168,14 @@ fn plan(args: &Args) -> Result<(String, bool), PlanError> {
         (gateway_side(url, args)?, Compare::Committed)
     } else if let Some(base_dir) = &args.base {
         let tree = dir_tree(base_dir, &subpath, args)?;
-        (side_of(tree, &opts), Compare::Exact)
+        (side_of(tree, vars.as_ref(), &opts), Compare::Exact)
     } else if let Some(source) = &source {
         let sha = match &args.against {
             Some(sha) => sha.to_ascii_lowercase(),
             None => applied_sha(&args.root)?,
         };
         let tree = commit_tree(source, &sha, &args.root, subpath.as_deref(), args)?;
-        (side_of(tree, &opts), Compare::Exact)
+        (side_of(tree, vars.as_ref(), &opts), Compare::Exact)
     } else {
         return Err(PlanError::Usage(
             "plan needs a base: --base BASE_DIR, --gateway URL, or --repo URL (against the commit applied under --root, or --against SHA)".into(),
@@ -175,8 +185,8 @@ fn plan(args: &Args) -> Result<(String, bool), PlanError> {
     Ok((render(&plan, args.format), rejects))
 }
 
-fn side_of(tree: Tree, opts: &Options) -> Side {
-    let (bundle, _) = check(tree, opts, &mut Cache::default());
+fn side_of(tree: Tree, vars: Option<&crate::vars::Vars>, opts: &Options) -> Side {
+    let (bundle, _) = crate::vars::check(tree, vars, opts, &mut Cache::default());
     Side::from_bundle(&bundle)
 }
 

@@ -6,7 +6,7 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use super::empty::{self, ConfigRoot};
-use super::{Cache, DEFAULT_MAX_FILE_SIZE, Format, Options, Report, check, render};
+use super::{Cache, DEFAULT_MAX_FILE_SIZE, Format, Options, Report, render};
 use crate::tree::Tree;
 
 /// Flags of `tyk-gitops validate`.
@@ -31,6 +31,10 @@ pub struct Args {
     /// Accept a config root without APIs (otherwise reported, since a sync of it would remove every API the gateway serves).
     #[arg(long, env = "TYK_GITOPS_ALLOW_EMPTY", value_parser = crate::cli::env_bool())]
     pub allow_empty: bool,
+
+    /// KEY=VALUE lines (or a folder of one file per key) for ${VAR} in definitions and policies, as `sync --vars-file` substitutes them; TYK_GITOPS_VAR_<KEY> sets one too.
+    #[arg(long, value_name = "FILE", env = "TYK_GITOPS_VARS_FILE")]
+    pub vars_file: Option<PathBuf>,
 
     /// The gateway version the config is meant for (5.8, 5.14): definitions it cannot load (MCP APIs before 5.12) are errors.
     #[arg(long, value_name = "VERSION", env = "TYK_GITOPS_GATEWAY_VERSION")]
@@ -81,7 +85,19 @@ pub fn run(args: &Args) -> i32 {
         holds_config: empty::holds_config(&tree),
         suggestions: Vec::new(),
     };
-    let (bundle, mut report) = check(tree, &opts, &mut Cache::default());
+    let vars = match (crate::vars::VarsConfig {
+        file: args.vars_file.clone(),
+    })
+    .load()
+    {
+        Ok(vars) => vars,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
+    let (bundle, mut report) =
+        crate::vars::check(tree, vars.as_ref(), &opts, &mut Cache::default());
     let config_root = ConfigRoot {
         suggestions: if config_root.holds_config {
             Vec::new()

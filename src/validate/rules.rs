@@ -40,6 +40,8 @@ pub const API_UNKNOWN_POLICY: &str = "api-unknown-policy";
 /// what the gateway serves, not only on the files.
 pub const EMPTY_CONFIG_ROOT: &str = "empty-config-root";
 pub const NO_APIS: &str = "no-apis";
+/// Checked by `vars.rs` before `check`: a `${VAR}` without a value.
+pub const UNSET_VARIABLE: &str = "unset-variable";
 pub const SHADOWED_LISTEN_PATH: &str = "shadowed-listen-path";
 pub const MISSING_ERROR_TEMPLATE: &str = "missing-error-template";
 pub const NEEDS_NEWER_GATEWAY: &str = "needs-newer-gateway";
@@ -57,7 +59,7 @@ pub const TRAILING_CONTENT: &str = "trailing-content";
 pub const MISPLACED_FIELD: &str = "misplaced-field";
 
 /// Every rule id with its severity, for docs and tests.
-pub const ALL: [(&str, Severity); 38] = [
+pub const ALL: [(&str, Severity); 39] = [
     (JSON_SYNTAX, Severity::Error),
     (SCHEMA, Severity::Error),
     (DUPLICATE_API_ID, Severity::Error),
@@ -83,6 +85,7 @@ pub const ALL: [(&str, Severity); 38] = [
     (API_UNKNOWN_POLICY, Severity::Error),
     (EMPTY_CONFIG_ROOT, Severity::Error),
     (NO_APIS, Severity::Error),
+    (UNSET_VARIABLE, Severity::Error),
     (SHADOWED_LISTEN_PATH, Severity::Error),
     (MISSING_ERROR_TEMPLATE, Severity::Error),
     (NEEDS_NEWER_GATEWAY, Severity::Error),

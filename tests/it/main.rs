@@ -18,5 +18,6 @@ mod source;
 mod sync;
 mod tls;
 mod validate;
+mod vars;
 mod verify;
 mod webhook;
