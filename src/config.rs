@@ -51,6 +51,19 @@ pub enum SecretSource {
 }
 
 impl SecretSource {
+    /// `--gateway-secret-file` when given, else a non-empty
+    /// `TYK_GITOPS_GATEWAY_SECRET` (`env`, passed in so tests need not set
+    /// the process environment); `None` when neither is there.
+    pub fn choose(file: Option<&Path>, env: Option<String>) -> Option<SecretSource> {
+        match (file, env) {
+            (Some(file), _) => Some(SecretSource::File(file.to_path_buf())),
+            (None, Some(value)) if !value.is_empty() => {
+                Some(SecretSource::Value(Secret::new(value)))
+            }
+            _ => None,
+        }
+    }
+
     /// Where the secret comes from, for messages (never the value).
     pub fn describe(&self) -> String {
         match self {
@@ -144,17 +157,12 @@ impl SyncConfig {
         let gateway = match (&args.gateway, args.reload) {
             (None, _) | (Some(_), Reload::None) => None,
             (Some(url), reload) => {
-                let secret = match (&args.gateway_secret_file, secret_env) {
-                    (Some(file), _) => SecretSource::File(file.clone()),
-                    (None, Some(value)) if !value.is_empty() => {
-                        SecretSource::Value(Secret::new(value))
-                    }
-                    _ => {
-                        return Err(ConfigError::Usage(format!(
+                let secret = SecretSource::choose(args.gateway_secret_file.as_deref(), secret_env)
+                    .ok_or_else(|| {
+                        ConfigError::Usage(format!(
                             "--gateway needs the gateway's secret: --gateway-secret-file FILE or {GATEWAY_SECRET_ENV}"
-                        )));
-                    }
-                };
+                        ))
+                    })?;
                 Some(GatewayConfig {
                     url: url.clone(),
                     secret,

@@ -15,7 +15,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::bundle::{self, MCP_SUFFIX, OAS_SUFFIX};
-use crate::config::{GATEWAY_SECRET_ENV, Secret, SecretSource};
+use crate::config::{GATEWAY_SECRET_ENV, SecretSource};
 use crate::gateway::{Gateway, GatewayError};
 use crate::source::redact_url;
 
@@ -137,15 +137,12 @@ fn export(args: &Args) -> Result<Layout, ExportError> {
             existing.into_iter().take(3).collect::<Vec<_>>().join(", ")
         )));
     }
-    let secret = match (&args.gateway_secret_file, std::env::var(GATEWAY_SECRET_ENV)) {
-        (Some(file), _) => SecretSource::File(file.clone()),
-        (None, Ok(value)) if !value.is_empty() => SecretSource::Value(Secret::new(value)),
-        _ => {
-            return Err(ExportError::Usage(format!(
-                "export needs the gateway's secret: --gateway-secret-file FILE or {GATEWAY_SECRET_ENV}"
-            )));
-        }
-    };
+    let env = std::env::var(GATEWAY_SECRET_ENV).ok();
+    let secret = SecretSource::choose(args.gateway_secret_file.as_deref(), env).ok_or_else(|| {
+        ExportError::Usage(format!(
+            "export needs the gateway's secret: --gateway-secret-file FILE or {GATEWAY_SECRET_ENV}"
+        ))
+    })?;
     let secret = secret
         .read()
         .map_err(|e| ExportError::Usage(e.to_string()))?;

@@ -129,24 +129,23 @@ fn read_allowed_signers(path: &Path) -> Result<Vec<AllowedSigner>, TrustError> {
     Ok(signers)
 }
 
-/// Splits on whitespace outside double quotes (principals and option
-/// values may be quoted).
-fn fields(line: &str) -> Vec<String> {
+/// Splits where `is_separator` holds outside double quotes (principals and
+/// option values may be quoted, and hold spaces or commas); empty pieces
+/// are dropped, quotes kept.
+fn split_unquoted(text: &str, is_separator: impl Fn(char) -> bool) -> Vec<String> {
     let mut out = Vec::new();
     let mut cur = String::new();
     let mut quoted = false;
-    for c in line.chars() {
-        match c {
-            '"' => {
-                quoted = !quoted;
-                cur.push(c);
+    for c in text.chars() {
+        if c == '"' {
+            quoted = !quoted;
+        }
+        if !quoted && is_separator(c) {
+            if !cur.is_empty() {
+                out.push(std::mem::take(&mut cur));
             }
-            c if c.is_whitespace() && !quoted => {
-                if !cur.is_empty() {
-                    out.push(std::mem::take(&mut cur));
-                }
-            }
-            c => cur.push(c),
+        } else {
+            cur.push(c);
         }
     }
     if !cur.is_empty() {
@@ -164,7 +163,7 @@ fn is_key_type(word: &str) -> bool {
 /// `principals [options] keytype base64 [comment]`, as ssh-keygen(1)
 /// describes it under ALLOWED SIGNERS.
 fn parse_allowed_signer(line: &str) -> Result<AllowedSigner, String> {
-    let words = fields(line);
+    let words = split_unquoted(line, char::is_whitespace);
     let at = words
         .iter()
         .position(|w| is_key_type(w))
@@ -182,7 +181,10 @@ fn parse_allowed_signer(line: &str) -> Result<AllowedSigner, String> {
         valid_after: None,
         valid_before: None,
     };
-    for option in words[1..at].iter().flat_map(|w| split_options(w)) {
+    for option in words[1..at]
+        .iter()
+        .flat_map(|w| split_unquoted(w, |c| c == ','))
+    {
         let (name, value) = match option.split_once('=') {
             Some((n, v)) => (n.to_ascii_lowercase(), v.trim_matches('"').to_string()),
             None => (option.to_ascii_lowercase(), String::new()),
@@ -200,26 +202,6 @@ fn parse_allowed_signer(line: &str) -> Result<AllowedSigner, String> {
         }
     }
     Ok(signer)
-}
-
-/// Options are comma-separated, but a quoted value may hold commas.
-fn split_options(word: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut quoted = false;
-    for c in word.chars() {
-        match c {
-            '"' => {
-                quoted = !quoted;
-                cur.push(c);
-            }
-            ',' if !quoted => out.push(std::mem::take(&mut cur)),
-            c => cur.push(c),
-        }
-    }
-    out.push(cur);
-    out.retain(|o| !o.is_empty());
-    out
 }
 
 /// `YYYYMMDD[HHMM[SS]][Z]`; times are taken as UTC (sidecars run in UTC).

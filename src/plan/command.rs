@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::{Compare, PlanFormat, Side, diff, render};
-use crate::config::{GATEWAY_SECRET_ENV, Secret, SecretSource, normalise_subpath};
+use crate::config::{GATEWAY_SECRET_ENV, SecretSource, normalise_subpath};
 use crate::gateway::Gateway;
 use crate::source::{Commit, Source, SourceConfig};
 use crate::state::State;
@@ -244,15 +244,12 @@ fn commit_tree(
 }
 
 fn gateway_side(url: &str, args: &Args) -> Result<Side, PlanError> {
-    let secret = match (&args.gateway_secret_file, std::env::var(GATEWAY_SECRET_ENV)) {
-        (Some(file), _) => SecretSource::File(file.clone()),
-        (None, Ok(value)) if !value.is_empty() => SecretSource::Value(Secret::new(value)),
-        _ => {
-            return Err(PlanError::Usage(format!(
-                "--gateway needs the gateway's secret: --gateway-secret-file FILE or {GATEWAY_SECRET_ENV}"
-            )));
-        }
-    };
+    let env = std::env::var(GATEWAY_SECRET_ENV).ok();
+    let secret = SecretSource::choose(args.gateway_secret_file.as_deref(), env).ok_or_else(|| {
+        PlanError::Usage(format!(
+            "--gateway needs the gateway's secret: --gateway-secret-file FILE or {GATEWAY_SECRET_ENV}"
+        ))
+    })?;
     let secret = secret.read().map_err(|e| PlanError::Usage(e.to_string()))?;
     let gateway = Gateway::new(url, secret.expose().to_string(), args.timeout)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
