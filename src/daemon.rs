@@ -21,7 +21,7 @@ use tracing::{error, info, warn};
 use crate::config::SyncConfig;
 use crate::fleet::FleetHandle;
 use crate::metrics::Metrics;
-use crate::reconcile::{Outcome, Reconciler, SyncError};
+use crate::reconcile::{Outcome, Reconciler, SyncError, Vouched};
 use crate::source::Commit;
 use crate::state::now;
 use crate::trigger::schedule::{Pacer, Schedule};
@@ -68,6 +68,9 @@ pub struct Live {
     /// The commit in `current` as of the last successful sync.
     pub current_sha: Option<String>,
     pub consecutive_failures: u32,
+    /// Times the fleet notice listener died and was restarted; shown by
+    /// `/healthz`.
+    pub fleet_listener_restarts: u32,
 }
 
 pub struct App {
@@ -182,7 +185,7 @@ pub async fn run(
         }
         app.live().busy_since = Some(std::time::Instant::now());
         let started = Instant::now();
-        let work = step(&reconciler, &trigger, pinned.take(), fleet.as_ref());
+        let work = step(&reconciler, &app, &trigger, pinned.take(), fleet.as_ref());
         tokio::pin!(work);
         let result = tokio::select! {
             r = &mut work => r,
@@ -240,15 +243,23 @@ enum Step {
 
 async fn step(
     reconciler: &Reconciler,
+    app: &App,
     trigger: &Trigger,
-    pinned: Option<Commit>,
+    hint: Option<Commit>,
     fleet: Option<&FleetHandle>,
 ) -> Result<Step, SyncError> {
     if *trigger == Trigger::Drift {
         return reconciler.check_drift().await.map(Step::Drift);
     }
-    let commit = match pinned {
-        Some(c) => c,
+    let commit = match hint {
+        Some(hint) => match reconciler.vouch(hint).await? {
+            Vouched::Hint(c) => c,
+            Vouched::Refused { tip, hint } => {
+                app.metrics.fleet_refused.inc();
+                crate::commands::refused_hint(&hint);
+                tip
+            }
+        },
         None => reconciler.resolve().await?,
     };
     if let Some(f) = fleet {

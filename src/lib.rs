@@ -31,6 +31,7 @@ pub mod metrics;
 pub mod par;
 pub mod reconcile;
 pub mod server;
+pub mod sha;
 pub mod source;
 pub mod state;
 pub mod tree;

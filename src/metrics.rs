@@ -33,6 +33,11 @@ pub struct Metrics {
     pub redis_errors: Counter,
     pub fleet_notices: Counter,
     pub fleet_leader: Gauge,
+    /// Values read from Redis and not trusted: a notice or verified key
+    /// whose sha is not a commit id, or not on our ref.
+    pub fleet_refused: Counter,
+    /// The notice listener ended unexpectedly and was started again.
+    pub fleet_listener_restarts: Counter,
     pub webhook_requests: Family<ResultLabel, Counter>,
 }
 
@@ -129,6 +134,18 @@ impl Metrics {
             "1 while this replica holds the poll lease",
             fleet_leader.clone(),
         );
+        let fleet_refused = Counter::default();
+        registry.register(
+            "fleet_refused",
+            "Shas from Redis refused: not a commit id, or not the ref's tip or an ancestor of it",
+            fleet_refused.clone(),
+        );
+        let fleet_listener_restarts = Counter::default();
+        registry.register(
+            "fleet_listener_restarts",
+            "Times the fleet notice listener ended unexpectedly and was restarted",
+            fleet_listener_restarts.clone(),
+        );
         Metrics {
             registry,
             syncs,
@@ -144,6 +161,8 @@ impl Metrics {
             redis_errors,
             fleet_notices,
             fleet_leader,
+            fleet_refused,
+            fleet_listener_restarts,
             webhook_requests,
         }
     }

@@ -21,8 +21,36 @@ use crate::source::{Commit, Source, SourceError};
 use crate::state::{Applied, Rejection, State, StateError, now};
 use crate::validate::{self, Report};
 
+/// Added to `--timeout` for the wall-clock bound of a Git operation, so
+/// libgit2's own timeout (with its more precise message) fires first when
+/// it can.
+const GIT_GRACE: Duration = Duration::from_secs(1);
+
 /// Bound on one request to the gateway's control API.
 const GATEWAY_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How far back from the ref's tip a commit suggested by the fleet may be.
+/// The fleet's verified commit lags the tip by the commits pushed since it
+/// was verified (usually none or one; a few when HEAD was rejected).
+pub const HINT_DEPTH: u32 = 50;
+
+/// What `Reconciler::vouch` made of a suggested commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Vouched {
+    /// The hint is on the ref: start on it.
+    Hint(Commit),
+    /// The hint is not the tip nor within `HINT_DEPTH` of its ancestors:
+    /// start on the tip.
+    Refused { tip: Commit, hint: Commit },
+}
+
+impl Vouched {
+    pub fn commit(self) -> Commit {
+        match self {
+            Vouched::Hint(c) | Vouched::Refused { tip: c, .. } => c,
+        }
+    }
+}
 
 /// How a sync ended when nothing went wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,7 +84,7 @@ impl Outcome {
 pub enum SyncError {
     #[error("commit {} is invalid: {} error(s), {} warning(s); nothing was changed", .commit.short(), .report.errors.len(), .report.warnings.len())]
     Invalid { commit: Commit, report: Report },
-    #[error("commit {} was rejected before ({}): {}; push a fix, or use --force to try it again", &.rejection.sha[..12.min(.rejection.sha.len())], .rejection.reason, .rejection.message)]
+    #[error("commit {} was rejected before ({}): {}; push a fix, or use --force to try it again", crate::sha::short(&.rejection.sha), .rejection.reason, .rejection.message)]
     Rejected { rejection: Rejection },
     #[error(transparent)]
     Source(#[from] SourceError),
@@ -102,6 +130,9 @@ pub struct Reconciler {
     /// `--force` holds until one pass succeeds: a sidecar started with it
     /// must not rewrite and reload on every poll.
     force: AtomicBool,
+    /// Held by the Git operation running (or lingering past its time
+    /// limit): see `git`.
+    git_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 async fn blocking<T: Send + 'static>(
@@ -122,6 +153,7 @@ impl Reconciler {
             config,
             source: Arc::new(source),
             cache: Arc::new(Mutex::new(validate::Cache::default())),
+            git_lock: Arc::new(tokio::sync::Mutex::new(())),
         }
     }
 
@@ -144,10 +176,75 @@ impl Reconciler {
         self.pass(pinned, false).await
     }
 
+    /// The commit to start on when the fleet suggests `hint` (its verified
+    /// sha, read from Redis): the hint when it is our ref's tip or one of
+    /// its last `HINT_DEPTH` ancestors, else the tip, as without Redis.
+    /// Anyone who can write to Redis can write the hint, so it is never
+    /// fetched by id and never blocks a start: any doubt means the tip.
+    pub async fn vouch(&self, hint: Commit) -> Result<Vouched, SyncError> {
+        let tip = self.resolve().await?;
+        if tip.sha == hint.sha {
+            return Ok(Vouched::Hint(tip));
+        }
+        // A ref that is a sha is its own tip: nothing else is on it.
+        if tip.git_ref == tip.sha || hint.git_ref != tip.git_ref {
+            return Ok(Vouched::Refused { tip, hint });
+        }
+        let source = self.source.clone();
+        let (checked_tip, candidate) = (tip.clone(), hint.sha.clone());
+        let reachable = self
+            .git(move || source.descends_from(&checked_tip, &candidate, HINT_DEPTH))
+            .await;
+        match reachable {
+            Ok(true) => Ok(Vouched::Hint(hint)),
+            Ok(false) => Ok(Vouched::Refused { tip, hint }),
+            Err(e) => {
+                warn!(error = %e, "cannot check the fleet's commit against the ref; using the tip");
+                Ok(Vouched::Refused { tip, hint })
+            }
+        }
+    }
+
     /// The commit the ref points at now: one remote ref listing.
     pub async fn resolve(&self) -> Result<Commit, SyncError> {
         let source = self.source.clone();
-        Ok(blocking(move || source.resolve()).await??)
+        self.git(move || source.resolve()).await
+    }
+
+    /// Runs one Git operation off the runtime, bounded by the wall clock:
+    /// `--timeout` (plus a moment for libgit2's own abort to answer first).
+    /// libgit2's socket timeout bounds each read, not the whole reply, so a
+    /// server trickling a byte at a time would hold a listing for ever.
+    /// libgit2 cannot be interrupted, so an operation over time is left to
+    /// end on its own; it holds `git_lock` until then, so at most one such
+    /// operation lingers, and the next one waits for it within its own limit.
+    async fn git<T: Send + 'static>(
+        &self,
+        operation: impl FnOnce() -> Result<T, SourceError> + Send + 'static,
+    ) -> Result<T, SyncError> {
+        let limit = self.config.source.timeout + GIT_GRACE;
+        let deadline = tokio::time::Instant::now() + limit;
+        let timed_out = || {
+            SyncError::Source(SourceError::Timeout {
+                url: crate::source::redact_url(&self.config.source.repo),
+                after: self.config.source.timeout,
+            })
+        };
+        let Ok(guard) = tokio::time::timeout_at(deadline, self.git_lock.clone().lock_owned()).await
+        else {
+            warn!("an earlier Git operation is still running past its time limit");
+            return Err(timed_out());
+        };
+        let span = tracing::Span::current();
+        let task = tokio::task::spawn_blocking(move || {
+            let _running = guard;
+            span.in_scope(operation)
+        });
+        match tokio::time::timeout_at(deadline, task).await {
+            Ok(Ok(result)) => Ok(result?),
+            Ok(Err(e)) => Err(SyncError::Internal(format!("blocking task failed: {e}"))),
+            Err(_) => Err(timed_out()),
+        }
     }
 
     async fn pass(&self, pinned: Option<Commit>, confirm: bool) -> Result<Outcome, SyncError> {
@@ -218,30 +315,36 @@ impl Reconciler {
         }
 
         revs.check_writable()?;
-        // Fetch, read and validate off the runtime.
-        let (source, fetched, subpath, opts, cache, root) = (
+        // A new process reads the saved analyses while Git works.
+        let loading = {
+            let (cache, root) = (self.cache.clone(), cfg.root.clone());
+            tokio::task::spawn_blocking(move || {
+                let mut cache = cache.lock().unwrap_or_else(|p| p.into_inner());
+                if cache.is_empty() {
+                    *cache = validate::Cache::load(&root);
+                }
+            })
+        };
+        let started = Instant::now();
+        let (source, fetched) = (self.source.clone(), commit.clone());
+        let fetch = self.git(move || source.fetch(&fetched)).await;
+        let _ = loading.await;
+        fetch?;
+        debug!(ms = started.elapsed().as_millis() as u64, "fetched");
+        // Read and validate off the runtime.
+        let (source, fetched, subpath, opts, cache) = (
             self.source.clone(),
             commit.clone(),
             cfg.path.clone(),
             cfg.validate.clone(),
             self.cache.clone(),
-            cfg.root.clone(),
         );
         let checked = blocking(move || -> Result<_, SyncError> {
             let started = Instant::now();
             let mut cache = cache
                 .lock()
                 .map_err(|_| SyncError::Internal("validation cache poisoned".into()))?;
-            let tree = std::thread::scope(|scope| {
-                // A new process reads the saved analyses while Git works.
-                let loading = cache
-                    .is_empty()
-                    .then(|| scope.spawn(|| validate::Cache::load(&root)));
-                source.fetch(&fetched)?;
-                debug!(ms = started.elapsed().as_millis() as u64, "fetched");
-                if let Some(Ok(loaded)) = loading.map(|l| l.join()) {
-                    *cache = loaded;
-                }
+            let tree = {
                 let known = cache.blobs();
                 let tree = source.read_tree(
                     &fetched,
@@ -254,8 +357,8 @@ impl Reconciler {
                     ms = started.elapsed().as_millis() as u64,
                     "tree read"
                 );
-                Ok::<_, SyncError>(tree)
-            })?;
+                tree
+            };
             let files = tree.len();
             let (bundle, report) = validate::check(tree, &opts, &mut cache);
             debug!(ms = started.elapsed().as_millis() as u64, "checked");
@@ -439,7 +542,7 @@ impl Reconciler {
         if loaded == expected_of(&manifest) {
             return Ok(false);
         }
-        let span = info_span!("sync", sha = %&manifest.sha[..12.min(manifest.sha.len())]);
+        let span = info_span!("sync", sha = %crate::sha::short(&manifest.sha));
         async {
             warn!(revision = %name, "drift: the gateway does not run the current revision; reloading");
             self.reload_and_verify(&gw, &manifest).await?;

@@ -99,11 +99,24 @@ async fn accept_error(e: std::io::Error) {
 }
 
 async fn healthz(Extract(app): Extract<Arc<App>>) -> Response {
-    let busy = app.live().busy_since.map(|t| t.elapsed());
+    let (busy, restarts) = {
+        let live = app.live();
+        (
+            live.busy_since.map(|t| t.elapsed()),
+            live.fleet_listener_restarts,
+        )
+    };
     match busy {
         Some(running) if running > app.stuck_after => (
             StatusCode::SERVICE_UNAVAILABLE,
             format!("stuck: one sync has run for {}s\n", running.as_secs()),
+        )
+            .into_response(),
+        // The listener is supervised: it runs again, but a restart means
+        // something went wrong, and a probe's reader should see it.
+        _ if restarts > 0 => (
+            StatusCode::OK,
+            format!("ok; fleet notice listener restarted {restarts} time(s)\n"),
         )
             .into_response(),
         _ => (StatusCode::OK, "ok\n").into_response(),

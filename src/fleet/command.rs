@@ -7,9 +7,11 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use super::{
-    FleetConfig, FleetError, Progress, ReplicaStatus, Verified, converged, progress, short,
+    FleetConfig, FleetError, Ignored, Progress, ReplicaStatus, Statuses, Verified, converged,
+    progress, short,
 };
 use crate::cli::{FleetArgs, parse_duration};
+use crate::sha::printable;
 use crate::state::now;
 
 /// How often `wait` looks again.
@@ -104,13 +106,15 @@ fn exit_code(e: &FleetError) -> i32 {
 /// Everything `status` shows, read in one go.
 struct Snapshot {
     replicas: Vec<ReplicaStatus>,
+    /// Entries under `replica:*` not trusted as a replica's status.
+    ignored: Vec<Ignored>,
     verified: Option<Verified>,
     leader: Option<String>,
 }
 
 async fn snapshot(config: &FleetConfig) -> Result<Snapshot, FleetError> {
     let mut con = config.connect().await?;
-    let replicas = super::read_statuses(config, &mut con).await?;
+    let Statuses { replicas, ignored } = super::read_statuses(config, &mut con).await?;
     let keys = config.keys();
     let (verified, leader): (Option<String>, Option<String>) = redis::cmd("MGET")
         .arg(keys.verified())
@@ -120,6 +124,7 @@ async fn snapshot(config: &FleetConfig) -> Result<Snapshot, FleetError> {
         .map_err(|e| config.command_failed("MGET", &e))?;
     Ok(Snapshot {
         replicas,
+        ignored,
         verified: verified.and_then(|v| serde_json::from_str(&v).ok()),
         leader,
     })
@@ -148,6 +153,7 @@ async fn status(args: StatusArgs) -> i32 {
                 "verified": snap.verified,
                 "leader": snap.leader,
                 "replicas": snap.replicas,
+                "ignored": snap.ignored,
             })
         ),
         Format::Human => print!(
@@ -170,9 +176,9 @@ fn table(cluster: &str, snap: &Snapshot, agreed: Option<&str>, now: u64) -> Stri
     ]];
     for r in &snap.replicas {
         let name = if r.leader {
-            format!("{} *", r.replica)
+            format!("{} *", printable(&r.replica))
         } else {
-            r.replica.clone()
+            printable(&r.replica)
         };
         rows.push([
             name,
@@ -181,7 +187,7 @@ fn table(cluster: &str, snap: &Snapshot, agreed: Option<&str>, now: u64) -> Stri
             r.apis.to_string(),
             r.policies.to_string(),
             format!("{}s", now.saturating_sub(r.updated_at)),
-            r.error.clone().unwrap_or_default(),
+            r.error.as_deref().map(printable).unwrap_or_default(),
         ]);
     }
     let widths: Vec<usize> = (0..7)
@@ -198,7 +204,12 @@ fn table(cluster: &str, snap: &Snapshot, agreed: Option<&str>, now: u64) -> Stri
         out.push('\n');
     }
     let verified = snap.verified.as_ref().map_or("none".to_string(), |v| {
-        format!("{} ({}, by {})", short(&v.sha), v.git_ref, v.replica)
+        format!(
+            "{} ({}, by {})",
+            printable(short(&v.sha)),
+            printable(&v.git_ref),
+            printable(&v.replica)
+        )
     });
     out.push_str(&format!(
         "\ncluster {cluster}: {} replica(s); fleet verified commit: {verified}; {}\n",
@@ -211,6 +222,24 @@ fn table(cluster: &str, snap: &Snapshot, agreed: Option<&str>, now: u64) -> Stri
     ));
     if snap.leader.is_some() {
         out.push_str("(* polls Git for the fleet)\n");
+    }
+    out.push_str(&ignored_lines(&snap.ignored));
+    out
+}
+
+/// The entries not counted, one per line, so a reader sees what was left
+/// out and why.
+fn ignored_lines(ignored: &[Ignored]) -> String {
+    let mut out = String::new();
+    if !ignored.is_empty() {
+        out.push_str(&format!(
+            "not counted: {} entr{} that no replica wrote:\n",
+            ignored.len(),
+            if ignored.len() == 1 { "y" } else { "ies" }
+        ));
+    }
+    for i in ignored {
+        out.push_str(&format!("  {}: {}\n", i.key, i.reason));
     }
     out
 }
@@ -232,27 +261,32 @@ async fn wait(args: WaitArgs) -> i32 {
     let mut last = None;
     loop {
         match snapshot_replicas(&config).await {
-            Ok(replicas) => {
+            Ok(Statuses { replicas, ignored }) => {
                 reached = true;
                 match progress(&replicas, &args.sha, args.min_replicas) {
                     Progress::Done => {
+                        // What was counted, by name, and what was not.
+                        let names: Vec<String> =
+                            replicas.iter().map(|r| printable(&r.replica)).collect();
                         println!(
-                            "{} replica(s) verified {}",
+                            "{} replica(s) verified {}: {}",
                             replicas.len(),
-                            short(args.sha.trim())
+                            short(args.sha.trim()),
+                            names.join(", ")
                         );
+                        eprint!("{}", ignored_lines(&ignored));
                         return 0;
                     }
                     Progress::Rejected(r) => {
                         eprintln!(
                             "{} rejected {}: {}",
-                            r.replica,
+                            printable(&r.replica),
                             short(args.sha.trim()),
                             r.describe()
                         );
                         return 1;
                     }
-                    waiting => last = Some(waiting),
+                    waiting => last = Some((waiting, ignored)),
                 }
             }
             Err(e) => last_error = Some(e),
@@ -270,17 +304,21 @@ async fn wait(args: WaitArgs) -> i32 {
     1
 }
 
-async fn snapshot_replicas(config: &FleetConfig) -> Result<Vec<ReplicaStatus>, FleetError> {
+async fn snapshot_replicas(config: &FleetConfig) -> Result<Statuses, FleetError> {
     let mut con = config.connect().await?;
     super::read_statuses(config, &mut con).await
 }
 
-fn timed_out(args: &WaitArgs, last: Option<Progress>) -> String {
+fn timed_out(args: &WaitArgs, last: Option<(Progress, Vec<Ignored>)>) -> String {
     let mut out = format!(
         "timed out after {} waiting for {}",
         humantime::format_duration(args.timeout),
         short(args.sha.trim())
     );
+    let (last, ignored) = match last {
+        Some((progress, ignored)) => (Some(progress), ignored),
+        None => (None, Vec::new()),
+    };
     match last {
         Some(Progress::Waiting { laggards, live }) => {
             if live < args.min_replicas {
@@ -299,6 +337,7 @@ fn timed_out(args: &WaitArgs, last: Option<Progress>) -> String {
         }
         _ => out.push('\n'),
     }
+    out.push_str(&ignored_lines(&ignored));
     out
 }
 
@@ -329,6 +368,7 @@ mod tests {
                 replica("gw-0", sha, true, true),
                 replica("gateway-1", sha, false, false),
             ],
+            ignored: vec![],
             verified: None,
             leader: Some("gw-0".into()),
         };
@@ -358,10 +398,13 @@ cluster prod: 2 replica(s); fleet verified commit: none; not converged
         let lag = replica("gw-1", "aaaaaaaaaaaaaaaa", false, false);
         let text = timed_out(
             &args,
-            Some(Progress::Waiting {
-                laggards: vec![lag],
-                live: 2,
-            }),
+            Some((
+                Progress::Waiting {
+                    laggards: vec![lag],
+                    live: 2,
+                },
+                vec![],
+            )),
         );
         assert_eq!(
             text,

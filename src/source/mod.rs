@@ -4,6 +4,7 @@
 //! checkout. All calls block (libgit2): run them in `spawn_blocking`.
 //! Invariant: no message carries a credential (URLs go through `redact_url`).
 
+mod ancestry;
 mod cache;
 mod known_hosts;
 mod read;
@@ -86,7 +87,7 @@ pub struct Commit {
 
 impl Commit {
     pub fn short(&self) -> &str {
-        &self.sha[..self.sha.len().min(12)]
+        crate::sha::short(&self.sha)
     }
 }
 

@@ -2,6 +2,7 @@
 mod support;
 
 mod crash;
+mod distrust;
 mod faults;
 mod fleet;
 mod fuzz_regressions;
