@@ -49,7 +49,11 @@ pub fn sync(args: SyncArgs) -> i32 {
         };
         reconciler.sync(pinned).await
     };
-    match runtime.block_on(once) {
+    let result = runtime.block_on(once);
+    // A Git operation cut by its time limit may still be blocked in
+    // libgit2 on the pool: dropping the runtime would wait for it.
+    runtime.shutdown_background();
+    match result {
         Ok(outcome) => {
             report_outcome(&outcome);
             0
@@ -117,7 +121,7 @@ pub fn run(args: RunArgs) -> i32 {
             return 5;
         }
     };
-    runtime.block_on(async move {
+    let code = runtime.block_on(async move {
         let listener = match tokio::net::TcpListener::bind(&args.listen).await {
             Ok(l) => l,
             Err(e) => {
@@ -133,7 +137,10 @@ pub fn run(args: RunArgs) -> i32 {
                 5
             }
         }
-    })
+    });
+    // As in `sync`: a Git operation past its limit must not hold the exit.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    code
 }
 
 /// Raises the soft limit on open files to the hard one, as Go programs do

@@ -1,6 +1,7 @@
 //! One integration-test binary (one link step); each module is a story.
 mod support;
 
+mod bounds;
 mod crash;
 mod distrust;
 mod faults;
