@@ -431,7 +431,8 @@ fn api_facts(sink: &mut Sink<'_>, doc: &Value) -> ApiFacts {
             rules::INVALID_TARGET_URL,
             Severity::Error,
             "/proxy/target_url",
-            format!("target URL {target:?} does not parse: {why}"),
+            // Not the value: a target URL may carry credentials.
+            format!("target URL does not parse: {why}"),
         );
         Sink::hint(
             f,

@@ -5,6 +5,7 @@ mod bounds;
 mod crash;
 mod distrust;
 mod faults;
+mod findings;
 mod fleet;
 mod fuzz_regressions;
 mod gateway;
