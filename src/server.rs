@@ -43,6 +43,12 @@ pub fn router(app: Arc<App>) -> Router {
 /// their own bound (`trigger::webhook::READ_TIMEOUT`).
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Connections served at once. Past it, accepting waits (new clients queue
+/// in the kernel's backlog) until one closes: each connection costs a task,
+/// buffers and a descriptor, and the header and body timeouts bound how
+/// long any one is held.
+pub const MAX_CONNECTIONS: usize = 2048;
+
 /// Serves HTTP/1.1 (probes, Prometheus and Git hosts all speak it) until
 /// `shutdown` completes, then stops accepting and waits for the requests in
 /// flight, as `axum::serve(..).with_graceful_shutdown(..)` did.
@@ -57,8 +63,16 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT);
     let graceful = GracefulShutdown::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     tokio::pin!(shutdown);
     loop {
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break, // never closed; treated as a shutdown
+            },
+            () = &mut shutdown => break,
+        };
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
@@ -76,6 +90,7 @@ pub async fn serve(
             if let Err(e) = connection.await {
                 debug!("http connection: {e}");
             }
+            drop(slot);
         });
     }
     drop(listener);

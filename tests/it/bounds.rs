@@ -8,7 +8,22 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::support::bin;
+use crate::support::node::Node;
+use crate::support::repo::ConfigRepo;
+use crate::support::sidecar::Sidecar;
+use crate::support::{bin, eventually, http_get};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// A field of `/proc/<pid>/status` in KiB (`VmRSS`, `VmHWM`: the peak).
+fn proc_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
 
 /// An HTTP server that answers every request with a status line, then
 /// headers one byte every 500 ms, for ever: each read gets a byte well
@@ -80,4 +95,69 @@ fn a_server_trickling_its_ref_listing_is_cut_at_the_timeout() {
     assert!(stderr.contains("timed out after 3s"), "{stderr}");
     // 3 s, the 1 s grace, process start: well under the 30 s it ran before.
     assert!(took < Duration::from_secs(15), "took {took:?}");
+}
+
+#[test]
+fn a_thousand_slow_webhook_bodies_keep_the_sidecar_under_100_mib() {
+    let repo = ConfigRepo::new();
+    repo.api("alpha");
+    repo.commit("alpha");
+    let node = Node::new();
+    let secrets = tempfile::tempdir().unwrap();
+    let file = secrets.path().join("webhook-secret");
+    std::fs::write(&file, "bounds-secret-4b1e").unwrap();
+    let sidecar = Sidecar::start(
+        &repo.url(),
+        &node,
+        &[
+            "--period",
+            "1h",
+            "--webhook-secret-file",
+            file.to_str().unwrap(),
+        ],
+    );
+    eventually("ready", WAIT, || sidecar.ready());
+    let pid = sidecar.child.0.id();
+    let before = proc_kib(pid, "VmHWM:");
+
+    // Each: a well-formed signature (only the body could refute it), a
+    // length under the 1 MiB limit, 192 KiB of it sent, then nothing.
+    let head = format!(
+        "POST /webhook HTTP/1.1\r\nHost: x\r\nX-GitHub-Event: push\r\n\
+         X-Hub-Signature-256: sha256={}\r\nContent-Length: 1000000\r\n\r\n",
+        "0".repeat(64)
+    );
+    let chunk = vec![b' '; 192 * 1024];
+    let started = Instant::now();
+    let mut conns = Vec::new();
+    let mut sent: u64 = 0;
+    for _ in 0..1000 {
+        let mut conn = std::net::TcpStream::connect(sidecar.addr).expect("connect");
+        conn.write_all(head.as_bytes()).expect("head");
+        conn.set_nonblocking(true).unwrap();
+        // What the socket takes now; the rest is not needed to hold a body.
+        let mut at = 0;
+        while at < chunk.len() {
+            match conn.write(&chunk[at..]) {
+                Ok(n) if n > 0 => at += n,
+                _ => break,
+            }
+        }
+        sent += at as u64;
+        conns.push(conn);
+    }
+    // Give the server time to read whatever it would read.
+    std::thread::sleep(Duration::from_secs(3));
+    let (code, _) = http_get(sidecar.addr, "/healthz");
+    let peak = proc_kib(pid, "VmHWM:");
+    let rss = proc_kib(pid, "VmRSS:");
+    println!(
+        "RESULT 1000 slow webhook bodies: {} MiB sent in {:?}; peak RSS {before} -> {peak} KiB, RSS now {rss} KiB; /healthz {code}",
+        sent / (1024 * 1024),
+        started.elapsed()
+    );
+    assert_eq!(code, 200);
+    assert!(sent > 100 * 1024 * 1024, "only {sent} bytes were sent");
+    assert!(peak < 100 * 1024, "peak RSS {peak} KiB");
+    drop(conns);
 }
