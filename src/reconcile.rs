@@ -364,7 +364,29 @@ impl Reconciler {
             debug!(ms = started.elapsed().as_millis() as u64, "checked");
             Ok((bundle, report, files, cache.analysed(), cache.changes()))
         })
-        .await??;
+        .await?;
+        // A commit whose tree cannot be read as a config (a name no file
+        // can have, or too large to read) is invalid, like one that fails
+        // validation: rejected once, not fetched and retried for ever.
+        let checked = match checked {
+            Err(SyncError::Source(e)) => match unusable(&e) {
+                Some(finding) => {
+                    state.reject(Rejection {
+                        sha: commit.sha.clone(),
+                        at: now(),
+                        reason: "invalid".into(),
+                        message: e.to_string(),
+                        findings: serde_json::to_value(&finding).into_iter().collect(),
+                    });
+                    state.save(&cfg.root)?;
+                    let mut report = Report::default();
+                    report.push(finding);
+                    return Err(SyncError::Invalid { commit, report });
+                }
+                None => return Err(e.into()),
+            },
+            other => other?,
+        };
         let (bundle, report, files, analysed, changes) = checked;
         let refused = report.rejects(cfg.validate.strict);
         for w in &report.warnings {
@@ -681,6 +703,26 @@ fn protected(state: &State) -> Vec<String> {
         .map(|a| a.revision.clone())
         .chain(state.history.iter().take(1).map(|h| h.revision.clone()))
         .collect()
+}
+
+/// The finding for a source error that is the commit's own fault, not
+/// the remote's or the disk's.
+fn unusable(e: &SourceError) -> Option<validate::report::Finding> {
+    let (rule, file) = match e {
+        SourceError::BadPath { path, .. } => (validate::rules::INVALID_PATH, path.clone()),
+        SourceError::TooLarge { .. } => (validate::rules::COMMIT_TOO_LARGE, String::new()),
+        _ => return None,
+    };
+    Some(validate::report::Finding {
+        rule,
+        severity: validate::report::Severity::Error,
+        file,
+        line: 0,
+        column: 0,
+        pointer: None,
+        message: e.to_string(),
+        hint: None,
+    })
 }
 
 /// Saves the analysis cache; only an optimisation, so a failure is logged

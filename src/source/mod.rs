@@ -20,6 +20,7 @@ use git2::{AutotagOption, FetchOptions, Oid};
 use crate::tree::Tree;
 use remote::Session;
 
+pub use read::{MAX_COMMIT_BYTES, MAX_COMMIT_FILES};
 pub use url::redact_url;
 
 /// Where the config comes from and how to authenticate. Secrets are read from
@@ -143,6 +144,8 @@ pub enum SourceError {
     NotADirectory { sha: String, subpath: String },
     #[error("commit {sha} has an entry with an unusable name: {path:?}")]
     BadPath { sha: String, path: String },
+    #[error("commit {sha} is too large: {message}")]
+    TooLarge { sha: String, message: String },
     #[error("commit {sha} is not in the git cache; fetch it first")]
     NotFetched { sha: String },
     #[error("reading commit {sha}: {message}")]

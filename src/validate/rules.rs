@@ -30,6 +30,9 @@ pub const TOO_DEEP: &str = "too-deep";
 pub const DUPLICATE_KEY: &str = "duplicate-key";
 pub const NOT_UTF8: &str = "not-utf8";
 pub const INVALID_PATH: &str = "invalid-path";
+/// A commit over the total size or file count a sync will read
+/// (`source::MAX_COMMIT_BYTES`, `MAX_COMMIT_FILES`).
+pub const COMMIT_TOO_LARGE: &str = "commit-too-large";
 pub const TYK_INDEX: &str = "tyk-index";
 
 // Warnings.
@@ -42,7 +45,7 @@ pub const POLICIES_MAP_IN_POLICY_DIR: &str = "policies-map-in-policy-dir";
 pub const ABSOLUTE_MIDDLEWARE_PATH: &str = "absolute-middleware-path";
 
 /// Every rule id with its severity, for docs and tests.
-pub const ALL: [(&str, Severity); 26] = [
+pub const ALL: [(&str, Severity); 27] = [
     (JSON_SYNTAX, Severity::Error),
     (SCHEMA, Severity::Error),
     (DUPLICATE_API_ID, Severity::Error),
@@ -61,6 +64,7 @@ pub const ALL: [(&str, Severity); 26] = [
     (DUPLICATE_KEY, Severity::Error),
     (NOT_UTF8, Severity::Error),
     (INVALID_PATH, Severity::Error),
+    (COMMIT_TOO_LARGE, Severity::Error),
     (TYK_INDEX, Severity::Error),
     (INACTIVE_API, Severity::Warning),
     (ORG_ID_MISMATCH, Severity::Warning),

@@ -9,9 +9,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::support::node::Node;
-use crate::support::repo::ConfigRepo;
+use crate::support::repo::{ConfigRepo, git};
 use crate::support::sidecar::Sidecar;
-use crate::support::{bin, eventually, http_get};
+use crate::support::{bin, eventually, http_get, served_repo};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -160,4 +160,132 @@ fn a_thousand_slow_webhook_bodies_keep_the_sidecar_under_100_mib() {
     assert!(sent > 100 * 1024 * 1024, "only {sent} bytes were sent");
     assert!(peak < 100 * 1024, "peak RSS {peak} KiB");
     drop(conns);
+}
+
+/// `sync` under `/usr/bin/time -v`, no gateway: exit code, stderr and
+/// peak RSS in KiB.
+fn measured_sync(url: &str, node: &Node) -> (i32, String, u64) {
+    let out = Command::new("/usr/bin/time")
+        .arg("-v")
+        .arg(bin())
+        .args(["sync", "--repo", url, "--root"])
+        .arg(node.root())
+        .output()
+        .expect("/usr/bin/time (apt-get install time)");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    let rss = err
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Maximum resident set size (kbytes):"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    (out.status.code().unwrap_or(-1), err, rss)
+}
+
+/// `git mktree` of `listing` (`ls-tree` lines): the new tree's id.
+fn mktree(repo: &ConfigRepo, listing: &str) -> String {
+    use std::process::Stdio;
+    let mut child = Command::new("git")
+        .arg("mktree")
+        .current_dir(repo.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("git mktree");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(listing.as_bytes()).expect("write listing");
+    drop(stdin);
+    let out = child.wait_with_output().expect("git mktree");
+    assert!(out.status.success(), "git mktree failed");
+    String::from_utf8(out.stdout)
+        .expect("utf8")
+        .trim()
+        .to_string()
+}
+
+/// Commits on `main` the current tree plus `extra` (`ls-tree` lines),
+/// with plumbing only: nothing of it is in the work tree (it may hold
+/// names no file system takes).
+fn commit_with(repo: &ConfigRepo, extra: &str, message: &str) -> String {
+    let head_tree = git(repo.path(), &["rev-parse", "HEAD^{tree}"]);
+    let listing = git(repo.path(), &["ls-tree", &head_tree]);
+    let tree = mktree(repo, &format!("{listing}\n{extra}"));
+    let commit = git(
+        repo.path(),
+        &["commit-tree", &tree, "-p", "HEAD", "-m", message],
+    );
+    git(repo.path(), &["update-ref", "refs/heads/main", &commit]);
+    commit
+}
+
+/// One blob of `len` spaces, written to the repo's object store.
+fn blob_of_spaces(repo: &ConfigRepo, len: usize) -> String {
+    let path = repo.path().join(".git").join("spaces");
+    std::fs::write(&path, vec![b' '; len]).unwrap();
+    let id = git(repo.path(), &["hash-object", "-w", path.to_str().unwrap()]);
+    std::fs::remove_file(path).unwrap();
+    id
+}
+
+#[test]
+fn a_commit_of_one_compressible_blob_under_300_names_is_refused_by_size_before_it_is_read() {
+    let (repo, _daemon, url) = served_repo();
+    let node = Node::new();
+    let (code, err, _) = measured_sync(&url, &node);
+    assert_eq!(code, 0, "{err}");
+    let good = node.current_sha();
+
+    // 300 templates sharing one 4 MiB blob: a pack of a few KiB, 1.2 GB
+    // once every entry is read and written.
+    let blob = blob_of_spaces(&repo, 4 * 1024 * 1024);
+    // Under templates/, which the gateway reads byte for byte.
+    let listing: String = (0..300)
+        .map(|i| format!("100644 blob {blob}\terror-{i:03}.json\n"))
+        .collect();
+    let templates = mktree(&repo, &listing);
+    let bomb = commit_with(
+        &repo,
+        &format!("040000 tree {templates}\ttemplates\n"),
+        "300 names, one blob",
+    );
+
+    let (code, err, rss) = measured_sync(&url, &node);
+    println!("RESULT compressible-blob commit: exit {code}, peak RSS {rss} KiB");
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("commit-too-large"), "{err}");
+    assert!(err.contains("more than 256 MiB"), "{err}");
+    assert!(rss < 128 * 1024, "peak RSS {rss} KiB");
+    assert_eq!(node.current_sha(), good, "current changed");
+    assert!(
+        !node.root().join("revisions").join(&bomb).exists(),
+        "a revision of the refused commit was written"
+    );
+    // Rejected like an invalid commit: not fetched nor read again.
+    let (code, err, _) = measured_sync(&url, &node);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("was rejected before"), "{err}");
+}
+
+#[test]
+fn a_commit_with_a_name_no_file_can_have_is_rejected_once_not_retried() {
+    let (repo, _daemon, url) = served_repo();
+    let node = Node::new();
+    let (code, err, _) = measured_sync(&url, &node);
+    assert_eq!(code, 0, "{err}");
+    let good = node.current_sha();
+    let blob = blob_of_spaces(&repo, 10);
+    // Over NAME_MAX (255 bytes): no file system here can write it.
+    let long = format!("{}.json", "n".repeat(300));
+    commit_with(
+        &repo,
+        &format!("100644 blob {blob}\t{long}\n"),
+        "a long name",
+    );
+
+    let (code, err, _) = measured_sync(&url, &node);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("invalid-path"), "{err}");
+    assert_eq!(node.current_sha(), good);
+    let (code, err, _) = measured_sync(&url, &node);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("was rejected before"), "{err}");
 }
