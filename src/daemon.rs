@@ -89,6 +89,8 @@ pub struct App {
     pub has_gateway: bool,
     /// `POST /webhook`, when a secret is configured.
     pub webhook: Option<crate::trigger::webhook::Webhook>,
+    /// What `/status` last read of `state.json`.
+    pub status_cache: Arc<Mutex<crate::server::StatusCache>>,
 }
 
 impl App {
@@ -134,6 +136,7 @@ pub async fn run(
                 .map(|f| f.on_push(sync_cfg.source.git_ref.as_deref()));
             webhook
         }),
+        status_cache: Arc::default(),
     });
 
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -163,11 +163,11 @@ async fn metrics(Extract(app): Extract<Arc<App>>) -> Response {
 
 async fn status(Extract(app): Extract<Arc<App>>) -> Response {
     let root = app.root.clone();
-    let state = tokio::task::spawn_blocking(move || State::load(&root))
+    let cache = app.status_cache.clone();
+    let state = tokio::task::spawn_blocking(move || cached_state(&root, &cache))
         .await
         .ok()
-        .and_then(|r| r.ok())
-        .map(|(s, _)| s)
+        .flatten()
         .unwrap_or_default();
     let live = app.live();
     let body = json!({
@@ -177,11 +177,71 @@ async fn status(Extract(app): Extract<Arc<App>>) -> Response {
         "path": app.path,
         "ready": live.ready,
         "syncing": live.busy_since.is_some(),
-        "current": state.current,
+        "current": state["current"],
         "last_attempt": live.last_attempt,
         "consecutive_failures": live.consecutive_failures,
-        "rejected": state.rejected.values().collect::<Vec<_>>(),
-        "history": state.history,
+        "rejected": state["rejected"],
+        "history": state["history"],
     });
     axum::Json(body).into_response()
+}
+
+/// The state's part of `/status`, re-read only when `state.json` changed
+/// (by its modification time and length): a prober polling `/status`
+/// must not cost a parse of the file each time.
+#[derive(Debug, Default)]
+pub struct StatusCache {
+    key: Option<(std::time::SystemTime, u64)>,
+    value: Arc<serde_json::Value>,
+}
+
+fn cached_state(
+    root: &std::path::Path,
+    cache: &std::sync::Mutex<StatusCache>,
+) -> Option<Arc<serde_json::Value>> {
+    let key = std::fs::metadata(root.join("state.json"))
+        .ok()
+        .and_then(|m| Some((m.modified().ok()?, m.len())));
+    let mut cache = cache.lock().unwrap_or_else(|p| p.into_inner());
+    if key.is_some() && cache.key == key {
+        return Some(cache.value.clone());
+    }
+    let state = State::load(root).ok().map(|(s, _)| s).unwrap_or_default();
+    let value = Arc::new(json!({
+        "current": state.current,
+        "rejected": state.rejected.values().collect::<Vec<_>>(),
+        "history": state.history,
+    }));
+    *cache = StatusCache {
+        key,
+        value: value.clone(),
+    };
+    Some(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::Rejection;
+
+    #[test]
+    fn the_status_cache_follows_every_state_write() {
+        let root = tempfile::tempdir().unwrap();
+        let cache = std::sync::Mutex::new(StatusCache::default());
+        let empty = cached_state(root.path(), &cache).unwrap();
+        assert_eq!(empty["rejected"], json!([]));
+        let mut state = State::default();
+        for n in 0..3 {
+            state.reject(Rejection {
+                sha: format!("{n:040}"),
+                at: n,
+                reason: "invalid".into(),
+                message: "1 error(s)".into(),
+                findings: vec![],
+            });
+            state.save(root.path()).unwrap();
+            let shown = cached_state(root.path(), &cache).unwrap();
+            assert_eq!(shown["rejected"].as_array().unwrap().len() as u64, n + 1);
+        }
+    }
 }

@@ -95,3 +95,37 @@ fn a_rejected_commit_shows_no_value_from_its_definitions() {
     assert_no_secret("/status", &status);
     assert_no_secret("the sidecar's log", &car.stderr());
 }
+
+#[test]
+fn a_commit_of_two_thousand_bad_files_keeps_fifty_findings_and_a_small_status() {
+    let repo = ConfigRepo::new();
+    repo.api("alpha");
+    repo.commit("alpha");
+    for i in 0..2000 {
+        repo.file(&format!("apps/bad-{i:04}.json"), "{\"api_id\": ");
+    }
+    let bad = repo.commit("2,000 files that do not parse");
+    let node = Node::new();
+    let car = Sidecar::start(&repo.url(), &node, &["--period", "1h"]);
+    eventually("rejected", WAIT, || {
+        car.status()["rejected"]
+            .as_array()
+            .is_some_and(|r| r.iter().any(|x| x["sha"] == *bad.as_str()))
+    });
+    let (code, text) = http_get(car.addr, "/status");
+    assert_eq!(code, 200);
+    let status: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let rejection = &status["rejected"][0];
+    assert_eq!(rejection["findings"].as_array().map(Vec::len), Some(50));
+    let message = rejection["message"].as_str().unwrap_or_default();
+    assert!(message.contains("2000 error(s)"), "{message}");
+    assert!(message.contains("first 50 of 2000 findings"), "{message}");
+    let state = std::fs::metadata(node.root().join("state.json"))
+        .unwrap()
+        .len();
+    println!(
+        "RESULT 2,000 bad files: /status {} bytes, state.json {state} bytes",
+        text.len()
+    );
+    assert!(text.len() < 64 * 1024, "/status is {} bytes", text.len());
+}
