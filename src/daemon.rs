@@ -27,6 +27,13 @@ use crate::state::now;
 use crate::trigger::schedule::{Pacer, Schedule};
 use crate::trigger::{Trigger, Triggers};
 
+/// Least time between two remote ref listings made for outside triggers
+/// (webhooks, fleet notices): anyone who can reach the webhook with a
+/// replayed signed push, or publish on the fleet's channel, could
+/// otherwise make one listing per message. Triggers arriving meanwhile
+/// coalesce into one sync.
+pub const MIN_TRIGGERED_INTERVAL: Duration = Duration::from_secs(1);
+
 /// How long a running sync may go on after a shutdown signal.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
 
@@ -163,6 +170,8 @@ pub async fn run(
     let reconciler = Reconciler::new(config.sync.clone());
     let mut stop = stop_rx.clone();
     let mut pending = Some(Trigger::Start);
+    // When the last sync that lists the remote started.
+    let mut last_listing: Option<Instant> = None;
     let mut pacer = Pacer::new(
         config.schedule.clone(),
         config.verify_period,
@@ -185,6 +194,18 @@ pub async fn run(
         if trigger == Trigger::Poll && fleet.as_ref().is_some_and(FleetHandle::defer_poll) {
             pacer.skip_poll();
             continue;
+        }
+        if matches!(trigger, Trigger::Webhook | Trigger::Fleet)
+            && let Some(last) = last_listing
+        {
+            let due = last + MIN_TRIGGERED_INTERVAL;
+            tokio::select! {
+                _ = stop.changed() => break,
+                _ = tokio::time::sleep_until(due) => {}
+            }
+        }
+        if trigger != Trigger::Drift {
+            last_listing = Some(Instant::now());
         }
         app.live().busy_since = Some(std::time::Instant::now());
         let started = Instant::now();

@@ -291,3 +291,41 @@ fn fleet_wait_counts_only_what_replicas_wrote_and_prints_no_control_characters()
         "control characters printed: {shown:?}"
     );
 }
+
+/// Syncs run since start, whatever their result.
+fn syncs(car: &Sidecar) -> f64 {
+    ["applied", "noop", "rejected", "failed"]
+        .iter()
+        .map(|r| car.metric(&format!("tyk_gitops_syncs_total{{result=\"{r}\"}}")))
+        .sum()
+}
+
+#[test]
+fn five_hundred_forged_notices_make_a_few_syncs_not_five_hundred() {
+    let (_repo, _daemon, url) = served_repo();
+    let redis = RedisServer::start();
+    let node = Node::new();
+    let car = sidecar(&url, &node, &redis, "pod-0", &[]);
+    eventually("ready", WAIT, || car.ready());
+    let before = syncs(&car);
+    // Each a different, well-formed sha (nothing to coalesce by sha),
+    // spread over about 2.5 s so that each could start its own sync.
+    let mut con = redis.connection();
+    for i in 0..500u32 {
+        std::thread::sleep(Duration::from_millis(5));
+        let notice = json!({"ref": "HEAD", "sha": format!("{i:040x}"), "replica": "pod-x"});
+        let _: i64 = ::redis::cmd("PUBLISH")
+            .arg(format!("tyk-gitops:{CLUSTER}:commits"))
+            .arg(notice.to_string())
+            .query(&mut con)
+            .unwrap();
+    }
+    eventually("all heard", WAIT, || {
+        car.metric("tyk_gitops_fleet_notices_total") >= 500.0
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let made = syncs(&car) - before;
+    println!("RESULT 500 forged notices -> {made} sync(s)");
+    // One per MIN_TRIGGERED_INTERVAL (1 s) at most, with room to spare.
+    assert!((1.0..=10.0).contains(&made), "{made} syncs");
+}
