@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::locate::{depth_exceeded, duplicate_keys, line_col, locate};
+use super::locate::{depth_exceeded, duplicate_keys, line_col, locate, values_exceeded};
 use super::report::{Finding, Severity};
 use super::rules;
 use super::schema::{self, Kind};
@@ -15,6 +15,10 @@ use crate::bundle::{self, MCP_SUFFIX, MiddlewareRef, OAS_SUFFIX};
 /// Deepest nesting serde_json accepts: its recursion limit of 128 fails a
 /// document on its 128th nested array or object.
 pub const MAX_DEPTH: usize = 127;
+/// JSON values in one file (see `locate::values_exceeded`). The largest
+/// real definitions hold a few thousand; parsed and analysed, a value
+/// costs a few hundred bytes, so this bounds one file to tens of MiB.
+pub const MAX_VALUES: usize = 200_000;
 
 /// Findings of one kind kept per file: a hostile file with a million wrong
 /// values must not cost a million scans of itself.
@@ -277,6 +281,17 @@ fn parse(sink: &mut Sink<'_>) -> Option<Value> {
             column,
             format!("JSON nested more than {MAX_DEPTH} levels deep"),
             None,
+        );
+        return None;
+    }
+    if let Some(offset) = values_exceeded(bytes, MAX_VALUES) {
+        let (line, column) = line_col(bytes, offset);
+        sink.whole(
+            rules::FILE_TOO_LARGE,
+            line,
+            column,
+            format!("more than {MAX_VALUES} JSON values in one file"),
+            Some("no API definition or policy needs that many; split the file".into()),
         );
         return None;
     }

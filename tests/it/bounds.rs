@@ -289,3 +289,29 @@ fn a_commit_with_a_name_no_file_can_have_is_rejected_once_not_retried() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("was rejected before"), "{err}");
 }
+
+#[test]
+fn a_4_mib_file_of_tiny_arrays_is_refused_before_it_is_parsed() {
+    let (repo, _daemon, url) = served_repo();
+    let node = Node::new();
+    let (code, err, _) = measured_sync(&url, &node);
+    assert_eq!(code, 0, "{err}");
+    let good = node.current_sha();
+    // 1.4 million empty arrays in one 4 MiB document (under --max-file-size).
+    let mut doc = Vec::with_capacity(4 * 1024 * 1024);
+    doc.push(b'[');
+    while doc.len() < 4 * 1024 * 1024 - 8 {
+        doc.extend_from_slice(b"[],");
+    }
+    doc.extend_from_slice(b"[]]");
+    repo.file("apps/arrays.json", &doc);
+    repo.commit("a document of tiny arrays");
+
+    let (code, err, rss) = measured_sync(&url, &node);
+    println!("RESULT 4 MiB of tiny arrays: exit {code}, peak RSS {rss} KiB");
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("file-too-large"), "{err}");
+    assert!(err.contains("JSON values"), "{err}");
+    assert!(rss < 128 * 1024, "peak RSS {rss} KiB");
+    assert_eq!(node.current_sha(), good);
+}
