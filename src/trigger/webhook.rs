@@ -33,9 +33,12 @@ use crate::trigger::{Trigger, Triggers};
 pub const MAX_BODY: usize = 1024 * 1024;
 /// A sender trickling its body (slow loris) gets this long, then 408.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// Bodies read at once: each may take `MAX_BODY`, so this bounds the
-/// webhook's memory (16 MiB) whatever the number of connections.
-pub const MAX_BODY_READS: usize = 16;
+/// KiB of request bodies buffered at once, whatever the number of
+/// connections: each request reserves its announced length (or
+/// `MAX_BODY` when it announces none) before its body is read, so sixteen
+/// 1 MiB bodies fill it while thousands of the few-KiB pushes Git hosts
+/// send fit at once.
+pub const MAX_BUFFERED_KIB: usize = 16 * 1024;
 /// Git refuses nothing this long in practice; it bounds what we echo and log.
 const MAX_REF_LEN: usize = 1024;
 
@@ -99,8 +102,8 @@ pub struct Webhook {
     filter: RefFilter,
     /// The fleet's hook: publishes the push to the other replicas.
     pub on_push: Option<OnPush>,
-    /// Permits to buffer a body: `MAX_BODY_READS`.
-    body_reads: Arc<tokio::sync::Semaphore>,
+    /// One permit per KiB of body being buffered: `MAX_BUFFERED_KIB`.
+    body_budget: Arc<tokio::sync::Semaphore>,
 }
 
 #[derive(Debug, Error)]
@@ -527,7 +530,7 @@ impl Webhook {
             secret_file,
             filter: RefFilter::new(git_ref),
             on_push: None,
-            body_reads: Arc::new(tokio::sync::Semaphore::new(MAX_BODY_READS)),
+            body_budget: Arc::new(tokio::sync::Semaphore::new(MAX_BUFFERED_KIB)),
         }
     }
 
@@ -574,11 +577,14 @@ impl Webhook {
         if let Err(e) = check_headers(headers, &secret.0) {
             return Reply::unauthorized(&e);
         }
-        // At most MAX_BODY_READS bodies are buffered at once; the others
-        // wait (their bytes stay in the kernel), then get 503.
-        let Ok(Ok(_reading)) =
-            tokio::time::timeout(READ_TIMEOUT, self.body_reads.clone().acquire_owned()).await
-        else {
+        // At most MAX_BUFFERED_KIB of bodies are buffered at once; the
+        // others wait (their bytes stay in the kernel), then get 503.
+        let kib = announced
+            .map_or(MAX_BODY as u64, |n| n.max(1))
+            .div_ceil(1024);
+        let kib = u32::try_from(kib).unwrap_or(u32::MAX);
+        let reserve = self.body_budget.clone().acquire_many_owned(kib);
+        let Ok(Ok(_reading)) = tokio::time::timeout(READ_TIMEOUT, reserve).await else {
             return Reply::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
