@@ -39,11 +39,12 @@ pub fn sync(args: SyncArgs) -> i32 {
             None => None,
         };
         let pinned = match hint {
-            Some(hint) => Some(reconciler.vouch(hint).await?).map(|v| {
-                if let Vouched::Refused { hint, .. } = &v {
-                    refused_hint(hint);
+            Some(hint) => Some(match reconciler.vouch(hint).await? {
+                Vouched::Hint(commit) => commit,
+                Vouched::Refused { tip, hint } => {
+                    refused_hint(&hint);
+                    tip
                 }
-                v.commit()
             }),
             None => None,
         };

@@ -44,14 +44,6 @@ pub enum Vouched {
     Refused { tip: Commit, hint: Commit },
 }
 
-impl Vouched {
-    pub fn commit(self) -> Commit {
-        match self {
-            Vouched::Hint(c) | Vouched::Refused { tip: c, .. } => c,
-        }
-    }
-}
-
 /// How a sync ended when nothing went wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
