@@ -227,7 +227,7 @@ pub struct SyncArgs {
     #[arg(long, default_value = "10s", value_parser = parse_duration, env = "TYK_GITOPS_CONNECT_TIMEOUT")]
     pub connect_timeout: Duration,
 
-    /// Git transfer timeout.
+    /// Wall-clock bound on each Git operation (ref listing, fetch).
     #[arg(long, default_value = "120s", value_parser = parse_duration, env = "TYK_GITOPS_TIMEOUT")]
     pub timeout: Duration,
 

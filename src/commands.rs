@@ -5,7 +5,7 @@ use crate::cli::{RunArgs, SyncArgs};
 use crate::config::SyncConfig;
 use crate::daemon::RunConfig;
 use crate::fleet::FleetConfig;
-use crate::reconcile::{Outcome, Reconciler, SyncError};
+use crate::reconcile::{Outcome, Reconciler, SyncError, Vouched};
 use crate::trigger::schedule::Schedule;
 
 pub fn sync(args: SyncArgs) -> i32 {
@@ -36,13 +36,27 @@ pub fn sync(args: SyncArgs) -> i32 {
     let next = NextSteps::of(&config);
     let reconciler = Reconciler::new(config);
     let once = async {
-        let pinned = match &fleet {
+        let hint = match &fleet {
             Some(f) => crate::fleet::joining_commit(f, git_ref.as_deref().unwrap_or("HEAD")).await,
+            None => None,
+        };
+        let pinned = match hint {
+            Some(hint) => Some(match reconciler.vouch(hint).await? {
+                Vouched::Hint(commit) => commit,
+                Vouched::Refused { tip, hint } => {
+                    refused_hint(&hint);
+                    tip
+                }
+            }),
             None => None,
         };
         reconciler.sync(pinned).await
     };
-    match runtime.block_on(once) {
+    let result = runtime.block_on(once);
+    // A Git operation cut by its time limit may still be blocked in
+    // libgit2 on the pool: dropping the runtime would wait for it.
+    runtime.shutdown_background();
+    match result {
         Ok(outcome) => {
             report_outcome(&outcome);
             next.report(&outcome);
@@ -113,7 +127,7 @@ pub fn run(args: RunArgs) -> i32 {
             return 5;
         }
     };
-    runtime.block_on(async move {
+    let code = runtime.block_on(async move {
         let listener = match tokio::net::TcpListener::bind(&args.listen).await {
             Ok(l) => l,
             Err(e) => {
@@ -129,7 +143,10 @@ pub fn run(args: RunArgs) -> i32 {
                 5
             }
         }
-    })
+    });
+    // As in `sync`: a Git operation past its limit must not hold the exit.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    code
 }
 
 /// Raises the soft limit on open files to the hard one, as Go programs do
@@ -187,6 +204,16 @@ pub fn hostname() -> String {
     }
     let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
     String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+/// The fleet's verified commit is not on our ref: someone wrote a commit
+/// into Redis that our ref does not lead to. Said loudly, then ignored.
+pub fn refused_hint(hint: &crate::source::Commit) {
+    tracing::warn!(
+        sha = %hint.short(),
+        git_ref = %hint.git_ref,
+        "the fleet's verified commit is neither the tip of the ref nor an ancestor of it; not starting on it (resolving the ref instead)"
+    );
 }
 
 fn report_outcome(outcome: &Outcome) {

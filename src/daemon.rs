@@ -21,11 +21,18 @@ use tracing::{error, info, warn};
 use crate::config::SyncConfig;
 use crate::fleet::FleetHandle;
 use crate::metrics::Metrics;
-use crate::reconcile::{Outcome, Reconciler, SyncError};
+use crate::reconcile::{Outcome, Reconciler, SyncError, Vouched};
 use crate::source::Commit;
 use crate::state::now;
 use crate::trigger::schedule::{Pacer, Schedule};
 use crate::trigger::{Trigger, Triggers};
+
+/// Least time between two remote ref listings made for outside triggers
+/// (webhooks, fleet notices): anyone who can reach the webhook with a
+/// replayed signed push, or publish on the fleet's channel, could
+/// otherwise make one listing per message. Triggers arriving meanwhile
+/// coalesce into one sync.
+pub const MIN_TRIGGERED_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How long a running sync may go on after a shutdown signal.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
@@ -70,6 +77,9 @@ pub struct Live {
     pub consecutive_failures: u32,
     /// Other live sidecars of the fleet using our replica id (0: unique).
     pub replica_id_clash: u32,
+    /// Times the fleet notice listener died and was restarted; shown by
+    /// `/healthz`.
+    pub fleet_listener_restarts: u32,
 }
 
 pub struct App {
@@ -90,6 +100,8 @@ pub struct App {
     pub has_gateway: bool,
     /// `POST /webhook`, when a secret is configured.
     pub webhook: Option<crate::trigger::webhook::Webhook>,
+    /// What `/status` last read of `state.json`.
+    pub status_cache: Arc<Mutex<crate::server::StatusCache>>,
 }
 
 impl App {
@@ -136,6 +148,7 @@ pub async fn run(
                 .map(|f| f.on_push(sync_cfg.source.git_ref.as_deref()));
             webhook
         }),
+        status_cache: Arc::default(),
     });
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -164,6 +177,8 @@ pub async fn run(
     let mut pending = Some(Trigger::Start);
     // The last commit this replica told the fleet it verified.
     let mut told_verified: Option<String> = None;
+    // When the last sync that lists the remote started.
+    let mut last_listing: Option<Instant> = None;
     let mut pacer = Pacer::new(
         config.schedule.clone(),
         config.verify_period,
@@ -187,9 +202,21 @@ pub async fn run(
             pacer.skip_poll();
             continue;
         }
+        if matches!(trigger, Trigger::Webhook | Trigger::Fleet)
+            && let Some(last) = last_listing
+        {
+            let due = last + MIN_TRIGGERED_INTERVAL;
+            tokio::select! {
+                _ = stop.changed() => break,
+                _ = tokio::time::sleep_until(due) => {}
+            }
+        }
+        if trigger != Trigger::Drift {
+            last_listing = Some(Instant::now());
+        }
         app.live().busy_since = Some(std::time::Instant::now());
         let started = Instant::now();
-        let work = step(&reconciler, &trigger, pinned.take(), fleet.as_ref());
+        let work = step(&reconciler, &app, &trigger, pinned.take(), fleet.as_ref());
         tokio::pin!(work);
         let result = tokio::select! {
             r = &mut work => r,
@@ -262,15 +289,23 @@ enum Step {
 
 async fn step(
     reconciler: &Reconciler,
+    app: &App,
     trigger: &Trigger,
-    pinned: Option<Commit>,
+    hint: Option<Commit>,
     fleet: Option<&FleetHandle>,
 ) -> Result<Step, SyncError> {
     if *trigger == Trigger::Drift {
         return reconciler.check_drift().await.map(Step::Drift);
     }
-    let commit = match pinned {
-        Some(c) => c,
+    let commit = match hint {
+        Some(hint) => match reconciler.vouch(hint).await? {
+            Vouched::Hint(c) => c,
+            Vouched::Refused { tip, hint } => {
+                app.metrics.fleet_refused.inc();
+                crate::commands::refused_hint(&hint);
+                tip
+            }
+        },
         None => reconciler.resolve().await?,
     };
     if let Some(f) = fleet {

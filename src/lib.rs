@@ -38,6 +38,7 @@ pub mod par;
 pub mod plan;
 pub mod reconcile;
 pub mod server;
+pub mod sha;
 pub mod source;
 pub mod state;
 pub mod tree;

@@ -36,6 +36,11 @@ pub struct Metrics {
     pub fleet_notices: Counter,
     pub fleet_leader: Gauge,
     pub fleet_replica_id_clash: Gauge,
+    /// Values read from Redis and not trusted: a notice or verified key
+    /// whose sha is not a commit id, or not on our ref.
+    pub fleet_refused: Counter,
+    /// The notice listener ended unexpectedly and was started again.
+    pub fleet_listener_restarts: Counter,
     pub webhook_requests: Family<ResultLabel, Counter>,
 }
 
@@ -138,6 +143,18 @@ impl Metrics {
             "Other live sidecars of the fleet using this replica's --replica-id (0 when unique)",
             fleet_replica_id_clash.clone(),
         );
+        let fleet_refused = Counter::default();
+        registry.register(
+            "fleet_refused",
+            "Shas from Redis refused: not a commit id, or not the ref's tip or an ancestor of it",
+            fleet_refused.clone(),
+        );
+        let fleet_listener_restarts = Counter::default();
+        registry.register(
+            "fleet_listener_restarts",
+            "Times the fleet notice listener ended unexpectedly and was restarted",
+            fleet_listener_restarts.clone(),
+        );
         Metrics {
             registry,
             syncs,
@@ -154,6 +171,8 @@ impl Metrics {
             fleet_notices,
             fleet_leader,
             fleet_replica_id_clash,
+            fleet_refused,
+            fleet_listener_restarts,
             webhook_requests,
         }
     }

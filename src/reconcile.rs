@@ -24,8 +24,28 @@ use crate::source::{Commit, Source, SourceError};
 use crate::state::{Applied, Rejection, State, StateError, now};
 use crate::validate::{self, Report, empty};
 
+/// Added to `--timeout` for the wall-clock bound of a Git operation, so
+/// libgit2's own timeout (with its more precise message) fires first when
+/// it can.
+const GIT_GRACE: Duration = Duration::from_secs(1);
+
 /// Bound on one request to the gateway's control API.
 const GATEWAY_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How far back from the ref's tip a commit suggested by the fleet may be.
+/// The fleet's verified commit lags the tip by the commits pushed since it
+/// was verified (usually none or one; a few when HEAD was rejected).
+pub const HINT_DEPTH: u32 = 50;
+
+/// What `Reconciler::vouch` made of a suggested commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Vouched {
+    /// The hint is on the ref: start on it.
+    Hint(Commit),
+    /// The hint is not the tip nor within `HINT_DEPTH` of its ancestors:
+    /// start on the tip.
+    Refused { tip: Commit, hint: Commit },
+}
 
 /// How a sync ended when nothing went wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,7 +81,7 @@ pub enum SyncError {
     Invalid { commit: Commit, report: Report },
     #[error("commit {} is not trusted (untrusted-signature): {reason}; nothing was changed", .commit.short())]
     Untrusted { commit: Commit, reason: String },
-    #[error("commit {} was rejected before ({}): {}; push a fix, or use --force to try it again", &.rejection.sha[..12.min(.rejection.sha.len())], .rejection.reason, .rejection.message)]
+    #[error("commit {} was rejected before ({}): {}; push a fix, or use --force to try it again", crate::sha::short(&.rejection.sha), .rejection.reason, .rejection.message)]
     Rejected { rejection: Box<Rejection> },
     #[error(transparent)]
     Source(#[from] SourceError),
@@ -113,6 +133,9 @@ pub struct Reconciler {
     /// a gateway that waits for `current` to exist (the shared-volume
     /// example) or starts without it would otherwise wait for each other.
     first_without_gateway: bool,
+    /// Held by the Git operation running (or lingering past its time
+    /// limit): see `git`.
+    git_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 async fn blocking<T: Send + 'static>(
@@ -134,6 +157,7 @@ impl Reconciler {
             source: Arc::new(source),
             cache: Arc::new(Mutex::new(validate::Cache::default())),
             first_without_gateway: false,
+            git_lock: Arc::new(tokio::sync::Mutex::new(())),
         }
     }
 
@@ -166,10 +190,75 @@ impl Reconciler {
         self.pass(pinned, false).await
     }
 
+    /// The commit to start on when the fleet suggests `hint` (its verified
+    /// sha, read from Redis): the hint when it is our ref's tip or one of
+    /// its last `HINT_DEPTH` ancestors, else the tip, as without Redis.
+    /// Anyone who can write to Redis can write the hint, so it is never
+    /// fetched by id and never blocks a start: any doubt means the tip.
+    pub async fn vouch(&self, hint: Commit) -> Result<Vouched, SyncError> {
+        let tip = self.resolve().await?;
+        if tip.sha == hint.sha {
+            return Ok(Vouched::Hint(tip));
+        }
+        // A ref that is a sha is its own tip: nothing else is on it.
+        if tip.git_ref == tip.sha || hint.git_ref != tip.git_ref {
+            return Ok(Vouched::Refused { tip, hint });
+        }
+        let source = self.source.clone();
+        let (checked_tip, candidate) = (tip.clone(), hint.sha.clone());
+        let reachable = self
+            .git(move || source.descends_from(&checked_tip, &candidate, HINT_DEPTH))
+            .await;
+        match reachable {
+            Ok(true) => Ok(Vouched::Hint(hint)),
+            Ok(false) => Ok(Vouched::Refused { tip, hint }),
+            Err(e) => {
+                warn!(error = %e, "cannot check the fleet's commit against the ref; using the tip");
+                Ok(Vouched::Refused { tip, hint })
+            }
+        }
+    }
+
     /// The commit the ref points at now: one remote ref listing.
     pub async fn resolve(&self) -> Result<Commit, SyncError> {
         let source = self.source.clone();
-        Ok(blocking(move || source.resolve()).await??)
+        self.git(move || source.resolve()).await
+    }
+
+    /// Runs one Git operation off the runtime, bounded by the wall clock:
+    /// `--timeout` (plus a moment for libgit2's own abort to answer first).
+    /// libgit2's socket timeout bounds each read, not the whole reply, so a
+    /// server trickling a byte at a time would hold a listing for ever.
+    /// libgit2 cannot be interrupted, so an operation over time is left to
+    /// end on its own; it holds `git_lock` until then, so at most one such
+    /// operation lingers, and the next one waits for it within its own limit.
+    async fn git<T: Send + 'static>(
+        &self,
+        operation: impl FnOnce() -> Result<T, SourceError> + Send + 'static,
+    ) -> Result<T, SyncError> {
+        let limit = self.config.source.timeout + GIT_GRACE;
+        let deadline = tokio::time::Instant::now() + limit;
+        let timed_out = || {
+            SyncError::Source(SourceError::Timeout {
+                url: crate::source::redact_url(&self.config.source.repo),
+                after: self.config.source.timeout,
+            })
+        };
+        let Ok(guard) = tokio::time::timeout_at(deadline, self.git_lock.clone().lock_owned()).await
+        else {
+            warn!("an earlier Git operation is still running past its time limit");
+            return Err(timed_out());
+        };
+        let span = tracing::Span::current();
+        let task = tokio::task::spawn_blocking(move || {
+            let _running = guard;
+            span.in_scope(operation)
+        });
+        match tokio::time::timeout_at(deadline, task).await {
+            Ok(Ok(result)) => Ok(result?),
+            Ok(Err(e)) => Err(SyncError::Internal(format!("blocking task failed: {e}"))),
+            Err(_) => Err(timed_out()),
+        }
     }
 
     async fn pass(&self, pinned: Option<Commit>, confirm: bool) -> Result<Outcome, SyncError> {
@@ -259,40 +348,69 @@ impl Reconciler {
             .map_or(0, |a| a.apis)
             .max(gateway.as_ref().map_or(0, |(_, l)| l.api_ids.len()));
         let allow_empty = cfg.allow_empty;
-        // Fetch, read and validate off the runtime, for the gateway that
-        // answered (an MCP API on a gateway older than 5.12 is an error).
+        // A new process reads the saved analyses while Git works.
+        let loading = {
+            let (cache, root) = (self.cache.clone(), cfg.root.clone());
+            tokio::task::spawn_blocking(move || {
+                let mut cache = cache.lock().unwrap_or_else(|p| p.into_inner());
+                if cache.is_empty() {
+                    *cache = validate::Cache::load(&root);
+                }
+            })
+        };
+        let started = Instant::now();
+        let (source, fetched) = (self.source.clone(), commit.clone());
+        let fetch = self.git(move || source.fetch(&fetched)).await;
+        let _ = loading.await;
+        fetch?;
+        debug!(ms = started.elapsed().as_millis() as u64, "fetched");
+        // Before a byte of the commit is read: whose it is.
+        if let Some(trust) = cfg.trust.clone() {
+            let (source, fetched) = (self.source.clone(), commit.clone());
+            let verdict = blocking(move || {
+                source
+                    .signatures(&fetched)
+                    .map(|signed| crate::trust::verify(&signed, &trust))
+            })
+            .await??;
+            match verdict.map_err(|e| untrusted(&commit, e)) {
+                Ok(signer) => info!(%signer, "signature verified"),
+                Err(SyncError::Untrusted { commit, reason }) => {
+                    state.reject(Rejection {
+                        sha: commit.sha.clone(),
+                        at: now(),
+                        reason: "untrusted-signature".into(),
+                        message: reason.clone(),
+                        findings: Vec::new(),
+                        shape: String::new(),
+                    });
+                    state.save(&cfg.root)?;
+                    return Err(SyncError::Untrusted { commit, reason });
+                }
+                Err(other) => return Err(other),
+            }
+        }
+        // The values of this sync (re-read: rotated secrets apply now).
+        let vars = cfg
+            .vars
+            .load()
+            .map_err(|e| SyncError::Config(ConfigError::Usage(e.to_string())))?;
+        // Read and validate off the runtime, for the gateway that answered
+        // (an MCP API on a gateway older than 5.12 is an error).
         let mut opts = cfg.validate.clone();
         opts.gateway_version = gateway.as_ref().and_then(|(gw, _)| gw.version());
-        let (source, fetched, subpath, cache, root, trust, vars) = (
+        let (source, fetched, subpath, cache) = (
             self.source.clone(),
             commit.clone(),
             cfg.path.clone(),
             self.cache.clone(),
-            cfg.root.clone(),
-            cfg.trust.clone(),
-            cfg.vars.clone(),
         );
         let checked = blocking(move || -> Result<_, SyncError> {
             let started = Instant::now();
             let mut cache = cache
                 .lock()
                 .map_err(|_| SyncError::Internal("validation cache poisoned".into()))?;
-            let tree = std::thread::scope(|scope| {
-                // A new process reads the saved analyses while Git works.
-                let loading = cache
-                    .is_empty()
-                    .then(|| scope.spawn(|| validate::Cache::load(&root)));
-                source.fetch(&fetched)?;
-                debug!(ms = started.elapsed().as_millis() as u64, "fetched");
-                // Before a byte of the commit is read: whose it is.
-                if let Some(trust) = &trust {
-                    let signer = crate::trust::verify(&source.signatures(&fetched)?, trust)
-                        .map_err(|e| untrusted(&fetched, e))?;
-                    info!(%signer, "signature verified");
-                }
-                if let Some(Ok(loaded)) = loading.map(|l| l.join()) {
-                    *cache = loaded;
-                }
+            let tree = {
                 let known = cache.blobs();
                 let tree = source.read_tree(
                     &fetched,
@@ -305,12 +423,8 @@ impl Reconciler {
                     ms = started.elapsed().as_millis() as u64,
                     "tree read"
                 );
-                Ok::<_, SyncError>(tree)
-            })?;
-            // The values of this sync (re-read: rotated secrets apply now).
-            let vars = vars
-                .load()
-                .map_err(|e| SyncError::Config(ConfigError::Usage(e.to_string())))?;
+                tree
+            };
             let files = tree.len();
             let holds_config = empty::holds_config(&tree);
             let suggestions = if holds_config || allow_empty {
@@ -338,19 +452,27 @@ impl Reconciler {
             ))
         })
         .await?;
+        // A commit whose tree cannot be read as a config (a name no file
+        // can have, or too large to read) is invalid, like one that fails
+        // validation: rejected once, not fetched and retried for ever.
         let checked = match checked {
-            Err(SyncError::Untrusted { commit, reason }) => {
-                state.reject(Rejection {
-                    sha: commit.sha.clone(),
-                    at: now(),
-                    reason: "untrusted-signature".into(),
-                    message: reason.clone(),
-                    findings: Vec::new(),
-                    shape: String::new(),
-                });
-                state.save(&cfg.root)?;
-                return Err(SyncError::Untrusted { commit, reason });
-            }
+            Err(SyncError::Source(e)) => match unusable(&e) {
+                Some(finding) => {
+                    state.reject(Rejection {
+                        sha: commit.sha.clone(),
+                        at: now(),
+                        reason: "invalid".into(),
+                        message: e.to_string(),
+                        findings: serde_json::to_value(&finding).into_iter().collect(),
+                        shape: String::new(),
+                    });
+                    state.save(&cfg.root)?;
+                    let mut report = Report::default();
+                    report.push(finding);
+                    return Err(SyncError::Invalid { commit, report });
+                }
+                None => return Err(e.into()),
+            },
             other => other?,
         };
         let (bundle, mut report, config_root, files, analysed, changes) = checked;
@@ -574,7 +696,7 @@ impl Reconciler {
         if loaded == expected_of(&manifest) {
             return Ok(false);
         }
-        let span = info_span!("sync", sha = %&manifest.sha[..12.min(manifest.sha.len())]);
+        let span = info_span!("sync", sha = %crate::sha::short(&manifest.sha));
         async {
             warn!(revision = %name, "drift: the gateway does not run the current revision; reloading");
             self.reload_and_verify(&gw, &revs, &name, &manifest, Before::Same)
@@ -903,6 +1025,26 @@ fn protected(state: &State) -> Vec<String> {
         .map(|a| a.revision.clone())
         .chain(state.history.iter().take(1).map(|h| h.revision.clone()))
         .collect()
+}
+
+/// The finding for a source error that is the commit's own fault, not
+/// the remote's or the disk's.
+fn unusable(e: &SourceError) -> Option<validate::report::Finding> {
+    let (rule, file) = match e {
+        SourceError::BadPath { path, .. } => (validate::rules::INVALID_PATH, path.clone()),
+        SourceError::TooLarge { .. } => (validate::rules::COMMIT_TOO_LARGE, String::new()),
+        _ => return None,
+    };
+    Some(validate::report::Finding {
+        rule,
+        severity: validate::report::Severity::Error,
+        file,
+        line: 0,
+        column: 0,
+        pointer: None,
+        message: e.to_string(),
+        hint: None,
+    })
 }
 
 /// Saves the analysis cache; only an optimisation, so a failure is logged

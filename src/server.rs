@@ -43,6 +43,12 @@ pub fn router(app: Arc<App>) -> Router {
 /// their own bound (`trigger::webhook::READ_TIMEOUT`).
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Connections served at once. Past it, accepting waits (new clients queue
+/// in the kernel's backlog) until one closes: each connection costs a task,
+/// buffers and a descriptor, and the header and body timeouts bound how
+/// long any one is held.
+pub const MAX_CONNECTIONS: usize = 2048;
+
 /// Serves HTTP/1.1 (probes, Prometheus and Git hosts all speak it) until
 /// `shutdown` completes, then stops accepting and waits for the requests in
 /// flight, as `axum::serve(..).with_graceful_shutdown(..)` did.
@@ -57,8 +63,16 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT);
     let graceful = GracefulShutdown::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     tokio::pin!(shutdown);
     loop {
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break, // never closed; treated as a shutdown
+            },
+            () = &mut shutdown => break,
+        };
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
@@ -76,6 +90,7 @@ pub async fn serve(
             if let Err(e) = connection.await {
                 debug!("http connection: {e}");
             }
+            drop(slot);
         });
     }
     drop(listener);
@@ -99,11 +114,24 @@ async fn accept_error(e: std::io::Error) {
 }
 
 async fn healthz(Extract(app): Extract<Arc<App>>) -> Response {
-    let busy = app.live().busy_since.map(|t| t.elapsed());
+    let (busy, restarts) = {
+        let live = app.live();
+        (
+            live.busy_since.map(|t| t.elapsed()),
+            live.fleet_listener_restarts,
+        )
+    };
     match busy {
         Some(running) if running > app.stuck_after => (
             StatusCode::SERVICE_UNAVAILABLE,
             format!("stuck: one sync has run for {}s\n", running.as_secs()),
+        )
+            .into_response(),
+        // The listener is supervised: it runs again, but a restart means
+        // something went wrong, and a probe's reader should see it.
+        _ if restarts > 0 => (
+            StatusCode::OK,
+            format!("ok; fleet notice listener restarted {restarts} time(s)\n"),
         )
             .into_response(),
         _ => (StatusCode::OK, "ok\n").into_response(),
@@ -134,11 +162,11 @@ async fn metrics(Extract(app): Extract<Arc<App>>, headers: HeaderMap) -> Respons
 
 async fn status(Extract(app): Extract<Arc<App>>) -> Response {
     let root = app.root.clone();
-    let state = tokio::task::spawn_blocking(move || State::load(&root))
+    let cache = app.status_cache.clone();
+    let state = tokio::task::spawn_blocking(move || cached_state(&root, &cache))
         .await
         .ok()
-        .and_then(|r| r.ok())
-        .map(|(s, _)| s)
+        .flatten()
         .unwrap_or_default();
     let live = app.live();
     let body = json!({
@@ -150,11 +178,72 @@ async fn status(Extract(app): Extract<Arc<App>>) -> Response {
         "path": app.path,
         "ready": live.ready,
         "syncing": live.busy_since.is_some(),
-        "current": state.current,
+        "current": state["current"],
         "last_attempt": live.last_attempt,
         "consecutive_failures": live.consecutive_failures,
-        "rejected": state.rejected.values().collect::<Vec<_>>(),
-        "history": state.history,
+        "rejected": state["rejected"],
+        "history": state["history"],
     });
     axum::Json(body).into_response()
+}
+
+/// The state's part of `/status`, re-read only when `state.json` changed
+/// (by its modification time and length): a prober polling `/status`
+/// must not cost a parse of the file each time.
+#[derive(Debug, Default)]
+pub struct StatusCache {
+    key: Option<(std::time::SystemTime, u64)>,
+    value: Arc<serde_json::Value>,
+}
+
+fn cached_state(
+    root: &std::path::Path,
+    cache: &std::sync::Mutex<StatusCache>,
+) -> Option<Arc<serde_json::Value>> {
+    let key = std::fs::metadata(root.join("state.json"))
+        .ok()
+        .and_then(|m| Some((m.modified().ok()?, m.len())));
+    let mut cache = cache.lock().unwrap_or_else(|p| p.into_inner());
+    if key.is_some() && cache.key == key {
+        return Some(cache.value.clone());
+    }
+    let state = State::load(root).ok().map(|(s, _)| s).unwrap_or_default();
+    let value = Arc::new(json!({
+        "current": state.current,
+        "rejected": state.rejected.values().collect::<Vec<_>>(),
+        "history": state.history,
+    }));
+    *cache = StatusCache {
+        key,
+        value: value.clone(),
+    };
+    Some(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::Rejection;
+
+    #[test]
+    fn the_status_cache_follows_every_state_write() {
+        let root = tempfile::tempdir().unwrap();
+        let cache = std::sync::Mutex::new(StatusCache::default());
+        let empty = cached_state(root.path(), &cache).unwrap();
+        assert_eq!(empty["rejected"], json!([]));
+        let mut state = State::default();
+        for n in 0..3 {
+            state.reject(Rejection {
+                sha: format!("{n:040}"),
+                at: n,
+                reason: "invalid".into(),
+                message: "1 error(s)".into(),
+                findings: vec![],
+                shape: String::new(),
+            });
+            state.save(root.path()).unwrap();
+            let shown = cached_state(root.path(), &cache).unwrap();
+            assert_eq!(shown["rejected"].as_array().unwrap().len() as u64, n + 1);
+        }
+    }
 }

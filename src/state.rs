@@ -18,6 +18,8 @@ const FILE: &str = "state.json";
 const TMP: &str = ".state.tmp";
 const HISTORY_LEN: usize = 20;
 const REJECTED_LEN: usize = 20;
+/// Findings kept per rejected commit.
+pub const MAX_KEPT_FINDINGS: usize = 50;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -172,7 +174,19 @@ impl State {
         self.history.truncate(HISTORY_LEN);
     }
 
-    pub fn reject(&mut self, rejection: Rejection) {
+    /// Records a refused commit, keeping its first `MAX_KEPT_FINDINGS`
+    /// findings (the message gives the full count): a commit of thousands
+    /// of bad files would otherwise make `state.json`, and every `/status`
+    /// answer, megabytes.
+    pub fn reject(&mut self, mut rejection: Rejection) {
+        if rejection.findings.len() > MAX_KEPT_FINDINGS {
+            let total = rejection.findings.len();
+            rejection.findings.truncate(MAX_KEPT_FINDINGS);
+            rejection.message = format!(
+                "{}; the first {MAX_KEPT_FINDINGS} of {total} findings are kept (run `tyk-gitops validate` for all)",
+                rejection.message
+            );
+        }
         self.record(&rejection.sha, "", &rejection.reason);
         self.rejected.insert(rejection.sha.clone(), rejection);
         while self.rejected.len() > REJECTED_LEN {

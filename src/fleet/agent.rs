@@ -21,9 +21,10 @@ use tokio::time::{Instant, MissedTickBehavior, interval, sleep, timeout};
 use tracing::{debug, info, warn};
 
 use super::{
-    FleetConfig, FleetError, Notice, REDIS_TIMEOUT, ReplicaStatus, Verified, lease_holder, short,
+    FleetConfig, FleetError, Notice, REDIS_TIMEOUT, ReplicaStatus, Verified, lease_holder,
 };
 use crate::daemon::App;
+use crate::sha::{Sha, printable};
 use crate::source::Commit;
 use crate::state::{State, now};
 use crate::trigger::Trigger;
@@ -50,14 +51,26 @@ const CLASH_CHECKS: u32 = (STATUS_TTL.as_secs() / HEARTBEAT.as_secs()) as u32 + 
 const HEARD_LEN: usize = 16;
 
 /// Acquire the lease when free, renew it when ours; one round trip, and no
-/// window where two replicas both think they lead.
+/// window where two replicas both think they lead. A lease is free too
+/// when it has no expiry (replicas always set one: someone else wrote it)
+/// or its holder (`<replica>/<instance>`) has no live status under
+/// `KEYS[2]<replica>:<instance>` (an older version's bare id counts as
+/// gone): either would otherwise make every replica a follower for good.
 const LEASE_SCRIPT: &str = r"
 local holder = redis.call('GET', KEYS[1])
-if holder == false then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return 1
-elseif holder == ARGV[1] then
+if holder == ARGV[1] then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+local alive = false
+if holder then
+  local replica, instance = string.match(holder, '^(.*)/([^/]*)$')
+  if replica then
+    alive = redis.call('EXISTS', KEYS[2] .. replica .. ':' .. instance) == 1
+  end
+end
+if not alive or redis.call('PTTL', KEYS[1]) < 0 then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
   return 1
 end
 return 0";
@@ -160,12 +173,20 @@ impl FleetHandle {
         };
         let config = self.config.clone();
         let git_ref = our_ref(&app);
-        let subscriber = tokio::spawn(subscribe(
-            config.clone(),
-            app.clone(),
-            self.shared.clone(),
-            git_ref,
-        ));
+        let subscriber = {
+            let (config, app, shared) = (config.clone(), app.clone(), self.shared.clone());
+            let restarted_app = app.clone();
+            tokio::spawn(supervise(
+                move || subscribe(config.clone(), app.clone(), shared.clone(), git_ref.clone()),
+                move |restarts| {
+                    let app = &restarted_app;
+                    app.metrics.fleet_listener_restarts.inc();
+                    app.live().fleet_listener_restarts = restarts;
+                    // Notices may have been lost while it was down.
+                    app.triggers.fire(Trigger::Fleet);
+                },
+            ))
+        };
         let agent = Agent {
             config,
             app,
@@ -186,11 +207,11 @@ impl FleetHandle {
         let tx = self.tx.clone();
         let git_ref = git_ref.unwrap_or("HEAD").to_string();
         Arc::new(move |event: &crate::trigger::webhook::WebhookEvent| {
-            let Some(sha) = event.sha.as_deref().filter(|s| is_sha(s)) else {
+            let Some(sha) = event.sha.as_deref().and_then(Sha::parse) else {
                 return;
             };
             let commit = Commit {
-                sha: sha.to_ascii_lowercase(),
+                sha: sha.into_string(),
                 git_ref: git_ref.clone(),
             };
             if tx.try_send(Request::Announce(commit)).is_err() {
@@ -296,9 +317,11 @@ impl Agent {
         loop {
             tokio::select! {
                 _ = beat.tick() => {
-                    self.lease().await;
                     self.check_id().await;
+                    // Status first: a lease whose holder has no status is
+                    // free to take (LEASE_SCRIPT).
                     self.write_status().await;
+                    self.lease().await;
                 }
                 request = rx.recv() => match request {
                     Some(Request::Applied { commit, verified }) => {
@@ -370,8 +393,9 @@ impl Agent {
     async fn lease(&mut self) {
         let mut cmd = redis::cmd("EVAL");
         cmd.arg(LEASE_SCRIPT)
-            .arg(1)
+            .arg(2)
             .arg(self.config.keys().leader())
+            .arg(self.config.keys().replica_pattern().trim_end_matches('*'))
             .arg(self.holder())
             .arg(LEASE_TTL.as_millis() as u64);
         let held = self.query::<i64>("lease", &cmd).await == Some(1);
@@ -558,15 +582,38 @@ fn our_ref(app: &App) -> String {
     app.git_ref.clone().unwrap_or_else(|| "HEAD".to_string())
 }
 
-fn is_sha(s: &str) -> bool {
-    s.len() == 40 && s.chars().all(|c| c.is_ascii_hexdigit())
-}
-
 fn remember(shared: &Shared, sha: &str) {
     let mut heard = shared.heard();
     if !heard.iter().any(|s| s == sha) {
         heard.push_front(sha.to_string());
         heard.truncate(HEARD_LEN);
+    }
+}
+
+/// Pause before a listener that ended is started again, so a task that
+/// fails at once does not spin.
+const RESTART_DELAY: Duration = Duration::from_secs(1);
+
+/// Runs the task `start` makes for ever: when it ends (a panic, or a
+/// return it should never make) it is logged, `restarted` is told how many
+/// times that happened so far (metrics, `/healthz`), and it is started
+/// again. A listener that died silently would leave the replica deaf to
+/// the fleet while every probe said it was fine.
+async fn supervise<F, Fut>(start: F, restarted: impl Fn(u32))
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let mut restarts: u32 = 0;
+    loop {
+        match tokio::spawn(start()).await {
+            Err(e) if e.is_panic() => warn!("the fleet notice listener panicked; restarting it"),
+            Err(_) => return, // cancelled: the runtime is shutting down
+            Ok(()) => warn!("the fleet notice listener ended; restarting it"),
+        }
+        restarts = restarts.saturating_add(1);
+        restarted(restarts);
+        sleep(RESTART_DELAY).await;
     }
 }
 
@@ -648,13 +695,64 @@ fn on_notice(app: &App, shared: &Shared, git_ref: &str, payload: &[u8]) {
     if is_own(app, &notice) || notice.git_ref != git_ref {
         return;
     }
-    remember(shared, &notice.sha);
+    // Anyone who can publish on the channel can send anything: only a
+    // commit id is a notice.
+    let Some(sha) = Sha::parse(&notice.sha) else {
+        app.metrics.fleet_refused.inc();
+        debug!(value = %printable(&notice.sha), "ignoring a notice whose sha is not a commit id");
+        return;
+    };
     app.metrics.fleet_notices.inc();
-    if shared.current().as_deref() == Some(notice.sha.as_str()) {
+    // Coalesced by sha: a notice heard lately already made its sync.
+    if shared.was_heard(sha.as_str()) {
         return;
     }
-    info!(sha = %short(&notice.sha), from = %notice.replica, "fleet notice: syncing");
+    remember(shared, sha.as_str());
+    if shared.current().as_deref() == Some(sha.as_str()) {
+        return;
+    }
+    info!(sha = %sha.short(), from = %printable(&notice.replica), "fleet notice: syncing");
     // A hint: the sync resolves the ref itself, so a stale or forged
     // notice can only cost one ref listing.
     app.triggers.fire(Trigger::Fleet);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_listener_that_panics_is_started_again_and_counted() {
+        let started = Arc::new(AtomicUsize::new(0));
+        let seen = Arc::new(AtomicU32::new(0));
+        let supervisor = {
+            let (started, seen) = (started.clone(), seen.clone());
+            tokio::spawn(supervise(
+                move || {
+                    let n = started.fetch_add(1, Ordering::SeqCst);
+                    async move {
+                        if n < 2 {
+                            panic!("listener {n} dies");
+                        }
+                        std::future::pending::<()>().await;
+                    }
+                },
+                move |restarts| seen.store(restarts, Ordering::SeqCst),
+            ))
+        };
+        for _ in 0..50 {
+            if started.load(Ordering::SeqCst) == 3 {
+                break;
+            }
+            sleep(RESTART_DELAY).await;
+        }
+        assert_eq!(started.load(Ordering::SeqCst), 3);
+        assert_eq!(seen.load(Ordering::SeqCst), 2);
+        assert!(
+            !supervisor.is_finished(),
+            "the third listener keeps running"
+        );
+        supervisor.abort();
+    }
 }

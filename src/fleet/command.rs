@@ -7,10 +7,11 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use super::{
-    FleetConfig, FleetError, Progress, ReplicaStatus, Verified, converged, duplicate_ids,
-    lease_replica, progress, short,
+    FleetConfig, FleetError, Ignored, Progress, ReplicaStatus, Statuses, Verified, converged,
+    duplicate_ids, lease_replica, progress, short,
 };
 use crate::cli::{FleetArgs, parse_duration};
+use crate::sha::printable;
 use crate::state::now;
 
 /// How often `wait` looks again.
@@ -137,6 +138,8 @@ fn exit_code(e: &FleetError) -> i32 {
 /// Everything `status` shows, read in one go.
 struct Snapshot {
     replicas: Vec<ReplicaStatus>,
+    /// Entries under `replica:*` not trusted as a replica's status.
+    ignored: Vec<Ignored>,
     verified: Option<Verified>,
     /// The lease holder's replica id.
     leader: Option<String>,
@@ -144,7 +147,7 @@ struct Snapshot {
 
 async fn snapshot(config: &FleetConfig) -> Result<Snapshot, FleetError> {
     let mut con = config.connect().await?;
-    let replicas = super::read_statuses(config, &mut con).await?;
+    let Statuses { replicas, ignored } = super::read_statuses(config, &mut con).await?;
     let keys = config.keys();
     let (verified, leader): (Option<String>, Option<String>) = redis::cmd("MGET")
         .arg(keys.verified())
@@ -154,6 +157,7 @@ async fn snapshot(config: &FleetConfig) -> Result<Snapshot, FleetError> {
         .map_err(|e| config.command_failed("MGET", &e))?;
     Ok(Snapshot {
         replicas,
+        ignored,
         verified: verified.and_then(|v| serde_json::from_str(&v).ok()),
         leader: leader.map(|l| lease_replica(&l).to_string()),
     })
@@ -184,6 +188,7 @@ async fn status(args: StatusArgs) -> i32 {
                 "leader": snap.leader,
                 "replicas": snap.replicas,
                 "duplicate_ids": duplicates,
+                "ignored": snap.ignored,
             })
         ),
         Format::Human => print!(
@@ -206,7 +211,7 @@ fn table(cluster: &str, snap: &Snapshot, agreed: Option<&str>, now: u64) -> Stri
     ]];
     let duplicates = duplicate_ids(&snap.replicas);
     for r in &snap.replicas {
-        let mut name = r.replica.clone();
+        let mut name = printable(&r.replica);
         // Two sidecars under one name: tell them apart by process.
         if duplicates.contains(&r.replica.as_str()) {
             name.push_str(&format!(" !{}", short_instance(&r.instance)));
@@ -221,7 +226,7 @@ fn table(cluster: &str, snap: &Snapshot, agreed: Option<&str>, now: u64) -> Stri
             r.apis.to_string(),
             r.policies.to_string(),
             format!("{}s", now.saturating_sub(r.updated_at)),
-            r.error.clone().unwrap_or_default(),
+            r.error.as_deref().map(printable).unwrap_or_default(),
         ]);
     }
     let widths: Vec<usize> = (0..7)
@@ -238,7 +243,12 @@ fn table(cluster: &str, snap: &Snapshot, agreed: Option<&str>, now: u64) -> Stri
         out.push('\n');
     }
     let verified = snap.verified.as_ref().map_or("none".to_string(), |v| {
-        format!("{} ({}, by {})", short(&v.sha), v.git_ref, v.replica)
+        format!(
+            "{} ({}, by {})",
+            printable(short(&v.sha)),
+            printable(&v.git_ref),
+            printable(&v.replica)
+        )
     });
     out.push_str(&format!(
         "\ncluster {cluster}: {} replica(s); fleet verified commit: {verified}; {}\n",
@@ -256,14 +266,38 @@ fn table(cluster: &str, snap: &Snapshot, agreed: Option<&str>, now: u64) -> Stri
         out.push_str(&format!(
             "(! replica id used by more than one sidecar, shown with its process id: {}; \
              give each its own --replica-id)\n",
-            duplicates.join(", ")
+            duplicates
+                .iter()
+                .map(|d| printable(d))
+                .collect::<Vec<_>>()
+                .join(", ")
         ));
+    }
+    out.push_str(&ignored_lines(&snap.ignored));
+    out
+}
+
+/// The entries not counted, one per line, so a reader sees what was left
+/// out and why.
+fn ignored_lines(ignored: &[Ignored]) -> String {
+    let mut out = String::new();
+    if !ignored.is_empty() {
+        out.push_str(&format!(
+            "not counted: {} entr{} that no replica wrote:\n",
+            ignored.len(),
+            if ignored.len() == 1 { "y" } else { "ies" }
+        ));
+    }
+    for i in ignored {
+        out.push_str(&format!("  {}: {}\n", i.key, i.reason));
     }
     out
 }
 
-fn short_instance(instance: &str) -> &str {
-    &instance[..instance.len().min(8)]
+/// The first characters of a process id from Redis, printable (it may be
+/// anything: cut on characters, never inside one).
+fn short_instance(instance: &str) -> String {
+    printable(instance).chars().take(8).collect()
 }
 
 async fn wait(args: WaitArgs) -> i32 {
@@ -283,27 +317,32 @@ async fn wait(args: WaitArgs) -> i32 {
     let mut last = None;
     loop {
         match snapshot_replicas(&config).await {
-            Ok(replicas) => {
+            Ok(Statuses { replicas, ignored }) => {
                 reached = true;
                 match progress(&replicas, &args.sha, args.min_replicas) {
                     Progress::Done => {
+                        // What was counted, by name, and what was not.
+                        let names: Vec<String> =
+                            replicas.iter().map(|r| printable(&r.replica)).collect();
                         println!(
-                            "{} replica(s) verified {}",
+                            "{} replica(s) verified {}: {}",
                             replicas.len(),
-                            short(args.sha.trim())
+                            short(args.sha.trim()),
+                            names.join(", ")
                         );
+                        eprint!("{}", ignored_lines(&ignored));
                         return 0;
                     }
                     Progress::Rejected(r) => {
                         eprintln!(
                             "{} rejected {}: {}",
-                            r.replica,
+                            printable(&r.replica),
                             short(args.sha.trim()),
                             r.describe()
                         );
                         return 1;
                     }
-                    waiting => last = Some(waiting),
+                    waiting => last = Some((waiting, ignored)),
                 }
             }
             Err(e) => last_error = Some(e),
@@ -321,17 +360,21 @@ async fn wait(args: WaitArgs) -> i32 {
     1
 }
 
-async fn snapshot_replicas(config: &FleetConfig) -> Result<Vec<ReplicaStatus>, FleetError> {
+async fn snapshot_replicas(config: &FleetConfig) -> Result<Statuses, FleetError> {
     let mut con = config.connect().await?;
     super::read_statuses(config, &mut con).await
 }
 
-fn timed_out(args: &WaitArgs, last: Option<Progress>) -> String {
+fn timed_out(args: &WaitArgs, last: Option<(Progress, Vec<Ignored>)>) -> String {
     let mut out = format!(
         "timed out after {} waiting for {}",
         humantime::format_duration(args.timeout),
         short(args.sha.trim())
     );
+    let (last, ignored) = match last {
+        Some((progress, ignored)) => (Some(progress), ignored),
+        None => (None, Vec::new()),
+    };
     match last {
         Some(Progress::Waiting { laggards, live }) => {
             if live < args.min_replicas {
@@ -350,6 +393,7 @@ fn timed_out(args: &WaitArgs, last: Option<Progress>) -> String {
         }
         _ => out.push('\n'),
     }
+    out.push_str(&ignored_lines(&ignored));
     out
 }
 
@@ -381,6 +425,7 @@ mod tests {
                 replica("gw-0", sha, true, true),
                 replica("gateway-1", sha, false, false),
             ],
+            ignored: vec![],
             verified: None,
             leader: Some("gw-0".into()),
         };
@@ -409,6 +454,7 @@ cluster prod: 2 replica(s); fleet verified commit: none; not converged
             ],
             verified: None,
             leader: Some("gw-0".into()),
+            ignored: vec![],
         };
         let text = table("prod", &snap, Some(sha), 103);
         let expected = "\
@@ -438,10 +484,13 @@ cluster prod: 3 replica(s); fleet verified commit: none; converged on 0123456789
         let lag = replica("gw-1", "aaaaaaaaaaaaaaaa", false, false);
         let text = timed_out(
             &args,
-            Some(Progress::Waiting {
-                laggards: vec![lag],
-                live: 2,
-            }),
+            Some((
+                Progress::Waiting {
+                    laggards: vec![lag],
+                    live: 2,
+                },
+                vec![],
+            )),
         );
         assert_eq!(
             text,

@@ -23,6 +23,7 @@ use tracing::{info, warn};
 
 use crate::cli::FleetArgs;
 use crate::daemon::Attempt;
+use crate::sha::{Sha, printable};
 use crate::source::{Commit, redact_url};
 use crate::state::State;
 
@@ -317,7 +318,7 @@ impl ReplicaStatus {
     pub fn describe(&self) -> String {
         let mut line = format!(
             "{}: on {}{}",
-            self.replica,
+            printable(&self.replica),
             self.sha.as_deref().map_or("nothing yet", short),
             if self.sha.is_none() {
                 ""
@@ -328,7 +329,7 @@ impl ReplicaStatus {
             }
         );
         if let Some(e) = &self.error {
-            line.push_str(&format!("; last error: {e}"));
+            line.push_str(&format!("; last error: {}", printable(e)));
         }
         line
     }
@@ -353,9 +354,7 @@ pub fn same_sha(full: &str, given: &str) -> bool {
     given.len() >= 7 && full.to_ascii_lowercase().starts_with(&given)
 }
 
-pub fn short(sha: &str) -> &str {
-    &sha[..sha.len().min(12)]
-}
+pub use crate::sha::short;
 
 /// The sha every live replica has verified, if they agree (and there is one).
 pub fn converged(replicas: &[ReplicaStatus]) -> Option<&str> {
@@ -402,9 +401,12 @@ pub fn progress(replicas: &[ReplicaStatus], sha: &str, min_replicas: usize) -> P
     }
 }
 
-/// The commit a replica joining the fleet starts on: the fleet's verified
-/// sha when it was verified for our ref. Any Redis trouble means `None`
-/// (the normal resolve), never a failed start.
+/// The commit a replica joining the fleet would like to start on: the
+/// fleet's verified sha when it was verified for our ref. Only a hint:
+/// the reconciler takes it only when it is the ref's tip or an ancestor
+/// of it (`Reconciler::vouch`), since anyone who can write to Redis can
+/// write this key. Any Redis trouble, or a value that is not a commit id,
+/// means `None` (the normal resolve), never a failed start.
 pub async fn joining_commit(config: &FleetConfig, git_ref: &str) -> Option<Commit> {
     let fetched = async {
         let mut con = config.connect().await?;
@@ -423,15 +425,25 @@ pub async fn joining_commit(config: &FleetConfig, git_ref: &str) -> Option<Commi
         }
     };
     match serde_json::from_str::<Verified>(&raw) {
-        Ok(v) if v.git_ref == git_ref => {
-            info!(sha = %short(&v.sha), by = %v.replica, "starting on the fleet's verified commit");
-            Some(Commit {
-                sha: v.sha,
-                git_ref: v.git_ref,
-            })
-        }
+        Ok(v) if v.git_ref == git_ref => match Sha::parse(&v.sha) {
+            Some(sha) => {
+                info!(sha = %sha.short(), by = %printable(&v.replica), "the fleet verified a commit; checking it is on our ref");
+                Some(Commit {
+                    sha: sha.into_string(),
+                    git_ref: v.git_ref,
+                })
+            }
+            None => {
+                warn!(
+                    value = %printable(&v.sha),
+                    "{}: not a commit id; resolving the ref instead",
+                    config.keys().verified()
+                );
+                None
+            }
+        },
         Ok(v) => {
-            info!(fleet_ref = %v.git_ref, "the fleet's verified commit is of another ref; resolving ours");
+            info!(fleet_ref = %printable(&v.git_ref), "the fleet's verified commit is of another ref; resolving ours");
             None
         }
         Err(e) => {
@@ -444,12 +456,67 @@ pub async fn joining_commit(config: &FleetConfig, git_ref: &str) -> Option<Commi
     }
 }
 
-/// Every live replica's status, sorted by id. Entries that are not a
-/// status (another tool's key) are skipped with a warning.
+/// An entry under `replica:*` that is not counted as a replica, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Ignored {
+    /// The key, control characters removed.
+    pub key: String,
+    pub reason: String,
+}
+
+/// What `fleet status` and `fleet wait` read: the replicas they trust, and
+/// the entries they do not.
+#[derive(Debug, Default)]
+pub struct Statuses {
+    pub replicas: Vec<ReplicaStatus>,
+    pub ignored: Vec<Ignored>,
+}
+
+/// Why an entry is not trusted as a replica's status, if it is not.
+/// Replicas write their status under their own id and instance with a TTL of
+/// `agent::STATUS_TTL`, with commit ids only; an entry that does not look
+/// like that was not written by a replica (or was tampered with), and
+/// counting it would let it hold up or falsely complete `fleet wait`.
+pub fn distrust(key: &str, own_key: &str, status: &ReplicaStatus, ttl_ms: i64) -> Option<String> {
+    if key != own_key {
+        return Some(format!(
+            "names replica {:?} (process {:?}), not the one in its key",
+            printable(&status.replica),
+            printable(&status.instance)
+        ));
+    }
+    if status
+        .sha
+        .as_deref()
+        .is_some_and(|s| Sha::parse(s).is_none())
+    {
+        return Some("its sha is not a commit id".into());
+    }
+    if status.rejected.iter().any(|s| Sha::parse(s).is_none()) {
+        return Some("a rejected sha is not a commit id".into());
+    }
+    // -1: no expiry. A replica's status always has one, and at most
+    // STATUS_TTL (a second of slack for the clock of the PTTL call).
+    let max = agent::STATUS_TTL.as_millis() as i64 + 1000;
+    if ttl_ms < 0 {
+        return Some("it never expires; a replica's status always does".into());
+    }
+    if ttl_ms > max {
+        return Some(format!(
+            "it expires in {} s; a replica's status expires within {} s",
+            ttl_ms / 1000,
+            agent::STATUS_TTL.as_secs()
+        ));
+    }
+    None
+}
+
+/// Every live replica's status, sorted by id, and the entries not trusted
+/// as one (see `distrust`), with the reason.
 pub async fn read_statuses(
     config: &FleetConfig,
     con: &mut redis::aio::MultiplexedConnection,
-) -> Result<Vec<ReplicaStatus>, FleetError> {
+) -> Result<Statuses, FleetError> {
     let pattern = config.keys().replica_pattern();
     let mut keys: Vec<String> = Vec::new();
     let mut cursor: u64 = 0;
@@ -471,24 +538,47 @@ pub async fn read_statuses(
     }
     keys.sort();
     keys.dedup();
+    let mut out = Statuses::default();
     if keys.is_empty() {
-        return Ok(Vec::new());
+        return Ok(out);
     }
     let values: Vec<Option<String>> = redis::cmd("MGET")
         .arg(&keys)
         .query_async(con)
         .await
         .map_err(|e| config.command_failed("MGET", &e))?;
-    let mut out = Vec::new();
-    // A key may expire between SCAN and MGET: `None` is a replica gone.
-    for (key, value) in keys.iter().zip(values) {
-        let Some(value) = value else { continue };
-        match serde_json::from_str::<ReplicaStatus>(&value) {
-            Ok(s) => out.push(s),
-            Err(e) => warn!("{key}: not a replica status ({e}); skipped"),
-        }
+    let mut ttls = redis::pipe();
+    for key in &keys {
+        ttls.cmd("PTTL").arg(key);
     }
-    out.sort_by(|a, b| (&a.replica, &a.instance).cmp(&(&b.replica, &b.instance)));
+    let ttls: Vec<i64> = ttls
+        .query_async(con)
+        .await
+        .map_err(|e| config.command_failed("PTTL", &e))?;
+    // A key may expire between SCAN and MGET: `None` is a replica gone.
+    for ((key, value), ttl) in keys.iter().zip(values).zip(ttls) {
+        let Some(value) = value else { continue };
+        let reason = match serde_json::from_str::<ReplicaStatus>(&value) {
+            Ok(s) => match distrust(
+                key,
+                &config.keys().replica(&s.replica, &s.instance),
+                &s,
+                ttl,
+            ) {
+                None => {
+                    out.replicas.push(s);
+                    continue;
+                }
+                Some(reason) => reason,
+            },
+            Err(e) => format!("not a replica status ({e})"),
+        };
+        let key = printable(key);
+        warn!("{key}: {reason}; not counted");
+        out.ignored.push(Ignored { key, reason });
+    }
+    out.replicas
+        .sort_by(|a, b| (&a.replica, &a.instance).cmp(&(&b.replica, &b.instance)));
     Ok(out)
 }
 

@@ -4,6 +4,7 @@
 //! checkout. All calls block (libgit2): run them in `spawn_blocking`.
 //! Invariant: no message carries a credential (URLs go through `redact_url`).
 
+mod ancestry;
 mod cache;
 mod fetch;
 mod known_hosts;
@@ -20,6 +21,7 @@ use git2::Oid;
 use crate::tree::Tree;
 use remote::Session;
 
+pub use read::{MAX_COMMIT_BYTES, MAX_COMMIT_FILES};
 pub use url::redact_url;
 
 /// Where the config comes from and how to authenticate. Secrets are read from
@@ -87,7 +89,7 @@ pub struct Commit {
 
 impl Commit {
     pub fn short(&self) -> &str {
-        &self.sha[..self.sha.len().min(12)]
+        crate::sha::short(&self.sha)
     }
 }
 
@@ -159,6 +161,8 @@ pub enum SourceError {
     NotADirectory { sha: String, subpath: String },
     #[error("commit {sha} has an entry with an unusable name: {path:?}")]
     BadPath { sha: String, path: String },
+    #[error("commit {sha} is too large: {message}")]
+    TooLarge { sha: String, message: String },
     #[error("commit {sha} is not in the git cache; fetch it first")]
     NotFetched { sha: String },
     #[error("reading commit {sha}: {message}")]

@@ -2,10 +2,28 @@
 //! checkout). Sizes come from object headers, so an oversized blob is never
 //! read into memory; symlinks and submodules are recorded, not followed.
 
+use std::collections::HashMap;
+
 use git2::{ObjectType, Oid, Repository};
 
 use super::SourceError;
 use crate::tree::{Content, EntryKind, Tree, TreeEntry};
+
+/// Files in one commit's config root. A config repo of 100,000 files
+/// applies in seconds (RELIABILITY.md); far more is abuse, and every file
+/// costs memory here and a file on disk per revision.
+pub const MAX_COMMIT_FILES: usize = 200_000;
+/// Bytes of all files of one commit's config root, from object headers,
+/// before any blob is read: a small pack can expand to gigabytes (one
+/// compressible blob named by hundreds of entries), and each entry is
+/// held in memory and written to disk.
+pub const MAX_COMMIT_BYTES: u64 = 256 * 1024 * 1024;
+/// Linux's NAME_MAX: a longer entry name cannot be written, so it is
+/// refused with the commit rather than failing every apply.
+const MAX_NAME_BYTES: usize = 255;
+/// A path longer than this, plus the revision directory it is written
+/// under, could pass PATH_MAX (4,096).
+const MAX_PATH_BYTES: usize = 3072;
 
 const MODE_TREE: i32 = 0o040000;
 const MODE_SYMLINK: i32 = 0o120000;
@@ -74,10 +92,19 @@ pub fn read_tree(
             })?;
             // A crafted tree could name an entry `..`; the Tree invariant
             // (and every later stage) relies on clean relative paths.
-            if name.is_empty() || name == "." || name == ".." || name.contains('/') {
+            if name.is_empty()
+                || name == "."
+                || name == ".."
+                || name.contains('/')
+                || name.len() > MAX_NAME_BYTES
+                || prefix.len() + name.len() > MAX_PATH_BYTES
+            {
                 return Err(SourceError::BadPath {
                     sha: sha.to_string(),
-                    path: format!("{prefix}{name}"),
+                    path: crate::sha::printable(&format!("{prefix}{name}"))
+                        .chars()
+                        .take(300)
+                        .collect(),
                 });
             }
             let path = format!("{prefix}{name}");
@@ -90,9 +117,30 @@ pub fn read_tree(
                 MODE_GITLINK => entries.push(no_content(path, EntryKind::Submodule)),
                 _ => blobs.push((path, item.id())),
             }
+            if entries.len() + blobs.len() > MAX_COMMIT_FILES {
+                return Err(SourceError::TooLarge {
+                    sha: sha.to_string(),
+                    message: format!("more than {MAX_COMMIT_FILES} files"),
+                });
+            }
         }
     }
-    entries.extend(read_blobs(repo, blobs, max_file_size, known).map_err(read_error)?);
+    let too_large = |total: u64| SourceError::TooLarge {
+        sha: sha.to_string(),
+        message: format!(
+            "its files add up to more than {} MiB ({} MiB or more)",
+            MAX_COMMIT_BYTES / (1024 * 1024),
+            total / (1024 * 1024)
+        ),
+    };
+    entries.extend(read_blobs(
+        repo,
+        blobs,
+        max_file_size,
+        known,
+        read_error,
+        too_large,
+    )?);
     Ok(Tree::from_entries(entries))
 }
 
@@ -129,30 +177,81 @@ pub fn dirs(repo: &Repository, sha: &str, max_depth: usize) -> Vec<String> {
 /// Sizes come from object headers, so an oversized blob is never read;
 /// except for blobs `known` to the caller (analysed before, so under an
 /// earlier limit): reading a deltified object's header costs more than
-/// reading the object, and a config repo is mostly such blobs.
+/// reading the object, and a config repo is mostly such blobs. The commit's
+/// total (`MAX_COMMIT_BYTES`) is checked from the headers before anything
+/// is read, and again as known blobs are read. A blob named by several
+/// entries is inflated once.
 fn read_blobs(
     repo: &Repository,
     blobs: Vec<(String, Oid)>,
     max_file_size: u64,
     known: &dyn Fn(Oid) -> bool,
-) -> Result<Vec<TreeEntry>, git2::Error> {
-    let odb = repo.odb()?;
+    read_error: impl Fn(git2::Error) -> SourceError,
+    too_large: impl Fn(u64) -> SourceError,
+) -> Result<Vec<TreeEntry>, SourceError> {
+    let odb = repo.odb().map_err(&read_error)?;
+    let mut sizes: HashMap<Oid, u64> = HashMap::new();
+    let mut total: u64 = 0;
+    for (_, id) in &blobs {
+        if known(*id) {
+            continue;
+        }
+        let size = match sizes.get(id) {
+            Some(size) => *size,
+            None => {
+                let size = odb.read_header(*id).map_err(&read_error)?.0 as u64;
+                sizes.insert(*id, size);
+                size
+            }
+        };
+        // Each entry is held and written on its own, shared blob or not.
+        total = total.saturating_add(size.min(max_file_size.saturating_add(1)));
+        if total > MAX_COMMIT_BYTES {
+            return Err(too_large(total));
+        }
+    }
+    // Uses left of each blob: a shared one is kept until its last entry.
+    let mut uses: HashMap<Oid, usize> = HashMap::new();
+    for (_, id) in &blobs {
+        *uses.entry(*id).or_default() += 1;
+    }
+    let mut read: HashMap<Oid, Vec<u8>> = HashMap::new();
     let mut out = Vec::with_capacity(blobs.len());
     for (path, id) in blobs {
-        let size = if known(id) {
-            None
-        } else {
-            Some(odb.read_header(id)?.0 as u64)
-        };
-        let content = match size {
-            Some(size) if size > max_file_size => Content::TooLarge { size },
+        let left = uses.get_mut(&id).map_or(0, |n| {
+            *n -= 1;
+            *n
+        });
+        let content = match sizes.get(&id) {
+            Some(&size) if size > max_file_size => Content::TooLarge { size },
             _ => {
-                let object = odb.read(id)?;
-                let size = object.len() as u64;
+                let memo = if left == 0 {
+                    read.remove(&id)
+                } else {
+                    read.get(&id).cloned()
+                };
+                let data = match memo {
+                    Some(data) => data,
+                    None => {
+                        let object = odb.read(id).map_err(&read_error)?;
+                        let data = object.data().to_vec();
+                        if known(id) {
+                            total = total.saturating_add(data.len() as u64);
+                            if total > MAX_COMMIT_BYTES {
+                                return Err(too_large(total));
+                            }
+                        }
+                        if left > 0 {
+                            read.insert(id, data.clone());
+                        }
+                        data
+                    }
+                };
+                let size = data.len() as u64;
                 if size > max_file_size {
                     Content::TooLarge { size }
                 } else {
-                    Content::Loaded(object.data().to_vec())
+                    Content::Loaded(data)
                 }
             }
         };

@@ -33,6 +33,12 @@ use crate::trigger::{Trigger, Triggers};
 pub const MAX_BODY: usize = 1024 * 1024;
 /// A sender trickling its body (slow loris) gets this long, then 408.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// KiB of request bodies buffered at once, whatever the number of
+/// connections: each request reserves its announced length (or
+/// `MAX_BODY` when it announces none) before its body is read, so sixteen
+/// 1 MiB bodies fill it while thousands of the few-KiB pushes Git hosts
+/// send fit at once.
+pub const MAX_BUFFERED_KIB: usize = 16 * 1024;
 /// Git refuses nothing this long in practice; it bounds what we echo and log.
 const MAX_REF_LEN: usize = 1024;
 
@@ -96,6 +102,8 @@ pub struct Webhook {
     filter: RefFilter,
     /// The fleet's hook: publishes the push to the other replicas.
     pub on_push: Option<OnPush>,
+    /// One permit per KiB of body being buffered: `MAX_BUFFERED_KIB`.
+    body_budget: Arc<tokio::sync::Semaphore>,
 }
 
 #[derive(Debug, Error)]
@@ -226,12 +234,18 @@ fn scheme_of(headers: &HeaderMap) -> Result<&'static Scheme, WebhookError> {
         .ok_or(WebhookError::Unsigned)
 }
 
-/// Checks the request's signature or token; returns who sent it.
-pub fn authenticate(
-    headers: &HeaderMap,
-    body: &[u8],
-    secret: &[u8],
-) -> Result<Provider, WebhookError> {
+/// What the headers alone prove: a GitLab token is checked in full, an
+/// HMAC only for its form (its tag is returned, to check against the body).
+struct Claim {
+    scheme: &'static Scheme,
+    /// The HMAC tag to verify; `None` when the token already matched.
+    tag: Option<Vec<u8>>,
+}
+
+/// Everything that can be checked before the body is read: a signature
+/// header is present and well-formed, and a token equals the secret. A
+/// request that fails here costs no body buffer.
+fn check_headers(headers: &HeaderMap, secret: &[u8]) -> Result<Claim, WebhookError> {
     let scheme = scheme_of(headers)?;
     let malformed = || WebhookError::Malformed {
         header: scheme.header,
@@ -240,9 +254,6 @@ pub fn authenticate(
             Proof::BareHmac => "64 hex digits",
             Proof::Token => "visible ASCII",
         },
-    };
-    let mismatch = WebhookError::Mismatch {
-        header: scheme.header,
     };
     let value = headers
         .get(scheme.header)
@@ -254,9 +265,11 @@ pub fn authenticate(
         // secret's length only, which is not a secret worth guarding.
         Proof::Token => {
             return if bool::from(value.as_bytes().ct_eq(secret)) {
-                Ok(scheme.provider)
+                Ok(Claim { scheme, tag: None })
             } else {
-                Err(mismatch)
+                Err(WebhookError::Mismatch {
+                    header: scheme.header,
+                })
             };
         }
         Proof::PrefixedHmac => value.strip_prefix("sha256=").ok_or_else(malformed)?,
@@ -266,15 +279,32 @@ pub fn authenticate(
     if tag.len() != 32 {
         return Err(malformed());
     }
+    Ok(Claim {
+        scheme,
+        tag: Some(tag),
+    })
+}
+
+/// Checks the request's signature or token; returns who sent it.
+pub fn authenticate(
+    headers: &HeaderMap,
+    body: &[u8],
+    secret: &[u8],
+) -> Result<Provider, WebhookError> {
+    let Claim { scheme, tag } = check_headers(headers, secret)?;
+    let Some(tag) = tag else {
+        return Ok(scheme.provider);
+    };
+    let mismatch = || WebhookError::Mismatch {
+        header: scheme.header,
+    };
     // HMAC takes keys of any length, so this never fails; were it to, the
     // request is refused rather than trusted.
-    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(secret).map_err(|_| mismatch)?;
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(secret).map_err(|_| mismatch())?;
     mac.update(body);
     mac.verify_slice(&tag)
         .map(|()| scheme.provider)
-        .map_err(|_| WebhookError::Mismatch {
-            header: scheme.header,
-        })
+        .map_err(|_| mismatch())
 }
 
 /// What an authenticated request asks for.
@@ -500,6 +530,7 @@ impl Webhook {
             secret_file,
             filter: RefFilter::new(git_ref),
             on_push: None,
+            body_budget: Arc::new(tokio::sync::Semaphore::new(MAX_BUFFERED_KIB)),
         }
     }
 
@@ -542,6 +573,24 @@ impl Webhook {
                 json!({"status": "too large", "reason": format!("the body exceeds {MAX_BODY} bytes")}),
             );
         }
+        // What the headers can prove is checked before any body is read.
+        if let Err(e) = check_headers(headers, &secret.0) {
+            return Reply::unauthorized(&e);
+        }
+        // At most MAX_BUFFERED_KIB of bodies are buffered at once; the
+        // others wait (their bytes stay in the kernel), then get 503.
+        let kib = announced
+            .map_or(MAX_BODY as u64, |n| n.max(1))
+            .div_ceil(1024);
+        let kib = u32::try_from(kib).unwrap_or(u32::MAX);
+        let reserve = self.body_budget.clone().acquire_many_owned(kib);
+        let Ok(Ok(_reading)) = tokio::time::timeout(READ_TIMEOUT, reserve).await else {
+            return Reply::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                json!({"status": "busy", "reason": "too many webhook bodies in flight; retry"}),
+            );
+        };
         let body = match tokio::time::timeout(READ_TIMEOUT, Bytes::from_request(request, &())).await
         {
             Err(_) => {

@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::locate::{depth_exceeded, duplicate_keys, line_col, locate};
+use super::locate::{depth_exceeded, duplicate_keys, line_col, locate, values_exceeded};
 use super::report::{Finding, Severity};
 use super::rules;
 use super::schema::{self, Kind};
@@ -16,6 +16,10 @@ use crate::bundle::{self, MCP_SUFFIX, MiddlewareRef, OAS_SUFFIX};
 /// Deepest nesting serde_json accepts: its recursion limit of 128 fails a
 /// document on its 128th nested array or object.
 pub const MAX_DEPTH: usize = 127;
+/// JSON values in one file (see `locate::values_exceeded`). The largest
+/// real definitions hold a few thousand; parsed and analysed, a value
+/// costs a few hundred bytes, so this bounds one file to tens of MiB.
+pub const MAX_VALUES: usize = 200_000;
 
 /// Findings of one kind kept per file: a hostile file with a million wrong
 /// values must not cost a million scans of itself.
@@ -358,6 +362,17 @@ fn parse(sink: &mut Sink<'_>) -> Option<Value> {
         );
         return None;
     }
+    if let Some(offset) = values_exceeded(bytes, MAX_VALUES) {
+        let (line, column) = line_col(bytes, offset);
+        sink.whole(
+            rules::FILE_TOO_LARGE,
+            line,
+            column,
+            format!("more than {MAX_VALUES} JSON values in one file"),
+            Some("no API definition or policy needs that many; split the file".into()),
+        );
+        return None;
+    }
     match serde_json::from_slice::<Value>(bytes) {
         Ok(doc) => {
             duplicate_key_findings(sink);
@@ -561,11 +576,13 @@ fn target_findings(sink: &mut Sink<'_>, doc: &Value) {
     } else {
         ""
     };
+    // Quoted with any credentials masked: a target URL may carry them.
+    let shown = crate::source::redact_url(target);
     let reason = match target::judge(target) {
         Verdict::Fine => return,
         Verdict::Skipped(why) => {
             let hint = if why.starts_with("first path segment") {
-                format!("add the scheme: \"http://{target}\"")
+                format!("add the scheme: \"http://{shown}\"")
             } else if why.contains("in host name") && target.contains('{') {
                 "replace the {placeholder} with the real host before committing".into()
             } else {
@@ -576,7 +593,7 @@ fn target_findings(sink: &mut Sink<'_>, doc: &Value) {
                 Severity::Error,
                 at,
                 format!(
-                    "target URL {target:?} does not parse ({why}): the gateway skips this API (\"couldn't parse target URL\", \"Spec not valid, skipped!\")"
+                    "target URL {shown:?} does not parse ({why}): the gateway skips this API (\"couldn't parse target URL\", \"Spec not valid, skipped!\")"
                 ),
             );
             Sink::hint(f, hint);
@@ -619,7 +636,7 @@ fn target_findings(sink: &mut Sink<'_>, doc: &Value) {
         rules::UNUSABLE_TARGET_URL,
         Severity::Warning,
         at,
-        format!("target URL {target:?} {reason}"),
+        format!("target URL {shown:?} {reason}"),
     );
     Sink::hint(
         f,

@@ -63,6 +63,40 @@ pub fn depth_exceeded(bytes: &[u8], limit: usize) -> Option<usize> {
     None
 }
 
+/// Where a document passes `limit` values, counted as containers opened
+/// plus separators outside strings (a close upper bound of the values it
+/// holds), or `None`. A scan of the bytes, so a file of millions of tiny
+/// values (`[[],[],…]`) is refused before it is parsed into a tree that
+/// costs a hundred times its size.
+pub fn values_exceeded(bytes: &[u8], limit: usize) -> Option<usize> {
+    let mut values = 1usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for (i, &b) in bytes.iter().enumerate() {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' | b',' => {
+                values += 1;
+                if values > limit {
+                    return Some(i);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
 /// A member name that appears twice in one object. serde_json and the
 /// gateway's Go decoder both keep the last value without a word, so
 /// `{"api_id":"a","api_id":"b"}` loads as `b`: almost always a merge or
@@ -371,6 +405,13 @@ impl Scanner<'_> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn values_are_counted_outside_strings_only() {
+        assert_eq!(values_exceeded(br#"["a,b,c,{,[", 1]"#, 3), None);
+        assert_eq!(values_exceeded(b"[1,2]", 2), Some(2));
+        assert_eq!(values_exceeded(br#"{"k\",": [[]]}"#, 3), Some(10));
+    }
+
     use super::*;
 
     const DOC: &str =

@@ -31,6 +31,9 @@ pub const TOO_DEEP: &str = "too-deep";
 pub const DUPLICATE_KEY: &str = "duplicate-key";
 pub const NOT_UTF8: &str = "not-utf8";
 pub const INVALID_PATH: &str = "invalid-path";
+/// A commit over the total size or file count a sync will read
+/// (`source::MAX_COMMIT_BYTES`, `MAX_COMMIT_FILES`).
+pub const COMMIT_TOO_LARGE: &str = "commit-too-large";
 pub const TYK_INDEX: &str = "tyk-index";
 pub const WRAPPED_POLICIES_MAP: &str = "wrapped-policies-map";
 pub const POLICIES_MAP_IS_A_POLICY: &str = "policies-map-is-a-policy";
@@ -59,7 +62,7 @@ pub const TRAILING_CONTENT: &str = "trailing-content";
 pub const MISPLACED_FIELD: &str = "misplaced-field";
 
 /// Every rule id with its severity, for docs and tests.
-pub const ALL: [(&str, Severity); 39] = [
+pub const ALL: [(&str, Severity); 40] = [
     (JSON_SYNTAX, Severity::Error),
     (SCHEMA, Severity::Error),
     (DUPLICATE_API_ID, Severity::Error),
@@ -78,6 +81,7 @@ pub const ALL: [(&str, Severity); 39] = [
     (DUPLICATE_KEY, Severity::Error),
     (NOT_UTF8, Severity::Error),
     (INVALID_PATH, Severity::Error),
+    (COMMIT_TOO_LARGE, Severity::Error),
     (TYK_INDEX, Severity::Error),
     (WRAPPED_POLICIES_MAP, Severity::Error),
     (POLICIES_MAP_IS_A_POLICY, Severity::Error),

@@ -337,9 +337,48 @@ pub fn violations(kind: Kind, doc: &Value) -> Vec<Violation> {
         .iter_errors(doc)
         .map(|e| Violation {
             pointer: e.instance_path().as_str().to_string(),
-            message: e.to_string(),
+            message: without_values(&e.to_string(), e.instance()),
         })
         .collect()
+}
+
+/// A violation's message without the values it quotes. The validator's
+/// messages start with the offending value (`"s3cr3t" is not of type
+/// "object"`), and a rejected definition's values may be secrets (a JWT
+/// HMAC secret, upstream credentials) that must not reach the log,
+/// `/status` or `state.json`. The finding's file, line and pointer say
+/// where the value is; the message says what is wrong with it.
+fn without_values(message: &str, instance: &Value) -> String {
+    let what = match instance {
+        Value::Null => "null",
+        Value::Bool(_) => "the boolean",
+        Value::Number(_) => "the number",
+        Value::String(_) => "the string",
+        Value::Array(_) => "the array",
+        Value::Object(_) => "the object",
+    };
+    let shown = instance.to_string();
+    let mut message = match message.strip_prefix(&shown) {
+        Some(rest) => format!("{what}{rest}"),
+        None => message.replace(&shown, what),
+    };
+    // Whatever else of the value is quoted (items of an array, say).
+    let mut strings = Vec::new();
+    collect_strings(instance, &mut strings);
+    for s in strings {
+        let quoted = Value::String(s.to_string()).to_string();
+        message = message.replace(&quoted, "\"***\"");
+    }
+    message
+}
+
+fn collect_strings<'a>(value: &'a Value, out: &mut Vec<&'a str>) {
+    match value {
+        Value::String(s) if !s.is_empty() => out.push(s),
+        Value::Array(items) => items.iter().for_each(|v| collect_strings(v, out)),
+        Value::Object(map) => map.values().for_each(|v| collect_strings(v, out)),
+        _ => {}
+    }
 }
 
 /// Top-level fields of `doc` that the schema for `kind` does not know.
@@ -429,6 +468,30 @@ mod tests {
                 first: "listen_path".into(),
                 second: "Listen_Path".into()
             }]
+        );
+    }
+
+    #[test]
+    fn messages_never_quote_the_offending_value() {
+        let doc = json!({
+            "api_id": "a", "name": "A", "org_id": "o",
+            "proxy": {"listen_path": "/a/", "target_url": "http://x"}, "version_data": {},
+            "jwt_source": {"secret": "hmac-s3cr3t-7f2a"},
+            "upstream_auth": ["basic:pa55w0rd-91c"],
+        });
+        let v = violations(Kind::ApiDefinition, &doc);
+        assert_eq!(v.len(), 2, "{v:?}");
+        for violation in &v {
+            assert!(!violation.message.contains("s3cr3t"), "{violation:?}");
+            assert!(!violation.message.contains("pa55w0rd"), "{violation:?}");
+            assert!(
+                violation.message.contains("is not of type"),
+                "{violation:?}"
+            );
+        }
+        assert_eq!(
+            without_values(r#""x" is not one of ["a","b"]"#, &json!("x")),
+            r#"the string is not one of ["a","b"]"#
         );
     }
 

@@ -1,10 +1,13 @@
 //! One integration-test binary (one link step); each module is a story.
 mod support;
 
+mod bounds;
 mod crash;
+mod distrust;
 mod examples;
 mod export;
 mod faults;
+mod findings;
 mod first_day;
 mod fleet;
 mod fuzz_regressions;

@@ -114,6 +114,7 @@ fn every_case_reports_exactly_its_rule_and_file() {
         rules::EMPTY_CONFIG_ROOT,
         rules::NO_APIS,
         rules::UNSET_VARIABLE,
+        rules::COMMIT_TOO_LARGE,
     ];
     for (rule, _) in rules::ALL {
         assert!(

@@ -354,3 +354,24 @@ fn a_body_trickling_in_slower_than_the_read_timeout_gets_408() {
     assert!(asked.elapsed() < Duration::from_secs(15));
     assert_eq!(sidecar.webhooks("invalid"), 1.0);
 }
+
+#[test]
+fn a_replayed_signed_push_makes_a_few_syncs_not_one_per_request() {
+    // A captured, validly signed delivery replayed: its sha is not the one
+    // live, so "already current" does not stop it; the interval between
+    // triggered syncs does.
+    let repo = repo_with_alpha();
+    let node = Node::new();
+    let sidecar = Hooked::start(&repo, &node, Some(HOOK_SECRET));
+    let before = sidecar.syncs();
+    let replayed = "5".repeat(40);
+    for _ in 0..200 {
+        std::thread::sleep(Duration::from_millis(10));
+        let (code, body) = sidecar.github_push(HOOK_SECRET, "refs/heads/main", &replayed);
+        assert_eq!(code, 202, "{body}");
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let syncs = sidecar.syncs() - before;
+    println!("RESULT replayed push: 200 requests -> {syncs} sync(s)");
+    assert!((1.0..=10.0).contains(&syncs), "{syncs} syncs");
+}
