@@ -220,9 +220,18 @@ impl Vars {
     /// Replaces every value (of a useful length) quoted in a finding by the
     /// `${NAME}` it came from.
     pub fn redact(&self, report: &mut Report) {
+        // A finding may quote a URL with its credentials already masked:
+        // that form of a value is looked for too.
+        let masked: Vec<(&String, String)> = self
+            .values
+            .iter()
+            .map(|(k, v)| (k, crate::source::redact_url(v)))
+            .filter(|(k, m)| self.values.get(*k) != Some(m))
+            .collect();
         let mut by_length: Vec<(&String, &String)> = self
             .values
             .iter()
+            .chain(masked.iter().map(|(k, m)| (*k, m)))
             .filter(|(_, v)| v.len() >= REDACT_MIN_LEN)
             .collect();
         // Longest first, so a value that contains another is replaced whole.
