@@ -161,10 +161,10 @@ fn non_hex_shas_from_redis_change_nothing_and_crash_nothing() {
     assert_eq!(node.current_sha(), tip);
 
     // A replica status with that sha (with a TTL, as replicas write them).
-    let status = json!({"replica": "ghost", "sha": bad, "ref": "HEAD", "verified": true,
+    let status = json!({"replica": "ghost", "instance": "i1", "sha": bad, "ref": "HEAD", "verified": true,
         "apis": 1, "policies": 1, "error": null, "updated_at": 1, "rejected": [bad]});
     let _: () = ::redis::cmd("SET")
-        .arg(format!("tyk-gitops:{CLUSTER}:replica:ghost"))
+        .arg(format!("tyk-gitops:{CLUSTER}:replica:ghost:i1"))
         .arg(status.to_string())
         .arg("EX")
         .arg(60)
@@ -216,7 +216,12 @@ fn a_lease_without_expiry_or_held_by_no_live_replica_is_taken() {
     eventually("pod-0 leads", WAIT, || {
         car.metric("tyk_gitops_fleet_leader") == 1.0
     });
-    assert_eq!(redis.get(&leader).as_deref(), Some("pod-0"));
+    // The lease names the replica and its process.
+    assert!(
+        redis.get(&leader).is_some_and(|h| h.starts_with("pod-0/")),
+        "{:?}",
+        redis.get(&leader)
+    );
     drop(car);
 
     // A TTL, but no replica named so is alive.
@@ -245,25 +250,25 @@ fn fleet_wait_counts_only_what_replicas_wrote_and_prints_no_control_characters()
 
     let other = "b".repeat(40);
     let forged = |id: &str| {
-        json!({"replica": id, "sha": other, "ref": "HEAD", "verified": false, "apis": 0,
+        json!({"replica": id, "instance": "i1", "sha": other, "ref": "HEAD", "verified": false, "apis": 0,
             "policies": 0, "error": "\u{1b}[2Jstuck\r\n", "updated_at": 1, "rejected": []})
         .to_string()
     };
     // No TTL, a TTL of a day, and an id unlike its key's: none is a replica.
     set(
         &redis,
-        &format!("tyk-gitops:{CLUSTER}:replica:ghost"),
+        &format!("tyk-gitops:{CLUSTER}:replica:ghost:i1"),
         &forged("ghost"),
     );
     let _: () = ::redis::cmd("SET")
-        .arg(format!("tyk-gitops:{CLUSTER}:replica:phantom\u{1b}[31m"))
+        .arg(format!("tyk-gitops:{CLUSTER}:replica:phantom\u{1b}[31m:i1"))
         .arg(forged("phantom\u{1b}[31m"))
         .arg("EX")
         .arg(86400)
         .query(&mut redis.connection())
         .unwrap();
     let _: () = ::redis::cmd("SET")
-        .arg(format!("tyk-gitops:{CLUSTER}:replica:mask"))
+        .arg(format!("tyk-gitops:{CLUSTER}:replica:mask:i1"))
         .arg(forged("pod-0"))
         .arg("EX")
         .arg(6)
@@ -276,7 +281,10 @@ fn fleet_wait_counts_only_what_replicas_wrote_and_prints_no_control_characters()
     assert!(shown.contains("1 replica(s) verified"), "{shown}");
     assert!(shown.contains(": pod-0"), "{shown}");
     assert!(shown.contains("not counted: 3 entries"), "{shown}");
-    assert!(shown.contains("replica:ghost: it never expires"), "{shown}");
+    assert!(
+        shown.contains("replica:ghost:i1: it never expires"),
+        "{shown}"
+    );
     assert!(
         !shown.contains('\u{1b}'),
         "control characters printed: {shown:?}"
