@@ -576,8 +576,12 @@ fn target_findings(sink: &mut Sink<'_>, doc: &Value) {
     } else {
         ""
     };
-    // Quoted with any credentials masked: a target URL may carry them.
-    let shown = crate::source::redact_url(target);
+    // Quoted with any credentials masked: a target URL may carry them, in
+    // its user info or its query.
+    let mut shown = crate::source::redact_url(target);
+    if let Some(q) = shown.find('?') {
+        shown.replace_range(q + 1.., "***");
+    }
     let reason = match target::judge(target) {
         Verdict::Fine => return,
         Verdict::Skipped(why) => {
