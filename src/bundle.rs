@@ -200,6 +200,24 @@ fn policies_map(policies: &[PolicyEntry]) -> Vec<u8> {
     map
 }
 
+/// The folders among `dirs` (`/`-separated, relative) that have an `apps`
+/// folder, as `--path` values ("." for the top): sorted, shallowest first.
+pub fn config_roots<'a>(dirs: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    let mut roots: Vec<String> = dirs
+        .into_iter()
+        .filter_map(|d| {
+            if d == APPS_DIR {
+                Some(".".to_string())
+            } else {
+                d.strip_suffix(&format!("/{APPS_DIR}")).map(str::to_string)
+            }
+        })
+        .collect();
+    roots.sort_by(|a, b| (a.matches('/').count(), a).cmp(&(b.matches('/').count(), b)));
+    roots.dedup();
+    roots
+}
+
 /// The file name (without `.json`) for a policy id: the id itself when it
 /// is a plain name, else a sanitised form plus a short hash of the id.
 pub fn policy_file_stem(id: &str) -> String {

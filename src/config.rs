@@ -2,88 +2,23 @@
 //! flags or reads the environment; secrets are kept as where-to-read-them
 //! and read on each sync, so rotated files are picked up.
 
-use std::fmt;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::cli::{Probe, Reload, SyncArgs};
+use crate::flags::normalise_subpath;
 use crate::gateway::{ProbeMode, ReloadMode};
+use crate::secret::{GATEWAY_SECRET_ENV, SecretFileError, SecretSource};
 use crate::source::SourceConfig;
 
 /// The env var holding the gateway secret when no file is given.
-pub const GATEWAY_SECRET_ENV: &str = "TYK_GITOPS_GATEWAY_SECRET";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{0}")]
     Usage(String),
-    #[error("cannot read the gateway secret from {path} (--gateway-secret-file): {source}")]
-    SecretFile {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-}
-
-/// A secret value; never printed.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Secret {
-        Secret(value.into())
-    }
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
-
-/// Where the gateway secret comes from.
-#[derive(Debug, Clone)]
-pub enum SecretSource {
-    File(PathBuf),
-    Value(Secret),
-}
-
-impl SecretSource {
-    /// `--gateway-secret-file` when given, else a non-empty
-    /// `TYK_GITOPS_GATEWAY_SECRET` (`env`, passed in so tests need not set
-    /// the process environment); `None` when neither is there.
-    pub fn choose(file: Option<&Path>, env: Option<String>) -> Option<SecretSource> {
-        match (file, env) {
-            (Some(file), _) => Some(SecretSource::File(file.to_path_buf())),
-            (None, Some(value)) if !value.is_empty() => {
-                Some(SecretSource::Value(Secret::new(value)))
-            }
-            _ => None,
-        }
-    }
-
-    /// Where the secret comes from, for messages (never the value).
-    pub fn describe(&self) -> String {
-        match self {
-            SecretSource::File(path) => format!("--gateway-secret-file {}", path.display()),
-            SecretSource::Value(_) => GATEWAY_SECRET_ENV.to_string(),
-        }
-    }
-
-    /// The secret now (a file is re-read every time; trailing newline dropped).
-    pub fn read(&self) -> Result<Secret, ConfigError> {
-        match self {
-            SecretSource::Value(s) => Ok(s.clone()),
-            SecretSource::File(path) => std::fs::read_to_string(path)
-                .map(|s| Secret(s.trim_end_matches(['\n', '\r']).to_string()))
-                .map_err(|source| ConfigError::SecretFile {
-                    path: path.clone(),
-                    source,
-                }),
-        }
-    }
+    #[error(transparent)]
+    SecretFile(#[from] SecretFileError),
 }
 
 #[derive(Debug, Clone)]
@@ -148,7 +83,12 @@ impl SyncConfig {
             }
             None => root.clone(),
         };
-        let path = args.path.as_deref().map(normalise_subpath).transpose()?;
+        let path = args
+            .path
+            .as_deref()
+            .map(normalise_subpath)
+            .transpose()
+            .map_err(ConfigError::Usage)?;
         if args.password_file.is_some() && args.ssh_key_file.is_some() {
             return Err(ConfigError::Usage(
                 "--password-file (HTTPS) and --ssh-key-file (SSH) exclude each other".into(),
@@ -249,24 +189,6 @@ impl SyncConfig {
 fn absolute(path: &Path) -> Result<PathBuf, ConfigError> {
     std::path::absolute(path)
         .map_err(|e| ConfigError::Usage(format!("--root {}: {e}", path.display())))
-}
-
-/// `./envs/prod/` → `envs/prod`; refuses `..` and absolute paths, which
-/// would leave the repository.
-pub fn normalise_subpath(raw: &str) -> Result<String, ConfigError> {
-    let mut parts = Vec::new();
-    for c in Path::new(raw).components() {
-        match c {
-            Component::Normal(s) => parts.push(s.to_string_lossy().into_owned()),
-            Component::CurDir => {}
-            _ => {
-                return Err(ConfigError::Usage(format!(
-                    "--path {raw:?} must be a relative path inside the repository"
-                )));
-            }
-        }
-    }
-    Ok(parts.join("/"))
 }
 
 #[cfg(test)]

@@ -15,8 +15,8 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::bundle::{self, MCP_SUFFIX, OAS_SUFFIX};
-use crate::config::{GATEWAY_SECRET_ENV, SecretSource};
 use crate::gateway::{Gateway, GatewayError};
+use crate::secret::{GATEWAY_SECRET_ENV, SecretSource};
 use crate::source::redact_url;
 
 const README: &str = "README.md";
@@ -51,7 +51,7 @@ pub struct Args {
     pub middleware_from: Option<PathBuf>,
 
     /// Bound on each request to the gateway.
-    #[arg(long, default_value = "30s", value_parser = crate::cli::parse_duration, env = "TYK_GITOPS_TIMEOUT")]
+    #[arg(long, default_value = "30s", value_parser = crate::flags::parse_duration, env = "TYK_GITOPS_TIMEOUT")]
     pub timeout: Duration,
 }
 

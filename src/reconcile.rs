@@ -721,7 +721,7 @@ impl Reconciler {
         let Some(gc) = &self.config.gateway else {
             return Ok(None);
         };
-        let secret = gc.secret.read()?;
+        let secret = gc.secret.read().map_err(ConfigError::from)?;
         // The flag, else the tyk.conf the gateway was started with (the
         // current revision's: tyk.conf is read at start only), else Tyk's
         // default.

@@ -225,7 +225,7 @@ impl Vars {
         let masked: Vec<(&String, String)> = self
             .values
             .iter()
-            .map(|(k, v)| (k, crate::source::redact_url(v)))
+            .map(|(k, v)| (k, crate::redact::redact_url(v)))
             .filter(|(k, m)| self.values.get(*k) != Some(m))
             .collect();
         let mut by_length: Vec<(&String, &String)> = self

@@ -10,7 +10,7 @@ use super::{
     FleetConfig, FleetError, Ignored, Progress, ReplicaStatus, Statuses, Verified, converged,
     duplicate_ids, lease_replica, progress, short,
 };
-use crate::cli::{FleetArgs, parse_duration};
+use crate::flags::{FleetArgs, parse_duration};
 use crate::sha::printable;
 use crate::state::now;
 

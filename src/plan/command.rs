@@ -12,8 +12,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::{Compare, PlanFormat, Side, diff, render};
-use crate::config::{GATEWAY_SECRET_ENV, SecretSource, normalise_subpath};
+use crate::flags::normalise_subpath;
 use crate::gateway::Gateway;
+use crate::secret::{GATEWAY_SECRET_ENV, SecretSource};
 use crate::source::{Commit, Source, SourceConfig};
 use crate::state::State;
 use crate::tree::Tree;
@@ -80,11 +81,11 @@ pub struct Args {
     pub max_file_size: u64,
 
     /// Git connect timeout.
-    #[arg(long, default_value = "10s", value_parser = crate::cli::parse_duration, env = "TYK_GITOPS_CONNECT_TIMEOUT")]
+    #[arg(long, default_value = "10s", value_parser = crate::flags::parse_duration, env = "TYK_GITOPS_CONNECT_TIMEOUT")]
     pub connect_timeout: Duration,
 
     /// Git transfer timeout, and the bound on each gateway request.
-    #[arg(long, default_value = "120s", value_parser = crate::cli::parse_duration, env = "TYK_GITOPS_TIMEOUT")]
+    #[arg(long, default_value = "120s", value_parser = crate::flags::parse_duration, env = "TYK_GITOPS_TIMEOUT")]
     pub timeout: Duration,
 }
 
@@ -194,7 +195,7 @@ fn subpath(raw: Option<&str>) -> Result<Option<String>, PlanError> {
     let Some(raw) = raw.filter(|p| !p.is_empty()) else {
         return Ok(None);
     };
-    let sub = normalise_subpath(raw).map_err(|e| PlanError::Usage(e.to_string()))?;
+    let sub = normalise_subpath(raw).map_err(PlanError::Usage)?;
     Ok((!sub.is_empty()).then_some(sub))
 }
 

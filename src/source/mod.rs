@@ -316,7 +316,7 @@ impl Source {
             return Vec::new();
         };
         let dirs = read::dirs(&repo, &commit.sha, read::CONFIG_ROOT_DEPTH);
-        crate::validate::empty::config_roots(dirs.iter().map(String::as_str))
+        crate::bundle::config_roots(dirs.iter().map(String::as_str))
     }
 }
 

@@ -61,7 +61,7 @@ pub fn read_tree(
             let missing = || SourceError::MissingPath {
                 sha: sha.to_string(),
                 subpath: path.to_string(),
-                config_roots: crate::validate::empty::config_roots(
+                config_roots: crate::bundle::config_roots(
                     dirs(repo, sha, CONFIG_ROOT_DEPTH)
                         .iter()
                         .map(String::as_str),

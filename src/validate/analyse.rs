@@ -578,7 +578,7 @@ fn target_findings(sink: &mut Sink<'_>, doc: &Value) {
     };
     // Quoted with any credentials masked: a target URL may carry them, in
     // its user info or its query.
-    let mut shown = crate::source::redact_url(target);
+    let mut shown = crate::redact::redact_url(target);
     if let Some(q) = shown.find('?') {
         shown.replace_range(q + 1.., "***");
     }

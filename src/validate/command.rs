@@ -25,11 +25,11 @@ pub struct Args {
     pub format: Format,
 
     /// Report unknown fields, and fail on warnings too.
-    #[arg(long, env = "TYK_GITOPS_STRICT", value_parser = crate::cli::env_bool())]
+    #[arg(long, env = "TYK_GITOPS_STRICT", value_parser = crate::flags::env_bool())]
     pub strict: bool,
 
     /// Accept a config root without APIs (otherwise reported, since a sync of it would remove every API the gateway serves).
-    #[arg(long, env = "TYK_GITOPS_ALLOW_EMPTY", value_parser = crate::cli::env_bool())]
+    #[arg(long, env = "TYK_GITOPS_ALLOW_EMPTY", value_parser = crate::flags::env_bool())]
     pub allow_empty: bool,
 
     /// KEY=VALUE lines (or a folder of one file per key) for ${VAR} in definitions and policies, as `sync --vars-file` substitutes them; TYK_GITOPS_VAR_<KEY> sets one too.
@@ -102,7 +102,7 @@ pub fn run(args: &Args) -> i32 {
         suggestions: if config_root.holds_config {
             Vec::new()
         } else {
-            empty::config_roots(folders(&args.dir).iter().map(String::as_str))
+            crate::bundle::config_roots(folders(&args.dir).iter().map(String::as_str))
         },
         ..config_root
     };

@@ -38,24 +38,6 @@ pub fn holds_config(tree: &Tree) -> bool {
     })
 }
 
-/// The folders among `dirs` (`/`-separated, relative) that have an `apps`
-/// folder, as `--path` values ("." for the top): sorted, shallowest first.
-pub fn config_roots<'a>(dirs: impl IntoIterator<Item = &'a str>) -> Vec<String> {
-    let mut roots: Vec<String> = dirs
-        .into_iter()
-        .filter_map(|d| {
-            if d == APPS_DIR {
-                Some(".".to_string())
-            } else {
-                d.strip_suffix(&format!("/{APPS_DIR}")).map(str::to_string)
-            }
-        })
-        .collect();
-    roots.sort_by(|a, b| (a.matches('/').count(), a).cmp(&(b.matches('/').count(), b)));
-    roots.dedup();
-    roots
-}
-
 /// Pushes `empty-config-root` or `no-apis` into `report` unless
 /// `allow_empty`. `apis` is the bundle's API count; `serving` how many APIs
 /// the gateway serves now (`None` when unknown, as for `validate`: then any
@@ -151,6 +133,7 @@ pub fn only_empty(report: &Report) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bundle::config_roots;
     use crate::tree::TreeEntry;
 
     fn root(holds: bool, suggestions: &[&str]) -> ConfigRoot {
