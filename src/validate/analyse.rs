@@ -6,9 +6,9 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::ids;
 use super::locate::{depth_exceeded, duplicate_keys, line_col, locate, values_exceeded};
 use super::report::{Finding, Severity};
-use super::rules;
 use super::schema::{self, Kind};
 use super::target::{self, Verdict};
 use crate::bundle::{self, MCP_SUFFIX, MiddlewareRef, OAS_SUFFIX};
@@ -259,7 +259,7 @@ pub fn analyse(role: Role, bytes: &[u8]) -> Analysis {
         }
         Role::Policy if looks_like_map(&doc) => {
             let f = sink.at(
-                rules::POLICIES_MAP_IN_POLICY_DIR,
+                ids::POLICIES_MAP_IN_POLICY_DIR,
                 Severity::Warning,
                 "",
                 "this file holds a map of policies, not one policy: read as a policies map".into(),
@@ -315,7 +315,7 @@ fn parse_first_value(sink: &mut Sink<'_>) -> (Option<Value>, Option<usize>) {
     let doc = parse(&mut first);
     sink.findings.append(&mut first.findings);
     sink.warn_at_offset(
-        rules::TRAILING_CONTENT,
+        ids::TRAILING_CONTENT,
         end + rest,
         "the gateway reads a policy file up to the end of its first JSON value and ignores everything from here on".into(),
         "delete the rest, or, if it is another policy, give it its own file under policies/ (or an entry in the policies.json map)",
@@ -330,7 +330,7 @@ fn parse(sink: &mut Sink<'_>) -> Option<Value> {
     if let Err(e) = std::str::from_utf8(bytes) {
         let (line, column) = line_col(bytes, e.valid_up_to());
         sink.whole(
-            rules::NOT_UTF8,
+            ids::NOT_UTF8,
             line,
             column,
             format!(
@@ -343,7 +343,7 @@ fn parse(sink: &mut Sink<'_>) -> Option<Value> {
     }
     if bytes.starts_with(b"\xEF\xBB\xBF") {
         sink.whole(
-            rules::JSON_SYNTAX,
+            ids::JSON_SYNTAX,
             1,
             1,
             "the file starts with a byte order mark".into(),
@@ -354,7 +354,7 @@ fn parse(sink: &mut Sink<'_>) -> Option<Value> {
     if let Some(offset) = depth_exceeded(bytes, MAX_DEPTH) {
         let (line, column) = line_col(bytes, offset);
         sink.whole(
-            rules::TOO_DEEP,
+            ids::TOO_DEEP,
             line,
             column,
             format!("JSON nested more than {MAX_DEPTH} levels deep"),
@@ -365,7 +365,7 @@ fn parse(sink: &mut Sink<'_>) -> Option<Value> {
     if let Some(offset) = values_exceeded(bytes, MAX_VALUES) {
         let (line, column) = line_col(bytes, offset);
         sink.whole(
-            rules::FILE_TOO_LARGE,
+            ids::FILE_TOO_LARGE,
             line,
             column,
             format!("more than {MAX_VALUES} JSON values in one file"),
@@ -388,7 +388,7 @@ fn parse(sink: &mut Sink<'_>) -> Option<Value> {
                 .map_or(text.as_str(), |(m, _)| m)
                 .to_string();
             sink.whole(
-                rules::JSON_SYNTAX,
+                ids::JSON_SYNTAX,
                 line,
                 column,
                 message,
@@ -409,7 +409,7 @@ fn duplicate_key_findings(sink: &mut Sink<'_>) {
         let (line, column) = line_col(bytes, dup.offset);
         let (first_line, first_column) = line_col(bytes, dup.first);
         sink.findings.push(Finding {
-            rule: rules::DUPLICATE_KEY,
+            rule: ids::DUPLICATE_KEY,
             severity: Severity::Error,
             file: String::new(),
             line,
@@ -427,7 +427,7 @@ fn duplicate_key_findings(sink: &mut Sink<'_>) {
     }
     if found.len() > MAX_FINDINGS_PER_RULE {
         sink.whole(
-            rules::DUPLICATE_KEY,
+            ids::DUPLICATE_KEY,
             1,
             1,
             "more duplicate keys not shown".into(),
@@ -443,7 +443,7 @@ fn canonical_keys(sink: &mut Sink<'_>, kind: Kind, doc: &mut Value) -> bool {
     let renamed = schema::canonical_keys(kind, doc);
     for clash in renamed.clashes.iter().take(MAX_FINDINGS_PER_RULE) {
         let f = sink.at(
-            rules::DUPLICATE_KEY,
+            ids::DUPLICATE_KEY,
             Severity::Error,
             &clash.pointer,
             format!(
@@ -463,11 +463,11 @@ fn schema_findings(sink: &mut Sink<'_>, kind: Kind, doc: &Value) {
     let violations = schema::violations(kind, doc);
     let total = violations.len();
     for v in violations.into_iter().take(MAX_FINDINGS_PER_RULE) {
-        sink.at(rules::SCHEMA, Severity::Error, &v.pointer, v.message);
+        sink.at(ids::SCHEMA, Severity::Error, &v.pointer, v.message);
     }
     if total > MAX_FINDINGS_PER_RULE {
         sink.at(
-            rules::SCHEMA,
+            ids::SCHEMA,
             Severity::Error,
             "",
             format!(
@@ -485,7 +485,7 @@ fn unknown_findings(sink: &mut Sink<'_>, kind: Kind, doc: &Value, prefix: &str) 
     for field in unknown.take(MAX_FINDINGS_PER_RULE) {
         let pointer = format!("{prefix}/{}", bundle::escape_token(&field));
         sink.at(
-            rules::UNKNOWN_FIELD,
+            ids::UNKNOWN_FIELD,
             Severity::Warning,
             &pointer,
             format!("unknown field \"{field}\""),
@@ -524,7 +524,7 @@ fn api_facts(sink: &mut Sink<'_>, doc: &Value) -> ApiFacts {
             "/proxy"
         };
         let f = sink.at(
-            rules::INVALID_LISTEN_PATH,
+            ids::INVALID_LISTEN_PATH,
             Severity::Error,
             at,
             format!("listen path {lp:?} {problem}"),
@@ -537,7 +537,7 @@ fn api_facts(sink: &mut Sink<'_>, doc: &Value) -> ApiFacts {
     target_findings(sink, doc);
     if flag(doc, "/active") == Some(false) {
         let f = sink.at(
-            rules::INACTIVE_API,
+            ids::INACTIVE_API,
             Severity::Warning,
             "/active",
             "\"active\": false does not disable an API loaded from files".into(),
@@ -593,7 +593,7 @@ fn target_findings(sink: &mut Sink<'_>, doc: &Value) {
                 "write an absolute URL such as \"http://upstream:8080/\"".into()
             };
             let f = sink.at(
-                rules::INVALID_TARGET_URL,
+                ids::INVALID_TARGET_URL,
                 Severity::Error,
                 at,
                 format!(
@@ -637,7 +637,7 @@ fn target_findings(sink: &mut Sink<'_>, doc: &Value) {
         return;
     }
     let f = sink.at(
-        rules::UNUSABLE_TARGET_URL,
+        ids::UNUSABLE_TARGET_URL,
         Severity::Warning,
         at,
         format!("target URL {shown:?} {reason}"),
@@ -807,7 +807,7 @@ fn misplaced_findings(sink: &mut Sink<'_>, doc: &Value) {
                 "version_data"
             };
             let f = sink.at(
-                rules::MISPLACED_FIELD,
+                ids::MISPLACED_FIELD,
                 Severity::Warning,
                 &format!("{prefix}/{}", bundle::escape_token(key)),
                 format!("\"{key}\" at {place} is ignored by the gateway: it belongs under {home}"),
@@ -903,7 +903,7 @@ fn nested_grant_findings(sink: &mut Sink<'_>, policy: &Value, key: &str, right: 
             format!("policy {id:?} ")
         };
         let f = sink.at(
-            rules::NESTED_ACCESS_RIGHTS,
+            ids::NESTED_ACCESS_RIGHTS,
             Severity::Error,
             &format!("{at}/{}", bundle::escape_token(inner_key)),
             format!(
@@ -981,7 +981,7 @@ fn wrapped_policies_finding(sink: &mut Sink<'_>, key: &str, value: &Value, at: &
         ""
     };
     let f = sink.at(
-        rules::WRAPPED_POLICIES_MAP,
+        ids::WRAPPED_POLICIES_MAP,
         Severity::Error,
         at,
         format!(
@@ -1035,7 +1035,7 @@ fn one_policy_as_map(sink: &mut Sink<'_>, mut doc: Value) -> Facts {
         "the gateway loads each of its fields as a policy named after the field, and this policy not at all"
     };
     let f = sink.at(
-        rules::POLICIES_MAP_IS_A_POLICY,
+        ids::POLICIES_MAP_IS_A_POLICY,
         Severity::Error,
         "",
         format!("this file is one policy, but the gateway reads it as a map {{\"<policy id>\": {{policy}}, ...}}: {effect}"),

@@ -9,6 +9,7 @@
 mod analyse;
 pub mod command;
 pub mod empty;
+mod ids;
 mod locate;
 mod persist;
 pub mod report;
