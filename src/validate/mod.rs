@@ -9,6 +9,7 @@
 mod analyse;
 pub mod command;
 pub mod empty;
+mod exports;
 mod ids;
 mod locate;
 mod persist;
@@ -23,8 +24,8 @@ use std::sync::Arc;
 use git2::Oid;
 
 use crate::bundle::{
-    self, APPS_DIR, ApiFile, Bundle, MIDDLEWARE_DIR, POLICIES_DIR, POLICIES_MAP, PlainFile,
-    PolicyEntry, TEMPLATES_DIR, TYK_CONF, TYK_INDEX,
+    self, APPS_DIR, ApiFile, Bundle, MCP_SUFFIX, MIDDLEWARE_DIR, OAS_SUFFIX, POLICIES_DIR,
+    POLICIES_MAP, PlainFile, PolicyEntry, TEMPLATES_DIR, TYK_CONF, TYK_INDEX,
 };
 use crate::gateway::GatewayVersion;
 use crate::tree::{Content, EntryKind, Tree};
@@ -162,6 +163,8 @@ pub fn check(mut tree: Tree, opts: &Options, cache: &mut Cache) -> (Bundle, Repo
     let mut report = Report::default();
     let mut used = HashSet::new();
     cache.analysed = 0;
+    // Dashboard and tyk-sync exports become the gateway's form first.
+    exports::unwrap(&mut tree, &mut report);
 
     let index = read_index(&tree, opts, cache, &mut used, &mut report);
 
@@ -499,9 +502,20 @@ impl Index {
         if path == TYK_INDEX {
             return Some(Place::Ignored);
         }
-        self.named
-            .get(path)
-            .map(|(role, name, ..)| Place::Analysed(*role, name.clone()))
+        if let Some((role, name, ..)) = self.named.get(path) {
+            return Some(Place::Analysed(*role, name.clone()));
+        }
+        // The OpenAPI half beside an API the index names (an unwrapped
+        // export's, or a pair's) goes with it.
+        let stem = path
+            .strip_suffix(OAS_SUFFIX)
+            .or_else(|| path.strip_suffix(MCP_SUFFIX))?;
+        let (role, name, ..) = self.named.get(&format!("{stem}.json"))?;
+        matches!(role, Role::Api(_)).then(|| {
+            let owner = name.strip_suffix(".json").unwrap_or(name);
+            let companion = format!("{owner}{}", &path[stem.len()..]);
+            Place::Analysed(Role::Api(Companion::of(&companion)), companion)
+        })
     }
 
     /// The ids the index states must be the ones the files hold.

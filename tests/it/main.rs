@@ -6,6 +6,7 @@ mod crash;
 mod distrust;
 mod examples;
 mod export;
+mod exports;
 mod faults;
 mod findings;
 mod first_day;
