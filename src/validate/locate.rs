@@ -30,14 +30,12 @@ fn to_u32(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
 
-/// The offset of the first bracket that opens nesting level `limit + 1`,
-/// when the document nests deeper than `limit`. Brackets inside strings do
-/// not count.
-pub fn depth_exceeded(bytes: &[u8], limit: usize) -> Option<usize> {
-    let mut depth = 0usize;
+/// The bytes outside JSON strings, with their offsets: the structure the
+/// scans below look at.
+fn outside_strings(bytes: &[u8]) -> impl Iterator<Item = (usize, u8)> + '_ {
     let mut in_string = false;
     let mut escaped = false;
-    for (i, &b) in bytes.iter().enumerate() {
+    bytes.iter().enumerate().filter_map(move |(i, &b)| {
         if in_string {
             if escaped {
                 escaped = false;
@@ -46,10 +44,23 @@ pub fn depth_exceeded(bytes: &[u8], limit: usize) -> Option<usize> {
             } else if b == b'"' {
                 in_string = false;
             }
-            continue;
+            return None;
         }
+        if b == b'"' {
+            in_string = true;
+            return None;
+        }
+        Some((i, b))
+    })
+}
+
+/// The offset of the first bracket that opens nesting level `limit + 1`,
+/// when the document nests deeper than `limit`. Brackets inside strings do
+/// not count.
+pub fn depth_exceeded(bytes: &[u8], limit: usize) -> Option<usize> {
+    let mut depth = 0usize;
+    for (i, b) in outside_strings(bytes) {
         match b {
-            b'"' => in_string = true,
             b'{' | b'[' => {
                 depth += 1;
                 if depth > limit {
@@ -69,32 +80,12 @@ pub fn depth_exceeded(bytes: &[u8], limit: usize) -> Option<usize> {
 /// values (`[[],[],…]`) is refused before it is parsed into a tree that
 /// costs a hundred times its size.
 pub fn values_exceeded(bytes: &[u8], limit: usize) -> Option<usize> {
-    let mut values = 1usize;
-    let mut in_string = false;
-    let mut escaped = false;
-    for (i, &b) in bytes.iter().enumerate() {
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_string = false;
-            }
-            continue;
-        }
-        match b {
-            b'"' => in_string = true,
-            b'{' | b'[' | b',' => {
-                values += 1;
-                if values > limit {
-                    return Some(i);
-                }
-            }
-            _ => {}
-        }
-    }
-    None
+    // One value to start with; each opener or separator adds one, so the
+    // limit is passed at the `limit`-th of them.
+    outside_strings(bytes)
+        .filter(|(_, b)| matches!(b, b'{' | b'[' | b','))
+        .nth(limit.saturating_sub(1))
+        .map(|(i, _)| i)
 }
 
 /// A member name that appears twice in one object. serde_json and the
