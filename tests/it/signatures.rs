@@ -49,26 +49,23 @@ impl SshKey {
     }
 }
 
+/// Commits everything with `git commit -S`, signing as `config` (the
+/// `-c` settings: format, key, program) says.
+fn commit_signed(repo: &ConfigRepo, config: &[String], message: &str) -> String {
+    git(repo.path(), &["add", "-A"]);
+    let mut args: Vec<&str> = config.iter().flat_map(|c| ["-c", c.as_str()]).collect();
+    args.extend(["commit", "-q", "-S", "--allow-empty", "-m", message]);
+    git(repo.path(), &args);
+    repo.head()
+}
+
 /// Commits everything, signed with `key` in git's SSH format.
 fn commit_ssh(repo: &ConfigRepo, key: &SshKey, message: &str) -> String {
-    git(repo.path(), &["add", "-A"]);
-    let signing_key = format!("user.signingkey={}", key.private.display());
-    git(
-        repo.path(),
-        &[
-            "-c",
-            "gpg.format=ssh",
-            "-c",
-            &signing_key,
-            "commit",
-            "-q",
-            "-S",
-            "--allow-empty",
-            "-m",
-            message,
-        ],
-    );
-    repo.head()
+    let config = [
+        "gpg.format=ssh".to_string(),
+        format!("user.signingkey={}", key.private.display()),
+    ];
+    commit_signed(repo, &config, message)
 }
 
 fn sync(url: &str, node: &Node, trust: &[&str]) -> Output {
@@ -290,27 +287,12 @@ impl Gpg {
     }
 
     fn commit(&self, repo: &ConfigRepo, message: &str) -> String {
-        git(repo.path(), &["add", "-A"]);
-        let program = format!("gpg.program={}", self.wrapper().display());
-        let key = format!("user.signingkey={}", self.fingerprint);
-        git(
-            repo.path(),
-            &[
-                "-c",
-                "gpg.format=openpgp",
-                "-c",
-                &program,
-                "-c",
-                &key,
-                "commit",
-                "-q",
-                "-S",
-                "--allow-empty",
-                "-m",
-                message,
-            ],
-        );
-        repo.head()
+        let config = [
+            "gpg.format=openpgp".to_string(),
+            format!("gpg.program={}", self.wrapper().display()),
+            format!("user.signingkey={}", self.fingerprint),
+        ];
+        commit_signed(repo, &config, message)
     }
 
     /// git runs `gpg.program` without our home: a script that adds it.
