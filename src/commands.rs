@@ -5,7 +5,7 @@ use crate::cli::{RunArgs, SyncArgs};
 use crate::config::SyncConfig;
 use crate::daemon::RunConfig;
 use crate::fleet::FleetConfig;
-use crate::reconcile::{Outcome, Reconciler, SyncError, Vouched};
+use crate::reconcile::{Outcome, Reconciler, SyncError};
 use crate::trigger::schedule::Schedule;
 
 pub fn sync(args: SyncArgs) -> i32 {
@@ -41,13 +41,7 @@ pub fn sync(args: SyncArgs) -> i32 {
             None => None,
         };
         let pinned = match hint {
-            Some(hint) => Some(match reconciler.vouch(hint).await? {
-                Vouched::Hint(commit) => commit,
-                Vouched::Refused { tip, hint } => {
-                    refused_hint(&hint);
-                    tip
-                }
-            }),
+            Some(hint) => Some(reconciler.vouch(hint).await?.into_commit()),
             None => None,
         };
         reconciler.sync(pinned).await
@@ -204,16 +198,6 @@ pub fn hostname() -> String {
     }
     let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
     String::from_utf8_lossy(&buf[..end]).into_owned()
-}
-
-/// The fleet's verified commit is not on our ref: someone wrote a commit
-/// into Redis that our ref does not lead to. Said loudly, then ignored.
-pub fn refused_hint(hint: &crate::source::Commit) {
-    tracing::warn!(
-        sha = %hint.short(),
-        git_ref = %hint.git_ref,
-        "the fleet's verified commit is neither the tip of the ref nor an ancestor of it; not starting on it (resolving the ref instead)"
-    );
 }
 
 fn report_outcome(outcome: &Outcome) {

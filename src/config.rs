@@ -56,7 +56,7 @@ pub struct SyncConfig {
     /// `Some` with `--verify-signatures`: whose signatures a commit needs.
     pub trust: Option<crate::trust::TrustConfig>,
     /// Where `${VAR}` values come from (off without a file or env var).
-    pub vars: crate::vars::VarsConfig,
+    pub vars: crate::validate::vars::VarsConfig,
 }
 
 impl SyncConfig {
@@ -179,7 +179,7 @@ impl SyncConfig {
             keep_revisions: args.keep_revisions as usize,
             validate,
             trust,
-            vars: crate::vars::VarsConfig {
+            vars: crate::validate::vars::VarsConfig {
                 file: args.vars_file.clone(),
             },
         })

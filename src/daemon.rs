@@ -13,13 +13,13 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde::Serialize;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 
 use crate::config::SyncConfig;
 use crate::fleet::FleetHandle;
+use crate::live::{App, Attempt, Live};
 use crate::metrics::Metrics;
 use crate::reconcile::{Outcome, Reconciler, SyncError, Vouched};
 use crate::source::Commit;
@@ -50,65 +50,6 @@ pub struct RunConfig {
     pub fleet: Option<crate::fleet::FleetConfig>,
     /// `--webhook-secret-file`; without it `POST /webhook` answers 404.
     pub webhook_secret_file: Option<PathBuf>,
-}
-
-/// The last sync attempt, for `/status`.
-#[derive(Debug, Clone, Serialize)]
-pub struct Attempt {
-    pub at: u64,
-    pub trigger: &'static str,
-    /// `applied`, `noop`, `repaired`, `rejected` or `failed`.
-    pub result: &'static str,
-    pub sha: Option<String>,
-    pub error: Option<String>,
-    pub duration_ms: u64,
-}
-
-/// What the loop shares with the HTTP server.
-#[derive(Debug, Default)]
-pub struct Live {
-    /// Set while a sync runs; `/healthz` fails when it runs far too long.
-    pub busy_since: Option<std::time::Instant>,
-    pub last_attempt: Option<Attempt>,
-    /// A revision was applied (and verified, with a gateway) by this process.
-    pub ready: bool,
-    /// The commit in `current` as of the last successful sync.
-    pub current_sha: Option<String>,
-    pub consecutive_failures: u32,
-    /// Other live sidecars of the fleet using our replica id (0: unique).
-    pub replica_id_clash: u32,
-    /// Times the fleet notice listener died and was restarted; shown by
-    /// `/healthz`.
-    pub fleet_listener_restarts: u32,
-}
-
-pub struct App {
-    pub metrics: Metrics,
-    pub live: Mutex<Live>,
-    pub root: PathBuf,
-    pub replica_id: String,
-    /// This process, in the fleet: replica ids may repeat, this may not.
-    pub instance: String,
-    /// The repo URL with credentials redacted.
-    pub repo: String,
-    pub git_ref: Option<String>,
-    pub path: Option<String>,
-    pub triggers: Triggers,
-    /// A sync running longer than this means the loop is stuck.
-    pub stuck_after: Duration,
-    /// Without a gateway, an applied revision is ready (nothing to verify).
-    pub has_gateway: bool,
-    /// `POST /webhook`, when a secret is configured.
-    pub webhook: Option<crate::trigger::webhook::Webhook>,
-    /// What `/status` last read of `state.json`.
-    pub status_cache: Arc<Mutex<crate::server::StatusCache>>,
-}
-
-impl App {
-    pub fn live(&self) -> std::sync::MutexGuard<'_, Live> {
-        // A poisoned lock only means a panic elsewhere; the data is plain.
-        self.live.lock().unwrap_or_else(|p| p.into_inner())
-    }
 }
 
 /// Runs the loop and the server until `shutdown` completes.
@@ -298,14 +239,13 @@ async fn step(
         return reconciler.check_drift().await.map(Step::Drift);
     }
     let commit = match hint {
-        Some(hint) => match reconciler.vouch(hint).await? {
-            Vouched::Hint(c) => c,
-            Vouched::Refused { tip, hint } => {
+        Some(hint) => {
+            let vouched = reconciler.vouch(hint).await?;
+            if matches!(vouched, Vouched::Refused { .. }) {
                 app.metrics.fleet_refused.inc();
-                crate::commands::refused_hint(&hint);
-                tip
             }
-        },
+            vouched.into_commit()
+        }
         None => reconciler.resolve().await?,
     };
     if let Some(f) = fleet {

@@ -6,14 +6,15 @@
 //! - `tree`: the files of one config root, from a commit or a folder
 //! - `bundle`: `Tree` → `Bundle` (apps, policies, middleware, templates)
 //! - `trust`: with `--verify-signatures`, only commits signed by listed keys
-//! - `vars`: `${VAR}` substitution per environment, before validation
+//! - `validate::vars`: `${VAR}` substitution per environment, before validation
 //! - `validate`: schemas and cross-file rules → `Report`
 //! - `apply`: `Bundle` → `Revision` on disk, published by one atomic rename
 //! - `gateway`: Tyk control API: wait, reload, what it `Loaded`
 //! - `state`: what was applied, verified and rejected (`state.json`)
 //! - `reconcile`: the only place that sequences the stages
 //!
-//! The sidecar (`run`): `daemon` is the loop, `trigger` what wakes it
+//! The sidecar (`run`): `daemon` is the loop, `live` what it knows of itself
+//! (read by the server, the webhook and the fleet), `trigger` what wakes it
 //! (schedule, signals, webhook), `server` its HTTP side, `metrics` what it
 //! counts, `fleet` how replicas meet in Redis (notices, status, poll lease).
 //!
@@ -33,6 +34,7 @@ pub mod export;
 pub mod flags;
 pub mod fleet;
 pub mod gateway;
+pub mod live;
 pub mod logging;
 pub mod metrics;
 pub mod par;
@@ -48,4 +50,3 @@ pub mod tree;
 pub mod trigger;
 pub mod trust;
 pub mod validate;
-pub mod vars;

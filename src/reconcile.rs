@@ -47,6 +47,24 @@ pub enum Vouched {
     Refused { tip: Commit, hint: Commit },
 }
 
+impl Vouched {
+    /// The commit to start on. A refused hint means someone wrote a commit
+    /// into Redis that our ref does not lead to: said loudly, then ignored.
+    pub fn into_commit(self) -> Commit {
+        match self {
+            Vouched::Hint(commit) => commit,
+            Vouched::Refused { tip, hint } => {
+                warn!(
+                    sha = %hint.short(),
+                    git_ref = %hint.git_ref,
+                    "the fleet's verified commit is neither the tip of the ref nor an ancestor of it; not starting on it (resolving the ref instead)"
+                );
+                tip
+            }
+        }
+    }
+}
+
 /// How a sync ended when nothing went wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -432,7 +450,8 @@ impl Reconciler {
             } else {
                 source.config_roots(&fetched)
             };
-            let (bundle, report) = crate::vars::check(tree, vars.as_ref(), &opts, &mut cache);
+            let (bundle, report) =
+                crate::validate::vars::check(tree, vars.as_ref(), &opts, &mut cache);
             debug!(ms = started.elapsed().as_millis() as u64, "checked");
             let root = empty::ConfigRoot {
                 label: match subpath.as_deref().filter(|p| !p.is_empty()) {

@@ -20,8 +20,7 @@ use hyper_util::service::TowerToHyperService;
 use serde_json::json;
 use tracing::{debug, warn};
 
-use crate::daemon::App;
-use crate::state::State;
+use crate::live::{App, cached_state};
 
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
@@ -29,7 +28,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/status", get(status))
-        .route("/webhook", crate::trigger::webhook::route())
+        .route("/webhook", webhook())
         .with_state(app)
 }
 
@@ -187,63 +186,29 @@ async fn status(Extract(app): Extract<Arc<App>>) -> Response {
     axum::Json(body).into_response()
 }
 
-/// The state's part of `/status`, re-read only when `state.json` changed
-/// (by its modification time and length): a prober polling `/status`
-/// must not cost a parse of the file each time.
-#[derive(Debug, Default)]
-pub struct StatusCache {
-    key: Option<(std::time::SystemTime, u64)>,
-    value: Arc<serde_json::Value>,
+/// `POST /webhook`, with the body limit the handler relies on.
+fn webhook() -> axum::routing::MethodRouter<Arc<App>> {
+    axum::routing::post(receive).layer(axum::extract::DefaultBodyLimit::max(
+        crate::trigger::webhook::MAX_BODY,
+    ))
 }
 
-fn cached_state(
-    root: &std::path::Path,
-    cache: &std::sync::Mutex<StatusCache>,
-) -> Option<Arc<serde_json::Value>> {
-    let key = std::fs::metadata(root.join("state.json"))
-        .ok()
-        .and_then(|m| Some((m.modified().ok()?, m.len())));
-    let mut cache = cache.lock().unwrap_or_else(|p| p.into_inner());
-    if key.is_some() && cache.key == key {
-        return Some(cache.value.clone());
-    }
-    let state = State::load(root).ok().map(|(s, _)| s).unwrap_or_default();
-    let value = Arc::new(json!({
-        "current": state.current,
-        "rejected": state.rejected.values().collect::<Vec<_>>(),
-        "history": state.history,
-    }));
-    *cache = StatusCache {
-        key,
-        value: value.clone(),
+async fn receive(
+    Extract(app): Extract<Arc<App>>,
+    headers: HeaderMap,
+    request: axum::extract::Request,
+) -> Response {
+    let Some(webhook) = &app.webhook else {
+        return (
+            StatusCode::NOT_FOUND,
+            axum::Json(json!({"status": "not found", "reason": "no webhook secret is configured"})),
+        )
+            .into_response();
     };
-    Some(value)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::state::Rejection;
-
-    #[test]
-    fn the_status_cache_follows_every_state_write() {
-        let root = tempfile::tempdir().unwrap();
-        let cache = std::sync::Mutex::new(StatusCache::default());
-        let empty = cached_state(root.path(), &cache).unwrap();
-        assert_eq!(empty["rejected"], json!([]));
-        let mut state = State::default();
-        for n in 0..3 {
-            state.reject(Rejection {
-                sha: format!("{n:040}"),
-                at: n,
-                reason: "invalid".into(),
-                message: "1 error(s)".into(),
-                findings: vec![],
-                shape: String::new(),
-            });
-            state.save(root.path()).unwrap();
-            let shown = cached_state(root.path(), &cache).unwrap();
-            assert_eq!(shown["rejected"].as_array().unwrap().len() as u64, n + 1);
-        }
-    }
+    let current = app.live().current_sha.clone();
+    let reply = webhook
+        .receive(&app.triggers, current.as_deref(), &headers, request)
+        .await;
+    app.metrics.count_webhook(reply.result);
+    (reply.status, axum::Json(reply.body)).into_response()
 }

@@ -23,7 +23,7 @@ use tracing::{debug, info, warn};
 use super::{
     FleetConfig, FleetError, Notice, REDIS_TIMEOUT, ReplicaStatus, Verified, lease_holder,
 };
-use crate::daemon::App;
+use crate::live::App;
 use crate::sha::{Sha, printable};
 use crate::source::Commit;
 use crate::state::{State, now};

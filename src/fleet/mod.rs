@@ -21,8 +21,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
-use crate::daemon::Attempt;
 use crate::flags::FleetArgs;
+use crate::live::Attempt;
 use crate::sha::{Sha, printable};
 use crate::source::{Commit, redact_url};
 use crate::state::State;

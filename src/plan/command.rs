@@ -134,7 +134,7 @@ fn plan(args: &Args) -> Result<(String, bool), PlanError> {
         max_file_size: args.max_file_size,
         ..Options::default()
     };
-    let vars = (crate::vars::VarsConfig {
+    let vars = (crate::validate::vars::VarsConfig {
         file: args.vars_file.clone(),
     })
     .load()
@@ -161,7 +161,7 @@ fn plan(args: &Args) -> Result<(String, bool), PlanError> {
         (None, dir) => dir_tree(dir.as_deref().unwrap_or(Path::new(".")), &subpath, args)?,
     };
     let (new_bundle, report) =
-        crate::vars::check(new_tree, vars.as_ref(), &opts, &mut Cache::default());
+        crate::validate::vars::check(new_tree, vars.as_ref(), &opts, &mut Cache::default());
     let rejects = report.rejects(args.strict);
     let new = Side::from_bundle(&new_bundle);
 
@@ -186,8 +186,8 @@ fn plan(args: &Args) -> Result<(String, bool), PlanError> {
     Ok((render(&plan, args.format), rejects))
 }
 
-fn side_of(tree: Tree, vars: Option<&crate::vars::Vars>, opts: &Options) -> Side {
-    let (bundle, _) = crate::vars::check(tree, vars, opts, &mut Cache::default());
+fn side_of(tree: Tree, vars: Option<&crate::validate::vars::Vars>, opts: &Options) -> Side {
+    let (bundle, _) = crate::validate::vars::check(tree, vars, opts, &mut Cache::default());
     Side::from_bundle(&bundle)
 }
 

@@ -14,10 +14,8 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, FailedToBufferBody};
-use axum::extract::{DefaultBodyLimit, FromRequest, Request, State as Extract};
+use axum::extract::{FromRequest, Request};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodRouter, post};
 use hmac::{Hmac, KeyInit, Mac};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -26,7 +24,6 @@ use subtle::ConstantTimeEq;
 use thiserror::Error;
 use tracing::{debug, error, info, warn};
 
-use crate::daemon::App;
 use crate::trigger::{Trigger, Triggers};
 
 /// Push payloads of big monorepo pushes stay far below this; more is abuse.
@@ -536,7 +533,7 @@ impl Webhook {
 
     /// Authenticates, reads and acts on one request. `current` is the sha
     /// this replica runs: a push of exactly that needs no sync.
-    async fn receive(
+    pub async fn receive(
         &self,
         triggers: &Triggers,
         current: Option<&str>,
@@ -698,11 +695,11 @@ impl Webhook {
 }
 
 /// A response and the label it is counted under.
-struct Reply {
-    status: StatusCode,
+pub struct Reply {
+    pub status: StatusCode,
     /// `tyk_gitops_webhook_requests_total{result}`.
-    result: &'static str,
-    body: Value,
+    pub result: &'static str,
+    pub body: Value,
 }
 
 impl Reply {
@@ -722,31 +719,6 @@ impl Reply {
             json!({"status": "unauthorized", "reason": e.to_string()}),
         )
     }
-}
-
-/// `POST /webhook`, with the body limit the handler relies on.
-pub fn route() -> MethodRouter<Arc<App>> {
-    post(receive).layer(DefaultBodyLimit::max(MAX_BODY))
-}
-
-async fn receive(
-    Extract(app): Extract<Arc<App>>,
-    headers: HeaderMap,
-    request: Request,
-) -> Response {
-    let Some(webhook) = &app.webhook else {
-        return (
-            StatusCode::NOT_FOUND,
-            axum::Json(json!({"status": "not found", "reason": "no webhook secret is configured"})),
-        )
-            .into_response();
-    };
-    let current = app.live().current_sha.clone();
-    let reply = webhook
-        .receive(&app.triggers, current.as_deref(), &headers, request)
-        .await;
-    app.metrics.count_webhook(reply.result);
-    (reply.status, axum::Json(reply.body)).into_response()
 }
 
 #[cfg(test)]

@@ -85,7 +85,7 @@ pub fn run(args: &Args) -> i32 {
         holds_config: empty::holds_config(&tree),
         suggestions: Vec::new(),
     };
-    let vars = match (crate::vars::VarsConfig {
+    let vars = match (crate::validate::vars::VarsConfig {
         file: args.vars_file.clone(),
     })
     .load()
@@ -97,7 +97,7 @@ pub fn run(args: &Args) -> i32 {
         }
     };
     let (bundle, mut report) =
-        crate::vars::check(tree, vars.as_ref(), &opts, &mut Cache::default());
+        crate::validate::vars::check(tree, vars.as_ref(), &opts, &mut Cache::default());
     let config_root = ConfigRoot {
         suggestions: if config_root.holds_config {
             Vec::new()

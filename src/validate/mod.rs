@@ -17,6 +17,7 @@ pub mod report;
 pub mod rules;
 mod schema;
 mod target;
+pub mod vars;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
