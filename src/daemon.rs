@@ -288,43 +288,20 @@ fn record(app: &App, trigger: &Trigger, result: &Result<Step, SyncError>, took: 
             }
         }
         Err(e) => {
-            let transient = match e {
-                SyncError::Source(_) => {
-                    m.git_failures.inc();
-                    true
-                }
-                SyncError::Gateway(_) | SyncError::Config(_) => {
-                    m.reload_failures.inc();
-                    true
-                }
-                SyncError::VerifyFailed { .. } => {
-                    m.rollbacks.inc();
-                    false
-                }
-                SyncError::Apply(_) | SyncError::State(_) | SyncError::Internal(_) => true,
-                SyncError::Invalid { .. }
-                | SyncError::Untrusted { .. }
-                | SyncError::Rejected { .. } => false,
+            match e {
+                SyncError::Source(_) => m.git_failures.inc(),
+                SyncError::Gateway(_) | SyncError::Config(_) => m.reload_failures.inc(),
+                SyncError::VerifyFailed { .. } => m.rollbacks.inc(),
+                _ => 0,
             };
-            let label = match e {
-                SyncError::Invalid { .. }
-                | SyncError::Untrusted { .. }
-                | SyncError::Rejected { .. } => "rejected",
-                _ => "failed",
-            };
-            let sha = match e {
-                SyncError::Invalid { commit, .. }
-                | SyncError::Untrusted { commit, .. }
-                | SyncError::VerifyFailed { commit, .. } => Some(commit.sha.clone()),
-                SyncError::Rejected { rejection } => Some(rejection.sha.clone()),
-                _ => None,
-            };
+            let label = e.label();
             if label == "rejected" {
                 warn!("{e}");
             } else {
                 error!("{e}");
             }
-            (label, sha, Some(e.to_string()), transient)
+            let sha = e.sha().map(str::to_string);
+            (label, sha, Some(e.to_string()), e.is_transient())
         }
     };
     m.count_sync(if label == "repaired" {

@@ -122,6 +122,40 @@ pub enum SyncError {
 }
 
 impl SyncError {
+    /// Whether a retry with backoff may help (Git, the gateway or the disk
+    /// were unavailable), rather than waiting for another commit.
+    pub fn is_transient(&self) -> bool {
+        !matches!(
+            self,
+            SyncError::Invalid { .. }
+                | SyncError::Untrusted { .. }
+                | SyncError::Rejected { .. }
+                | SyncError::VerifyFailed { .. }
+        )
+    }
+
+    /// How the attempt is counted and shown: `rejected` when the commit is
+    /// at fault (it will not be applied), `failed` otherwise.
+    pub fn label(&self) -> &'static str {
+        match self {
+            SyncError::Invalid { .. }
+            | SyncError::Untrusted { .. }
+            | SyncError::Rejected { .. } => "rejected",
+            _ => "failed",
+        }
+    }
+
+    /// The commit the error is about, when it is about one.
+    pub fn sha(&self) -> Option<&str> {
+        match self {
+            SyncError::Invalid { commit, .. }
+            | SyncError::Untrusted { commit, .. }
+            | SyncError::VerifyFailed { commit, .. } => Some(&commit.sha),
+            SyncError::Rejected { rejection } => Some(&rejection.sha),
+            _ => None,
+        }
+    }
+
     /// The process exit code for `sync`: 1 invalid commit, 2 usage or
     /// setup, 3 Git or source, 4 gateway, 5 local disk or state.
     pub fn exit_code(&self) -> i32 {
@@ -303,6 +337,11 @@ impl Reconciler {
         result
     }
 
+    /// One pass over `commit`, as the pipeline in the README draws it:
+    /// fetch → trust → read and validate → write → publish → reload and
+    /// verify → record. Each stage hands the next a named value; every
+    /// change of `state.json` goes through a `State` method, saved where
+    /// the crash-order argument in RELIABILITY.md needs it.
     async fn sync_commit(
         &self,
         commit: Commit,
@@ -311,21 +350,8 @@ impl Reconciler {
     ) -> Result<Outcome, SyncError> {
         let cfg = &self.config;
         info!(git_ref = %commit.git_ref, "resolved");
-        let revs = Revisions::open(&cfg.root)?;
-        let (mut state, warning) = State::load(&cfg.root)?;
-        if let Some(w) = warning {
-            warn!("{w}");
-        }
-        let current = revs.current()?;
-
-        let shape = self.shape();
-        let applied_here = state.current.as_ref().filter(|a| {
-            a.sha == commit.sha
-                && a.shape == shape
-                && current.as_deref() == Some(a.revision.as_str())
-        });
-        if let (Some(applied), false) = (applied_here, force) {
-            let applied = applied.clone();
+        let mut ground = Ground::read(cfg, self.shape())?;
+        if let (Some(applied), false) = (ground.applied(&commit), force) {
             if !confirm && (applied.verified_at.is_some() || cfg.gateway.is_none()) {
                 debug!(revision = %applied.revision, "already current");
                 return Ok(Outcome::Unchanged {
@@ -335,40 +361,67 @@ impl Reconciler {
             }
             let gateway = self.gateway_preflight().await?;
             return self
-                .confirm_current(commit, applied, &revs, gateway, &mut state)
+                .confirm_current(commit, applied, &ground.revs, gateway, &mut ground.state)
                 .await;
         }
         // Before anything is written: the gateway answers and takes our
         // secret. Except a sidecar's first revision (see
         // `publishing_first_without_gateway`).
-        let deferred = self.first_without_gateway && current.is_none();
+        let deferred = self.first_without_gateway && ground.current.is_none();
         let gateway = if deferred {
             None
         } else {
             self.gateway_preflight().await?
         };
-        let rejected = state
-            .rejected
-            .get(&commit.sha)
-            .filter(|r| r.holds(&shape, cfg.allow_empty));
-        if let (Some(rejection), false) = (rejected, force) {
+        if let (Some(rejection), false) = (ground.rejection(&commit, cfg.allow_empty), force) {
             return Err(SyncError::Rejected {
-                rejection: Box::new(rejection.clone()),
+                rejection: Box::new(rejection),
             });
         }
+        ground.revs.check_writable()?;
+        let serving = ground.serving(gateway.as_ref());
 
-        revs.check_writable()?;
-        // How many APIs the gateway would lose to a commit without any.
-        let serving = state
-            .current
-            .as_ref()
-            .filter(|a| current.as_deref() == Some(a.revision.as_str()))
-            .map_or(0, |a| a.apis)
-            .max(gateway.as_ref().map_or(0, |(_, l)| l.api_ids.len()));
-        let allow_empty = cfg.allow_empty;
-        // A new process reads the saved analyses while Git works.
+        self.fetch(&commit).await?;
+        self.check_trust(&commit, &mut ground.state).await?;
+        let gateway_version = gateway.as_ref().and_then(|(gw, _)| gw.version());
+        let checked = self
+            .check(&commit, gateway_version, serving, &mut ground)
+            .await?;
+        let written = self.write(&commit, checked, &ground).await?;
+        let published = self.publish(&commit, written, &mut ground)?;
+
+        let gateway = match gateway {
+            None if deferred && cfg.gateway.is_some() => {
+                info!(
+                    "first revision published before the gateway answered; waiting for it to reload and verify"
+                );
+                self.gateway_preflight().await?
+            }
+            other => other,
+        };
+        let verified = match &gateway {
+            None => false,
+            Some((gw, _)) => {
+                self.verify_published(gw, &commit, &published, &mut ground)
+                    .await?;
+                true
+            }
+        };
+        self.prune(&ground).await?;
+        let Published { name, manifest, .. } = published;
+        Ok(Outcome::Applied {
+            commit,
+            revision: name,
+            verified,
+            apis: manifest.api_ids.len(),
+            policies: manifest.policy_ids.len(),
+        })
+    }
+
+    /// Fetches `commit`; a new process reads the saved analyses meanwhile.
+    async fn fetch(&self, commit: &Commit) -> Result<(), SyncError> {
         let loading = {
-            let (cache, root) = (self.cache.clone(), cfg.root.clone());
+            let (cache, root) = (self.cache.clone(), self.config.root.clone());
             tokio::task::spawn_blocking(move || {
                 let mut cache = cache.lock().unwrap_or_else(|p| p.into_inner());
                 if cache.is_empty() {
@@ -382,204 +435,177 @@ impl Reconciler {
         let _ = loading.await;
         fetch?;
         debug!(ms = started.elapsed().as_millis() as u64, "fetched");
-        // Before a byte of the commit is read: whose it is.
-        if let Some(trust) = cfg.trust.clone() {
-            let (source, fetched) = (self.source.clone(), commit.clone());
-            let verdict = blocking(move || {
-                source
-                    .signatures(&fetched)
-                    .map(|signed| crate::trust::verify(&signed, &trust))
-            })
-            .await??;
-            match verdict.map_err(|e| untrusted(&commit, e)) {
-                Ok(signer) => info!(%signer, "signature verified"),
-                Err(SyncError::Untrusted { commit, reason }) => {
-                    state.reject(Rejection {
-                        sha: commit.sha.clone(),
-                        at: now(),
-                        reason: "untrusted-signature".into(),
-                        message: reason.clone(),
-                        findings: Vec::new(),
-                        shape: String::new(),
-                    });
-                    state.save(&cfg.root)?;
-                    return Err(SyncError::Untrusted { commit, reason });
-                }
-                Err(other) => return Err(other),
+        Ok(())
+    }
+
+    /// With `--verify-signatures`, before a byte of the commit is read:
+    /// whose it is. An untrusted commit is rejected like an invalid one.
+    async fn check_trust(&self, commit: &Commit, state: &mut State) -> Result<(), SyncError> {
+        let Some(trust) = self.config.trust.clone() else {
+            return Ok(());
+        };
+        let (source, fetched) = (self.source.clone(), commit.clone());
+        let verdict = blocking(move || {
+            source
+                .signatures(&fetched)
+                .map(|signed| crate::trust::verify(&signed, &trust))
+        })
+        .await??;
+        match verdict.map_err(|e| untrusted(commit, e)) {
+            Ok(signer) => {
+                info!(%signer, "signature verified");
+                Ok(())
             }
+            Err(SyncError::Untrusted { commit, reason }) => {
+                state.reject(Rejection::new(
+                    &commit.sha,
+                    "untrusted-signature",
+                    reason.clone(),
+                ));
+                state.save(&self.config.root)?;
+                Err(SyncError::Untrusted { commit, reason })
+            }
+            Err(other) => Err(other),
         }
+    }
+
+    /// Reads the commit's config root and validates it (after `${VAR}`
+    /// substitution, for the gateway version that answered), off the
+    /// runtime. A commit that is refused (findings, unreadable as a
+    /// config, or leaving the gateway without APIs) is recorded as
+    /// rejected and returned as `Invalid`: nothing was written.
+    async fn check(
+        &self,
+        commit: &Commit,
+        gateway_version: Option<crate::gateway::GatewayVersion>,
+        serving: usize,
+        ground: &mut Ground,
+    ) -> Result<Checked, SyncError> {
+        let cfg = &self.config;
         // The values of this sync (re-read: rotated secrets apply now).
         let vars = cfg
             .vars
             .load()
             .map_err(|e| SyncError::Config(ConfigError::Usage(e.to_string())))?;
-        // Read and validate off the runtime, for the gateway that answered
-        // (an MCP API on a gateway older than 5.12 is an error).
         let mut opts = cfg.validate.clone();
-        opts.gateway_version = gateway.as_ref().and_then(|(gw, _)| gw.version());
+        opts.gateway_version = gateway_version;
         let (source, fetched, subpath, cache) = (
             self.source.clone(),
             commit.clone(),
             cfg.path.clone(),
             self.cache.clone(),
         );
-        let checked = blocking(move || -> Result<_, SyncError> {
-            let started = Instant::now();
-            let mut cache = cache
-                .lock()
-                .map_err(|_| SyncError::Internal("validation cache poisoned".into()))?;
-            let tree = {
-                let known = cache.blobs();
-                let tree = source.read_tree(
-                    &fetched,
-                    subpath.as_deref(),
-                    opts.max_file_size,
-                    &|blob| known.contains(&blob),
-                )?;
-                debug!(
-                    files = tree.len(),
-                    ms = started.elapsed().as_millis() as u64,
-                    "tree read"
-                );
-                tree
-            };
-            let files = tree.len();
-            let holds_config = empty::holds_config(&tree);
-            let suggestions = if holds_config || allow_empty {
-                Vec::new()
-            } else {
-                source.config_roots(&fetched)
-            };
-            let (bundle, report) =
-                crate::validate::vars::check(tree, vars.as_ref(), &opts, &mut cache);
-            debug!(ms = started.elapsed().as_millis() as u64, "checked");
-            let root = empty::ConfigRoot {
-                label: match subpath.as_deref().filter(|p| !p.is_empty()) {
-                    Some(p) => format!("--path {p} of commit {}", fetched.short()),
-                    None => format!("the top of commit {} (no --path)", fetched.short()),
-                },
-                holds_config,
-                suggestions,
-            };
-            Ok((
-                bundle,
-                report,
-                root,
-                files,
-                cache.analysed(),
-                cache.changes(),
-            ))
+        let allow_empty = cfg.allow_empty;
+        let read = blocking(move || {
+            Checked::read(
+                &source,
+                &fetched,
+                subpath,
+                &opts,
+                vars.as_ref(),
+                &cache,
+                allow_empty,
+            )
         })
         .await?;
         // A commit whose tree cannot be read as a config (a name no file
         // can have, or too large to read) is invalid, like one that fails
         // validation: rejected once, not fetched and retried for ever.
-        let checked = match checked {
+        let mut checked = match read {
             Err(SyncError::Source(e)) => match unusable(&e) {
                 Some(finding) => {
-                    state.reject(Rejection {
-                        sha: commit.sha.clone(),
-                        at: now(),
-                        reason: "invalid".into(),
-                        message: e.to_string(),
-                        findings: serde_json::to_value(&finding).into_iter().collect(),
-                        shape: String::new(),
-                    });
-                    state.save(&cfg.root)?;
+                    let findings = serde_json::to_value(&finding).into_iter().collect();
+                    ground.state.reject(
+                        Rejection::new(&commit.sha, "invalid", e.to_string())
+                            .with_findings(findings),
+                    );
+                    ground.state.save(&cfg.root)?;
                     let mut report = Report::default();
                     report.push(finding);
-                    return Err(SyncError::Invalid { commit, report });
+                    return Err(SyncError::Invalid {
+                        commit: commit.clone(),
+                        report,
+                    });
                 }
                 None => return Err(e.into()),
             },
             other => other?,
         };
-        let (bundle, mut report, config_root, files, analysed, changes) = checked;
         // A commit that would leave the gateway with no API is refused like
         // an invalid one, unless --allow-empty.
         empty::check(
-            &mut report,
-            &config_root,
-            bundle.api_ids().len(),
+            &mut checked.report,
+            &checked.root,
+            checked.bundle.api_ids().len(),
             Some(serving),
             cfg.allow_empty,
         );
-        let refused = report.rejects(cfg.validate.strict);
-        for w in &report.warnings {
+        for w in &checked.report.warnings {
             warn!(file = %w.file, line = w.line, rule = w.rule, "{}", w.message);
         }
-        if refused {
-            if let Some(changes) = changes {
+        if checked.report.rejects(cfg.validate.strict) {
+            if let Some(changes) = checked.changes.take() {
                 let root = cfg.root.clone();
                 blocking(move || save_analyses(&changes, &root)).await?;
             }
-            let only_empty = empty::only_empty(&report);
-            state.reject(Rejection {
-                sha: commit.sha.clone(),
-                at: now(),
-                reason: if only_empty {
-                    Rejection::EMPTY
-                } else {
-                    "invalid"
-                }
-                .into(),
-                message: match report.errors.first() {
-                    Some(f) if only_empty => {
-                        format!("{}; --allow-empty lets it through", f.message)
-                    }
-                    _ => format!(
-                        "{} error(s), {} warning(s)",
-                        report.errors.len(),
-                        report.warnings.len()
-                    ),
-                },
-                findings: report
-                    .errors
-                    .iter()
-                    .chain(&report.warnings)
-                    .filter_map(|f| serde_json::to_value(f).ok())
-                    .collect(),
-                shape: if only_empty {
-                    shape.clone()
-                } else {
-                    String::new()
-                },
+            let report = checked.report;
+            ground
+                .state
+                .reject(refusal(&commit.sha, &report, &ground.shape));
+            ground.state.save(&cfg.root)?;
+            return Err(SyncError::Invalid {
+                commit: commit.clone(),
+                report,
             });
-            state.save(&cfg.root)?;
-            return Err(SyncError::Invalid { commit, report });
         }
         info!(
-            files,
-            analysed,
-            apis = bundle.api_ids().len(),
-            policies = bundle.policy_ids().len(),
+            files = checked.files,
+            analysed = checked.analysed,
+            apis = checked.bundle.api_ids().len(),
+            policies = checked.bundle.policy_ids().len(),
             "validated"
         );
+        Ok(checked)
+    }
 
-        // Write the revision completely, then publish it.
-        let name = revs.name_for(&commit.sha)?;
+    /// Writes the revision completely under `revisions/` (recycling the
+    /// one the prune would remove), saving new analyses beside the write.
+    async fn write(
+        &self,
+        commit: &Commit,
+        checked: Checked,
+        ground: &Ground,
+    ) -> Result<Written, SyncError> {
+        let cfg = &self.config;
+        let name = ground.revs.name_for(&commit.sha)?;
         let base = cfg.gateway_root.join("revisions").join(&name);
+        let Checked {
+            bundle, changes, ..
+        } = checked;
         let manifest_base = Manifest {
             sha: commit.sha.clone(),
             api_ids: bundle.api_ids(),
             policy_ids: bundle.policy_ids(),
             files: Vec::new(),
         };
-        let (write_revs, write_name) = (revs.clone(), name.clone());
-        let (keep, protect, root) = (cfg.keep_revisions, protected(&state), cfg.root.clone());
+        let (revs, write_name) = (ground.revs.clone(), name.clone());
+        let (keep, protect, root) = (
+            cfg.keep_revisions,
+            protected(&ground.state),
+            cfg.root.clone(),
+        );
         let manifest = blocking(move || {
             let started = Instant::now();
             let files = bundle.revision_files(&base.to_string_lossy());
             // The revision the prune below would remove becomes this one.
             let protect: Vec<&str> = protect.iter().map(String::as_str).collect();
-            let recycle = write_revs.surplus(keep, &protect)?;
+            let recycle = revs.surplus(keep, &protect)?;
             let written = std::thread::scope(|scope| {
                 // New analyses are saved beside the write.
                 let span = tracing::Span::current();
                 let saving = changes
                     .map(|c| scope.spawn(move || span.in_scope(|| save_analyses(&c, &root))));
-                let written =
-                    write_revs.write(&write_name, manifest_base, &files, recycle.as_deref());
+                let written = revs.write(&write_name, manifest_base, &files, recycle.as_deref());
                 if let Some(saving) = saving {
                     let _ = saving.join();
                 }
@@ -592,13 +618,26 @@ impl Reconciler {
             written
         })
         .await??;
-        let previous = state
+        Ok(Written { name, manifest })
+    }
+
+    /// Switches `current` to the written revision (one rename) and records
+    /// it, not yet verified.
+    fn publish(
+        &self,
+        commit: &Commit,
+        written: Written,
+        ground: &mut Ground,
+    ) -> Result<Published, SyncError> {
+        let Written { name, manifest } = written;
+        let previous = ground
+            .state
             .current
             .clone()
-            .filter(|p| current.as_deref() == Some(p.revision.as_str()));
-        revs.publish(&name)?;
+            .filter(|p| ground.current.as_deref() == Some(p.revision.as_str()));
+        ground.revs.publish(&name)?;
         info!(revision = %name, "published");
-        state.current = Some(Applied {
+        ground.state.published(Applied {
             sha: commit.sha.clone(),
             git_ref: commit.git_ref.clone(),
             revision: name.clone(),
@@ -606,89 +645,83 @@ impl Reconciler {
             verified_at: None,
             apis: manifest.api_ids.len(),
             policies: manifest.policy_ids.len(),
-            shape,
+            shape: ground.shape.clone(),
         });
-        state.record(&commit.sha, &name, "published");
         // Crash-test hook (feature `failpoints`, nothing otherwise).
         #[cfg(feature = "failpoints")]
         fail::fail_point!("sync-before-state-write");
-        state.save(&cfg.root)?;
+        ground.state.save(&self.config.root)?;
+        Ok(Published {
+            name,
+            manifest,
+            previous,
+        })
+    }
 
-        let gateway = match gateway {
-            None if deferred && cfg.gateway.is_some() => {
+    /// Reloads the gateway and verifies the published revision; when it
+    /// does not load as committed, rolls back to the previous one and
+    /// rejects the commit.
+    async fn verify_published(
+        &self,
+        gw: &Gateway,
+        commit: &Commit,
+        published: &Published,
+        ground: &mut Ground,
+    ) -> Result<(), SyncError> {
+        let root = &self.config.root;
+        let before = Before::Revision(published.previous.as_ref());
+        let name = &published.name;
+        match self
+            .reload_and_verify(gw, &ground.revs, name, &published.manifest, before)
+            .await
+        {
+            Ok(()) => {
+                ground.state.verified(Some("verified"));
+                ground.state.save(root)?;
                 info!(
-                    "first revision published before the gateway answered; waiting for it to reload and verify"
+                    apis = published.manifest.api_ids.len(),
+                    policies = published.manifest.policy_ids.len(),
+                    "gateway verified"
                 );
-                self.gateway_preflight().await?
+                Ok(())
             }
-            other => other,
-        };
-        let verified = match &gateway {
-            None => false,
-            Some((gw, _)) => match self
-                .reload_and_verify(
-                    gw,
-                    &revs,
-                    &name,
-                    &manifest,
-                    Before::Revision(previous.as_ref()),
-                )
-                .await
-            {
-                Ok(()) => true,
-                Err(error) if error.is_mismatch() => {
-                    let rolled_back_to = self.roll_back(gw, &revs, previous, &mut state).await;
-                    state.reject(Rejection {
-                        sha: commit.sha.clone(),
-                        at: now(),
-                        reason: "verify-failed".into(),
-                        message: error.to_string(),
-                        findings: Vec::new(),
-                        shape: String::new(),
-                    });
-                    state.save(&cfg.root)?;
-                    return Err(SyncError::VerifyFailed {
-                        commit,
-                        error: Box::new(error),
-                        rolled_back_to,
-                    });
-                }
-                Err(error) => return Err(error.into()),
-            },
-        };
-        if verified {
-            if let Some(a) = state.current.as_mut() {
-                a.verified_at = Some(now());
+            Err(error) if error.is_mismatch() => {
+                let previous = published.previous.clone();
+                let rolled_back_to = self
+                    .roll_back(gw, &ground.revs, previous, &mut ground.state)
+                    .await;
+                ground.state.reject(Rejection::new(
+                    &commit.sha,
+                    "verify-failed",
+                    error.to_string(),
+                ));
+                ground.state.save(root)?;
+                Err(SyncError::VerifyFailed {
+                    commit: commit.clone(),
+                    error: Box::new(error),
+                    rolled_back_to,
+                })
             }
-            state.record(&commit.sha, &name, "verified");
-            state.save(&cfg.root)?;
-            info!(
-                apis = manifest.api_ids.len(),
-                policies = manifest.policy_ids.len(),
-                "gateway verified"
-            );
+            Err(error) => Err(error.into()),
         }
-        let protect = protected(&state);
-        let pruned = blocking({
-            let revs = revs.clone();
-            move || {
-                revs.prune(
-                    keep,
-                    &protect.iter().map(String::as_str).collect::<Vec<_>>(),
-                )
-            }
+    }
+
+    /// Removes revisions past `--keep-revisions`, never `current` or the
+    /// one before it.
+    async fn prune(&self, ground: &Ground) -> Result<(), SyncError> {
+        let protect = protected(&ground.state);
+        let (revs, keep) = (ground.revs.clone(), self.config.keep_revisions);
+        let pruned = blocking(move || {
+            revs.prune(
+                keep,
+                &protect.iter().map(String::as_str).collect::<Vec<_>>(),
+            )
         })
         .await??;
         if !pruned.is_empty() {
             info!(removed = ?pruned, "pruned old revisions");
         }
-        Ok(Outcome::Applied {
-            commit,
-            revision: name,
-            verified,
-            apis: manifest.api_ids.len(),
-            policies: manifest.policy_ids.len(),
-        })
+        Ok(())
     }
 
     /// The flags that shape a revision besides the commit.
@@ -721,9 +754,7 @@ impl Reconciler {
             self.reload_and_verify(&gw, &revs, &name, &manifest, Before::Same)
                 .await?;
             let (mut state, _) = State::load(&self.config.root)?;
-            if let Some(a) = state.current.as_mut() {
-                a.verified_at = Some(now());
-            }
+            state.verified(None);
             state.record(&manifest.sha, &name, "repaired");
             state.save(&self.config.root)?;
             info!(revision = %name, "drift repaired");
@@ -790,9 +821,7 @@ impl Reconciler {
         let expected = expected_of(&manifest);
         if loaded == expected {
             if applied.verified_at.is_none() {
-                if let Some(a) = state.current.as_mut() {
-                    a.verified_at = Some(now());
-                }
+                state.verified(None);
                 state.save(&self.config.root)?;
             }
             info!(revision = %applied.revision, "already current and verified");
@@ -804,10 +833,7 @@ impl Reconciler {
         warn!(revision = %applied.revision, "gateway does not run the current revision; reloading");
         self.reload_and_verify(&gw, revs, &applied.revision, &manifest, Before::Same)
             .await?;
-        if let Some(a) = state.current.as_mut() {
-            a.verified_at = Some(now());
-        }
-        state.record(&commit.sha, &applied.revision, "repaired");
+        state.verified(Some("repaired"));
         state.save(&self.config.root)?;
         Ok(Outcome::Repaired { commit })
     }
@@ -878,7 +904,7 @@ impl Reconciler {
             return None;
         }
         warn!(revision = %name, "rolled back");
-        state.current = Some(previous);
+        state.rolled_back(previous);
         match revs.manifest(&name) {
             Ok(manifest) => {
                 if let Err(e) = self
@@ -886,15 +912,184 @@ impl Reconciler {
                     .await
                 {
                     warn!(revision = %name, error = %e, "the rolled-back revision did not verify either");
-                    if let Some(a) = state.current.as_mut() {
-                        a.verified_at = None;
-                    }
+                    state.unverified();
                 }
             }
             Err(e) => warn!(revision = %name, error = %e, "cannot read rolled-back revision"),
         }
         Some(name)
     }
+}
+
+/// What a pass knows before it looks at the commit: the revisions on disk,
+/// the state, the revision in `current`, and the flags that shape a
+/// revision besides the commit.
+struct Ground {
+    revs: Revisions,
+    state: State,
+    current: Option<String>,
+    shape: String,
+}
+
+impl Ground {
+    fn read(cfg: &SyncConfig, shape: String) -> Result<Ground, SyncError> {
+        let revs = Revisions::open(&cfg.root)?;
+        let (state, warning) = State::load(&cfg.root)?;
+        if let Some(w) = warning {
+            warn!("{w}");
+        }
+        let current = revs.current()?;
+        Ok(Ground {
+            revs,
+            state,
+            current,
+            shape,
+        })
+    }
+
+    /// `commit` as it stands in `current`, applied by us under the same flags.
+    fn applied(&self, commit: &Commit) -> Option<Applied> {
+        self.state
+            .current
+            .as_ref()
+            .filter(|a| {
+                a.sha == commit.sha
+                    && a.shape == self.shape
+                    && self.current.as_deref() == Some(a.revision.as_str())
+            })
+            .cloned()
+    }
+
+    /// The rejection of `commit` that still holds, if any.
+    fn rejection(&self, commit: &Commit, allow_empty: bool) -> Option<Rejection> {
+        self.state
+            .rejected
+            .get(&commit.sha)
+            .filter(|r| r.holds(&self.shape, allow_empty))
+            .cloned()
+    }
+
+    /// How many APIs the gateway would lose to a commit without any.
+    fn serving(&self, gateway: Option<&(Gateway, Loaded)>) -> usize {
+        self.state
+            .current
+            .as_ref()
+            .filter(|a| self.current.as_deref() == Some(a.revision.as_str()))
+            .map_or(0, |a| a.apis)
+            .max(gateway.map_or(0, |(_, l)| l.api_ids.len()))
+    }
+}
+
+/// A commit read and validated: the bundle to write and its findings.
+struct Checked {
+    bundle: crate::bundle::Bundle,
+    report: Report,
+    root: empty::ConfigRoot,
+    files: usize,
+    analysed: usize,
+    /// Analyses new to the cache, to save.
+    changes: Option<validate::Cache>,
+}
+
+impl Checked {
+    /// Reads the config root of `commit` (skipping blobs the cache knows)
+    /// and validates it. Blocking.
+    fn read(
+        source: &Source,
+        commit: &Commit,
+        subpath: Option<String>,
+        opts: &validate::Options,
+        vars: Option<&crate::validate::vars::Vars>,
+        cache: &Mutex<validate::Cache>,
+        allow_empty: bool,
+    ) -> Result<Checked, SyncError> {
+        let started = Instant::now();
+        let mut cache = cache
+            .lock()
+            .map_err(|_| SyncError::Internal("validation cache poisoned".into()))?;
+        let tree = {
+            let known = cache.blobs();
+            source.read_tree(commit, subpath.as_deref(), opts.max_file_size, &|blob| {
+                known.contains(&blob)
+            })?
+        };
+        debug!(
+            files = tree.len(),
+            ms = started.elapsed().as_millis() as u64,
+            "tree read"
+        );
+        let files = tree.len();
+        let holds_config = empty::holds_config(&tree);
+        let suggestions = if holds_config || allow_empty {
+            Vec::new()
+        } else {
+            source.config_roots(commit)
+        };
+        let (bundle, report) = crate::validate::vars::check(tree, vars, opts, &mut cache);
+        debug!(ms = started.elapsed().as_millis() as u64, "checked");
+        let root = empty::ConfigRoot {
+            label: match subpath.as_deref().filter(|p| !p.is_empty()) {
+                Some(p) => format!("--path {p} of commit {}", commit.short()),
+                None => format!("the top of commit {} (no --path)", commit.short()),
+            },
+            holds_config,
+            suggestions,
+        };
+        Ok(Checked {
+            bundle,
+            report,
+            root,
+            files,
+            analysed: cache.analysed(),
+            changes: cache.changes(),
+        })
+    }
+}
+
+/// A revision written completely under `revisions/`, not yet published.
+struct Written {
+    name: String,
+    manifest: Manifest,
+}
+
+/// A revision in `current`; `previous` is the one it replaced (the
+/// rollback target).
+struct Published {
+    name: String,
+    manifest: Manifest,
+    previous: Option<Applied>,
+}
+
+/// The rejection of a commit the validation refused: its findings (the
+/// first ones, see `State::reject`), or for a commit refused only for
+/// leaving the gateway without APIs, the hint that `--allow-empty` lets it
+/// through, held only under the same flags.
+fn refusal(sha: &str, report: &Report, shape: &str) -> Rejection {
+    let only_empty = empty::only_empty(report);
+    let message = match report.errors.first() {
+        Some(f) if only_empty => format!("{}; --allow-empty lets it through", f.message),
+        _ => format!(
+            "{} error(s), {} warning(s)",
+            report.errors.len(),
+            report.warnings.len()
+        ),
+    };
+    let reason = if only_empty {
+        Rejection::EMPTY
+    } else {
+        "invalid"
+    };
+    let findings = report
+        .errors
+        .iter()
+        .chain(&report.warnings)
+        .filter_map(|f| serde_json::to_value(f).ok())
+        .collect();
+    let mut rejection = Rejection::new(sha, reason, message).with_findings(findings);
+    if only_empty {
+        rejection.shape = shape.to_string();
+    }
+    rejection
 }
 
 /// A commit that fails the signature check is refused like an invalid one;

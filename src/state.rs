@@ -79,6 +79,24 @@ impl Rejection {
     /// gateway without APIs; `--allow-empty` lifts it.
     pub const EMPTY: &str = "empty";
 
+    /// A rejection of `sha` now, without findings (add them with
+    /// `findings`) and holding whatever the flags (`shape`).
+    pub fn new(sha: &str, reason: &str, message: String) -> Rejection {
+        Rejection {
+            sha: sha.to_string(),
+            at: now(),
+            reason: reason.to_string(),
+            message,
+            findings: Vec::new(),
+            shape: String::new(),
+        }
+    }
+
+    pub fn with_findings(mut self, findings: Vec<serde_json::Value>) -> Rejection {
+        self.findings = findings;
+        self
+    }
+
     /// Whether this rejection still refuses the commit for a sync shaped by
     /// `shape` and allowing empty bundles or not.
     pub fn holds(&self, shape: &str, allow_empty: bool) -> bool {
@@ -159,6 +177,43 @@ impl State {
         File::open(root)
             .and_then(|d| d.sync_all())
             .map_err(io("sync", root))
+    }
+
+    /// A new revision is in `current` (published, not yet verified). Saved
+    /// by the caller right after the rename that published it: a crash in
+    /// between leaves `current` ahead of the state, which the next pass
+    /// reads as "not applied here" and redoes.
+    pub fn published(&mut self, applied: Applied) {
+        self.record(&applied.sha, &applied.revision, "published");
+        self.current = Some(applied);
+    }
+
+    /// The gateway reported exactly `current`. `history` names the result
+    /// in the history (`verified`, `repaired`), or nothing for a
+    /// confirmation of what was verified before.
+    pub fn verified(&mut self, history: Option<&str>) {
+        let Some(applied) = self.current.as_mut() else {
+            return;
+        };
+        applied.verified_at = Some(now());
+        if let Some(result) = history {
+            let (sha, revision) = (applied.sha.clone(), applied.revision.clone());
+            self.record(&sha, &revision, result);
+        }
+    }
+
+    /// `current` points at `previous` again (a rollback); its verification
+    /// stands until the reload says otherwise (`unverified`).
+    pub fn rolled_back(&mut self, previous: Applied) {
+        self.current = Some(previous);
+    }
+
+    /// The gateway did not confirm `current` (a rollback that did not
+    /// verify either): the next pass checks it again.
+    pub fn unverified(&mut self) {
+        if let Some(applied) = self.current.as_mut() {
+            applied.verified_at = None;
+        }
     }
 
     pub fn record(&mut self, sha: &str, revision: &str, result: &str) {
