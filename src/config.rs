@@ -94,63 +94,14 @@ impl SyncConfig {
                 "--password-file (HTTPS) and --ssh-key-file (SSH) exclude each other".into(),
             ));
         }
-        let gateway = match (&args.gateway, args.reload) {
-            (None, _) | (Some(_), Reload::None) => None,
-            (Some(url), reload) => {
-                let secret = SecretSource::choose(args.gateway_secret_file.as_deref(), secret_env)
-                    .ok_or_else(|| {
-                        ConfigError::Usage(format!(
-                            "--gateway needs the gateway's secret: --gateway-secret-file FILE or {GATEWAY_SECRET_ENV}"
-                        ))
-                    })?;
-                Some(GatewayConfig {
-                    url: url.clone(),
-                    secret,
-                    reload: match reload {
-                        Reload::Group => ReloadMode::Group,
-                        _ => ReloadMode::Local,
-                    },
-                    wait: args.gateway_wait,
-                    verify_timeout: args.verify_timeout,
-                    probe: match args.probe {
-                        Probe::Changed => ProbeMode::Changed,
-                        Probe::All => ProbeMode::All,
-                        Probe::Off => ProbeMode::Off,
-                    },
-                    health_path: args
-                        .gateway_health_path
-                        .as_deref()
-                        .map(|p| p.trim_matches('/').to_string())
-                        .filter(|p| !p.is_empty()),
-                })
-            }
-        };
+        let gateway = gateway_config(&args, secret_env)?;
         let username = match (&args.username, &args.password_file) {
             (Some(u), _) => Some(u.clone()),
             // Token auth: the user name is ignored by GitHub, GitLab, Gitea.
             (None, Some(_)) => Some("git".to_string()),
             (None, None) => None,
         };
-        let trust = match (
-            args.verify_signatures,
-            args.allowed_signers.is_some() || args.trusted_keys.is_some(),
-        ) {
-            (true, false) => {
-                return Err(ConfigError::Usage(
-                    "--verify-signatures needs --allowed-signers FILE (SSH) and/or --trusted-keys FILE (OpenPGP)".into(),
-                ));
-            }
-            (false, true) => {
-                return Err(ConfigError::Usage(
-                    "--allowed-signers and --trusted-keys take effect only with --verify-signatures".into(),
-                ));
-            }
-            (false, false) => None,
-            (true, true) => Some(crate::trust::TrustConfig {
-                allowed_signers: args.allowed_signers.clone(),
-                trusted_keys: args.trusted_keys.clone(),
-            }),
-        };
+        let trust = trust_config(&args)?;
         let validate = crate::validate::Options {
             strict: args.strict,
             max_file_size: args.max_file_size,
@@ -184,6 +135,72 @@ impl SyncConfig {
             },
         })
     }
+}
+
+/// `--gateway` and the flags about it; none without a gateway or with
+/// `--reload none`.
+fn gateway_config(
+    args: &SyncArgs,
+    secret_env: Option<String>,
+) -> Result<Option<GatewayConfig>, ConfigError> {
+    Ok(match (&args.gateway, args.reload) {
+        (None, _) | (Some(_), Reload::None) => None,
+        (Some(url), reload) => {
+            let secret = SecretSource::choose(args.gateway_secret_file.as_deref(), secret_env)
+                .ok_or_else(|| {
+                    ConfigError::Usage(format!(
+                        "--gateway needs the gateway's secret: --gateway-secret-file FILE or {GATEWAY_SECRET_ENV}"
+                    ))
+                })?;
+            Some(GatewayConfig {
+                url: url.clone(),
+                secret,
+                reload: match reload {
+                    Reload::Group => ReloadMode::Group,
+                    _ => ReloadMode::Local,
+                },
+                wait: args.gateway_wait,
+                verify_timeout: args.verify_timeout,
+                probe: match args.probe {
+                    Probe::Changed => ProbeMode::Changed,
+                    Probe::All => ProbeMode::All,
+                    Probe::Off => ProbeMode::Off,
+                },
+                health_path: args
+                    .gateway_health_path
+                    .as_deref()
+                    .map(|p| p.trim_matches('/').to_string())
+                    .filter(|p| !p.is_empty()),
+            })
+        }
+    })
+}
+
+/// `--verify-signatures` with its key files; each without the other is a
+/// usage error.
+fn trust_config(args: &SyncArgs) -> Result<Option<crate::trust::TrustConfig>, ConfigError> {
+    Ok(
+        match (
+            args.verify_signatures,
+            args.allowed_signers.is_some() || args.trusted_keys.is_some(),
+        ) {
+            (true, false) => {
+                return Err(ConfigError::Usage(
+                "--verify-signatures needs --allowed-signers FILE (SSH) and/or --trusted-keys FILE (OpenPGP)".into(),
+            ));
+            }
+            (false, true) => {
+                return Err(ConfigError::Usage(
+                "--allowed-signers and --trusted-keys take effect only with --verify-signatures".into(),
+            ));
+            }
+            (false, false) => None,
+            (true, true) => Some(crate::trust::TrustConfig {
+                allowed_signers: args.allowed_signers.clone(),
+                trusted_keys: args.trusted_keys.clone(),
+            }),
+        },
+    )
 }
 
 fn absolute(path: &Path) -> Result<PathBuf, ConfigError> {

@@ -103,6 +103,18 @@ pub struct DuplicateKey {
     pub key: String,
 }
 
+/// A member name as the bytes between its quotes hold it, unescaped.
+fn decode_key(raw: &[u8]) -> Option<String> {
+    if !raw.contains(&b'\\') {
+        return Some(String::from_utf8_lossy(raw).into_owned());
+    }
+    let mut quoted = Vec::with_capacity(raw.len() + 2);
+    quoted.push(b'"');
+    quoted.extend_from_slice(raw);
+    quoted.push(b'"');
+    serde_json::from_slice::<String>(&quoted).ok()
+}
+
 /// The first `limit` duplicate member names, in document order. One forward
 /// scan, no recursion (a stack of open containers instead); meant for
 /// documents that already parsed, and gives up quietly on anything else.
@@ -181,18 +193,7 @@ pub fn duplicate_keys(bytes: &[u8], limit: usize) -> Vec<DuplicateKey> {
                 else {
                     continue;
                 };
-                let key = if raw.contains(&b'\\') {
-                    let mut quoted = Vec::with_capacity(raw.len() + 2);
-                    quoted.push(b'"');
-                    quoted.extend_from_slice(raw);
-                    quoted.push(b'"');
-                    match serde_json::from_slice::<String>(&quoted) {
-                        Ok(k) => k,
-                        Err(_) => break,
-                    }
-                } else {
-                    String::from_utf8_lossy(raw).into_owned()
-                };
+                let Some(key) = decode_key(raw) else { break };
                 *token = crate::bundle::escape_token(&key);
                 match seen.get(&key) {
                     Some(&first) => out.push(DuplicateKey {
