@@ -12,8 +12,12 @@ pub struct Sha(String);
 impl Sha {
     /// `None` unless `s` is exactly 40 or 64 hex digits (either case).
     pub fn parse(s: &str) -> Option<Sha> {
-        let hex = matches!(s.len(), 40 | 64) && s.bytes().all(|b| b.is_ascii_hexdigit());
-        hex.then(|| Sha(s.to_ascii_lowercase()))
+        Sha::is_full(s).then(|| Sha(s.to_ascii_lowercase()))
+    }
+
+    /// Whether `s` is a full commit id (40 or 64 hex digits, either case).
+    pub fn is_full(s: &str) -> bool {
+        matches!(s.len(), 40 | 64) && s.bytes().all(|b| b.is_ascii_hexdigit())
     }
 
     pub fn as_str(&self) -> &str {

@@ -227,9 +227,9 @@ fn commit_tree(
     subpath: Option<&str>,
     args: &Args,
 ) -> Result<Tree, PlanError> {
-    if sha.len() != 40 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if !crate::sha::Sha::is_full(sha) {
         return Err(PlanError::Usage(format!(
-            "--against must be a full 40-hex commit sha, got {sha:?}"
+            "--against must be a full commit sha (40 hex digits), got {sha:?}"
         )));
     }
     let commit = Commit {

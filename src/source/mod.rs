@@ -367,7 +367,7 @@ impl Source {
 }
 
 fn is_full_sha(s: &str) -> bool {
-    s.len() == 40 && s.bytes().all(|b| b.is_ascii_hexdigit())
+    crate::sha::Sha::is_full(s)
 }
 
 fn has_commit(repo: &git2::Repository, oid: Oid) -> bool {

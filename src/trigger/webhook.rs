@@ -24,6 +24,7 @@ use subtle::ConstantTimeEq;
 use thiserror::Error;
 use tracing::{debug, error, info, warn};
 
+use crate::sha::Sha;
 use crate::trigger::{Trigger, Triggers};
 
 /// Push payloads of big monorepo pushes stay far below this; more is abuse.
@@ -372,8 +373,8 @@ pub fn parse_event(
 /// A full hex object id, lowercased; None for the all-zero id of a deleted
 /// ref or anything else (hostile payloads must not reach the fleet).
 fn commit_sha(sha: String) -> Option<String> {
-    let hex = matches!(sha.len(), 40 | 64) && sha.bytes().all(|b| b.is_ascii_hexdigit());
-    (hex && sha.bytes().any(|b| b != b'0')).then(|| sha.to_ascii_lowercase())
+    let deleted = sha.bytes().all(|b| b == b'0');
+    Sha::parse(&sha).filter(|_| !deleted).map(Sha::into_string)
 }
 
 type Pushed = Vec<(String, Option<String>)>;
@@ -494,7 +495,7 @@ impl RefFilter {
     pub fn new(git_ref: Option<&str>) -> RefFilter {
         match git_ref {
             None | Some("HEAD") => RefFilter::Any,
-            Some(r) if r.len() == 40 && r.bytes().all(|b| b.is_ascii_hexdigit()) => RefFilter::Any,
+            Some(r) if Sha::is_full(r) => RefFilter::Any,
             Some(r) if r.starts_with("refs/") => RefFilter::Exact(r.to_string()),
             Some(r) => RefFilter::Name(r.to_string()),
         }
@@ -540,19 +541,36 @@ impl Webhook {
         headers: &HeaderMap,
         request: Request,
     ) -> Reply {
+        let (secret, body) = match self.admit(headers, request).await {
+            Ok(admitted) => admitted,
+            Err(reply) => return reply,
+        };
+        let provider = match authenticate(headers, &body, &secret.0) {
+            Ok(p) => p,
+            Err(e) => return Reply::unauthorized(&e),
+        };
+        match pushes(provider, headers, &body) {
+            Ok(pushes) => self.act(triggers, current, provider, &pushes),
+            Err(reply) => reply,
+        }
+    }
+
+    /// What the headers can prove, checked before any body is read; then
+    /// the body, within the size, time and memory bounds.
+    async fn admit(&self, headers: &HeaderMap, request: Request) -> Result<(Secret, Bytes), Reply> {
         // Unsigned requests are refused before any file or body is read.
         if let Err(e) = scheme_of(headers) {
-            return Reply::unauthorized(&e);
+            return Err(Reply::unauthorized(&e));
         }
         let secret = match read_secret(&self.secret_file).await {
             Ok(s) => s,
             Err(e) => {
                 error!("webhook: {e}");
-                return Reply::new(
+                return Err(Reply::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "unavailable",
                     json!({"status": "unavailable", "reason": "the webhook secret cannot be read"}),
-                );
+                ));
             }
         };
         // An announced length over the limit is refused from the header:
@@ -564,15 +582,10 @@ impl Webhook {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok());
         if announced.is_some_and(|n| n > MAX_BODY as u64) {
-            return Reply::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too_large",
-                json!({"status": "too large", "reason": format!("the body exceeds {MAX_BODY} bytes")}),
-            );
+            return Err(Reply::too_large());
         }
-        // What the headers can prove is checked before any body is read.
         if let Err(e) = check_headers(headers, &secret.0) {
-            return Reply::unauthorized(&e);
+            return Err(Reply::unauthorized(&e));
         }
         // At most MAX_BUFFERED_KIB of bodies are buffered at once; the
         // others wait (their bytes stay in the kernel), then get 503.
@@ -582,66 +595,39 @@ impl Webhook {
         let kib = u32::try_from(kib).unwrap_or(u32::MAX);
         let reserve = self.body_budget.clone().acquire_many_owned(kib);
         let Ok(Ok(_reading)) = tokio::time::timeout(READ_TIMEOUT, reserve).await else {
-            return Reply::new(
+            return Err(Reply::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
                 json!({"status": "busy", "reason": "too many webhook bodies in flight; retry"}),
-            );
+            ));
         };
-        let body = match tokio::time::timeout(READ_TIMEOUT, Bytes::from_request(request, &())).await
-        {
-            Err(_) => {
-                return Reply::new(
-                    StatusCode::REQUEST_TIMEOUT,
-                    "invalid",
-                    json!({"status": "timeout", "reason": format!("body not received within {}s", READ_TIMEOUT.as_secs())}),
-                );
-            }
+        match tokio::time::timeout(READ_TIMEOUT, Bytes::from_request(request, &())).await {
+            Err(_) => Err(Reply::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "invalid",
+                json!({"status": "timeout", "reason": format!("body not received within {}s", READ_TIMEOUT.as_secs())}),
+            )),
             Ok(Err(BytesRejection::FailedToBufferBody(FailedToBufferBody::LengthLimitError(
                 _,
-            )))) => {
-                return Reply::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "too_large",
-                    json!({"status": "too large", "reason": format!("the body exceeds {MAX_BODY} bytes")}),
-                );
-            }
-            Ok(Err(e)) => {
-                return Reply::new(
-                    StatusCode::BAD_REQUEST,
-                    "invalid",
-                    json!({"status": "invalid", "reason": e.body_text()}),
-                );
-            }
-            Ok(Ok(body)) => body,
-        };
-        let provider = match authenticate(headers, &body, &secret.0) {
-            Ok(p) => p,
-            Err(e) => return Reply::unauthorized(&e),
-        };
-        let pushes = match parse_event(provider, headers, &body) {
-            Ok(Event::Ping) => {
-                info!(provider = provider.as_str(), "webhook: ping");
-                return Reply::new(StatusCode::OK, "ping", json!({"status": "pong"}));
-            }
-            Ok(Event::Other(name)) => {
-                debug!(provider = provider.as_str(), event = %name, "webhook: ignored");
-                return Reply::new(
-                    StatusCode::ACCEPTED,
-                    "ignored",
-                    json!({"status": "ignored", "reason": format!("event {name:?} is not a push")}),
-                );
-            }
-            Ok(Event::Push(pushes)) => pushes,
-            Err(e) => {
-                warn!("webhook: {e}");
-                return Reply::new(
-                    StatusCode::BAD_REQUEST,
-                    "invalid",
-                    json!({"status": "invalid", "reason": e.to_string()}),
-                );
-            }
-        };
+            )))) => Err(Reply::too_large()),
+            Ok(Err(e)) => Err(Reply::new(
+                StatusCode::BAD_REQUEST,
+                "invalid",
+                json!({"status": "invalid", "reason": e.body_text()}),
+            )),
+            Ok(Ok(body)) => Ok((secret, body)),
+        }
+    }
+
+    /// Fires a sync for the first push to our ref, unless it pushed the
+    /// commit this replica already runs.
+    fn act(
+        &self,
+        triggers: &Triggers,
+        current: Option<&str>,
+        provider: Provider,
+        pushes: &[WebhookEvent],
+    ) -> Reply {
         let Some(event) = pushes.iter().find(|e| self.filter.matches(&e.git_ref)) else {
             let pushed: Vec<&str> = pushes.iter().map(|e| e.git_ref.as_str()).collect();
             let reason = format!(
@@ -694,6 +680,41 @@ impl Webhook {
     }
 }
 
+/// The pushes a verified body announces; anything else is answered here.
+fn pushes(
+    provider: Provider,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Vec<WebhookEvent>, Reply> {
+    match parse_event(provider, headers, body) {
+        Ok(Event::Push(pushes)) => Ok(pushes),
+        Ok(Event::Ping) => {
+            info!(provider = provider.as_str(), "webhook: ping");
+            Err(Reply::new(
+                StatusCode::OK,
+                "ping",
+                json!({"status": "pong"}),
+            ))
+        }
+        Ok(Event::Other(name)) => {
+            debug!(provider = provider.as_str(), event = %name, "webhook: ignored");
+            Err(Reply::new(
+                StatusCode::ACCEPTED,
+                "ignored",
+                json!({"status": "ignored", "reason": format!("event {name:?} is not a push")}),
+            ))
+        }
+        Err(e) => {
+            warn!("webhook: {e}");
+            Err(Reply::new(
+                StatusCode::BAD_REQUEST,
+                "invalid",
+                json!({"status": "invalid", "reason": e.to_string()}),
+            ))
+        }
+    }
+}
+
 /// A response and the label it is counted under.
 pub struct Reply {
     pub status: StatusCode,
@@ -709,6 +730,14 @@ impl Reply {
             result,
             body,
         }
+    }
+
+    fn too_large() -> Reply {
+        Reply::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            json!({"status": "too large", "reason": format!("the body exceeds {MAX_BODY} bytes")}),
+        )
     }
 
     fn unauthorized(e: &WebhookError) -> Reply {
