@@ -514,8 +514,9 @@ impl Previous {
     }
 }
 
-/// Writes (or hard-links from the previous revision) one share of a
-/// revision's files into `staging`, whose directories already exist.
+/// Writes one share of a revision's new files into `staging`, whose
+/// directories already exist (files the revision shares with an older one
+/// are linked or kept by the caller, not here).
 fn write_files(staging: &Path, part: &[&OutFile<'_>]) -> Result<(), ApplyError> {
     for f in part {
         let dest = staging.join(&f.path);

@@ -103,7 +103,9 @@ impl Bundle {
 
     /// Every file of the on-disk revision, paths relative to the revision
     /// directory. `middleware_base` is the absolute path under which the
-    /// gateway sees the revision (e.g. `/var/lib/tyk-gitops/current`):
+    /// gateway sees this revision's own directory (e.g.
+    /// `/var/lib/tyk-gitops/revisions/<name>`, never `current`, so a
+    /// definition keeps naming its own revision's scripts after a switch):
     /// middleware references in definitions that resolve to a file of the
     /// bundle are rewritten to `{middleware_base}/{path}`, because the
     /// gateway opens them relative to its own working directory. Only

@@ -1,5 +1,6 @@
-//! The `sync` command: build the config, run one reconcile pass on a
-//! runtime, report the outcome. Returns the process exit code.
+//! `sync` and `run`: turn their flags into config, start the runtime, run
+//! one reconcile pass (`sync`) or the sidecar loop (`run`, in `daemon`),
+//! and report the outcome. Each returns the process exit code.
 
 use crate::cli::{RunArgs, SyncArgs};
 use crate::config::SyncConfig;
