@@ -258,13 +258,6 @@ pub fn pair(tree: &mut Tree, report: &mut Report) -> Pairs {
         if !(in_apps || elsewhere) || path.ends_with(MCP_SUFFIX) {
             continue;
         }
-        // Cheap refusal first: most files are classic definitions.
-        if memchr::memmem::find(bytes, EXTENSION.as_bytes()).is_none() {
-            continue;
-        }
-        let Ok(doc) = serde_json::from_slice::<Value>(bytes) else {
-            continue;
-        };
         let (classic_path, document_path) = match path.strip_suffix(OAS_SUFFIX) {
             // Beside its own classic half it is a pair already.
             Some(stem) if in_apps => (format!("{stem}.json"), path.clone()),
@@ -279,9 +272,14 @@ pub fn pair(tree: &mut Tree, report: &mut Report) -> Pairs {
         } else {
             &classic_path
         };
-        if taken.contains(other) {
+        // Cheap refusals first: most files are classic definitions or
+        // halves of a pair, and this runs on every sync.
+        if taken.contains(other) || memchr::memmem::find(bytes, EXTENSION.as_bytes()).is_none() {
             continue;
         }
+        let Ok(doc) = serde_json::from_slice::<Value>(bytes) else {
+            continue;
+        };
         let Some(classic) = derive(&doc) else {
             continue;
         };

@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 
 use crate::support::node::{Node, SECRET};
 use crate::support::repo::{ConfigRepo, api_json, policy_json};
+use crate::support::tyk::{EmuConfig, TykVersion};
 use crate::support::{bin, http};
 
 /// A Tyk OAS document as `POST /tyk/apis/oas` takes it.
@@ -109,6 +110,12 @@ fn upstream() -> (SocketAddr, mpsc::Receiver<String>) {
 
 #[test]
 fn a_repo_of_oas_only_documents_syncs_verifies_and_is_routed() {
+    for version in [TykVersion::V5_8, TykVersion::V5_14] {
+        syncs_verifies_and_is_routed_on(version);
+    }
+}
+
+fn syncs_verifies_and_is_routed_on(version: TykVersion) {
     let (up, asked) = upstream();
     let target = format!("http://{up}/");
     let repo = ConfigRepo::new();
@@ -126,15 +133,18 @@ fn a_repo_of_oas_only_documents_syncs_verifies_and_is_routed() {
         );
     repo.commit("OAS documents as written for POST /tyk/apis/oas");
 
-    let node = Node::new();
+    let node = Node::with(EmuConfig {
+        version,
+        ..EmuConfig::default()
+    });
     let out = sync(&repo, &node);
     assert_eq!(
         out.status.code(),
         Some(0),
-        "{}",
+        "{version:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(node.apis(), ["orders", "pets"]);
+    assert_eq!(node.apis(), ["orders", "pets"], "{version:?}");
     assert_eq!(
         node.emu.routed_api_ids().into_iter().collect::<Vec<_>>(),
         ["orders", "pets"]
