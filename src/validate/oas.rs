@@ -142,10 +142,15 @@ impl Pairs {
         }
         let mut by_classic: HashMap<&str, &Derived> = HashMap::new();
         let mut by_document: HashMap<&str, &Derived> = HashMap::new();
+        let mut renames: HashMap<&str, &str> = HashMap::new();
         for d in &self.derived {
             by_classic.insert(&d.classic, d);
             if d.document != d.source {
                 by_document.insert(&d.document, d);
+                renames.insert(&d.document, &d.source);
+            }
+            if d.classic != d.source {
+                renames.insert(&d.classic, &d.source);
             }
         }
         let findings = report.errors[from.errors..]
@@ -157,8 +162,38 @@ impl Pairs {
             } else if let Some(d) = by_document.get(f.file.as_str()) {
                 f.file.clone_from(&d.source);
             }
+            // Cross-file messages name the other files: the user's names.
+            let named: Vec<(&str, &str)> = f
+                .message
+                .split([' ', ','])
+                .map(|word| word.trim_matches(|c| matches!(c, '(' | ')' | ':')))
+                .filter_map(|word| renames.get_key_value(word).map(|(k, v)| (*k, *v)))
+                .collect();
+            for (from, to) in named {
+                f.message = rename_path(&f.message, from, to);
+            }
         }
     }
+}
+
+/// `text` with each whole mention of the path `from` (between the start,
+/// a blank or a comma and the end, a blank, a comma or a bracket) as `to`.
+fn rename_path(text: &str, from: &str, to: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut last = 0;
+    for (at, _) in text.match_indices(from) {
+        let before = text[..at].chars().next_back();
+        let after = text[at + from.len()..].chars().next();
+        let starts = before.is_none_or(|c| c == ' ' || c == ',' || c == '(');
+        let ends = after.is_none_or(|c| matches!(c, ' ' | ',' | ')' | ':'));
+        if starts && ends && at >= last {
+            out.push_str(&text[last..at]);
+            out.push_str(to);
+            last = at + from.len();
+        }
+    }
+    out.push_str(&text[last..]);
+    out
 }
 
 impl Derived {
@@ -1200,6 +1235,19 @@ mod tests {
         );
         // Context variables are on unless the document says otherwise.
         assert_eq!(classic(minimal())["enable_context_vars"], true);
+    }
+
+    #[test]
+    fn messages_name_the_files_the_user_has() {
+        let text = "api_id \"a\" is also used by apps/a.json, apps/ba.json";
+        assert_eq!(
+            rename_path(text, "apps/a.json", "apps/a-oas.json"),
+            "api_id \"a\" is also used by apps/a-oas.json, apps/ba.json"
+        );
+        assert_eq!(
+            rename_path("x/apps/a.json", "apps/a.json", "b"),
+            "x/apps/a.json"
+        );
     }
 
     #[test]

@@ -288,7 +288,13 @@ fn cross_file_rules_see_the_derived_api() {
     .json(
         "policies/gold.json",
         &policy_json("gold", &["pets", "ghost"]),
-    );
+    )
+    // A lone `-oas.json` document: messages name it, not its derived half.
+    .file(
+        "apps/dogs-oas.json",
+        pretty(&document("dogs", "/dogs/", "http://upstream:8080/")),
+    )
+    .json("apps/dogs-classic.json", &api_json("dogs"));
     repo.commit("clashes");
     let (code, report) = validate(repo.path());
     assert_eq!(code, Some(1), "{report}");
@@ -300,6 +306,16 @@ fn cross_file_rules_see_the_derived_api() {
         .unwrap_or_else(|| panic!("{report}"));
     assert_eq!(on_doc["line"], line_of(&file, "\"id\": \"pets\""));
     assert!(ids.iter().any(|f| f["file"] == "apps/pets-classic.json"));
+    let on_classic = ids
+        .iter()
+        .find(|f| f["file"] == "apps/dogs-classic.json")
+        .unwrap_or_else(|| panic!("{report}"));
+    let message = on_classic["message"].as_str().expect("message");
+    assert!(
+        message.ends_with("also used by apps/dogs-oas.json"),
+        "{message}"
+    );
+    assert!(ids.iter().any(|f| f["file"] == "apps/dogs-oas.json"));
     let paths = findings(&report, "duplicate-listen-path");
     let on_doc = paths
         .iter()
@@ -439,4 +455,41 @@ fn the_corpus_gets_no_new_finding() {
             );
         }
     }
+}
+
+/// A tyk-sync repo of Tyk OAS APIs: the `.tyk.json` index names each
+/// document (and the id it states is checked against `info.id`).
+#[test]
+fn documents_named_by_a_tyk_sync_index_become_pairs() {
+    let repo = ConfigRepo::new();
+    repo.file(
+        "oas-pets.json",
+        pretty(&document("pets", "/pets/", "http://upstream:8080/")),
+    )
+    .json(
+        ".tyk.json",
+        &json!({"type": "oas", "files": [{"file": "oas-pets.json", "api_id": "pets"}]}),
+    );
+    repo.commit("tyk-sync dump of a Tyk OAS API");
+    let node = Node::new();
+    let out = sync(&repo, &node);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(node.apis(), ["pets"]);
+    let apps = node.current().join("apps");
+    assert!(apps.join("oas-pets.json").is_file() && apps.join("oas-pets-oas.json").is_file());
+
+    // The index's id must be the document's.
+    repo.json(
+        ".tyk.json",
+        &json!({"type": "oas", "files": [{"file": "oas-pets.json", "api_id": "cats"}]}),
+    );
+    repo.commit("a wrong id in the index");
+    let (code, report) = validate(repo.path());
+    assert_eq!(code, Some(1), "{report}");
+    assert_eq!(findings(&report, "tyk-index").len(), 1, "{report}");
 }
