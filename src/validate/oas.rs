@@ -14,7 +14,8 @@
 //! field came from, else to the `x-tyk-api-gateway` key.
 //!
 //! # Fields derived, as the gateway derives them on import
-//! Checked against TykTechnologies/tyk master (2026): `gateway/api.go`
+//! Read in TykTechnologies/tyk (the newest versions the code search holds,
+//! 2026; not the v5.8.15/v5.14.0 tags): `gateway/api.go`
 //! `handleAddApi` (OAS endpoint) calls `(*OAS).ExtractTo`, which runs
 //! `(*XTykAPIGateway).ExtractTo` (`apidef/oas/root.go`) and then
 //! `(*OAS).extractSecurityTo` (`security.go`). A field Go would leave at its
