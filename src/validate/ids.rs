@@ -52,9 +52,12 @@ pub const ABSOLUTE_MIDDLEWARE_PATH: &str = "absolute-middleware-path";
 pub const UNUSABLE_TARGET_URL: &str = "unusable-target-url";
 pub const TRAILING_CONTENT: &str = "trailing-content";
 pub const MISPLACED_FIELD: &str = "misplaced-field";
+/// A Tyk OAS document kept alone uses a setting the classic half derived
+/// from it (`oas.rs`) does not carry.
+pub const OAS_NOT_DERIVED: &str = "oas-not-derived";
 
 /// Every rule id with its severity, for docs and tests.
-pub const ALL: [(&str, Severity); 40] = [
+pub const ALL: [(&str, Severity); 41] = [
     (JSON_SYNTAX, Severity::Error),
     (SCHEMA, Severity::Error),
     (DUPLICATE_API_ID, Severity::Error),
@@ -95,4 +98,5 @@ pub const ALL: [(&str, Severity); 40] = [
     (UNUSABLE_TARGET_URL, Severity::Warning),
     (TRAILING_CONTENT, Severity::Warning),
     (MISPLACED_FIELD, Severity::Warning),
+    (OAS_NOT_DERIVED, Severity::Warning),
 ];

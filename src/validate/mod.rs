@@ -12,6 +12,7 @@ pub mod empty;
 mod exports;
 mod ids;
 mod locate;
+mod oas;
 mod persist;
 pub mod report;
 pub mod rules;
@@ -164,8 +165,11 @@ pub fn check(mut tree: Tree, opts: &Options, cache: &mut Cache) -> (Bundle, Repo
     let mut report = Report::default();
     let mut used = HashSet::new();
     cache.analysed = 0;
-    // Dashboard and tyk-sync exports become the gateway's form first.
+    // Dashboard and tyk-sync exports become the gateway's form first, then
+    // Tyk OAS documents kept alone become pairs.
     exports::unwrap(&mut tree, &mut report);
+    let pairs = oas::pair(&mut tree, &mut report);
+    let derived_from = oas::Mark::of(&report);
 
     let index = read_index(&tree, opts, cache, &mut used, &mut report);
 
@@ -307,6 +311,7 @@ pub fn check(mut tree: Tree, opts: &Options, cache: &mut Cache) -> (Bundle, Repo
     let before = cache.entries.len();
     cache.entries.retain(|k, _| used.contains(k));
     cache.dirty |= cache.entries.len() != before;
+    pairs.remap(&mut report, derived_from);
     report.sort();
     let bundle = build_bundle(&mut tree, work, plain, &extra);
     (bundle, report)

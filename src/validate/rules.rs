@@ -422,26 +422,54 @@ fn companions(items: &[Item<'_>], out: &mut Emitter<'_, '_>) {
                     .or_else(|| item.name.strip_suffix(MCP_SUFFIX))
                     .or_else(|| item.name.strip_suffix(".json"))
                     .unwrap_or(item.name);
-                let api_id = oas.api_id.clone().unwrap_or_else(|| stem.to_string());
-                let lp = oas
-                    .listen_path
-                    .clone()
-                    .unwrap_or_else(|| format!("/{stem}/"));
-                let rename = if classic.is_none() {
-                    format!("rename it to {stem}{OAS_SUFFIX} and add")
+                let id = oas.api_id.clone().filter(|id| !id.is_empty());
+                let companion = format!("{stem}{OAS_SUFFIX}");
+                let (pointer, message, hint) = if !oas.has_extension {
+                    (
+                        "",
+                        "an OpenAPI document without the x-tyk-api-gateway extension: the gateway would load nothing from it".to_string(),
+                        format!(
+                            "add \"x-tyk-api-gateway\": {{\"info\": {{\"id\": {stem:?}, \"name\": {stem:?}, \"state\": {{\"active\": true}}}}, \"upstream\": {{\"url\": \"http://upstream:8080/\"}}, \"server\": {{\"listenPath\": {{\"value\": \"/{stem}/\", \"strip\": true}}}}}}; tyk-gitops then derives the classic definition the gateway routes on"
+                        ),
+                    )
+                } else if id.is_none() {
+                    (
+                        "/x-tyk-api-gateway/info",
+                        "x-tyk-api-gateway.info.id is missing: on import the gateway makes up a random id, which a sync cannot do (it would change on every sync, and keys and policies name the API by its id)".to_string(),
+                        format!(
+                            "add \"id\": {stem:?} (or the id your keys and policies already use) to x-tyk-api-gateway.info; tyk-gitops then derives the classic definition"
+                        ),
+                    )
+                } else if classic.is_none() && by_name.contains_key(companion.as_str()) {
+                    (
+                        "",
+                        format!(
+                            "this Tyk OAS document would become the pair {stem}.json + {companion}, but the commit already has {companion}"
+                        ),
+                        format!(
+                            "keep one of the two: this document alone (delete {companion}), or a pair ({companion} with a classic {stem}.json)"
+                        ),
+                    )
                 } else {
-                    "add".to_string()
+                    let api_id = id.unwrap_or_else(|| stem.to_string());
+                    let lp = oas
+                        .listen_path
+                        .clone()
+                        .unwrap_or_else(|| format!("/{stem}/"));
+                    let rename = if classic.is_none() {
+                        format!("rename it to {stem}{OAS_SUFFIX} and add")
+                    } else {
+                        "add".to_string()
+                    };
+                    (
+                        "",
+                        "an OpenAPI document without its classic definition: the gateway would load nothing from it".to_string(),
+                        format!(
+                            "{rename} {stem}.json: {{\"api_id\": {api_id:?}, \"is_oas\": true, \"proxy\": {{\"listen_path\": {lp:?}, \"target_url\": \"...\"}}, \"version_data\": {{\"not_versioned\": true, \"versions\": {{\"Default\": {{\"name\": \"Default\"}}}}}}}}"
+                        ),
+                    )
                 };
-                out.emit(
-                    i,
-                    BARE_OAS,
-                    Severity::Error,
-                    "",
-                    "an OpenAPI document without its classic definition: the gateway would load nothing from it".into(),
-                    Some(format!(
-                        "{rename} {stem}.json: {{\"api_id\": {api_id:?}, \"is_oas\": true, \"proxy\": {{\"listen_path\": {lp:?}, \"target_url\": \"...\"}}, \"version_data\": {{\"not_versioned\": true, \"versions\": {{\"Default\": {{\"name\": \"Default\"}}}}}}}}"
-                    )),
-                );
+                out.emit(i, BARE_OAS, Severity::Error, pointer, message, Some(hint));
             }
             _ => {}
         }

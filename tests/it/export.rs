@@ -99,7 +99,7 @@ fn without_revision_paths(body: &str, prefix: &str) -> String {
 #[test]
 fn export_then_sync_to_an_empty_gateway_reproduces_it_and_a_second_export_is_byte_identical() {
     // Gateway A serves the bundled example: classic APIs, a Tyk OAS pair,
-    // JavaScript middleware, two policies.
+    // a Tyk OAS document kept alone, JavaScript middleware, two policies.
     let source = ConfigRepo::new();
     copy_tree(
         Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/config-repo")),
@@ -129,7 +129,7 @@ fn export_then_sync_to_an_empty_gateway_reproduces_it_and_a_second_export_is_byt
         text(&exported.stderr)
     );
     assert!(
-        text(&exported.stdout).contains("exported 4 APIs and 2 policies"),
+        text(&exported.stdout).contains("exported 5 APIs and 2 policies"),
         "{}",
         text(&exported.stdout)
     );
@@ -186,7 +186,7 @@ fn export_then_sync_to_an_empty_gateway_reproduces_it_and_a_second_export_is_byt
     assert_eq!(served(&a, "/tyk/apis"), served(&b, "/tyk/apis"));
     assert_eq!(served(&a, "/tyk/policies"), served(&b, "/tyk/policies"));
     let oas = |node: &Node| served(node, "/tyk/apis").len();
-    assert_eq!(oas(&b), 4);
+    assert_eq!(oas(&b), 5);
 
     // Exporting again from the unchanged gateway: no diff at all.
     let again = run(&[

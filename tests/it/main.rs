@@ -14,6 +14,7 @@ mod fleet;
 mod fuzz_regressions;
 mod gateway;
 mod hostile;
+mod oas_only;
 mod plan;
 mod readme;
 mod run;
