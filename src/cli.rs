@@ -1,7 +1,7 @@
 //! Command-line flags (clap). Every flag also reads `TYK_GITOPS_<FLAG>`, as
 //! git-sync does, so a Kubernetes manifest can use either. These are raw
-//! flags only: `config` turns them into a validated `SyncConfig` once
-//! (`commands` adds the `RunConfig` of `run`, `fleet` its `FleetConfig`).
+//! flags only: `config` turns them into a validated `SyncConfig` (with its
+//! `FleetConfig`) or `RunConfig` once.
 
 use std::path::PathBuf;
 use std::time::Duration;

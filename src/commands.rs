@@ -3,37 +3,29 @@
 //! and report the outcome. Each returns the process exit code.
 
 use crate::cli::{RunArgs, SyncArgs};
-use crate::config::SyncConfig;
-use crate::daemon::RunConfig;
-use crate::fleet::FleetConfig;
+use crate::config::{RunConfig, SyncConfig};
+use crate::exit::Exit;
 use crate::reconcile::{Outcome, Reconciler, SyncError};
-use crate::trigger::schedule::Schedule;
 
-pub fn sync(args: SyncArgs) -> i32 {
-    let fleet = match FleetConfig::from_args(&args.fleet) {
-        Ok(f) => f,
-        Err(e) => {
-            tracing::error!("{e}");
-            return 2;
-        }
-    };
+pub fn sync(args: SyncArgs) -> Exit {
     let config = match SyncConfig::from_args(args) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!("{e}");
-            return 2;
+            return Exit::Usage;
         }
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
             tracing::error!("cannot start the async runtime: {e}");
-            return 5;
+            return Exit::Local;
         }
     };
     warn_uncommitted(&config);
     // With a fleet, start on the commit it verified (see `run`).
     let git_ref = config.source.git_ref.clone();
+    let fleet = config.fleet.clone();
     let next = NextSteps::of(&config);
     let reconciler = Reconciler::new(config);
     let once = async {
@@ -55,87 +47,48 @@ pub fn sync(args: SyncArgs) -> i32 {
         Ok(outcome) => {
             report_outcome(&outcome);
             next.report(&outcome);
-            0
+            Exit::Ok
         }
         Err(e) => {
             report_error(&e);
-            e.exit_code()
+            e.exit()
         }
     }
 }
 
 /// `tyk-gitops run`: exits 0 after SIGTERM or SIGINT, 2 on bad flags, 5 when
 /// the listener cannot be bound.
-pub fn run(args: RunArgs) -> i32 {
-    // An empty TYK_GITOPS_SCHEDULE (a manifest's placeholder) is no schedule.
-    let schedule = match args.schedule.as_deref().filter(|s| !s.trim().is_empty()) {
-        Some(expr) => match Schedule::cron(expr) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!("{e}");
-                return 2;
-            }
-        },
-        None if args.period.is_zero() => {
-            tracing::error!("--period must be more than zero");
-            return 2;
-        }
-        None => Schedule::Every(args.period),
-    };
-    let fleet = match FleetConfig::from_args(&args.sync.fleet) {
-        Ok(f) => f,
-        Err(e) => {
-            tracing::error!("{e}");
-            return 2;
-        }
-    };
-    let sync = match SyncConfig::from_args(args.sync) {
+pub fn run(args: RunArgs) -> Exit {
+    let config = match RunConfig::from_args(args) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!("{e}");
-            return 2;
+            return Exit::Usage;
         }
     };
-    warn_uncommitted(&sync);
-    // Checked now so a missing or empty secret fails the pod at start, not
-    // the first push.
-    if let Some(file) = &args.webhook_secret_file
-        && let Err(e) = crate::trigger::webhook::check_secret_file(file)
-    {
-        tracing::error!("{e}");
-        return 2;
-    }
-    let config = RunConfig {
-        sync,
-        schedule,
-        verify_period: args.verify_period,
-        max_backoff: args.max_backoff,
-        replica_id: args.replica_id.unwrap_or_else(hostname),
-        fleet,
-        webhook_secret_file: args.webhook_secret_file,
-    };
+    warn_uncommitted(&config.sync);
     raise_file_limit();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
             tracing::error!("cannot start the async runtime: {e}");
-            return 5;
+            return Exit::Local;
         }
     };
     let code = runtime.block_on(async move {
-        let listener = match tokio::net::TcpListener::bind(&args.listen).await {
+        let listener = match tokio::net::TcpListener::bind(&config.listen).await {
             Ok(l) => l,
             Err(e) => {
-                tracing::error!("cannot listen on {}: {e}", args.listen);
-                return 5;
+                tracing::error!("cannot listen on {}: {e}", config.listen);
+                return Exit::Local;
             }
         };
-        tracing::info!(listen = %args.listen, replica = %config.replica_id, "running");
+        tracing::info!(listen = %config.listen, replica = %config.replica_id, "running");
         match crate::daemon::run(config, listener, terminated()).await {
-            Ok(()) => 0,
+            Ok(()) => Exit::Ok,
             Err(e) => {
                 tracing::error!("server failed: {e}");
-                5
+                Exit::Local
             }
         }
     });
@@ -186,19 +139,6 @@ async fn terminated() {
         _ = term.recv() => tracing::info!("SIGTERM"),
         _ = int.recv() => tracing::info!("SIGINT"),
     }
-}
-
-/// The host name (in Kubernetes, the pod name).
-pub fn hostname() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates
-    // within it on success.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc != 0 {
-        return "unknown".to_string();
-    }
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..end]).into_owned()
 }
 
 fn report_outcome(outcome: &Outcome) {

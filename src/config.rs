@@ -5,11 +5,13 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::cli::{Probe, Reload, SyncArgs};
+use crate::cli::{Probe, Reload, RunArgs, SyncArgs};
 use crate::flags::normalise_subpath;
+use crate::fleet::FleetConfig;
 use crate::gateway::{ProbeMode, ReloadMode};
 use crate::secret::{GATEWAY_SECRET_ENV, SecretFileError, SecretSource};
 use crate::source::SourceConfig;
+use crate::trigger::schedule::Schedule;
 
 /// The env var holding the gateway secret when no file is given.
 
@@ -57,6 +59,67 @@ pub struct SyncConfig {
     pub trust: Option<crate::trust::TrustConfig>,
     /// Where `${VAR}` values come from (off without a file or env var).
     pub vars: crate::validate::vars::VarsConfig,
+    /// `--redis`: share commits, status and the poll lease with the fleet
+    /// (`sync` only reads the commit the fleet verified, to start on it).
+    pub fleet: Option<FleetConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    /// `--listen`: where `/healthz`, `/readyz`, `/metrics`, `/status` and
+    /// the webhook are served.
+    pub listen: String,
+    pub sync: SyncConfig,
+    pub schedule: Schedule,
+    /// How often to compare what the gateway runs against `current`.
+    pub verify_period: Duration,
+    /// Cap of the retry backoff after Git or gateway failures.
+    pub max_backoff: Duration,
+    pub replica_id: String,
+    /// `--webhook-secret-file`; without it `POST /webhook` answers 404.
+    pub webhook_secret_file: Option<PathBuf>,
+}
+
+impl RunConfig {
+    /// The flags of `run`, checked once: a bad schedule, an unreadable
+    /// webhook secret or a bad fleet flag fails the pod at start, not at
+    /// the first push.
+    pub fn from_args(args: RunArgs) -> Result<RunConfig, ConfigError> {
+        // An empty TYK_GITOPS_SCHEDULE (a manifest's placeholder) is no schedule.
+        let schedule = match args.schedule.as_deref().filter(|s| !s.trim().is_empty()) {
+            Some(expr) => Schedule::cron(expr).map_err(|e| ConfigError::Usage(e.to_string()))?,
+            None if args.period.is_zero() => {
+                return Err(ConfigError::Usage("--period must be more than zero".into()));
+            }
+            None => Schedule::Every(args.period),
+        };
+        if let Some(file) = &args.webhook_secret_file {
+            crate::trigger::webhook::check_secret_file(file)
+                .map_err(|e| ConfigError::Usage(e.to_string()))?;
+        }
+        Ok(RunConfig {
+            listen: args.listen,
+            sync: SyncConfig::from_args(args.sync)?,
+            schedule,
+            verify_period: args.verify_period,
+            max_backoff: args.max_backoff,
+            replica_id: args.replica_id.unwrap_or_else(hostname),
+            webhook_secret_file: args.webhook_secret_file,
+        })
+    }
+}
+
+/// The host name (in Kubernetes, the pod name).
+pub fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates
+    // within it on success.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return "unknown".to_string();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
 }
 
 impl SyncConfig {
@@ -72,6 +135,8 @@ impl SyncConfig {
         if args.repo.trim().is_empty() {
             return Err(ConfigError::Usage("--repo must not be empty".into()));
         }
+        let fleet =
+            FleetConfig::from_args(&args.fleet).map_err(|e| ConfigError::Usage(e.to_string()))?;
         let root = absolute(&args.root)?;
         let gateway_root = match &args.gateway_root {
             Some(p) if p.is_absolute() => p.clone(),
@@ -133,6 +198,7 @@ impl SyncConfig {
             vars: crate::validate::vars::VarsConfig {
                 file: args.vars_file.clone(),
             },
+            fleet,
         })
     }
 }

@@ -9,7 +9,6 @@
 //! abandoned, which leaves `current` on one whole revision.
 
 use std::future::Future;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,14 +16,14 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 
-use crate::config::SyncConfig;
+use crate::config::RunConfig;
 use crate::fleet::FleetHandle;
 use crate::live::{App, Attempt, Live};
 use crate::metrics::Metrics;
 use crate::reconcile::{Outcome, Reconciler, SyncError, Vouched};
 use crate::source::Commit;
 use crate::state::now;
-use crate::trigger::schedule::{Pacer, Schedule};
+use crate::trigger::schedule::Pacer;
 use crate::trigger::{Trigger, Triggers};
 
 /// Least time between two remote ref listings made for outside triggers
@@ -36,21 +35,6 @@ pub const MIN_TRIGGERED_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How long a running sync may go on after a shutdown signal.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
-
-#[derive(Debug, Clone)]
-pub struct RunConfig {
-    pub sync: SyncConfig,
-    pub schedule: Schedule,
-    /// How often to compare what the gateway runs against `current`.
-    pub verify_period: Duration,
-    /// Cap of the retry backoff after Git or gateway failures.
-    pub max_backoff: Duration,
-    pub replica_id: String,
-    /// `--redis`: share commits, status and the poll lease with the fleet.
-    pub fleet: Option<crate::fleet::FleetConfig>,
-    /// `--webhook-secret-file`; without it `POST /webhook` answers 404.
-    pub webhook_secret_file: Option<PathBuf>,
-}
 
 /// Runs the loop and the server until `shutdown` completes.
 pub async fn run(
@@ -68,7 +52,7 @@ pub async fn run(
             .map(|g| g.wait + g.verify_timeout * 3)
             .unwrap_or_default()
         + Duration::from_secs(60);
-    let mut fleet = config.fleet.clone().map(FleetHandle::new);
+    let mut fleet = config.sync.fleet.clone().map(FleetHandle::new);
     let app = Arc::new(App {
         metrics: Metrics::new(),
         live: Mutex::new(Live::default()),

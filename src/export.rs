@@ -15,6 +15,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::bundle::{self, MCP_SUFFIX, OAS_SUFFIX};
+use crate::exit::Exit;
 use crate::gateway::{Gateway, GatewayError};
 use crate::secret::{GATEWAY_SECRET_ENV, SecretSource};
 use crate::source::redact_url;
@@ -69,11 +70,11 @@ enum ExportError {
 }
 
 impl ExportError {
-    fn code(&self) -> i32 {
+    fn exit(&self) -> Exit {
         match self {
-            ExportError::Usage(_) => 2,
-            ExportError::Gateway(_) => 4,
-            ExportError::Io { .. } => 5,
+            ExportError::Usage(_) => Exit::Usage,
+            ExportError::Gateway(_) => Exit::Gateway,
+            ExportError::Io { .. } => Exit::Local,
         }
     }
 }
@@ -105,7 +106,7 @@ pub struct Layout {
 
 /// Runs the command; returns the process exit code (0 written, 2 usage,
 /// 4 gateway, 5 local disk).
-pub fn run(args: &Args) -> i32 {
+pub fn run(args: &Args) -> Exit {
     match export(args) {
         Ok(layout) => {
             for finding in &layout.findings {
@@ -119,11 +120,11 @@ pub fn run(args: &Args) -> i32 {
                 args.out.display(),
                 args.out.display()
             );
-            0
+            Exit::Ok
         }
         Err(err) => {
             eprintln!("error: {err}");
-            err.code()
+            err.exit()
         }
     }
 }

@@ -21,8 +21,9 @@
 //! `plan` diffs two sides (checkouts, commits, a gateway) for review;
 //! `export` writes what a gateway serves as a config repo.
 //!
-//! `cli` and `config` turn flags into a validated `SyncConfig`; `commands`
-//! runs `sync` and `run`; `main` maps errors to exit codes.
+//! `cli` and `config` turn flags into a validated `SyncConfig` or
+//! `RunConfig`; `commands` runs `sync` and `run`; every command ends in an
+//! `exit::Exit`, which `main` alone turns into the process exit code.
 
 pub mod apply;
 pub mod bundle;
@@ -30,6 +31,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod daemon;
+pub mod exit;
 pub mod export;
 pub mod flags;
 pub mod fleet;

@@ -1,6 +1,6 @@
-//! Entry point: parse flags, set up logging, run the command, map its
-//! result to an exit code (0 ok, 1 invalid commit, 2 usage, 3 Git, 4 gateway,
-//! 5 local disk or state).
+//! Entry point: parse flags, set up logging, run the command, end the
+//! process with its `Exit` (0 ok, 1 refused, 2 usage, 3 Git or Redis,
+//! 4 gateway, 5 local disk or state: see `exit`).
 
 use tyk_gitops::cli::{Cli, Command};
 
@@ -11,7 +11,7 @@ fn main() {
     let _failpoints = fail::FailScenario::setup();
     let cli = Cli::parse_args();
     tyk_gitops::logging::init(cli.log_format, &cli.log_level);
-    let code = match cli.command {
+    let exit = match cli.command {
         Command::Validate(args) => tyk_gitops::validate::command::run(&args),
         Command::Sync(args) => tyk_gitops::commands::sync(args),
         Command::Run(args) => tyk_gitops::commands::run(args),
@@ -19,5 +19,5 @@ fn main() {
         Command::Plan(args) => tyk_gitops::plan::command::run(&args),
         Command::Export(args) => tyk_gitops::export::run(&args),
     };
-    std::process::exit(code);
+    std::process::exit(exit.code());
 }

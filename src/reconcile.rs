@@ -17,6 +17,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::apply::{ApplyError, Manifest, Revisions};
 use crate::config::{ConfigError, SyncConfig};
+use crate::exit::Exit;
 use crate::gateway::{
     DEFAULT_HEALTH_PATH, Expected, ExpectedApi, Gateway, GatewayError, Loaded, ProbeMode,
 };
@@ -156,18 +157,17 @@ impl SyncError {
         }
     }
 
-    /// The process exit code for `sync`: 1 invalid commit, 2 usage or
-    /// setup, 3 Git or source, 4 gateway, 5 local disk or state.
-    pub fn exit_code(&self) -> i32 {
+    /// How `sync` ends on this error.
+    pub fn exit(&self) -> Exit {
         match self {
             SyncError::Invalid { .. }
             | SyncError::Untrusted { .. }
-            | SyncError::Rejected { .. } => 1,
-            SyncError::Source(_) => 3,
-            SyncError::Gateway(_) | SyncError::VerifyFailed { .. } => 4,
+            | SyncError::Rejected { .. } => Exit::Refused,
+            SyncError::Source(_) => Exit::Remote,
+            SyncError::Gateway(_) | SyncError::VerifyFailed { .. } => Exit::Gateway,
             // A secret file that cannot be read is a local setup problem.
-            SyncError::Config(_) => 2,
-            SyncError::Apply(_) | SyncError::State(_) | SyncError::Internal(_) => 5,
+            SyncError::Config(_) => Exit::Usage,
+            SyncError::Apply(_) | SyncError::State(_) | SyncError::Internal(_) => Exit::Local,
         }
     }
 }

@@ -10,6 +10,7 @@ use super::{
     FleetConfig, FleetError, Ignored, Progress, ReplicaStatus, Statuses, Verified, converged,
     duplicate_ids, lease_replica, progress, short,
 };
+use crate::exit::Exit;
 use crate::flags::{FleetArgs, parse_duration};
 use crate::sha::printable;
 use crate::state::now;
@@ -97,7 +98,7 @@ pub struct WaitArgs {
     pub min_replicas: usize,
 }
 
-pub fn run(args: Args) -> i32 {
+pub fn run(args: Args) -> Exit {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -105,7 +106,7 @@ pub fn run(args: Args) -> i32 {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
-            return 5;
+            return Exit::Local;
         }
     };
     match args.command {
@@ -114,24 +115,24 @@ pub fn run(args: Args) -> i32 {
     }
 }
 
-fn config(args: &FleetArgs) -> Result<FleetConfig, i32> {
+fn config(args: &FleetArgs) -> Result<FleetConfig, Exit> {
     match FleetConfig::from_args(args) {
         Ok(Some(c)) => Ok(c),
         Ok(None) => {
             eprintln!("error: --redis URL (or TYK_GITOPS_REDIS) is required");
-            Err(2)
+            Err(Exit::Usage)
         }
         Err(e) => {
             eprintln!("error: {e}");
-            Err(2)
+            Err(Exit::Usage)
         }
     }
 }
 
-fn exit_code(e: &FleetError) -> i32 {
+fn exit(e: &FleetError) -> Exit {
     match e {
-        FleetError::Usage(_) => 2,
-        FleetError::Unreachable { .. } | FleetError::Command { .. } => 3,
+        FleetError::Usage(_) => Exit::Usage,
+        FleetError::Unreachable { .. } | FleetError::Command { .. } => Exit::Remote,
     }
 }
 
@@ -163,7 +164,7 @@ async fn snapshot(config: &FleetConfig) -> Result<Snapshot, FleetError> {
     })
 }
 
-async fn status(args: StatusArgs) -> i32 {
+async fn status(args: StatusArgs) -> Exit {
     let config = match config(&args.fleet.args()) {
         Ok(c) => c,
         Err(code) => return code,
@@ -172,7 +173,7 @@ async fn status(args: StatusArgs) -> i32 {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e}");
-            return exit_code(&e);
+            return exit(&e);
         }
     };
     let agreed = converged(&snap.replicas).map(str::to_string);
@@ -196,7 +197,7 @@ async fn status(args: StatusArgs) -> i32 {
             table(&config.cluster, &snap, agreed.as_deref(), now())
         ),
     }
-    i32::from(agreed.is_none())
+    Exit::refused_if(agreed.is_none())
 }
 
 fn table(cluster: &str, snap: &Snapshot, agreed: Option<&str>, now: u64) -> String {
@@ -300,14 +301,14 @@ fn short_instance(instance: &str) -> String {
     printable(instance).chars().take(8).collect()
 }
 
-async fn wait(args: WaitArgs) -> i32 {
+async fn wait(args: WaitArgs) -> Exit {
     let config = match config(&args.fleet.args()) {
         Ok(c) => c,
         Err(code) => return code,
     };
     if args.sha.trim().len() < 7 || !args.sha.trim().chars().all(|c| c.is_ascii_hexdigit()) {
         eprintln!("error: --sha {:?}: give at least 7 hex digits", args.sha);
-        return 2;
+        return Exit::Usage;
     }
     let deadline = Instant::now() + args.timeout;
     // Redis trouble mid-wait is retried until the deadline; a Redis never
@@ -331,7 +332,7 @@ async fn wait(args: WaitArgs) -> i32 {
                             names.join(", ")
                         );
                         eprint!("{}", ignored_lines(&ignored));
-                        return 0;
+                        return Exit::Ok;
                     }
                     Progress::Rejected(r) => {
                         eprintln!(
@@ -340,7 +341,7 @@ async fn wait(args: WaitArgs) -> i32 {
                             short(args.sha.trim()),
                             r.describe()
                         );
-                        return 1;
+                        return Exit::Refused;
                     }
                     waiting => last = Some((waiting, ignored)),
                 }
@@ -354,10 +355,10 @@ async fn wait(args: WaitArgs) -> i32 {
     }
     if !reached && let Some(e) = last_error {
         eprintln!("error: {e}");
-        return exit_code(&e);
+        return exit(&e);
     }
     eprint!("{}", timed_out(&args, last));
-    1
+    Exit::Refused
 }
 
 async fn snapshot_replicas(config: &FleetConfig) -> Result<Statuses, FleetError> {

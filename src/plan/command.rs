@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::{Compare, PlanFormat, Side, diff, render};
+use crate::exit::Exit;
 use crate::flags::normalise_subpath;
 use crate::gateway::Gateway;
 use crate::secret::{GATEWAY_SECRET_ENV, SecretSource};
@@ -103,26 +104,26 @@ enum PlanError {
 }
 
 impl PlanError {
-    fn code(&self) -> i32 {
+    fn exit(&self) -> Exit {
         match self {
-            PlanError::Usage(_) => 2,
-            PlanError::Git(_) => 3,
-            PlanError::Gateway(_) => 4,
-            PlanError::State(_) => 5,
+            PlanError::Usage(_) => Exit::Usage,
+            PlanError::Git(_) => Exit::Remote,
+            PlanError::Gateway(_) => Exit::Gateway,
+            PlanError::State(_) => Exit::Local,
         }
     }
 }
 
 /// Runs the command; returns the process exit code.
-pub fn run(args: &Args) -> i32 {
+pub fn run(args: &Args) -> Exit {
     match plan(args) {
         Ok((text, rejects)) => {
             print!("{text}");
-            i32::from(rejects)
+            Exit::refused_if(rejects)
         }
         Err(err) => {
             eprintln!("error: {err}");
-            err.code()
+            err.exit()
         }
     }
 }

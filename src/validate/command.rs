@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use super::empty::{self, ConfigRoot};
 use super::{Cache, DEFAULT_MAX_FILE_SIZE, Format, Options, Report, render};
+use crate::exit::Exit;
 use crate::tree::Tree;
 
 /// Flags of `tyk-gitops validate`.
@@ -50,7 +51,7 @@ pub struct Args {
 }
 
 /// Runs the command; returns the process exit code (0 clean, 1 errors, 2 usage).
-pub fn run(args: &Args) -> i32 {
+pub fn run(args: &Args) -> Exit {
     let root = match &args.path {
         Some(sub)
             if sub.is_absolute()
@@ -62,7 +63,7 @@ pub fn run(args: &Args) -> i32 {
                 "error: --path must be a relative path inside DIR: {}",
                 sub.display()
             );
-            return 2;
+            return Exit::Usage;
         }
         Some(sub) => args.dir.join(sub),
         None => args.dir.clone(),
@@ -71,7 +72,7 @@ pub fn run(args: &Args) -> i32 {
         Ok(tree) => tree,
         Err(e) => {
             eprintln!("error: {e}");
-            return 2;
+            return Exit::Usage;
         }
     };
     let opts = Options {
@@ -93,7 +94,7 @@ pub fn run(args: &Args) -> i32 {
         Ok(vars) => vars,
         Err(e) => {
             eprintln!("error: {e}");
-            return 2;
+            return Exit::Usage;
         }
     };
     let (bundle, mut report) =
@@ -122,7 +123,7 @@ pub fn run(args: &Args) -> i32 {
         && std::io::stdout().is_terminal()
         && std::env::var_os("NO_COLOR").is_none();
     print!("{}", render(&report, args.format, color));
-    i32::from(report.rejects(args.strict))
+    Exit::refused_if(report.rejects(args.strict))
 }
 
 /// The folders under `dir` (`.git` left out), relative and `/`-separated,
