@@ -411,6 +411,166 @@ impl Classic {
     }
 }
 
+/// How a field of the extension becomes a classic field, as the Go
+/// `ExtractTo` functions read it (a missing field is Go's zero value, which
+/// is left out unless the rule says it is always written).
+#[derive(Clone, Copy)]
+enum Take {
+    /// Any JSON value, as it is (a listen path of the wrong type is then
+    /// reported on the classic half, at the user's line).
+    Value,
+    /// Any string, the empty one too.
+    Str,
+    /// A non-empty string.
+    Text,
+    /// A port above zero.
+    Port,
+    /// A non-empty array.
+    List,
+    /// `true` when the flag is on; nothing otherwise.
+    IfOn,
+    /// Always written: the flag.
+    Flag,
+    /// Always written: the flag negated (the classic `*_disabled` fields).
+    NotFlag,
+}
+
+/// `Info.ExtractTo` and `State.ExtractTo`: classic field, extension field.
+const INFO: &[(&str, &str, Take)] = &[
+    ("/api_id", "/info/id", Take::Str),
+    ("/name", "/info/name", Take::Str),
+    ("/org_id", "/info/orgId", Take::Text),
+    ("/expiration", "/info/expiration", Take::Text),
+    ("/active", "/info/state/active", Take::Flag),
+    ("/internal", "/info/state/internal", Take::IfOn),
+];
+
+/// `Upstream.ExtractTo` (the fields it derives; the rest is left out).
+const UPSTREAM: &[(&str, &str, Take)] = &[
+    ("/proxy/target_url", "/upstream/url", Take::Str),
+    (
+        "/proxy/preserve_host_header",
+        "/upstream/preserveHostHeader/enabled",
+        Take::IfOn,
+    ),
+    (
+        "/proxy/disable_strip_slash",
+        "/upstream/preserveTrailingSlash/enabled",
+        Take::IfOn,
+    ),
+];
+
+/// `Server.ExtractTo` and the `ExtractTo` of its sections.
+const SERVER: &[(&str, &str, Take)] = &[
+    ("/protocol", "/server/protocol", Take::Text),
+    ("/listen_port", "/server/port", Take::Port),
+    (
+        "/proxy/listen_path",
+        "/server/listenPath/value",
+        Take::Value,
+    ),
+    (
+        "/proxy/strip_listen_path",
+        "/server/listenPath/strip",
+        Take::IfOn,
+    ),
+    (
+        "/use_mutual_tls_auth",
+        "/server/clientCertificates/enabled",
+        Take::IfOn,
+    ),
+    (
+        "/client_certificates",
+        "/server/clientCertificates/allowlist",
+        Take::List,
+    ),
+    (
+        "/tags_disabled",
+        "/server/gatewayTags/enabled",
+        Take::NotFlag,
+    ),
+    ("/tags", "/server/gatewayTags/tags", Take::List),
+    (
+        "/domain_disabled",
+        "/server/customDomain/enabled",
+        Take::NotFlag,
+    ),
+    ("/domain", "/server/customDomain/name", Take::Text),
+    (
+        "/certificates",
+        "/server/customDomain/certificates",
+        Take::List,
+    ),
+    (
+        "/enable_detailed_recording",
+        "/server/detailedActivityLogs/enabled",
+        Take::IfOn,
+    ),
+    (
+        "/detailed_tracing",
+        "/server/detailedTracing/enabled",
+        Take::IfOn,
+    ),
+    (
+        "/ip_access_control_disabled",
+        "/server/ipAccessControl/enabled",
+        Take::NotFlag,
+    ),
+    ("/allowed_ips", "/server/ipAccessControl/allow", Take::List),
+    (
+        "/blacklisted_ips",
+        "/server/ipAccessControl/block",
+        Take::List,
+    ),
+    (
+        "/enable_batch_request_support",
+        "/server/batchProcessing/enabled",
+        Take::IfOn,
+    ),
+];
+
+/// The keys of `server` that `SERVER` and `security` derive.
+const SERVER_DERIVED: &[&str] = &[
+    "listenPath",
+    "authentication",
+    "clientCertificates",
+    "gatewayTags",
+    "customDomain",
+    "detailedActivityLogs",
+    "detailedTracing",
+    "ipAccessControl",
+    "batchProcessing",
+    "protocol",
+    "port",
+];
+
+impl Classic {
+    /// Applies `rules` to the extension `ext`.
+    fn take(&mut self, ext: &Value, rules: &[(&str, &str, Take)]) {
+        for &(at, from, how) in rules {
+            let found = ext.pointer(from);
+            let on = found.and_then(Value::as_bool).unwrap_or(false);
+            let value = match how {
+                Take::Value => found.cloned(),
+                Take::Str => found.filter(|v| v.is_string()).cloned(),
+                Take::Text => found
+                    .filter(|v| v.as_str().is_some_and(|s| !s.is_empty()))
+                    .cloned(),
+                Take::Port => found.filter(|v| v.as_u64().is_some_and(|p| p > 0)).cloned(),
+                Take::List => found
+                    .filter(|v| v.as_array().is_some_and(|a| !a.is_empty()))
+                    .cloned(),
+                Take::IfOn => on.then_some(Value::Bool(true)),
+                Take::Flag => Some(Value::Bool(on)),
+                Take::NotFlag => Some(Value::Bool(!on)),
+            };
+            if let Some(value) = value {
+                self.set(at, value, from);
+            }
+        }
+    }
+}
+
 /// The classic half of `doc`, or `None` when there is none to derive: not
 /// an OpenAPI 3 document, no extension, or no `info.id`.
 fn derive(doc: &Value) -> Option<Classic> {
@@ -419,184 +579,30 @@ fn derive(doc: &Value) -> Option<Classic> {
         return None;
     }
     let ext = doc.get(EXTENSION).filter(|e| e.is_object())?;
-    let id = ext
-        .pointer("/info/id")
+    ext.pointer("/info/id")
         .and_then(Value::as_str)
         .filter(|id| !id.is_empty())?;
-    let at = |p: &str| ext.pointer(p);
-    let text = |p: &str| at(p).and_then(Value::as_str).filter(|s| !s.is_empty());
-    let on = |p: &str| at(p).and_then(Value::as_bool).unwrap_or(false);
-    let list = |p: &str| at(p).filter(|v| v.as_array().is_some_and(|a| !a.is_empty()));
-
     let mut c = Classic {
         value: Value::Object(Map::new()),
         sources: Vec::new(),
         left_out: Vec::new(),
     };
-    // Info.ExtractTo, State.ExtractTo
-    c.set("/api_id", json!(id), "/info/id");
-    if let Some(name) = at("/info/name").and_then(Value::as_str) {
-        c.set("/name", json!(name), "/info/name");
-    }
-    if let Some(org) = text("/info/orgId") {
-        c.set("/org_id", json!(org), "/info/orgId");
-    }
-    if let Some(expiration) = text("/info/expiration") {
-        c.set("/expiration", json!(expiration), "/info/expiration");
-    }
-    c.set(
-        "/active",
-        json!(on("/info/state/active")),
-        "/info/state/active",
-    );
-    if on("/info/state/internal") {
-        c.set("/internal", json!(true), "/info/state/internal");
-    }
+    c.take(ext, INFO);
     versioning(&mut c, ext);
     c.set("/is_oas", json!(true), "");
-
-    // Upstream.ExtractTo
-    if let Some(url) = at("/upstream/url").and_then(Value::as_str) {
-        c.set("/proxy/target_url", json!(url), "/upstream/url");
-    }
-    if on("/upstream/preserveHostHeader/enabled") {
-        c.set(
-            "/proxy/preserve_host_header",
-            json!(true),
-            "/upstream/preserveHostHeader/enabled",
-        );
-    }
-    if on("/upstream/preserveTrailingSlash/enabled") {
-        c.set(
-            "/proxy/disable_strip_slash",
-            json!(true),
-            "/upstream/preserveTrailingSlash/enabled",
-        );
-    }
+    c.take(ext, UPSTREAM);
     left_out_keys(
         &mut c,
         ext,
         "/upstream",
         &["url", "preserveHostHeader", "preserveTrailingSlash"],
     );
-
-    // Server.ExtractTo
-    if let Some(protocol) = text("/server/protocol") {
-        c.set("/protocol", json!(protocol), "/server/protocol");
-    }
-    if let Some(port) = at("/server/port").filter(|p| p.as_u64().is_some_and(|p| p > 0)) {
-        c.set("/listen_port", port.clone(), "/server/port");
-    }
-    if let Some(lp) = at("/server/listenPath/value") {
-        c.set("/proxy/listen_path", lp.clone(), "/server/listenPath/value");
-    }
-    if on("/server/listenPath/strip") {
-        c.set(
-            "/proxy/strip_listen_path",
-            json!(true),
-            "/server/listenPath/strip",
-        );
-    }
-    if on("/server/clientCertificates/enabled") {
-        c.set(
-            "/use_mutual_tls_auth",
-            json!(true),
-            "/server/clientCertificates/enabled",
-        );
-    }
-    if let Some(allow) = list("/server/clientCertificates/allowlist") {
-        c.set(
-            "/client_certificates",
-            allow.clone(),
-            "/server/clientCertificates/allowlist",
-        );
-    }
-    c.set(
-        "/tags_disabled",
-        json!(!on("/server/gatewayTags/enabled")),
-        "/server/gatewayTags/enabled",
-    );
-    if let Some(tags) = list("/server/gatewayTags/tags") {
-        c.set("/tags", tags.clone(), "/server/gatewayTags/tags");
-    }
-    c.set(
-        "/domain_disabled",
-        json!(!on("/server/customDomain/enabled")),
-        "/server/customDomain/enabled",
-    );
-    if let Some(domain) = text("/server/customDomain/name") {
-        c.set("/domain", json!(domain), "/server/customDomain/name");
-    }
-    if let Some(certs) = list("/server/customDomain/certificates") {
-        c.set(
-            "/certificates",
-            certs.clone(),
-            "/server/customDomain/certificates",
-        );
-    }
-    if on("/server/detailedActivityLogs/enabled") {
-        c.set(
-            "/enable_detailed_recording",
-            json!(true),
-            "/server/detailedActivityLogs/enabled",
-        );
-    }
-    if on("/server/detailedTracing/enabled") {
-        c.set(
-            "/detailed_tracing",
-            json!(true),
-            "/server/detailedTracing/enabled",
-        );
-    }
-    c.set(
-        "/ip_access_control_disabled",
-        json!(!on("/server/ipAccessControl/enabled")),
-        "/server/ipAccessControl/enabled",
-    );
-    if let Some(allow) = list("/server/ipAccessControl/allow") {
-        c.set(
-            "/allowed_ips",
-            allow.clone(),
-            "/server/ipAccessControl/allow",
-        );
-    }
-    if let Some(block) = list("/server/ipAccessControl/block") {
-        c.set(
-            "/blacklisted_ips",
-            block.clone(),
-            "/server/ipAccessControl/block",
-        );
-    }
-    if on("/server/batchProcessing/enabled") {
-        c.set(
-            "/enable_batch_request_support",
-            json!(true),
-            "/server/batchProcessing/enabled",
-        );
-    }
-    left_out_keys(
-        &mut c,
-        ext,
-        "/server",
-        &[
-            "listenPath",
-            "authentication",
-            "clientCertificates",
-            "gatewayTags",
-            "customDomain",
-            "detailedActivityLogs",
-            "detailedTracing",
-            "ipAccessControl",
-            "batchProcessing",
-            "protocol",
-            "port",
-        ],
-    );
-
+    c.take(ext, SERVER);
+    left_out_keys(&mut c, ext, "/server", SERVER_DERIVED);
     security(&mut c, doc, ext);
-
     // handleAddApi switches context variables on unless the document says.
-    let context = at("/middleware/global/contextVariables/enabled")
+    let context = ext
+        .pointer("/middleware/global/contextVariables/enabled")
         .and_then(Value::as_bool)
         .unwrap_or(true);
     c.set(
@@ -605,7 +611,6 @@ fn derive(doc: &Value) -> Option<Classic> {
         "/middleware/global/contextVariables/enabled",
     );
     middleware_left_out(&mut c, ext);
-
     // Info.ExtractTo (every time), then OAS.ExtractTo on version "".
     c.set(
         "/version_data",
@@ -664,7 +669,6 @@ fn security(c: &mut Classic, doc: &Value, ext: &Value) {
         c.set("/use_keyless", json!(true), auth_at);
         return;
     };
-    let on = |v: &Value, p: &str| v.pointer(p).and_then(Value::as_bool).unwrap_or(false);
     let enabled = on(auth, "/enabled");
     c.set(
         "/use_keyless",
@@ -690,27 +694,7 @@ fn security(c: &mut Classic, doc: &Value, ext: &Value) {
         );
     }
     if let Some(hmac) = auth.get("hmac").filter(|h| h.is_object()) {
-        let from = format!("{auth_at}/hmac");
-        c.set(
-            "/enable_signature_checking",
-            json!(on(hmac, "/enabled")),
-            &format!("{from}/enabled"),
-        );
-        auth_config(c, "/auth_configs/hmac", None, hmac, &from);
-        if let Some(algorithms) = hmac.get("allowedAlgorithms").filter(|a| a.is_array()) {
-            c.set(
-                "/hmac_allowed_algorithms",
-                algorithms.clone(),
-                &format!("{from}/allowedAlgorithms"),
-            );
-        }
-        if let Some(skew) = hmac.get("allowedClockSkew").filter(|s| s.is_number()) {
-            c.set(
-                "/hmac_allowed_clock_skew",
-                skew.clone(),
-                &format!("{from}/allowedClockSkew"),
-            );
-        }
+        self::hmac(c, hmac, &format!("{auth_at}/hmac"));
     }
     for (key, what) in [
         ("custom", "custom plugin authentication"),
@@ -732,6 +716,43 @@ fn security(c: &mut Classic, doc: &Value, ext: &Value) {
         );
     }
 
+    first_requirement(c, doc, auth, enabled);
+}
+
+/// A boolean at `pointer` in `v`; missing or not a boolean is Go's `false`.
+fn on(v: &Value, pointer: &str) -> bool {
+    v.pointer(pointer).and_then(Value::as_bool).unwrap_or(false)
+}
+
+/// `HMAC.ExtractTo`.
+fn hmac(c: &mut Classic, hmac: &Value, from: &str) {
+    c.set(
+        "/enable_signature_checking",
+        json!(on(hmac, "/enabled")),
+        &format!("{from}/enabled"),
+    );
+    auth_config(c, "/auth_configs/hmac", None, hmac, from);
+    if let Some(algorithms) = hmac.get("allowedAlgorithms").filter(|a| a.is_array()) {
+        c.set(
+            "/hmac_allowed_algorithms",
+            algorithms.clone(),
+            &format!("{from}/allowedAlgorithms"),
+        );
+    }
+    if let Some(skew) = hmac.get("allowedClockSkew").filter(|s| s.is_number()) {
+        c.set(
+            "/hmac_allowed_clock_skew",
+            skew.clone(),
+            &format!("{from}/allowedClockSkew"),
+        );
+    }
+}
+
+/// The first security requirement of the document, scheme by scheme, as
+/// the legacy processing mode reads it: only when authentication is
+/// enabled or has schemes.
+fn first_requirement(c: &mut Classic, doc: &Value, auth: &Value, enabled: bool) {
+    let auth_at = "/server/authentication";
     let schemes = auth.get("securitySchemes").and_then(Value::as_object);
     let has_schemes = schemes.is_some_and(|s| !s.is_empty());
     let Some(first) = doc.pointer("/security/0").and_then(Value::as_object) else {
@@ -776,27 +797,7 @@ fn security(c: &mut Classic, doc: &Value, ext: &Value) {
         match (kind, scheme) {
             ("apiKey", _) if !token_done => {
                 token_done = true;
-                c.set(
-                    "/use_standard_auth",
-                    json!(on(tyk, "/enabled")),
-                    &format!("{from}/enabled"),
-                );
-                let at = "/auth_configs/authToken";
-                auth_config(c, at, Some(name), tyk, &from);
-                if on(tyk, "/enableClientCertificate") {
-                    c.set(
-                        &format!("{at}/use_certificate"),
-                        json!(true),
-                        &format!("{from}/enableClientCertificate"),
-                    );
-                }
-                api_key_place(c, at, native, &native_at);
-                if tyk.get("signatureValidation").is_some_and(|s| !s.is_null()) {
-                    c.leave_out(
-                        &format!("{from}/signatureValidation"),
-                        "an auth token's signatureValidation",
-                    );
-                }
+                api_key(c, name, tyk, native, &from, &native_at);
             }
             ("apiKey", _) => {}
             ("http", "bearer") if bearer == "JWT" => jwt(c, name, tyk, &from),
@@ -806,6 +807,32 @@ fn security(c: &mut Classic, doc: &Value, ext: &Value) {
                 &format!("security scheme {name:?} ({kind} {scheme})"),
             ),
         }
+    }
+}
+
+/// The token auth of the first apiKey scheme of the first requirement
+/// (`extractSecurityTo` → `Token.ExtractTo`).
+fn api_key(c: &mut Classic, name: &str, tyk: &Value, native: &Value, from: &str, native_at: &str) {
+    c.set(
+        "/use_standard_auth",
+        json!(on(tyk, "/enabled")),
+        &format!("{from}/enabled"),
+    );
+    let at = "/auth_configs/authToken";
+    auth_config(c, at, Some(name), tyk, from);
+    if on(tyk, "/enableClientCertificate") {
+        c.set(
+            &format!("{at}/use_certificate"),
+            json!(true),
+            &format!("{from}/enableClientCertificate"),
+        );
+    }
+    api_key_place(c, at, native, native_at);
+    if tyk.get("signatureValidation").is_some_and(|s| !s.is_null()) {
+        c.leave_out(
+            &format!("{from}/signatureValidation"),
+            "an auth token's signatureValidation",
+        );
     }
 }
 

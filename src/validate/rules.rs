@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
-use super::analyse::{Analysis, Facts, MAX_FINDINGS_PER_RULE, PolicyFacts, Role};
+use super::analyse::{Analysis, Facts, MAX_FINDINGS_PER_RULE, OasFacts, PolicyFacts, Role};
 use super::locate::{line_col, locate};
 use super::report::{Finding, Report, Severity};
 use crate::bundle::{self, MCP_SUFFIX, MIDDLEWARE_DIR, MiddlewareRef, OAS_SUFFIX, TEMPLATES_DIR};
@@ -422,57 +422,72 @@ fn companions(items: &[Item<'_>], out: &mut Emitter<'_, '_>) {
                     .or_else(|| item.name.strip_suffix(MCP_SUFFIX))
                     .or_else(|| item.name.strip_suffix(".json"))
                     .unwrap_or(item.name);
-                let id = oas.api_id.clone().filter(|id| !id.is_empty());
-                let companion = format!("{stem}{OAS_SUFFIX}");
-                let (pointer, message, hint) = if !oas.has_extension {
-                    (
-                        "",
-                        "an OpenAPI document without the x-tyk-api-gateway extension: the gateway would load nothing from it".to_string(),
-                        format!(
-                            "add \"x-tyk-api-gateway\": {{\"info\": {{\"id\": {stem:?}, \"name\": {stem:?}, \"state\": {{\"active\": true}}}}, \"upstream\": {{\"url\": \"http://upstream:8080/\"}}, \"server\": {{\"listenPath\": {{\"value\": \"/{stem}/\", \"strip\": true}}}}}}; tyk-gitops then derives the classic definition the gateway routes on"
-                        ),
-                    )
-                } else if id.is_none() {
-                    (
-                        "/x-tyk-api-gateway/info",
-                        "x-tyk-api-gateway.info.id is missing: on import the gateway makes up a random id, which a sync cannot do (it would change on every sync, and keys and policies name the API by its id)".to_string(),
-                        format!(
-                            "add \"id\": {stem:?} (or the id your keys and policies already use) to x-tyk-api-gateway.info; tyk-gitops then derives the classic definition"
-                        ),
-                    )
-                } else if classic.is_none() && by_name.contains_key(companion.as_str()) {
-                    (
-                        "",
-                        format!(
-                            "this Tyk OAS document would become the pair {stem}.json + {companion}, but the commit already has {companion}"
-                        ),
-                        format!(
-                            "keep one of the two: this document alone (delete {companion}), or a pair ({companion} with a classic {stem}.json)"
-                        ),
-                    )
-                } else {
-                    let api_id = id.unwrap_or_else(|| stem.to_string());
-                    let lp = oas
-                        .listen_path
-                        .clone()
-                        .unwrap_or_else(|| format!("/{stem}/"));
-                    let rename = if classic.is_none() {
-                        format!("rename it to {stem}{OAS_SUFFIX} and add")
-                    } else {
-                        "add".to_string()
-                    };
-                    (
-                        "",
-                        "an OpenAPI document without its classic definition: the gateway would load nothing from it".to_string(),
-                        format!(
-                            "{rename} {stem}.json: {{\"api_id\": {api_id:?}, \"is_oas\": true, \"proxy\": {{\"listen_path\": {lp:?}, \"target_url\": \"...\"}}, \"version_data\": {{\"not_versioned\": true, \"versions\": {{\"Default\": {{\"name\": \"Default\"}}}}}}}}"
-                        ),
-                    )
-                };
+                let taken = by_name.contains_key(format!("{stem}{OAS_SUFFIX}").as_str());
+                let (pointer, message, hint) = bare_oas(stem, oas, classic.is_some(), taken);
                 out.emit(i, BARE_OAS, Severity::Error, pointer, message, Some(hint));
             }
             _ => {}
         }
+    }
+}
+
+/// What a bare OpenAPI document lacks, and what to add: the extension,
+/// its `info.id`, a free name for the pair, or (named as the `-oas.json`
+/// half already) its classic definition. `named_as_half`: the file is
+/// named `<stem>-oas.json` or `<stem>-mcp.json`; `taken`: the commit has
+/// `<stem>-oas.json` besides this file.
+fn bare_oas(
+    stem: &str,
+    oas: &OasFacts,
+    named_as_half: bool,
+    taken: bool,
+) -> (&'static str, String, String) {
+    let id = oas.api_id.clone().filter(|id| !id.is_empty());
+    let companion = format!("{stem}{OAS_SUFFIX}");
+    if !oas.has_extension {
+        (
+            "",
+            "an OpenAPI document without the x-tyk-api-gateway extension: the gateway would load nothing from it".to_string(),
+            format!(
+                "add \"x-tyk-api-gateway\": {{\"info\": {{\"id\": {stem:?}, \"name\": {stem:?}, \"state\": {{\"active\": true}}}}, \"upstream\": {{\"url\": \"http://upstream:8080/\"}}, \"server\": {{\"listenPath\": {{\"value\": \"/{stem}/\", \"strip\": true}}}}}}; tyk-gitops then derives the classic definition the gateway routes on"
+            ),
+        )
+    } else if id.is_none() {
+        (
+            "/x-tyk-api-gateway/info",
+            "x-tyk-api-gateway.info.id is missing: on import the gateway makes up a random id, which a sync cannot do (it would change on every sync, and keys and policies name the API by its id)".to_string(),
+            format!(
+                "add \"id\": {stem:?} (or the id your keys and policies already use) to x-tyk-api-gateway.info; tyk-gitops then derives the classic definition"
+            ),
+        )
+    } else if !named_as_half && taken {
+        (
+            "",
+            format!(
+                "this Tyk OAS document would become the pair {stem}.json + {companion}, but the commit already has {companion}"
+            ),
+            format!(
+                "keep one of the two: this document alone (delete {companion}), or a pair ({companion} with a classic {stem}.json)"
+            ),
+        )
+    } else {
+        let api_id = id.unwrap_or_else(|| stem.to_string());
+        let lp = oas
+            .listen_path
+            .clone()
+            .unwrap_or_else(|| format!("/{stem}/"));
+        let rename = if !named_as_half {
+            format!("rename it to {stem}{OAS_SUFFIX} and add")
+        } else {
+            "add".to_string()
+        };
+        (
+            "",
+            "an OpenAPI document without its classic definition: the gateway would load nothing from it".to_string(),
+            format!(
+                "{rename} {stem}.json: {{\"api_id\": {api_id:?}, \"is_oas\": true, \"proxy\": {{\"listen_path\": {lp:?}, \"target_url\": \"...\"}}, \"version_data\": {{\"not_versioned\": true, \"versions\": {{\"Default\": {{\"name\": \"Default\"}}}}}}}}"
+            ),
+        )
     }
 }
 
