@@ -545,6 +545,30 @@ const SERVER_DERIVED: &[&str] = &[
 ];
 
 impl Classic {
+    /// A Go map the extension keeps as a list of pairs (`[{"name": …,
+    /// "id": …}]`): each pair with both strings becomes `at/<key>` = value.
+    fn set_map(
+        &mut self,
+        list: Option<&Vec<Value>>,
+        (key, value): (&str, &str),
+        at: &str,
+        from: &str,
+    ) {
+        for (i, pair) in list.into_iter().flatten().enumerate() {
+            let (Some(k), Some(v)) = (
+                pair.get(key).and_then(Value::as_str),
+                pair.get(value).and_then(Value::as_str),
+            ) else {
+                continue;
+            };
+            self.set(
+                &format!("{at}/{}", escape_token(k)),
+                json!(v),
+                &format!("{from}/{i}/{value}"),
+            );
+        }
+    }
+
     /// Applies `rules` to the extension `ext`.
     fn take(&mut self, ext: &Value, rules: &[(&str, &str, Take)]) {
         for &(at, from, how) in rules {
@@ -647,19 +671,12 @@ fn versioning(c: &mut Classic, ext: &Value) {
         }
     }
     let versions = v.get("versions").and_then(Value::as_array);
-    for (i, pair) in versions.into_iter().flatten().enumerate() {
-        let (Some(name), Some(id)) = (
-            pair.get("name").and_then(Value::as_str),
-            pair.get("id").and_then(Value::as_str),
-        ) else {
-            continue;
-        };
-        c.set(
-            &format!("/version_definition/versions/{}", escape_token(name)),
-            json!(id),
-            &format!("{from}/versions/{i}/id"),
-        );
-    }
+    c.set_map(
+        versions,
+        ("name", "id"),
+        "/version_definition/versions",
+        &format!("{from}/versions"),
+    );
 }
 
 /// `(*OAS).extractSecurityTo` in the default ("legacy") mode.
@@ -952,19 +969,12 @@ fn jwt(c: &mut Classic, name: &str, tyk: &Value, from: &str) {
             json!({}),
             &format!("{scopes_at}/scopeToPolicyMapping"),
         );
-        for (i, m) in mapping.into_iter().flatten().enumerate() {
-            let (Some(scope), Some(policy)) = (
-                m.get("scope").and_then(Value::as_str),
-                m.get("policyId").and_then(Value::as_str),
-            ) else {
-                continue;
-            };
-            c.set(
-                &format!("/scopes/jwt/scope_to_policy/{}", escape_token(scope)),
-                json!(policy),
-                &format!("{scopes_at}/scopeToPolicyMapping/{i}/policyId"),
-            );
-        }
+        c.set_map(
+            mapping,
+            ("scope", "policyId"),
+            "/scopes/jwt/scope_to_policy",
+            &format!("{scopes_at}/scopeToPolicyMapping"),
+        );
     }
     if tyk.get("jwksURIs").is_some_and(|v| !v.is_null()) {
         c.leave_out(&format!("{from}/jwksURIs"), "a JWT scheme's jwksURIs");
