@@ -73,7 +73,7 @@ pub async fn run(
                 .map(|f| f.on_push(sync_cfg.source.git_ref.as_deref()));
             webhook
         }),
-        status_cache: Arc::default(),
+        status_cache: Mutex::default(),
     });
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -87,6 +87,10 @@ pub async fn run(
         wait_stopped(stop_rx.clone()),
     ));
     spawn_sighup(triggers.clone());
+    let reconciler = Reconciler::new(config.sync.clone()).publishing_first_without_gateway();
+    // What an init container or an earlier process left, until our first
+    // pass: /status and the fleet report it meanwhile.
+    app.live().state = reconciler.state();
     // A replica joining a fleet starts on the commit the fleet verified,
     // not on a HEAD it may have rejected; later syncs resolve the ref.
     let mut pinned = None;
@@ -97,7 +101,6 @@ pub async fn run(
     }
 
     let has_gateway = config.sync.gateway.is_some();
-    let reconciler = Reconciler::new(config.sync.clone()).publishing_first_without_gateway();
     let mut stop = stop_rx.clone();
     let mut pending = Some(Trigger::Start);
     // The last commit this replica told the fleet it verified.
@@ -157,6 +160,7 @@ pub async fn run(
             }
         };
         let elapsed = started.elapsed();
+        app.live().state = reconciler.state();
         let failed_transiently = record(&app, &trigger, &result, elapsed);
         if let Some(f) = &fleet {
             if let Ok(Step::Synced(outcome)) = &result {
@@ -296,9 +300,8 @@ fn record(app: &App, trigger: &Trigger, result: &Result<Step, SyncError>, took: 
     m.sync_duration.observe(took.as_secs_f64());
     if matches!(label, "applied" | "noop" | "repaired") {
         m.last_success.set(now() as f64);
-        if let Ok((state, _)) = crate::state::State::load(&app.root)
-            && let Some(current) = &state.current
-        {
+        let state = app.live().state.clone();
+        if let Some(current) = &state.current {
             m.set_revision(
                 &current.sha,
                 &current.git_ref,

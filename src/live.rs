@@ -42,6 +42,10 @@ pub struct Live {
     /// Times the fleet notice listener died and was restarted; shown by
     /// `/healthz`.
     pub fleet_listener_restarts: u32,
+    /// `state.json` as the reconciler last wrote it (read once at start):
+    /// `/status`, the metrics and the fleet report it from here, never
+    /// from the file.
+    pub state: Arc<State>,
 }
 
 pub struct App {
@@ -63,7 +67,7 @@ pub struct App {
     /// `POST /webhook`, when a secret is configured.
     pub webhook: Option<crate::trigger::webhook::Webhook>,
     /// What `/status` last read of `state.json`.
-    pub status_cache: Arc<Mutex<StatusCache>>,
+    pub status_cache: Mutex<StatusCache>,
 }
 
 impl App {
@@ -73,37 +77,43 @@ impl App {
     }
 }
 
-/// The state's part of `/status`, re-read only when `state.json` changed
-/// (by its modification time and length): a prober polling `/status`
-/// must not cost a parse of the file each time.
+/// The state's part of `/status`, built again only when the reconciler
+/// wrote a new state: a prober polling `/status` must not cost a
+/// serialisation of fifty rejections each time.
 #[derive(Debug, Default)]
 pub struct StatusCache {
-    key: Option<(std::time::SystemTime, u64)>,
+    key: Option<Arc<State>>,
     value: Arc<serde_json::Value>,
 }
 
-pub fn cached_state(
-    root: &std::path::Path,
-    cache: &std::sync::Mutex<StatusCache>,
-) -> Option<Arc<serde_json::Value>> {
-    let key = std::fs::metadata(root.join("state.json"))
-        .ok()
-        .and_then(|m| Some((m.modified().ok()?, m.len())));
-    let mut cache = cache.lock().unwrap_or_else(|p| p.into_inner());
-    if key.is_some() && cache.key == key {
-        return Some(cache.value.clone());
+impl StatusCache {
+    /// `current`, `rejected` and `history` of `state`, as JSON.
+    pub fn view(&mut self, state: Arc<State>) -> Arc<serde_json::Value> {
+        if self.key.as_ref().is_some_and(|k| Arc::ptr_eq(k, &state)) {
+            return self.value.clone();
+        }
+        let value = Arc::new(json!({
+            "current": state.current,
+            "rejected": state.rejected.values().collect::<Vec<_>>(),
+            "history": state.history,
+        }));
+        *self = StatusCache {
+            key: Some(state),
+            value: value.clone(),
+        };
+        value
     }
-    let state = State::load(root).ok().map(|(s, _)| s).unwrap_or_default();
-    let value = Arc::new(json!({
-        "current": state.current,
-        "rejected": state.rejected.values().collect::<Vec<_>>(),
-        "history": state.history,
-    }));
-    *cache = StatusCache {
-        key,
-        value: value.clone(),
-    };
-    Some(value)
+}
+
+impl App {
+    /// The state's part of `/status`.
+    pub fn state_view(&self) -> Arc<serde_json::Value> {
+        let state = self.live().state.clone();
+        self.status_cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .view(state)
+    }
 }
 
 #[cfg(test)]
@@ -112,24 +122,22 @@ mod tests {
     use crate::state::Rejection;
 
     #[test]
-    fn the_status_cache_follows_every_state_write() {
-        let root = tempfile::tempdir().unwrap();
-        let cache = std::sync::Mutex::new(StatusCache::default());
-        let empty = cached_state(root.path(), &cache).unwrap();
-        assert_eq!(empty["rejected"], json!([]));
+    fn the_status_view_follows_every_new_state() {
+        let mut cache = StatusCache::default();
         let mut state = State::default();
+        let empty = cache.view(Arc::new(state.clone()));
+        assert_eq!(empty["rejected"], json!([]));
         for n in 0..3 {
-            state.reject(Rejection {
-                sha: format!("{n:040}"),
-                at: n,
-                reason: "invalid".into(),
-                message: "1 error(s)".into(),
-                findings: vec![],
-                shape: String::new(),
-            });
-            state.save(root.path()).unwrap();
-            let shown = cached_state(root.path(), &cache).unwrap();
+            state.reject(Rejection::new(
+                &format!("{n:040}"),
+                "invalid",
+                "1 error(s)".into(),
+            ));
+            let shared = Arc::new(state.clone());
+            let shown = cache.view(shared.clone());
             assert_eq!(shown["rejected"].as_array().unwrap().len() as u64, n + 1);
+            // The same state again is the same answer, not a new one.
+            assert!(Arc::ptr_eq(&shown, &cache.view(shared)));
         }
     }
 }

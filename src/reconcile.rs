@@ -188,6 +188,10 @@ pub struct Reconciler {
     /// Held by the Git operation running (or lingering past its time
     /// limit): see `git`.
     git_lock: Arc<tokio::sync::Mutex<()>>,
+    /// `state.json` as last written by a pass (or read at the first
+    /// `state()`): what the sidecar shows and reports without reading the
+    /// file back.
+    saved: Mutex<Option<Arc<State>>>,
 }
 
 async fn blocking<T: Send + 'static>(
@@ -210,6 +214,7 @@ impl Reconciler {
             cache: Arc::new(Mutex::new(validate::Cache::default())),
             first_without_gateway: false,
             git_lock: Arc::new(tokio::sync::Mutex::new(())),
+            saved: Mutex::new(None),
         }
     }
 
@@ -225,6 +230,29 @@ impl Reconciler {
 
     pub fn config(&self) -> &SyncConfig {
         &self.config
+    }
+
+    /// The state as the last pass wrote it; read from `state.json` the
+    /// first time (what an init container or an earlier process left).
+    pub fn state(&self) -> Arc<State> {
+        let mut saved = self.saved.lock().unwrap_or_else(|p| p.into_inner());
+        saved
+            .get_or_insert_with(|| {
+                Arc::new(
+                    State::load(&self.config.root)
+                        .map(|(state, _)| state)
+                        .unwrap_or_default(),
+                )
+            })
+            .clone()
+    }
+
+    /// Writes `state.json` (atomically, see `State::save`) and keeps the
+    /// copy `state()` hands out.
+    fn save(&self, state: &State) -> Result<(), StateError> {
+        state.save(&self.config.root)?;
+        *self.saved.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(state.clone()));
+        Ok(())
     }
 
     /// One pass: the commit the ref points at now (or `pinned`, a sha the
@@ -462,7 +490,7 @@ impl Reconciler {
                     "untrusted-signature",
                     reason.clone(),
                 ));
-                state.save(&self.config.root)?;
+                self.save(state)?;
                 Err(SyncError::Untrusted { commit, reason })
             }
             Err(other) => Err(other),
@@ -519,7 +547,7 @@ impl Reconciler {
                         Rejection::new(&commit.sha, "invalid", e.to_string())
                             .with_findings(findings),
                     );
-                    ground.state.save(&cfg.root)?;
+                    self.save(&ground.state)?;
                     let mut report = Report::default();
                     report.push(finding);
                     return Err(SyncError::Invalid {
@@ -552,7 +580,7 @@ impl Reconciler {
             ground
                 .state
                 .reject(refusal(&commit.sha, &report, &ground.shape));
-            ground.state.save(&cfg.root)?;
+            self.save(&ground.state)?;
             return Err(SyncError::Invalid {
                 commit: commit.clone(),
                 report,
@@ -650,7 +678,7 @@ impl Reconciler {
         // Crash-test hook (feature `failpoints`, nothing otherwise).
         #[cfg(feature = "failpoints")]
         fail::fail_point!("sync-before-state-write");
-        ground.state.save(&self.config.root)?;
+        self.save(&ground.state)?;
         Ok(Published {
             name,
             manifest,
@@ -668,7 +696,6 @@ impl Reconciler {
         published: &Published,
         ground: &mut Ground,
     ) -> Result<(), SyncError> {
-        let root = &self.config.root;
         let before = Before::Revision(published.previous.as_ref());
         let name = &published.name;
         match self
@@ -677,7 +704,7 @@ impl Reconciler {
         {
             Ok(()) => {
                 ground.state.verified(Some("verified"));
-                ground.state.save(root)?;
+                self.save(&ground.state)?;
                 info!(
                     apis = published.manifest.api_ids.len(),
                     policies = published.manifest.policy_ids.len(),
@@ -695,7 +722,7 @@ impl Reconciler {
                     "verify-failed",
                     error.to_string(),
                 ));
-                ground.state.save(root)?;
+                self.save(&ground.state)?;
                 Err(SyncError::VerifyFailed {
                     commit: commit.clone(),
                     error: Box::new(error),
@@ -756,7 +783,7 @@ impl Reconciler {
             let (mut state, _) = State::load(&self.config.root)?;
             state.verified(None);
             state.record(&manifest.sha, &name, "repaired");
-            state.save(&self.config.root)?;
+            self.save(&state)?;
             info!(revision = %name, "drift repaired");
             Ok(true)
         }
@@ -822,7 +849,7 @@ impl Reconciler {
         if loaded == expected {
             if applied.verified_at.is_none() {
                 state.verified(None);
-                state.save(&self.config.root)?;
+                self.save(state)?;
             }
             info!(revision = %applied.revision, "already current and verified");
             return Ok(Outcome::Unchanged {
@@ -834,7 +861,7 @@ impl Reconciler {
         self.reload_and_verify(&gw, revs, &applied.revision, &manifest, Before::Same)
             .await?;
         state.verified(Some("repaired"));
-        state.save(&self.config.root)?;
+        self.save(state)?;
         Ok(Outcome::Repaired { commit })
     }
 

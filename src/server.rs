@@ -20,7 +20,7 @@ use hyper_util::service::TowerToHyperService;
 use serde_json::json;
 use tracing::{debug, warn};
 
-use crate::live::{App, cached_state};
+use crate::live::App;
 
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
@@ -160,13 +160,7 @@ async fn metrics(Extract(app): Extract<Arc<App>>, headers: HeaderMap) -> Respons
 }
 
 async fn status(Extract(app): Extract<Arc<App>>) -> Response {
-    let root = app.root.clone();
-    let cache = app.status_cache.clone();
-    let state = tokio::task::spawn_blocking(move || cached_state(&root, &cache))
-        .await
-        .ok()
-        .flatten()
-        .unwrap_or_default();
+    let state = app.state_view();
     let live = app.live();
     let body = json!({
         "replica": app.replica_id,

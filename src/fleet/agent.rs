@@ -26,7 +26,7 @@ use super::{
 use crate::live::App;
 use crate::sha::{Sha, printable};
 use crate::source::Commit;
-use crate::state::{State, now};
+use crate::state::now;
 use crate::trigger::Trigger;
 use crate::trigger::schedule::backoff;
 
@@ -456,13 +456,7 @@ impl Agent {
     }
 
     async fn write_status(&mut self) {
-        let root = self.app.root.clone();
-        let state = tokio::task::spawn_blocking(move || State::load(&root))
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .map(|(s, _)| s)
-            .unwrap_or_default();
+        let state = self.app.live().state.clone();
         let last = self.app.live().last_attempt.clone();
         let status = ReplicaStatus::new(
             &self.app.replica_id,
