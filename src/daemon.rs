@@ -42,41 +42,11 @@ pub async fn run(
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let (triggers, mut rx) = Triggers::channel();
-    let sync_cfg = &config.sync;
-    let stuck_after = sync_cfg.source.timeout * 2
-        + sync_cfg.source.connect_timeout
-        + sync_cfg
-            .gateway
-            .as_ref()
-            .map(|g| g.wait + g.verify_timeout * 3)
-            .unwrap_or_default()
-        + Duration::from_secs(60);
+    let (triggers, rx) = Triggers::channel();
     let mut fleet = config.sync.fleet.clone().map(FleetHandle::new);
-    let app = Arc::new(App {
-        metrics: Metrics::new(),
-        live: Mutex::new(Live::default()),
-        root: sync_cfg.root.clone(),
-        replica_id: config.replica_id.clone(),
-        instance: crate::fleet::new_instance_id(),
-        repo: crate::source::redact_url(&sync_cfg.source.repo),
-        git_ref: sync_cfg.source.git_ref.clone(),
-        path: sync_cfg.path.clone(),
-        triggers: triggers.clone(),
-        stuck_after,
-        has_gateway: sync_cfg.gateway.is_some(),
-        webhook: config.webhook_secret_file.clone().map(|file| {
-            let mut webhook =
-                crate::trigger::webhook::Webhook::new(file, sync_cfg.source.git_ref.as_deref());
-            webhook.on_push = fleet
-                .as_ref()
-                .map(|f| f.on_push(sync_cfg.source.git_ref.as_deref()));
-            webhook
-        }),
-        status_cache: Mutex::default(),
-    });
+    let app = Arc::new(app(&config, triggers.clone(), fleet.as_ref()));
 
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let (stop_tx, stop) = watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;
         let _ = stop_tx.send(true);
@@ -84,122 +54,227 @@ pub async fn run(
     let server = tokio::spawn(crate::server::serve(
         listener,
         app.clone(),
-        wait_stopped(stop_rx.clone()),
+        wait_stopped(stop.clone()),
     ));
-    spawn_sighup(triggers.clone());
+    spawn_sighup(triggers);
     let reconciler = Reconciler::new(config.sync.clone()).publishing_first_without_gateway();
     // What an init container or an earlier process left, until our first
     // pass: /status and the fleet report it meanwhile.
     app.live().state = reconciler.state();
     // A replica joining a fleet starts on the commit the fleet verified,
     // not on a HEAD it may have rejected; later syncs resolve the ref.
-    let mut pinned = None;
+    let mut joining = None;
     if let Some(f) = fleet.as_mut() {
         f.start(app.clone());
-        let git_ref = sync_cfg.source.git_ref.as_deref().unwrap_or("HEAD");
-        pinned = crate::fleet::joining_commit(f.config(), git_ref).await;
+        let git_ref = config.sync.source.git_ref.as_deref().unwrap_or("HEAD");
+        joining = crate::fleet::joining_commit(f.config(), git_ref).await;
+    }
+    let has_gateway = config.sync.gateway.is_some();
+    let mut turns = Turns {
+        reconciler,
+        app,
+        fleet,
+        has_gateway,
+        pacer: Pacer::new(
+            config.schedule.clone(),
+            config.verify_period,
+            config.max_backoff,
+            has_gateway,
+        ),
+        told_verified: None,
+        last_listing: None,
+        stop,
+    };
+    turns.run(rx, joining).await;
+    info!("stopped taking triggers");
+    if let Some(f) = turns.fleet {
+        f.close().await;
+    }
+    let _ = server.await;
+    Ok(())
+}
+
+/// What the server, the webhook and the fleet share with the loop.
+fn app(config: &RunConfig, triggers: Triggers, fleet: Option<&FleetHandle>) -> App {
+    let sync = &config.sync;
+    let git_ref = sync.source.git_ref.as_deref();
+    // A sync running longer than every bound it has added up is stuck.
+    let stuck_after = sync.source.timeout * 2
+        + sync.source.connect_timeout
+        + sync
+            .gateway
+            .as_ref()
+            .map(|g| g.wait + g.verify_timeout * 3)
+            .unwrap_or_default()
+        + Duration::from_secs(60);
+    App {
+        metrics: Metrics::new(),
+        live: Mutex::new(Live::default()),
+        root: sync.root.clone(),
+        replica_id: config.replica_id.clone(),
+        instance: crate::fleet::new_instance_id(),
+        repo: crate::source::redact_url(&sync.source.repo),
+        git_ref: sync.source.git_ref.clone(),
+        path: sync.path.clone(),
+        triggers,
+        stuck_after,
+        has_gateway: sync.gateway.is_some(),
+        webhook: config.webhook_secret_file.clone().map(|file| {
+            let mut webhook = crate::trigger::webhook::Webhook::new(file, git_ref);
+            webhook.on_push = fleet.map(|f| f.on_push(git_ref));
+            webhook
+        }),
+        status_cache: Mutex::default(),
+    }
+}
+
+/// The loop: one turn per trigger, one sync at a time.
+struct Turns {
+    reconciler: Reconciler,
+    app: Arc<App>,
+    fleet: Option<FleetHandle>,
+    has_gateway: bool,
+    pacer: Pacer,
+    /// The last commit this replica told the fleet it verified.
+    told_verified: Option<String>,
+    /// When the last sync that lists the remote started.
+    last_listing: Option<Instant>,
+    stop: watch::Receiver<bool>,
+}
+
+impl Turns {
+    /// Takes triggers until the stop signal; `joining` is the commit the
+    /// fleet verified, for the first turn.
+    async fn run(
+        &mut self,
+        mut rx: tokio::sync::mpsc::Receiver<Trigger>,
+        mut joining: Option<Commit>,
+    ) {
+        let mut pending = Some(Trigger::Start);
+        loop {
+            let trigger = match pending.take() {
+                Some(t) => t,
+                None => tokio::select! {
+                    _ = self.stop.changed() => return,
+                    Some(t) = rx.recv() => t,
+                    t = self.pacer.due() => t,
+                },
+            };
+            if self.stopped() {
+                return;
+            }
+            if trigger == Trigger::Poll && self.fleet.as_ref().is_some_and(FleetHandle::defer_poll)
+            {
+                self.pacer.skip_poll();
+                continue;
+            }
+            if !self.paced(&trigger).await {
+                return;
+            }
+            let Some(result) = self.turn(&trigger, joining.take()).await else {
+                return;
+            };
+            self.tell_fleet(&result);
+            let failures = record(&self.app, &trigger, &result.result, result.took)
+                .then(|| self.app.live().consecutive_failures);
+            if let Some(delay) = self.pacer.done(&trigger, failures) {
+                info!(retry_in = ?delay, "will retry");
+            }
+            if self.stopped() {
+                return;
+            }
+        }
     }
 
-    let has_gateway = config.sync.gateway.is_some();
-    let mut stop = stop_rx.clone();
-    let mut pending = Some(Trigger::Start);
-    // The last commit this replica told the fleet it verified.
-    let mut told_verified: Option<String> = None;
-    // When the last sync that lists the remote started.
-    let mut last_listing: Option<Instant> = None;
-    let mut pacer = Pacer::new(
-        config.schedule.clone(),
-        config.verify_period,
-        config.max_backoff,
-        has_gateway,
-    );
+    fn stopped(&self) -> bool {
+        *self.stop.borrow()
+    }
 
-    loop {
-        let trigger = match pending.take() {
-            Some(t) => t,
-            None => tokio::select! {
-                _ = stop.changed() => break,
-                Some(t) = rx.recv() => t,
-                t = pacer.due() => t,
-            },
-        };
-        if *stop.borrow() {
-            break;
-        }
-        if trigger == Trigger::Poll && fleet.as_ref().is_some_and(FleetHandle::defer_poll) {
-            pacer.skip_poll();
-            continue;
-        }
+    /// Spaces syncs for outside triggers `MIN_TRIGGERED_INTERVAL` apart;
+    /// `false` when the stop signal came meanwhile.
+    async fn paced(&mut self, trigger: &Trigger) -> bool {
         if matches!(trigger, Trigger::Webhook | Trigger::Fleet)
-            && let Some(last) = last_listing
+            && let Some(last) = self.last_listing
         {
             let due = last + MIN_TRIGGERED_INTERVAL;
             tokio::select! {
-                _ = stop.changed() => break,
+                _ = self.stop.changed() => return false,
                 _ = tokio::time::sleep_until(due) => {}
             }
         }
-        if trigger != Trigger::Drift {
-            last_listing = Some(Instant::now());
+        if *trigger != Trigger::Drift {
+            self.last_listing = Some(Instant::now());
         }
-        app.live().busy_since = Some(std::time::Instant::now());
+        true
+    }
+
+    /// One sync (or drift check); `None` when it was abandoned at shutdown.
+    async fn turn(&mut self, trigger: &Trigger, hint: Option<Commit>) -> Option<Turn> {
+        self.app.live().busy_since = Some(std::time::Instant::now());
         let started = Instant::now();
-        let work = step(&reconciler, &app, &trigger, pinned.take(), fleet.as_ref());
+        let work = step(
+            &self.reconciler,
+            &self.app,
+            trigger,
+            hint,
+            self.fleet.as_ref(),
+        );
         tokio::pin!(work);
         let result = tokio::select! {
             r = &mut work => r,
-            _ = stop.changed() => {
+            _ = self.stop.changed() => {
                 info!("shutting down; letting the running sync finish");
                 match tokio::time::timeout(SHUTDOWN_GRACE, &mut work).await {
                     Ok(r) => r,
                     Err(_) => {
                         warn!("sync abandoned at shutdown; current is unchanged or whole");
-                        break;
+                        return None;
                     }
                 }
             }
         };
-        let elapsed = started.elapsed();
-        app.live().state = reconciler.state();
-        let failed_transiently = record(&app, &trigger, &result, elapsed);
-        if let Some(f) = &fleet {
-            if let Ok(Step::Synced(outcome)) = &result {
-                let commit = outcome.commit();
-                let verified = match outcome {
-                    Outcome::Applied { verified, .. } | Outcome::Unchanged { verified, .. } => {
-                        *verified || !has_gateway
-                    }
-                    Outcome::Repaired { .. } => true,
-                };
-                // A revision the init container wrote is verified by the
-                // sidecar's first pass (unchanged or repaired, not applied):
-                // the fleet must learn it too, or newcomers cannot join at it.
-                let news = told_verified.as_deref() != Some(commit.sha.as_str());
-                if matches!(outcome, Outcome::Applied { .. }) {
-                    f.notify_applied(commit, verified);
-                } else if verified && news {
-                    f.notify_verified(commit);
+        self.app.live().state = self.reconciler.state();
+        Some(Turn {
+            result,
+            took: started.elapsed(),
+        })
+    }
+
+    /// What the fleet learns of a turn: an applied commit, or one this
+    /// replica verified without applying it.
+    fn tell_fleet(&mut self, turn: &Turn) {
+        let Some(f) = &self.fleet else {
+            return;
+        };
+        if let Ok(Step::Synced(outcome)) = &turn.result {
+            let commit = outcome.commit();
+            let verified = match outcome {
+                Outcome::Applied { verified, .. } | Outcome::Unchanged { verified, .. } => {
+                    *verified || !self.has_gateway
                 }
-                if verified {
-                    told_verified = Some(commit.sha.clone());
-                }
+                Outcome::Repaired { .. } => true,
+            };
+            // A revision the init container wrote is verified by the
+            // sidecar's first pass (unchanged or repaired, not applied):
+            // the fleet must learn it too, or newcomers cannot join at it.
+            let news = self.told_verified.as_deref() != Some(commit.sha.as_str());
+            if matches!(outcome, Outcome::Applied { .. }) {
+                f.notify_applied(commit, verified);
+            } else if verified && news {
+                f.notify_verified(commit);
             }
-            f.report();
+            if verified {
+                self.told_verified = Some(commit.sha.clone());
+            }
         }
-        let failures = failed_transiently.then(|| app.live().consecutive_failures);
-        if let Some(delay) = pacer.done(&trigger, failures) {
-            info!(retry_in = ?delay, "will retry");
-        }
-        if *stop.borrow() {
-            break;
-        }
+        f.report();
     }
-    info!("stopped taking triggers");
-    if let Some(f) = fleet {
-        f.close().await;
-    }
-    let _ = server.await;
-    Ok(())
+}
+
+/// A turn's result and how long it took.
+struct Turn {
+    result: Result<Step, SyncError>,
+    took: Duration,
 }
 
 async fn wait_stopped(mut stop: watch::Receiver<bool>) {
