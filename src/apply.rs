@@ -184,22 +184,7 @@ impl Revisions {
         files: &[OutFile<'_>],
         recycle: Option<&str>,
     ) -> Result<Manifest, ApplyError> {
-        let mut oids = Vec::with_capacity(files.len());
-        for f in files {
-            check_relative(&f.path)?;
-            oids.push(f.blob.unwrap_or_else(|| blob_id(&f.bytes)));
-        }
-        let mut listed: Vec<(String, String)> = files
-            .iter()
-            .zip(&oids)
-            .map(|(f, oid)| (f.path.clone(), oid.to_string()))
-            .collect();
-        listed.sort();
-        let manifest = Manifest {
-            files: listed,
-            ..manifest_base
-        };
-
+        let (manifest, oids) = listed(manifest_base, files)?;
         let final_dir = self.path_of(name);
         if final_dir.exists() {
             if self.manifest(name).ok().as_ref() == Some(&manifest) {
@@ -238,6 +223,27 @@ impl Revisions {
             let dir = staging.join(dir);
             fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
         }
+        self.fill(&staging, files, oids, &kept, recycle)?;
+        // Crash-test hooks (feature `failpoints`, nothing otherwise).
+        #[cfg(feature = "failpoints")]
+        fail::fail_point!("apply-after-write");
+        seal(&staging, &manifest)?;
+        fs::rename(&staging, &final_dir).map_err(io_err("rename", &staging))?;
+        fsync_dir(&self.dir())?;
+        Ok(manifest)
+    }
+
+    /// Puts into `staging` every file of `files` not `kept` from a
+    /// recycled revision: hard-linked from the previous revision when
+    /// unchanged there, written otherwise.
+    fn fill(
+        &self,
+        staging: &Path,
+        files: &[OutFile<'_>],
+        oids: Vec<Oid>,
+        kept: &HashSet<String>,
+        recycle: Option<&str>,
+    ) -> Result<(), ApplyError> {
         // Unchanged files are hard-linked, in one thread: links into one
         // directory serialise on its lock, and more threads only spin on
         // it. A link can fail (another filesystem, a link limit): the file
@@ -269,28 +275,10 @@ impl Revisions {
         );
         // File creation dominates a cold apply (one inode and its data
         // each); a few threads overlap the kernel work.
-        crate::par::chunks(&work, |part| write_files(&staging, part))
+        crate::par::chunks(&work, |part| write_files(staging, part))
             .into_iter()
             .collect::<Result<(), _>>()?;
-        // Crash-test hooks (feature `failpoints`, nothing otherwise).
-        #[cfg(feature = "failpoints")]
-        fail::fail_point!("apply-after-write");
-        let manifest_path = staging.join(MANIFEST);
-        let encoded = serde_json::to_vec(&manifest).map_err(|e| ApplyError::Manifest {
-            path: manifest_path.clone(),
-            message: e.to_string(),
-        })?;
-        fs::write(&manifest_path, encoded).map_err(io_err("write", &manifest_path))?;
-        #[cfg(feature = "failpoints")]
-        fail::fail_point!("apply-before-sync");
-        // One syncfs flushes every file and directory we wrote, far cheaper
-        // than an fsync per file for thousands of definitions.
-        sync_filesystem(&staging)?;
-        #[cfg(feature = "failpoints")]
-        fail::fail_point!("apply-before-rename");
-        fs::rename(&staging, &final_dir).map_err(io_err("rename", &staging))?;
-        fsync_dir(&self.dir())?;
-        Ok(manifest)
+        Ok(())
     }
 
     /// Points `current` at revision `name` with one `rename(2)` of a new
@@ -512,6 +500,49 @@ impl Previous {
             }
         }
     }
+}
+
+/// The manifest of `files` (each path checked, listed with its blob id)
+/// and the blob ids in the order of `files`.
+fn listed(
+    manifest_base: Manifest,
+    files: &[OutFile<'_>],
+) -> Result<(Manifest, Vec<Oid>), ApplyError> {
+    let mut oids = Vec::with_capacity(files.len());
+    for f in files {
+        check_relative(&f.path)?;
+        oids.push(f.blob.unwrap_or_else(|| blob_id(&f.bytes)));
+    }
+    let mut listed: Vec<(String, String)> = files
+        .iter()
+        .zip(&oids)
+        .map(|(f, oid)| (f.path.clone(), oid.to_string()))
+        .collect();
+    listed.sort();
+    let manifest = Manifest {
+        files: listed,
+        ..manifest_base
+    };
+    Ok((manifest, oids))
+}
+
+/// Writes the manifest last and makes everything in `staging` durable:
+/// after this, renaming it into place publishes a whole revision.
+fn seal(staging: &Path, manifest: &Manifest) -> Result<(), ApplyError> {
+    let manifest_path = staging.join(MANIFEST);
+    let encoded = serde_json::to_vec(manifest).map_err(|e| ApplyError::Manifest {
+        path: manifest_path.clone(),
+        message: e.to_string(),
+    })?;
+    fs::write(&manifest_path, encoded).map_err(io_err("write", &manifest_path))?;
+    #[cfg(feature = "failpoints")]
+    fail::fail_point!("apply-before-sync");
+    // One syncfs flushes every file and directory we wrote, far cheaper
+    // than an fsync per file for thousands of definitions.
+    sync_filesystem(staging)?;
+    #[cfg(feature = "failpoints")]
+    fail::fail_point!("apply-before-rename");
+    Ok(())
 }
 
 /// Writes one share of a revision's new files into `staging`, whose
