@@ -173,8 +173,74 @@ pub fn check(mut tree: Tree, opts: &Options, cache: &mut Cache) -> (Bundle, Repo
 
     let index = read_index(&tree, opts, cache, &mut used, &mut report);
 
-    // (entry index, place, analysis)
+    let (pending, plain) = place_entries(&tree, index.as_ref(), opts, &mut report);
     let mut work: Vec<(usize, Role, String, Arc<Analysis>)> = Vec::new();
+    // Files new to the cache are analysed on every core first; the rest,
+    // and the order of `work`, come from the cache.
+    let jobs: Vec<(Oid, Role, &[u8])> = pending
+        .iter()
+        .map(|(i, role, _)| {
+            let entry = &tree.entries[*i];
+            (entry.blob, *role, loaded(&entry.content))
+        })
+        .collect();
+    cache.prepare(&jobs);
+    for (i, role, name) in pending {
+        let entry = &tree.entries[i];
+        let analysis = cache.analyse(entry.blob, role, loaded(&entry.content), &mut used);
+        work.push((i, role, name, analysis));
+    }
+
+    report_analyses(&tree, &work, opts.strict, &mut report);
+    if let Some(ix) = &index {
+        ix.check_ids(&tree, &work, &mut report);
+    }
+
+    let extra = {
+        let items: Vec<rules::Item<'_>> = work
+            .iter()
+            .map(|(i, role, name, analysis)| {
+                let entry = &tree.entries[*i];
+                rules::Item {
+                    path: &entry.path,
+                    name,
+                    role: *role,
+                    bytes: loaded(&entry.content),
+                    analysis,
+                }
+            })
+            .collect();
+        let target = rules::Target {
+            custom_domains: opts.custom_domains || custom_domains_in(&tree),
+            version: opts.gateway_version,
+        };
+        rules::cross_file(&items, &tree, target, &mut report)
+    };
+    rules::templates(&tree, &mut report);
+
+    let before = cache.entries.len();
+    cache.entries.retain(|k, _| used.contains(k));
+    cache.dirty |= cache.entries.len() != before;
+    pairs.remap(&mut report, derived_from);
+    report.sort();
+    let bundle = build_bundle(&mut tree, work, plain, &extra);
+    (bundle, report)
+}
+
+/// An entry to analyse: its index in the tree, its role, its name in the
+/// revision.
+type ToAnalyse = (usize, Role, String);
+
+/// Where each entry of `tree` goes: analysed (entry, role, name in the
+/// revision) or taken as it is (entry, place). Entries refused (unsafe
+/// paths, links, submodules, files over the size limit, two API files of
+/// one name) are reported and left out.
+fn place_entries(
+    tree: &Tree,
+    index: Option<&Index>,
+    opts: &Options,
+    report: &mut Report,
+) -> (Vec<ToAnalyse>, Vec<(usize, Place)>) {
     let mut pending: Vec<(usize, Role, String)> = Vec::new();
     let mut plain: Vec<(usize, Place)> = Vec::new();
     let mut names: HashMap<String, String> = HashMap::new();
@@ -210,11 +276,11 @@ pub fn check(mut tree: Tree, opts: &Options, cache: &mut Cache) -> (Bundle, Repo
             }
             EntryKind::File => {}
         }
-        let place = match &index {
+        let place = match index {
             Some(ix) => ix
                 .place(path)
-                .unwrap_or_else(|| place_in_folders(path, true, &mut report)),
-            None => place_in_folders(path, false, &mut report),
+                .unwrap_or_else(|| place_in_folders(path, true, report)),
+            None => place_in_folders(path, false, report),
         };
         if place == Place::Ignored {
             continue;
@@ -255,26 +321,21 @@ pub fn check(mut tree: Tree, opts: &Options, cache: &mut Cache) -> (Bundle, Repo
             other => plain.push((i, other)),
         }
     }
-    // Files new to the cache are analysed on every core first; the rest,
-    // and the order of `work`, come from the cache.
-    let jobs: Vec<(Oid, Role, &[u8])> = pending
-        .iter()
-        .map(|(i, role, _)| {
-            let entry = &tree.entries[*i];
-            (entry.blob, *role, loaded(&entry.content))
-        })
-        .collect();
-    cache.prepare(&jobs);
-    for (i, role, name) in pending {
-        let entry = &tree.entries[i];
-        let analysis = cache.analyse(entry.blob, role, loaded(&entry.content), &mut used);
-        work.push((i, role, name, analysis));
-    }
+    (pending, plain)
+}
 
-    for (i, _, _, analysis) in &work {
+/// The findings of each file's own analysis, under its path (unknown
+/// fields only with `--strict`).
+fn report_analyses(
+    tree: &Tree,
+    work: &[(usize, Role, String, Arc<Analysis>)],
+    strict: bool,
+    report: &mut Report,
+) {
+    for (i, _, _, analysis) in work {
         let file = &tree.entries[*i].path;
         for f in &analysis.findings {
-            if f.rule == rules::UNKNOWN_FIELD && !opts.strict {
+            if f.rule == rules::UNKNOWN_FIELD && !strict {
                 continue;
             }
             let mut f = f.clone();
@@ -282,39 +343,6 @@ pub fn check(mut tree: Tree, opts: &Options, cache: &mut Cache) -> (Bundle, Repo
             report.push(f);
         }
     }
-    if let Some(ix) = &index {
-        ix.check_ids(&tree, &work, &mut report);
-    }
-
-    let extra = {
-        let items: Vec<rules::Item<'_>> = work
-            .iter()
-            .map(|(i, role, name, analysis)| {
-                let entry = &tree.entries[*i];
-                rules::Item {
-                    path: &entry.path,
-                    name,
-                    role: *role,
-                    bytes: loaded(&entry.content),
-                    analysis,
-                }
-            })
-            .collect();
-        let target = rules::Target {
-            custom_domains: opts.custom_domains || custom_domains_in(&tree),
-            version: opts.gateway_version,
-        };
-        rules::cross_file(&items, &tree, target, &mut report)
-    };
-    rules::templates(&tree, &mut report);
-
-    let before = cache.entries.len();
-    cache.entries.retain(|k, _| used.contains(k));
-    cache.dirty |= cache.entries.len() != before;
-    pairs.remap(&mut report, derived_from);
-    report.sort();
-    let bundle = build_bundle(&mut tree, work, plain, &extra);
-    (bundle, report)
 }
 
 /// `enable_custom_domains: true` in the repo's tyk.conf (its syntax is
@@ -581,38 +609,7 @@ fn build_bundle(
     extra: &std::collections::BTreeSet<String>,
 ) -> Bundle {
     let mut bundle = Bundle::default();
-    let extra_idx: Vec<usize> = extra
-        .iter()
-        .filter_map(|p| {
-            tree.entries
-                .binary_search_by(|e| e.path.as_str().cmp(p))
-                .ok()
-        })
-        .collect();
-    for (i, place) in plain {
-        let path = tree.entries[i].path.clone();
-        let file = PlainFile {
-            path,
-            bytes: take_bytes(tree, i),
-            blob: blob_of(tree, i),
-        };
-        match place {
-            Place::Template => bundle.templates.push(file),
-            _ => bundle.middleware.push(file),
-        }
-    }
-    for i in extra_idx {
-        let path = tree.entries[i].path.clone();
-        // A file both referenced and under middleware/ was taken above.
-        if let Content::Loaded(_) = tree.entries[i].content {
-            bundle.middleware.push(PlainFile {
-                path,
-                bytes: take_bytes(tree, i),
-                blob: blob_of(tree, i),
-            });
-        }
-    }
-    bundle.middleware.sort_by(|a, b| a.path.cmp(&b.path));
+    plain_files(tree, plain, extra, &mut bundle);
     for (i, role, name, analysis) in work {
         let source = tree.entries[i].path.clone();
         match (&analysis.facts, role) {
@@ -689,4 +686,46 @@ fn build_bundle(
     bundle.apps.sort_by(|a, b| a.name.cmp(&b.name));
     bundle.policies.sort_by(|a, b| a.id.cmp(&b.id));
     bundle
+}
+
+/// Middleware and templates, taken as they are: the files under their
+/// folders (`plain`) and the files definitions name elsewhere (`extra`).
+fn plain_files(
+    tree: &mut Tree,
+    plain: Vec<(usize, Place)>,
+    extra: &std::collections::BTreeSet<String>,
+    bundle: &mut Bundle,
+) {
+    let extra_idx: Vec<usize> = extra
+        .iter()
+        .filter_map(|p| {
+            tree.entries
+                .binary_search_by(|e| e.path.as_str().cmp(p))
+                .ok()
+        })
+        .collect();
+    for (i, place) in plain {
+        let path = tree.entries[i].path.clone();
+        let file = PlainFile {
+            path,
+            bytes: take_bytes(tree, i),
+            blob: blob_of(tree, i),
+        };
+        match place {
+            Place::Template => bundle.templates.push(file),
+            _ => bundle.middleware.push(file),
+        }
+    }
+    for i in extra_idx {
+        let path = tree.entries[i].path.clone();
+        // A file both referenced and under middleware/ was taken above.
+        if let Content::Loaded(_) = tree.entries[i].content {
+            bundle.middleware.push(PlainFile {
+                path,
+                bytes: take_bytes(tree, i),
+                blob: blob_of(tree, i),
+            });
+        }
+    }
+    bundle.middleware.sort_by(|a, b| a.path.cmp(&b.path));
 }
