@@ -65,7 +65,7 @@ pub async fn run(
     // not on a HEAD it may have rejected; later syncs resolve the ref.
     let mut joining = None;
     if let Some(f) = fleet.as_mut() {
-        f.start(app.clone());
+        f.start(app.clone(), config.schedule.nominal());
         let git_ref = config.sync.source.git_ref.as_deref().unwrap_or("HEAD");
         joining = crate::fleet::joining_commit(f.config(), git_ref).await;
     }
@@ -309,7 +309,13 @@ async fn step(
             }
             vouched.into_commit()
         }
-        None => reconciler.resolve().await?,
+        None => {
+            let tip = reconciler.resolve().await?;
+            if let Some(f) = fleet {
+                f.listed(&tip);
+            }
+            tip
+        }
     };
     if let Some(f) = fleet {
         f.announce(&commit);
@@ -332,7 +338,11 @@ fn record(app: &App, trigger: &Trigger, result: &Result<Step, SyncError>, took: 
     let m = &app.metrics;
     let (label, sha, error, transient) = match result {
         Ok(Step::Drift(false)) => {
-            app.live().consecutive_failures = 0;
+            // Nothing to record, but the check is over: `/status` must not
+            // say "syncing" until the next sync.
+            let mut live = app.live();
+            live.consecutive_failures = 0;
+            live.busy_since = None;
             return false;
         }
         Ok(Step::Drift(true)) => {

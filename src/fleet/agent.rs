@@ -21,7 +21,7 @@ use tokio::time::{Instant, MissedTickBehavior, interval, sleep, timeout};
 use tracing::{debug, info, warn};
 
 use super::{
-    FleetConfig, FleetError, Notice, REDIS_TIMEOUT, ReplicaStatus, Verified, lease_holder,
+    FleetConfig, FleetError, Notice, REDIS_TIMEOUT, ReplicaStatus, Tip, Verified, lease_holder,
 };
 use crate::live::App;
 use crate::sha::{Sha, printable};
@@ -36,9 +36,13 @@ pub const HEARTBEAT: Duration = Duration::from_secs(2);
 /// its lease passes to another.
 pub const STATUS_TTL: Duration = Duration::from_secs(6);
 pub const LEASE_TTL: Duration = Duration::from_secs(6);
-/// Followers poll Git once every this many periods (a safety net should
-/// notices be lost).
+/// Followers poll Git once every this many periods when no fresh tip is
+/// in Redis (a safety net should the leader not say what it lists).
 pub const FOLLOWER_POLL_EVERY: u32 = 10;
+/// A tip written to Redis stands for this many of its writer's poll
+/// periods: a leader that stopped listing leaves followers polling again
+/// after them.
+const TIP_PERIODS: u32 = 3;
 /// Cap of the reconnect backoff.
 const MAX_RECONNECT: Duration = Duration::from_secs(15);
 /// How often the subscriber checks its connection is alive: a silent
@@ -102,6 +106,8 @@ enum Request {
     Verified(Commit),
     /// A commit learnt of before applying it (a webhook push).
     Announce(Commit),
+    /// The ref's tip, as this replica just listed it.
+    Listed(Commit),
     /// The loop's status changed; write it now rather than at the next beat.
     Report,
     Close,
@@ -129,6 +135,12 @@ struct Shared {
     heard: Mutex<VecDeque<String>>,
     /// The sha in `current`, so a notice for it triggers nothing.
     current: Mutex<Option<String>>,
+    /// A follower found the fleet's tip in Redis at its last heartbeat: a
+    /// replica lists the ref every period and says what it found, so this
+    /// one need not list it too.
+    tip_fresh: AtomicBool,
+    /// The last tip that made this follower sync (once per sha).
+    tip_followed: Mutex<Option<String>>,
 }
 
 impl Shared {
@@ -154,6 +166,8 @@ impl FleetHandle {
             deferred: AtomicU32::new(0),
             heard: Mutex::new(VecDeque::new()),
             current: Mutex::new(None),
+            tip_fresh: AtomicBool::new(false),
+            tip_followed: Mutex::new(None),
         });
         let (tx, rx) = mpsc::channel(16);
         FleetHandle {
@@ -166,8 +180,10 @@ impl FleetHandle {
     }
 
     /// Starts the agent and the subscriber; returns at once (they connect
-    /// in the background). A second call does nothing.
-    pub fn start(&mut self, app: Arc<App>) {
+    /// in the background). `poll_every`: this replica's poll period, which
+    /// bounds how long the tip it writes stands for a fresh listing. A
+    /// second call does nothing.
+    pub fn start(&mut self, app: Arc<App>, poll_every: Duration) {
         let Some(rx) = self.unstarted.take() else {
             return;
         };
@@ -195,6 +211,7 @@ impl FleetHandle {
             failures: 0,
             next_connect: Instant::now(),
             clash_checks: 0,
+            tip_ttl: (poll_every * TIP_PERIODS).max(LEASE_TTL * 2),
         };
         self.tasks = vec![tokio::spawn(agent.run(rx)), subscriber];
     }
@@ -253,20 +270,34 @@ impl FleetHandle {
         self.send(Request::Announce(commit.clone()));
     }
 
+    /// This replica listed its ref and found `commit` at its tip: the
+    /// followers learn from Redis that the ref was listed, and need not
+    /// list it themselves.
+    pub fn listed(&self, commit: &Commit) {
+        self.send(Request::Listed(commit.clone()));
+    }
+
     /// The loop's status changed (a sync ended).
     pub fn report(&self) {
         self.send(Request::Report);
     }
 
-    /// Whether this scheduled poll is left to the lease holder. Followers
-    /// still poll every `FOLLOWER_POLL_EVERY` periods; with Redis
-    /// unreachable nobody is known to lead, so every replica polls.
+    /// Whether this scheduled poll is left to the lease holder. A
+    /// follower does not poll while the fleet's tip in Redis is fresh (a
+    /// replica listed the ref within a few periods; a tip other than ours
+    /// makes the agent trigger a sync); without one (an older leader, or
+    /// one that cannot list) it polls every `FOLLOWER_POLL_EVERY` periods.
+    /// With Redis unreachable nobody is known to lead, so every replica
+    /// polls.
     pub fn defer_poll(&self) -> bool {
         let follower = self.shared.reachable.load(Ordering::Relaxed)
             && !self.shared.leader.load(Ordering::Relaxed);
         if !follower {
             self.shared.deferred.store(0, Ordering::Relaxed);
             return false;
+        }
+        if self.shared.tip_fresh.load(Ordering::Relaxed) {
+            return true;
         }
         let skipped = self.shared.deferred.fetch_add(1, Ordering::Relaxed) + 1;
         if skipped >= FOLLOWER_POLL_EVERY {
@@ -308,6 +339,8 @@ struct Agent {
     next_connect: Instant,
     /// Consecutive checks that saw another process under our replica id.
     clash_checks: u32,
+    /// How long a tip we write stands (a few of our poll periods).
+    tip_ttl: Duration,
 }
 
 impl Agent {
@@ -322,6 +355,7 @@ impl Agent {
                     // free to take (LEASE_SCRIPT).
                     self.write_status().await;
                     self.lease().await;
+                    self.follow_tip().await;
                 }
                 request = rx.recv() => match request {
                     Some(Request::Applied { commit, verified }) => {
@@ -336,6 +370,7 @@ impl Agent {
                         self.write_status().await;
                     }
                     Some(Request::Announce(commit)) => self.publish(&commit).await,
+                    Some(Request::Listed(commit)) => self.set_tip(&commit).await,
                     Some(Request::Report) => self.write_status().await,
                     Some(Request::Close) | None => {
                         self.leave().await;
@@ -368,6 +403,65 @@ impl Agent {
             // Remember it so the echo of a later notice is not re-sent.
             remember(&self.shared, &commit.sha);
             info!(sha = %commit.short(), receivers, "told the fleet");
+        }
+    }
+
+    /// Says what our listing of the ref found, for `tip_ttl`.
+    async fn set_tip(&mut self, commit: &Commit) {
+        let value = Tip {
+            sha: commit.sha.clone(),
+            replica: self.app.replica_id.clone(),
+            at: now(),
+        };
+        let Ok(value) = serde_json::to_string(&value) else {
+            return;
+        };
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.config.keys().tip(&commit.git_ref))
+            .arg(value)
+            .arg("PX")
+            .arg(self.tip_ttl.as_millis() as u64);
+        self.query::<()>("SET tip", &cmd).await;
+    }
+
+    /// As a follower: reads the fleet's tip; one other than what this
+    /// replica runs (and not followed before) triggers a sync, as a notice
+    /// would: this is what catches a notice lost on the way.
+    async fn follow_tip(&mut self) {
+        let follower = self.shared.reachable.load(Ordering::Relaxed)
+            && !self.shared.leader.load(Ordering::Relaxed);
+        if !follower {
+            self.shared.tip_fresh.store(false, Ordering::Relaxed);
+            return;
+        }
+        let mut cmd = redis::cmd("GET");
+        cmd.arg(self.config.keys().tip(&our_ref(&self.app)));
+        let tip = self
+            .query::<Option<String>>("GET tip", &cmd)
+            .await
+            .flatten()
+            .and_then(|v| serde_json::from_str::<Tip>(&v).ok())
+            // Anyone who can write to Redis can write this: only a commit
+            // id is taken, and only as a reason to look at the ref.
+            .and_then(|t| Sha::parse(&t.sha));
+        self.shared
+            .tip_fresh
+            .store(tip.is_some(), Ordering::Relaxed);
+        let Some(sha) = tip.map(Sha::into_string) else {
+            return;
+        };
+        if self.shared.current().as_deref() == Some(sha.as_str()) {
+            return;
+        }
+        let mut followed = self
+            .shared
+            .tip_followed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if followed.as_deref() != Some(sha.as_str()) {
+            info!(sha = %crate::sha::short(&sha), "the fleet's tip is a commit this replica does not run; syncing");
+            *followed = Some(sha);
+            self.app.triggers.fire(Trigger::Fleet);
         }
     }
 

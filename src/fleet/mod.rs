@@ -193,6 +193,11 @@ impl Keys {
     pub fn verified(&self) -> String {
         self.key("verified")
     }
+    /// The tip of `git_ref` as a replica last listed it (`Tip`), with a
+    /// TTL of a few poll periods: while it lives, followers need not poll.
+    pub fn tip(&self, git_ref: &str) -> String {
+        self.key(&format!("tip:{git_ref}"))
+    }
     /// The poll lease: `<replica id>/<instance>` of its holder, with a TTL.
     pub fn leader(&self) -> String {
         self.key("leader")
@@ -243,6 +248,14 @@ pub struct Verified {
     pub sha: String,
     #[serde(rename = "ref")]
     pub git_ref: String,
+    pub replica: String,
+    pub at: u64,
+}
+
+/// The value of `Keys::tip`: what a replica's listing of the ref found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tip {
+    pub sha: String,
     pub replica: String,
     pub at: u64,
 }

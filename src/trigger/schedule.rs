@@ -47,6 +47,21 @@ impl Schedule {
 
     /// How long to wait after `now` before the next poll. `unit` is a
     /// uniform random number in [0, 1) that places the jitter.
+    /// The time between two polls: the period, or for a cron schedule the
+    /// gap between its next two times (a minute when it has none).
+    pub fn nominal(&self) -> Duration {
+        match self {
+            Schedule::Every(period) => *period,
+            Schedule::Cron(cron) => {
+                let mut next = cron.upcoming(Utc);
+                match (next.next(), next.next()) {
+                    (Some(a), Some(b)) => (b - a).to_std().unwrap_or(Duration::from_secs(60)),
+                    _ => Duration::from_secs(60),
+                }
+            }
+        }
+    }
+
     pub fn next_delay(&self, now: DateTime<Utc>, unit: f64) -> Duration {
         match self {
             Schedule::Every(period) => {

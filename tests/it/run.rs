@@ -133,6 +133,20 @@ fn drift_on_the_gateway_is_found_and_repaired() {
 }
 
 #[test]
+fn a_drift_check_that_finds_nothing_leaves_status_not_syncing() {
+    let (_repo, _daemon, url) = served_repo();
+    let node = Node::new();
+    let sidecar = Sidecar::start(&url, &node, &["--period", "1h", "--verify-period", "1s"]);
+    eventually("ready", WAIT, || sidecar.ready());
+    // Several drift checks later, each of which found the gateway in step.
+    std::thread::sleep(Duration::from_secs(3));
+    eventually("not syncing between checks", WAIT, || {
+        sidecar.status()["syncing"] == false
+    });
+    assert_eq!(sidecar.metric("tyk_gitops_drift_total"), 0.0);
+}
+
+#[test]
 fn sighup_syncs_now() {
     let (repo, _daemon, url) = served_repo();
     let node = Node::new();
