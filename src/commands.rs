@@ -88,6 +88,30 @@ pub fn run(args: RunArgs) -> i32 {
             return 2;
         }
     };
+    if fleet.is_none() && (args.canary || !args.canary_checks.is_empty()) {
+        tracing::error!(
+            "--canary and --canary-check need --redis: the staged rollout is decided there"
+        );
+        return 2;
+    }
+    if args.canary_hold.is_zero() && args.canary {
+        tracing::error!("--canary-hold must be more than zero");
+        return 2;
+    }
+    if let Some(bad) = args.canary_checks.iter().find(|u| {
+        !matches!(
+            url::Url::parse(u)
+                .map(|u| u.scheme().to_string())
+                .as_deref(),
+            Ok("http" | "https")
+        )
+    }) {
+        tracing::error!(
+            "--canary-check {}: give an http:// or https:// URL",
+            crate::source::redact_url(bad)
+        );
+        return 2;
+    }
     let sync = match SyncConfig::from_args(args.sync) {
         Ok(c) => c,
         Err(e) => {
@@ -96,6 +120,21 @@ pub fn run(args: RunArgs) -> i32 {
         }
     };
     warn_uncommitted(&sync);
+    let rollout = crate::fleet::rollout::RolloutConfig {
+        canary: args.canary,
+        hold: args.canary_hold,
+        checks: args.canary_checks,
+        health: sync.gateway.as_ref().map(|g| {
+            format!(
+                "{}/{}",
+                g.url.trim_end_matches('/'),
+                g.health_path
+                    .as_deref()
+                    .unwrap_or(crate::gateway::DEFAULT_HEALTH_PATH)
+                    .trim_matches('/')
+            )
+        }),
+    };
     // Checked now so a missing or empty secret fails the pod at start, not
     // the first push.
     if let Some(file) = &args.webhook_secret_file
@@ -111,6 +150,7 @@ pub fn run(args: RunArgs) -> i32 {
         max_backoff: args.max_backoff,
         replica_id: args.replica_id.unwrap_or_else(hostname),
         fleet,
+        rollout,
         webhook_secret_file: args.webhook_secret_file,
     };
     raise_file_limit();

@@ -48,6 +48,8 @@ pub struct RunConfig {
     pub replica_id: String,
     /// `--redis`: share commits, status and the poll lease with the fleet.
     pub fleet: Option<crate::fleet::FleetConfig>,
+    /// `--canary` and its hold and checks (with `fleet` only).
+    pub rollout: crate::fleet::rollout::RolloutConfig,
     /// `--webhook-secret-file`; without it `POST /webhook` answers 404.
     pub webhook_secret_file: Option<PathBuf>,
 }
@@ -68,7 +70,10 @@ pub async fn run(
             .map(|g| g.wait + g.verify_timeout * 3)
             .unwrap_or_default()
         + Duration::from_secs(60);
-    let mut fleet = config.fleet.clone().map(FleetHandle::new);
+    let mut fleet = config
+        .fleet
+        .clone()
+        .map(|f| FleetHandle::new(f, config.rollout.clone()));
     let app = Arc::new(App {
         metrics: Metrics::new(),
         live: Mutex::new(Live::default()),
@@ -105,11 +110,15 @@ pub async fn run(
     spawn_sighup(triggers.clone());
     // A replica joining a fleet starts on the commit the fleet verified,
     // not on a HEAD it may have rejected; later syncs resolve the ref.
+    // A canary starts on the tip: taking new commits first is its job.
     let mut pinned = None;
     if let Some(f) = fleet.as_mut() {
         f.start(app.clone());
         let git_ref = sync_cfg.source.git_ref.as_deref().unwrap_or("HEAD");
-        pinned = crate::fleet::joining_commit(f.config(), git_ref).await;
+        f.load_rollout(git_ref).await;
+        if !f.rollout().canary() {
+            pinned = crate::fleet::joining_commit(f.config(), git_ref).await;
+        }
     }
 
     let has_gateway = config.sync.gateway.is_some();
@@ -175,6 +184,10 @@ pub async fn run(
         let elapsed = started.elapsed();
         let failed_transiently = record(&app, &trigger, &result, elapsed);
         if let Some(f) = &fleet {
+            if let Err(e) = &result {
+                f.rollout()
+                    .after_sync(e, app.git_ref.as_deref().unwrap_or("HEAD"));
+            }
             if let Ok(Step::Synced(outcome)) = &result {
                 let commit = outcome.commit();
                 let verified = match outcome {
@@ -226,6 +239,8 @@ async fn wait_stopped(mut stop: watch::Receiver<bool>) {
 enum Step {
     Synced(Outcome),
     Drift(bool),
+    /// Canaries are live and nothing was released yet: nothing to apply.
+    Held,
 }
 
 async fn step(
@@ -248,9 +263,17 @@ async fn step(
         }
         None => reconciler.resolve().await?,
     };
-    if let Some(f) = fleet {
-        f.announce(&commit);
-    }
+    let commit = match fleet {
+        Some(f) => {
+            f.announce(&commit);
+            let root = &reconciler.config().root;
+            match crate::fleet::rollout::choose(f.rollout(), reconciler, root, commit).await? {
+                Some(commit) => commit,
+                None => return Ok(Step::Held),
+            }
+        }
+        None => commit,
+    };
     let commit = Some(commit);
     match trigger {
         // Routine triggers need not look at the gateway when nothing
@@ -275,6 +298,10 @@ fn record(app: &App, trigger: &Trigger, result: &Result<Step, SyncError>, took: 
         Ok(Step::Drift(true)) => {
             m.drift.inc();
             ("repaired", None, None, false)
+        }
+        Ok(Step::Held) => {
+            info!("waiting for the canaries to release a first commit");
+            ("held", None, None, false)
         }
         Ok(Step::Synced(outcome)) => {
             let sha = Some(outcome.commit().sha.clone());
@@ -327,10 +354,10 @@ fn record(app: &App, trigger: &Trigger, result: &Result<Step, SyncError>, took: 
             (label, sha, Some(e.to_string()), transient)
         }
     };
-    m.count_sync(if label == "repaired" {
-        "applied"
-    } else {
-        label
+    m.count_sync(match label {
+        "repaired" => "applied",
+        "held" => "noop",
+        _ => label,
     });
     m.sync_duration.observe(took.as_secs_f64());
     if matches!(label, "applied" | "noop" | "repaired") {

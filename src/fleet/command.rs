@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
+use super::rollout::{Phase, Record};
 use super::{
     FleetConfig, FleetError, Ignored, Progress, ReplicaStatus, Statuses, Verified, converged,
     duplicate_ids, lease_replica, progress, short,
@@ -143,6 +144,94 @@ struct Snapshot {
     verified: Option<Verified>,
     /// The lease holder's replica id.
     leader: Option<String>,
+    rollout: Rollouts,
+}
+
+/// The staged rollouts (one per ref) and the live canaries.
+#[derive(Debug, Default)]
+struct Rollouts {
+    records: Vec<Record>,
+    live_canaries: usize,
+    /// Redis time, ms: for the time left in a hold.
+    now: u64,
+}
+
+impl Rollouts {
+    fn lines(&self) -> String {
+        let mut out = String::new();
+        for r in &self.records {
+            out.push_str(&r.describe(self.now));
+            out.push('\n');
+        }
+        if self.live_canaries == 0 && !self.records.is_empty() {
+            out.push_str("no live canary: new commits reach every replica at once (after a rollout paused by vanished canaries)\n");
+        }
+        out
+    }
+
+    /// The failed rollout of `sha`, if any.
+    fn failed(&self, sha: &str) -> Option<&Record> {
+        self.records
+            .iter()
+            .find(|r| r.phase == Phase::Failed && super::same_sha(&r.commit, sha))
+    }
+}
+
+async fn read_rollouts(
+    config: &FleetConfig,
+    con: &mut redis::aio::MultiplexedConnection,
+) -> Result<Rollouts, FleetError> {
+    let keys = config.keys();
+    let mut names: Vec<String> = Vec::new();
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(keys.rollout_pattern())
+            .arg("COUNT")
+            .arg(100)
+            .query_async(con)
+            .await
+            .map_err(|e| config.command_failed("SCAN", &e))?;
+        names.extend(batch);
+        cursor = next;
+        if cursor == 0 {
+            break;
+        }
+    }
+    names.sort();
+    names.dedup();
+    let (secs, micros): (u64, u64) = redis::cmd("TIME")
+        .query_async(con)
+        .await
+        .map_err(|e| config.command_failed("TIME", &e))?;
+    let now = secs * 1000 + micros / 1000;
+    let live_canaries: usize = redis::cmd("ZCOUNT")
+        .arg(keys.canaries())
+        .arg(now.saturating_sub(super::rollout::CANARY_TTL.as_millis() as u64))
+        .arg("+inf")
+        .query_async(con)
+        .await
+        .map_err(|e| config.command_failed("ZCOUNT", &e))?;
+    let mut records = Vec::new();
+    if !names.is_empty() {
+        let values: Vec<Option<String>> = redis::cmd("MGET")
+            .arg(&names)
+            .query_async(con)
+            .await
+            .map_err(|e| config.command_failed("MGET", &e))?;
+        records = values
+            .into_iter()
+            .flatten()
+            .filter_map(|v| serde_json::from_str::<Record>(&v).ok())
+            .collect();
+    }
+    Ok(Rollouts {
+        records,
+        live_canaries,
+        now,
+    })
 }
 
 async fn snapshot(config: &FleetConfig) -> Result<Snapshot, FleetError> {
@@ -155,11 +244,13 @@ async fn snapshot(config: &FleetConfig) -> Result<Snapshot, FleetError> {
         .query_async(&mut con)
         .await
         .map_err(|e| config.command_failed("MGET", &e))?;
+    let rollout = read_rollouts(config, &mut con).await?;
     Ok(Snapshot {
         replicas,
         ignored,
         verified: verified.and_then(|v| serde_json::from_str(&v).ok()),
         leader: leader.map(|l| lease_replica(&l).to_string()),
+        rollout,
     })
 }
 
@@ -189,6 +280,16 @@ async fn status(args: StatusArgs) -> i32 {
                 "replicas": snap.replicas,
                 "duplicate_ids": duplicates,
                 "ignored": snap.ignored,
+                "live_canaries": snap.rollout.live_canaries,
+                "rollouts": snap.rollout.records.iter().map(|r| json!({
+                    "commit": r.commit,
+                    "ref": r.git_ref,
+                    "phase": r.phase,
+                    "hold_left_ms": r.hold_left(snap.rollout.now),
+                    "canaries": r.canary_names(),
+                    "reason": r.reason,
+                    "by": r.by,
+                })).collect::<Vec<_>>(),
             })
         ),
         Format::Human => print!(
@@ -218,6 +319,9 @@ fn table(cluster: &str, snap: &Snapshot, agreed: Option<&str>, now: u64) -> Stri
         }
         if r.leader {
             name.push_str(" *");
+        }
+        if r.canary {
+            name.push_str(" [canary]");
         }
         rows.push([
             name,
@@ -273,6 +377,7 @@ fn table(cluster: &str, snap: &Snapshot, agreed: Option<&str>, now: u64) -> Stri
                 .join(", ")
         ));
     }
+    out.push_str(&snap.rollout.lines());
     out.push_str(&ignored_lines(&snap.ignored));
     out
 }
@@ -317,8 +422,17 @@ async fn wait(args: WaitArgs) -> i32 {
     let mut last = None;
     loop {
         match snapshot_replicas(&config).await {
-            Ok(Statuses { replicas, ignored }) => {
+            Ok((Statuses { replicas, ignored }, rollout)) => {
                 reached = true;
+                if let Some(r) = rollout.failed(&args.sha) {
+                    eprintln!(
+                        "{} failed its staged rollout on canary {}: {}; the other replicas will not apply it",
+                        short(args.sha.trim()),
+                        printable(r.by.as_deref().unwrap_or("(unknown)")),
+                        printable(r.reason.as_deref().unwrap_or("no reason given"))
+                    );
+                    return 1;
+                }
                 match progress(&replicas, &args.sha, args.min_replicas) {
                     Progress::Done => {
                         // What was counted, by name, and what was not.
@@ -360,9 +474,10 @@ async fn wait(args: WaitArgs) -> i32 {
     1
 }
 
-async fn snapshot_replicas(config: &FleetConfig) -> Result<Statuses, FleetError> {
+async fn snapshot_replicas(config: &FleetConfig) -> Result<(Statuses, Rollouts), FleetError> {
     let mut con = config.connect().await?;
-    super::read_statuses(config, &mut con).await
+    let statuses = super::read_statuses(config, &mut con).await?;
+    Ok((statuses, read_rollouts(config, &mut con).await?))
 }
 
 fn timed_out(args: &WaitArgs, last: Option<(Progress, Vec<Ignored>)>) -> String {
@@ -414,6 +529,7 @@ mod tests {
             updated_at: 100,
             rejected: vec![],
             leader,
+            canary: false,
         }
     }
 
@@ -428,6 +544,7 @@ mod tests {
             ignored: vec![],
             verified: None,
             leader: Some("gw-0".into()),
+            rollout: Rollouts::default(),
         };
         let text = table("prod", &snap, None, 103);
         let expected = "\
@@ -455,6 +572,7 @@ cluster prod: 2 replica(s); fleet verified commit: none; not converged
             verified: None,
             leader: Some("gw-0".into()),
             ignored: vec![],
+            rollout: Rollouts::default(),
         };
         let text = table("prod", &snap, Some(sha), 103);
         let expected = "\

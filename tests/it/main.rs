@@ -16,6 +16,7 @@ mod gateway;
 mod hostile;
 mod plan;
 mod readme;
+mod rollout;
 mod run;
 mod signatures;
 mod source;
