@@ -46,7 +46,7 @@ const CANARY_TICK: Duration = Duration::from_secs(1);
 /// A non-canary that saw live canaries waits this long without seeing any
 /// before it proceeds without them: a restarted canary, or a Redis
 /// restarted empty, must not look like a fleet without canaries.
-pub const UNGATE_AFTER: Duration = Duration::from_secs(30);
+pub const UNGATE_AFTER: Duration = Duration::from_secs(60);
 const MAX_RECONNECT: Duration = Duration::from_secs(15);
 
 /// `--canary`, `--canary-hold`, `--canary-check`.

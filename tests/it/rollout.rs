@@ -435,6 +435,12 @@ fn a_replica_started_mid_rollout_lands_on_the_released_commit() {
     });
     let newcomer = Replica::start(&url, &redis, "pod-9", false, &[]);
     eventually("the newcomer on alpha", WAIT, || newcomer.runs(&alpha));
+    // Told to sync while the canary holds beta: it stays.
+    newcomer.sync_now();
+    let stayed = newcomer.runs(&alpha);
+    if in_progress(&redis, &beta) {
+        assert!(stayed, "{}", newcomer.status());
+    }
     eventually("the newcomer on beta after the hold", WAIT, || {
         newcomer.runs(&beta)
     });
