@@ -541,6 +541,14 @@ impl Agent {
         zrem.arg(self.config.keys().instances(&self.app.replica_id))
             .arg(&self.app.instance);
         self.query::<i64>("ZREM instance", &zrem).await;
+        if self.canary {
+            // Gone now, not a canary TTL from now: the hold goes on with
+            // the others, or pauses.
+            let mut zrem = redis::cmd("ZREM");
+            zrem.arg(self.config.keys().canaries(&our_ref(&self.app)))
+                .arg(&self.app.instance);
+            self.query::<i64>("ZREM canary", &zrem).await;
+        }
         if self.shared.leader.load(Ordering::Relaxed) {
             let mut release = redis::cmd("EVAL");
             release

@@ -207,14 +207,7 @@ async fn read_rollouts(
         .await
         .map_err(|e| config.command_failed("TIME", &e))?;
     let now = secs * 1000 + micros / 1000;
-    let live_canaries: usize = redis::cmd("ZCOUNT")
-        .arg(keys.canaries())
-        .arg(now.saturating_sub(super::rollout::CANARY_TTL.as_millis() as u64))
-        .arg("+inf")
-        .query_async(con)
-        .await
-        .map_err(|e| config.command_failed("ZCOUNT", &e))?;
-    let mut records = Vec::new();
+    let mut records: Vec<Record> = Vec::new();
     if !names.is_empty() {
         let values: Vec<Option<String>> = redis::cmd("MGET")
             .arg(&names)
@@ -226,6 +219,17 @@ async fn read_rollouts(
             .flatten()
             .filter_map(|v| serde_json::from_str::<Record>(&v).ok())
             .collect();
+    }
+    let mut live_canaries = 0;
+    for r in &records {
+        let live: usize = redis::cmd("ZCOUNT")
+            .arg(keys.canaries(&r.git_ref))
+            .arg(now.saturating_sub(super::rollout::CANARY_TTL.as_millis() as u64))
+            .arg("+inf")
+            .query_async(con)
+            .await
+            .map_err(|e| config.command_failed("ZCOUNT", &e))?;
+        live_canaries += live;
     }
     Ok(Rollouts {
         records,

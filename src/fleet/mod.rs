@@ -210,10 +210,11 @@ impl Keys {
     pub fn rollout_pattern(&self) -> String {
         self.key("rollout:*")
     }
-    /// Live canaries: a sorted set of instances by last report (Redis
-    /// time, ms).
-    pub fn canaries(&self) -> String {
-        self.key("canaries")
+    /// The live canaries of one ref: a sorted set of instances by last
+    /// report (Redis time, ms). Per ref, like the record: a canary of
+    /// another ref does not hold ours back.
+    pub fn canaries(&self, git_ref: &str) -> String {
+        self.key(&format!("canaries:{git_ref}"))
     }
 }
 
@@ -662,7 +663,7 @@ mod tests {
         assert_eq!(keys.verified(), "tyk-gitops:prod-eu.1:verified");
         assert_eq!(keys.leader(), "tyk-gitops:prod-eu.1:leader");
         assert_eq!(keys.rollout("main"), "tyk-gitops:prod-eu.1:rollout:main");
-        assert_eq!(keys.canaries(), "tyk-gitops:prod-eu.1:canaries");
+        assert_eq!(keys.canaries("main"), "tyk-gitops:prod-eu.1:canaries:main");
     }
 
     #[test]

@@ -562,7 +562,7 @@ fn watch(config: &FleetConfig, git_ref: &str) -> redis::Cmd {
     cmd.arg(WATCH_SCRIPT)
         .arg(3)
         .arg(keys.rollout(git_ref))
-        .arg(keys.canaries())
+        .arg(keys.canaries(git_ref))
         .arg(keys.verified())
         .arg(CANARY_TTL.as_millis() as u64);
     cmd
@@ -674,7 +674,7 @@ async fn canary_turn(
         cmd.arg(FAIL_SCRIPT)
             .arg(3)
             .arg(keys.rollout(&commit.git_ref))
-            .arg(keys.canaries())
+            .arg(keys.canaries(&commit.git_ref))
             .arg(keys.verified())
             .arg(&commit.sha)
             .arg(&commit.git_ref)
@@ -715,7 +715,7 @@ async fn canary_turn(
     cmd.arg(TICK_SCRIPT)
         .arg(4)
         .arg(keys.rollout(git_ref))
-        .arg(keys.canaries())
+        .arg(keys.canaries(git_ref))
         .arg(keys.verified())
         .arg(keys.commits())
         .arg(&app.instance)

@@ -7,7 +7,7 @@
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -224,6 +224,30 @@ fn a_good_commit_reaches_the_canary_first_and_the_others_after_the_hold() {
             .metric("tyk_gitops_rollout_phase{phase=\"released\"}"),
         1.0
     );
+    promtool_accepts(&replicas[0].sidecar.metrics());
+}
+
+/// `promtool check metrics`, when promtool is installed.
+fn promtool_accepts(metrics: &str) {
+    assert!(metrics.contains("# TYPE tyk_gitops_rollout_failures_total counter"));
+    let Ok(mut child) = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    else {
+        println!("SKIPPED promtool check: promtool is not installed (Debian package `prometheus`)");
+        return;
+    };
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(metrics.as_bytes())
+        .expect("write metrics");
+    let out = child.wait_with_output().expect("promtool");
+    assert!(out.status.success(), "promtool: {}\n{metrics}", text(&out));
 }
 
 #[test]
