@@ -32,8 +32,9 @@ use crate::trigger::Trigger;
 use crate::trigger::schedule::backoff;
 
 /// A canary that has not reported for this long is not live: the hold
-/// goes on with the others, or pauses when none is left.
-pub const CANARY_TTL: Duration = Duration::from_secs(4);
+/// goes on with the others, or pauses when none is left. Above a turn's
+/// longest (`CHECK_TIMEOUT` plus a Redis call), with room for a slow tick.
+pub const CANARY_TTL: Duration = Duration::from_secs(10);
 /// How long an unfinished rollout whose canaries all vanished keeps the
 /// others waiting. A canary back within it resumes the rollout (its hold
 /// starts over); after it, the fleet proceeds as with no canary.
@@ -755,27 +756,28 @@ async fn verified_sha(app: &App) -> Option<String> {
 
 /// The gateway's health check and each `--canary-check`: 2xx in time.
 async fn check(http: &reqwest::Client, config: &RolloutConfig) -> Result<(), String> {
-    for (what, url) in config
+    // At once, so a turn lasts at most one CHECK_TIMEOUT however many
+    // checks there are, well inside CANARY_TTL.
+    let checks = config
         .health
         .iter()
         .map(|u| ("the gateway's health check", u))
         .chain(config.checks.iter().map(|u| ("canary check", u)))
-    {
-        let shown = crate::source::redact_url(url);
-        match http.get(url).send().await {
-            Ok(r) if r.status().is_success() => {}
-            Ok(r) => return Err(format!("{what} {shown} answered {}", r.status())),
-            Err(e) => {
-                let e = if e.is_timeout() {
-                    format!("no answer within {CHECK_TIMEOUT:?}")
-                } else {
-                    "no answer".to_string()
-                };
-                return Err(format!("{what} {shown}: {e}"));
+        .map(|(what, url)| async move {
+            let shown = crate::source::redact_url(url);
+            match http.get(url).send().await {
+                Ok(r) if r.status().is_success() => Ok(()),
+                Ok(r) => Err(format!("{what} {shown} answered {}", r.status())),
+                Err(e) if e.is_timeout() => Err(format!(
+                    "{what} {shown}: no answer within {CHECK_TIMEOUT:?}"
+                )),
+                Err(_) => Err(format!("{what} {shown}: no answer")),
             }
-        }
-    }
-    Ok(())
+        });
+    futures_util::future::join_all(checks)
+        .await
+        .into_iter()
+        .collect()
 }
 
 /// Logs, metrics and `/status` for a new view.
