@@ -151,6 +151,8 @@ struct Snapshot {
 #[derive(Debug, Default)]
 struct Rollouts {
     records: Vec<Record>,
+    /// Live canaries of each record's ref, in the same order.
+    live: Vec<usize>,
     live_canaries: usize,
     /// Redis time, ms: for the time left in a hold.
     now: u64,
@@ -159,12 +161,19 @@ struct Rollouts {
 impl Rollouts {
     fn lines(&self) -> String {
         let mut out = String::new();
-        for r in &self.records {
+        for (r, live) in self.records.iter().zip(&self.live) {
             out.push_str(&r.describe(self.now));
+            let on = r.canaries.values().filter(|c| c.sha == r.commit).count();
+            if r.phase == Phase::Canary && *live > on {
+                out.push_str(&format!(" ({on} of {live} live canaries run it)"));
+            }
             out.push('\n');
         }
         if self.live_canaries == 0 && !self.records.is_empty() {
-            out.push_str("no live canary: new commits reach every replica at once (after a rollout paused by vanished canaries)\n");
+            out.push_str(&format!(
+                "no live canary: replicas apply new commits as they come (an unfinished rollout holds them up to {} min for a canary to return)\n",
+                super::rollout::ORPHAN_GRACE.as_secs() / 60
+            ));
         }
         out
     }
@@ -220,20 +229,21 @@ async fn read_rollouts(
             .filter_map(|v| serde_json::from_str::<Record>(&v).ok())
             .collect();
     }
-    let mut live_canaries = 0;
+    let mut live = Vec::new();
     for r in &records {
-        let live: usize = redis::cmd("ZCOUNT")
+        let n: usize = redis::cmd("ZCOUNT")
             .arg(keys.canaries(&r.git_ref))
             .arg(now.saturating_sub(super::rollout::CANARY_TTL.as_millis() as u64))
             .arg("+inf")
             .query_async(con)
             .await
             .map_err(|e| config.command_failed("ZCOUNT", &e))?;
-        live_canaries += live;
+        live.push(n);
     }
     Ok(Rollouts {
         records,
-        live_canaries,
+        live_canaries: live.iter().sum(),
+        live,
         now,
     })
 }
@@ -590,6 +600,60 @@ cluster prod: 3 replica(s); fleet verified commit: none; converged on 0123456789
 (! replica id used by more than one sidecar, shown with its process id: gw-0; give each its own --replica-id)
 ";
         assert_eq!(text, expected);
+    }
+
+    #[test]
+    fn rollouts_show_phase_time_left_canaries_and_who_failed_and_why() {
+        use super::super::rollout::CanaryEntry;
+        let sha = "0123456789abcdef0123456789abcdef01234567";
+        let mut holding = Record {
+            commit: sha.into(),
+            git_ref: "main".into(),
+            phase: Phase::Canary,
+            since: 10_000,
+            hold_ms: 60_000,
+            seen: 10_000,
+            canaries: [(
+                "7f".to_string(),
+                CanaryEntry {
+                    replica: "gw-c".into(),
+                    sha: sha.into(),
+                    at: 10_000,
+                },
+            )]
+            .into(),
+            reason: None,
+            by: None,
+        };
+        let mut rollouts = Rollouts {
+            records: vec![holding.clone()],
+            live: vec![2],
+            live_canaries: 2,
+            now: 25_500,
+        };
+        assert_eq!(
+            rollouts.lines(),
+            "rollout of 0123456789ab (main): canary; canaries: gw-c (1 of 2 live canaries run it)\n"
+        );
+        holding.phase = Phase::Holding;
+        rollouts.records = vec![holding.clone()];
+        assert_eq!(
+            rollouts.lines(),
+            "rollout of 0123456789ab (main): holding, 45s left of the hold; canaries: gw-c\n"
+        );
+        holding.phase = Phase::Failed;
+        holding.by = Some("gw-c".into());
+        holding.reason = Some("canary check http://gw/shop answered 502 Bad Gateway".into());
+        rollouts.records = vec![holding];
+        rollouts.live = vec![0];
+        rollouts.live_canaries = 0;
+        assert_eq!(
+            rollouts.lines(),
+            "rollout of 0123456789ab (main): failed on gw-c: canary check http://gw/shop answered 502 Bad Gateway; canaries: gw-c\n\
+             no live canary: replicas apply new commits as they come (an unfinished rollout holds them up to 10 min for a canary to return)\n"
+        );
+        assert!(rollouts.failed("0123456").is_some());
+        assert!(rollouts.failed("fedcba9").is_none());
     }
 
     #[test]

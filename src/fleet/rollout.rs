@@ -361,7 +361,7 @@ pub async fn choose(
         Target::Released(released) => match reconciler.vouch(released).await? {
             Vouched::Hint(commit) => {
                 if commit.sha != tip.sha {
-                    debug!(tip = %tip.short(), released = %commit.short(), "waiting for the canaries: staying on the released commit");
+                    info!(tip = %tip.short(), released = %commit.short(), "the canaries have not released the tip: staying on the released commit");
                 }
                 return Ok(Some(commit));
             }
