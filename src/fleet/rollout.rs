@@ -236,11 +236,16 @@ impl Gate {
         }
     }
 
-    /// What moves the loop: a change of these is worth a sync.
+    /// What moves the loop: a change of these is worth a sync. The
+    /// released commit only matters while gated (without canaries every
+    /// replica verifying a commit rewrites it: no news).
     fn signature(&self) -> (bool, Option<String>, Option<String>) {
         (
             self.gated,
-            self.released.as_ref().map(|c| c.sha.clone()),
+            self.released
+                .as_ref()
+                .filter(|_| self.gated)
+                .map(|c| c.sha.clone()),
             self.failed.clone(),
         )
     }
