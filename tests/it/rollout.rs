@@ -486,3 +486,53 @@ fn canary_flags_need_redis() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("--redis"), "{}", text(&out));
 }
+
+#[test]
+fn when_one_of_two_canaries_fails_a_commit_both_return_to_the_released_one() {
+    let (repo, _daemon, url) = served_repo();
+    let redis = RedisServer::start();
+    let mut replicas = vec![
+        Replica::start(&url, &redis, "pod-0", true, &[]),
+        Replica::start(&url, &redis, "pod-c2", true, &[]),
+    ];
+    for i in 1..=2 {
+        replicas.push(Replica::start(
+            &url,
+            &redis,
+            &format!("pod-{i}"),
+            false,
+            &[],
+        ));
+    }
+    for r in &replicas {
+        eventually(&format!("{} ready", r.id), WAIT, || r.sidecar.ready());
+    }
+    for r in &replicas[2..] {
+        eventually(&format!("{} sees the canaries", r.id), WAIT, || {
+            r.status()["rollout"]["gated"] == true
+        });
+    }
+    let alpha = repo.head();
+    for r in &replicas {
+        eventually(&format!("{} on alpha", r.id), WAIT, || r.runs(&alpha));
+    }
+    // Only the second canary's gateway fails to route beta.
+    replicas[1].node.emu.fail_service_setup("beta");
+    repo.api("beta");
+    let beta = repo.commit("beta");
+    replicas[0].sighup();
+
+    let out = fleet_cmd(&redis, &["wait", "--sha", &beta, "--timeout", "60s"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("pod-c2"), "{}", text(&out));
+    eventually("the rollout failed", WAIT, || phase(&redis) == "failed");
+    // The canary that ran beta well goes back too: beta failed fleet-wide.
+    for r in &replicas[..2] {
+        eventually(&format!("{} back on alpha", r.id), WAIT, || r.runs(&alpha));
+    }
+    for r in &replicas[2..] {
+        r.sync_now();
+        assert!(r.runs(&alpha), "{}", r.status());
+        assert!(!r.history().contains(&beta), "{}", r.history());
+    }
+}
