@@ -208,7 +208,7 @@ impl FleetHandle {
         };
         let agent = Agent {
             config,
-            canary: self.rollout.canary(),
+            rollout: self.rollout.clone(),
             app,
             shared: self.shared.clone(),
             con: None,
@@ -333,9 +333,11 @@ impl FleetHandle {
 
 struct Agent {
     config: FleetConfig,
-    /// A canary never writes the fleet's verified commit: its rollout
-    /// releases it.
-    canary: bool,
+    /// Who writes the fleet's verified commit: not a canary (its rollout
+    /// releases it), nor a replica the canaries gate (what it verifies was
+    /// released already; a late one rewriting it would release an older
+    /// commit again).
+    rollout: Arc<Rollout>,
     app: Arc<App>,
     shared: Arc<Shared>,
     con: Option<redis::aio::MultiplexedConnection>,
@@ -362,13 +364,13 @@ impl Agent {
                 request = rx.recv() => match request {
                     Some(Request::Applied { commit, verified }) => {
                         self.publish(&commit).await;
-                        if verified && !self.canary {
+                        if verified && self.writes_verified() {
                             self.set_verified(&commit).await;
                         }
                         self.write_status().await;
                     }
                     Some(Request::Verified(commit)) => {
-                        if !self.canary {
+                        if self.writes_verified() {
                             self.set_verified(&commit).await;
                         }
                         self.write_status().await;
@@ -382,6 +384,10 @@ impl Agent {
                 },
             }
         }
+    }
+
+    fn writes_verified(&self) -> bool {
+        !self.rollout.canary() && !self.rollout.gate().gated
     }
 
     /// Tells the others, unless they told us: an echo would cost every
@@ -512,7 +518,7 @@ impl Agent {
             self.shared.leader.load(Ordering::Relaxed),
             now(),
         );
-        status.canary = self.canary;
+        status.canary = self.rollout.canary();
         *self.shared.current() = status.sha.clone();
         let Ok(value) = serde_json::to_string(&status) else {
             return;
@@ -541,7 +547,7 @@ impl Agent {
         zrem.arg(self.config.keys().instances(&self.app.replica_id))
             .arg(&self.app.instance);
         self.query::<i64>("ZREM instance", &zrem).await;
-        if self.canary {
+        if self.rollout.canary() {
             // Gone now, not a canary TTL from now: the hold goes on with
             // the others, or pauses.
             let mut zrem = redis::cmd("ZREM");
