@@ -98,14 +98,11 @@ pub fn run(args: RunArgs) -> i32 {
         tracing::error!("--canary-hold must be more than zero");
         return 2;
     }
-    if let Some(bad) = args.canary_checks.iter().find(|u| {
-        !matches!(
-            url::Url::parse(u)
-                .map(|u| u.scheme().to_string())
-                .as_deref(),
-            Ok("http" | "https")
-        )
-    }) {
+    if let Some(bad) = args
+        .canary_checks
+        .iter()
+        .find(|u| !url::Url::parse(u).is_ok_and(|u| matches!(u.scheme(), "http" | "https")))
+    {
         tracing::error!(
             "--canary-check {}: give an http:// or https:// URL",
             crate::source::redact_url(bad)

@@ -474,7 +474,7 @@ fn a_replica_started_mid_rollout_lands_on_the_released_commit() {
 }
 
 #[test]
-fn canary_flags_need_redis() {
+fn canary_flags_need_redis_and_checks_need_http_urls() {
     let repo = ConfigRepo::new();
     repo.api("alpha");
     repo.commit("alpha");
@@ -485,6 +485,24 @@ fn canary_flags_need_redis() {
         .expect("run");
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("--redis"), "{}", text(&out));
+    let out = Command::new(bin())
+        .args([
+            "run",
+            "--repo",
+            &repo.url(),
+            "--redis",
+            "redis://127.0.0.1:1",
+        ])
+        .args(["--canary", "--canary-check", "ftp://gw/health", "--listen"])
+        .arg(format!("127.0.0.1:{}", free_port()))
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("--canary-check ftp://gw/health: give an http:// or https:// URL"),
+        "{}",
+        text(&out)
+    );
 }
 
 #[test]
