@@ -115,7 +115,7 @@ pub async fn run(
     if let Some(f) = fleet.as_mut() {
         f.start(app.clone());
         let git_ref = sync_cfg.source.git_ref.as_deref().unwrap_or("HEAD");
-        f.load_rollout(git_ref).await;
+        f.load_rollout(git_ref, &sync_cfg.root).await;
         if !f.rollout().canary() {
             pinned = crate::fleet::joining_commit(f.config(), git_ref).await;
         }

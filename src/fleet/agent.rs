@@ -249,9 +249,10 @@ impl FleetHandle {
         &self.rollout
     }
 
-    /// Reads the rollout once, bounded, before the first sync.
-    pub async fn load_rollout(&self, git_ref: &str) {
-        super::rollout::load(&self.config, &self.rollout, git_ref).await;
+    /// Reads the rollout once, bounded, before the first sync (with Redis
+    /// away: the gate last kept under `root`).
+    pub async fn load_rollout(&self, git_ref: &str, root: &std::path::Path) {
+        super::rollout::load(&self.config, &self.rollout, git_ref, root).await;
     }
 
     /// After an `Applied` outcome: tell the fleet (unless it told us), and

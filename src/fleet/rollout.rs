@@ -545,10 +545,59 @@ pub fn parse_view(answer: (String, i64, i64, String), git_ref: &str) -> View {
     }
 }
 
+/// `<root>/rollout.json`: a non-canary's last gate, so that one restarting
+/// while Redis is away still waits for the canaries it last saw.
+const SAVED: &str = "rollout.json";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Saved {
+    gated: bool,
+    /// The released commit's sha, of our ref.
+    released: Option<String>,
+}
+
+impl Saved {
+    fn of(gate: &Gate) -> Saved {
+        Saved {
+            gated: gate.gated,
+            released: gate.released.as_ref().map(|c| c.sha.clone()),
+        }
+    }
+
+    /// Written whole (temp file, rename); a failure only costs the memory
+    /// of the gate across a restart without Redis.
+    fn save(&self, root: &std::path::Path) -> std::io::Result<()> {
+        std::fs::create_dir_all(root)?;
+        let tmp = root.join("rollout.tmp");
+        std::fs::write(&tmp, serde_json::to_vec(self).unwrap_or_default())?;
+        std::fs::rename(&tmp, root.join(SAVED))
+    }
+
+    fn load(root: &std::path::Path) -> Option<Saved> {
+        serde_json::from_slice(&std::fs::read(root.join(SAVED)).ok()?).ok()
+    }
+
+    /// The gate it stood for; its released sha is checked like Redis's.
+    fn gate(self, git_ref: &str) -> Gate {
+        Gate {
+            gated: self.gated,
+            released: self
+                .released
+                .as_deref()
+                .and_then(crate::sha::Sha::parse)
+                .map(|sha| Commit {
+                    sha: sha.into_string(),
+                    git_ref: git_ref.to_string(),
+                }),
+            ..Gate::default()
+        }
+    }
+}
+
 /// One read at start, bounded, so the first sync already knows whether
 /// canaries hold the fleet back. Redis trouble leaves the gate open (as a
 /// lone replica) until the task reads it.
-pub async fn load(config: &FleetConfig, rollout: &Rollout, git_ref: &str) {
+pub async fn load(config: &FleetConfig, rollout: &Rollout, git_ref: &str, root: &std::path::Path) {
     let read = async {
         let mut con = config.connect().await.ok()?;
         watch(config, git_ref).query_async(&mut con).await.ok()
@@ -559,6 +608,22 @@ pub async fn load(config: &FleetConfig, rollout: &Rollout, git_ref: &str) {
             info!("canaries are live: this replica applies only the commits they release");
         }
         rollout.set_gate(gate);
+        return;
+    }
+    if rollout.canary() {
+        return;
+    }
+    let root = root.to_path_buf();
+    let saved = tokio::task::spawn_blocking(move || Saved::load(&root))
+        .await
+        .ok()
+        .flatten();
+    if let Some(saved) = saved.filter(|s| s.gated) {
+        warn!(
+            released = %saved.released.as_deref().map_or("none", short),
+            "Redis is unreachable and canaries were live when we last saw it: applying only the commit they released last"
+        );
+        rollout.set_gate(saved.gate(git_ref));
     }
 }
 
@@ -652,6 +717,14 @@ pub async fn run(config: FleetConfig, app: Arc<App>, rollout: Arc<Rollout>, git_
         observe(&app, &rollout, &last, &gate, &mut seen_failed);
         if gate.signature() != last.signature() {
             app.triggers.fire(Trigger::Fleet);
+        }
+        let saved = Saved::of(&gate);
+        if !rollout.canary() && saved != Saved::of(&last) {
+            let root = app.root.clone();
+            let written = tokio::task::spawn_blocking(move || saved.save(&root)).await;
+            if let Ok(Err(e)) = written {
+                warn!("cannot keep the rollout gate in {SAVED}: {e}");
+            }
         }
         rollout.set_gate(gate.clone());
         last = gate;
@@ -910,6 +983,26 @@ mod tests {
         let later = seen + ORPHAN_GRACE.as_millis() as u64 + 1;
         assert!(!gate(0, Some(record(Phase::Holding, seen)), later).gated);
         assert!(!gate(0, Some(record(Phase::Released, seen)), seen).gated);
+    }
+
+    #[test]
+    fn the_gate_kept_on_disk_comes_back_gated_on_the_released_commit() {
+        let root = tempfile::tempdir().unwrap();
+        let held = gate(1, Some(record(Phase::Holding, 4000)), 5000);
+        Saved::of(&held).save(root.path()).unwrap();
+        let back = Saved::load(root.path()).unwrap().gate("main");
+        assert!(back.gated);
+        assert_eq!(
+            target(&back, false, &commit(X)),
+            Target::Released(commit(W))
+        );
+        std::fs::write(
+            root.path().join(SAVED),
+            br#"{"gated":true,"released":"not a sha"}"#,
+        )
+        .unwrap();
+        let forged = Saved::load(root.path()).unwrap().gate("main");
+        assert_eq!(target(&forged, false, &commit(X)), Target::Stay);
     }
 
     #[test]

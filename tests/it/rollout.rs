@@ -428,12 +428,25 @@ fn with_redis_stopped_mid_rollout_the_others_stay_and_catch_up_when_it_returns()
     eventually("the canary holds beta", WAIT, || {
         replicas[0].runs(&beta) && in_progress(&redis, &beta)
     });
+    // What a replica keeps of the gate, should it restart without Redis.
+    let kept = replicas[2].node.root().join("rollout.json");
+    eventually("the gate kept on disk", WAIT, || {
+        std::fs::read_to_string(&kept).is_ok_and(|k| k.contains("\"gated\":true"))
+    });
     redis.stop();
     for r in &replicas[1..] {
         // Told directly, with Redis gone: they still wait for the canary.
         r.sync_now();
         assert!(r.runs(&alpha), "{}", r.status());
     }
+    // Restarted with Redis gone: it remembers the canaries it last saw.
+    let mut replicas = replicas;
+    replicas[2].kill();
+    replicas[2].restart(&url);
+    eventually("the restarted replica synced", WAIT, || {
+        replicas[2].status()["last_attempt"]["trigger"] == "start"
+    });
+    assert!(replicas[2].runs(&alpha), "{}", replicas[2].status());
     // Back, and empty: the canary starts the rollout again.
     redis.restart();
     for r in &replicas {
