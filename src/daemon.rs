@@ -113,9 +113,10 @@ pub async fn run(
     // A canary starts on the tip: taking new commits first is its job.
     let mut pinned = None;
     if let Some(f) = fleet.as_mut() {
-        f.start(app.clone());
         let git_ref = sync_cfg.source.git_ref.as_deref().unwrap_or("HEAD");
+        // Before the tasks start: the rollout task begins from this gate.
         f.load_rollout(git_ref, &sync_cfg.root).await;
+        f.start(app.clone());
         if !f.rollout().canary() {
             pinned = crate::fleet::joining_commit(f.config(), git_ref).await;
         }

@@ -715,6 +715,9 @@ pub async fn run(config: FleetConfig, app: Arc<App>, rollout: Arc<Rollout>, git_
             gate.failed = Some(commit.sha.clone());
         }
         observe(&app, &rollout, &last, &gate, &mut seen_failed);
+        // The gate first, then the sync it calls for: that sync must read
+        // the new gate.
+        rollout.set_gate(gate.clone());
         if gate.signature() != last.signature() {
             app.triggers.fire(Trigger::Fleet);
         }
@@ -726,7 +729,6 @@ pub async fn run(config: FleetConfig, app: Arc<App>, rollout: Arc<Rollout>, git_
                 warn!("cannot keep the rollout gate in {SAVED}: {e}");
             }
         }
-        rollout.set_gate(gate.clone());
         last = gate;
     }
 }
