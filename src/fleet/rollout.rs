@@ -8,7 +8,8 @@
 //!
 //! Invariants: a non-canary that has seen live canaries applies only a
 //! released commit, and keeps doing so while Redis is away (the last gate
-//! read stays); the sidecar loop never waits on Redis: it reads the gate
+//! read stays, in memory and in `<root>/rollout.json` for a restart); the
+//! sidecar loop never waits on Redis: it reads the gate
 //! from memory, and this module's task keeps it fresh. With no live canary
 //! (and no rollout paused by a vanished one) the fleet works as without
 //! this feature.
