@@ -120,6 +120,22 @@ pub struct RunArgs {
     /// File holding the shared secret of `POST /webhook` (GitHub, GitLab, Gitea/Forgejo, Bitbucket, generic); re-read on every request, so a rotated secret applies at once. Absent: /webhook answers 404.
     #[arg(long, env = "TYK_GITOPS_WEBHOOK_SECRET_FILE")]
     pub webhook_secret_file: Option<PathBuf>,
+
+    /// Staged rollout (needs --redis): this replica takes new commits first; the others apply a commit only after every live canary ran it, verified and healthy, for --canary-hold.
+    #[arg(long, env = "TYK_GITOPS_CANARY", value_parser = env_bool())]
+    pub canary: bool,
+
+    /// How long a new commit must stay verified on every live canary, its checks green, before the other replicas apply it.
+    #[arg(long, default_value = "60s", value_parser = parse_duration, env = "TYK_GITOPS_CANARY_HOLD")]
+    pub canary_hold: Duration,
+
+    /// A URL the canary requests during the hold (e.g. a health route of a real API through its gateway); any answer outside 2xx, or none within 5s, fails the commit fleet-wide. Repeatable; in the environment, comma-separated.
+    #[arg(
+        long = "canary-check",
+        env = "TYK_GITOPS_CANARY_CHECK",
+        value_delimiter = ','
+    )]
+    pub canary_checks: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -8,6 +8,7 @@ use std::time::Duration;
 use crate::cli::{Probe, Reload, RunArgs, SyncArgs};
 use crate::flags::normalise_subpath;
 use crate::fleet::FleetConfig;
+use crate::fleet::rollout::RolloutConfig;
 use crate::gateway::{ProbeMode, ReloadMode};
 use crate::secret::{GATEWAY_SECRET_ENV, SecretFileError, SecretSource};
 use crate::source::SourceConfig;
@@ -76,6 +77,8 @@ pub struct RunConfig {
     /// Cap of the retry backoff after Git or gateway failures.
     pub max_backoff: Duration,
     pub replica_id: String,
+    /// `--canary` and its hold and checks (with `--redis` only).
+    pub rollout: RolloutConfig,
     /// `--webhook-secret-file`; without it `POST /webhook` answers 404.
     pub webhook_secret_file: Option<PathBuf>,
 }
@@ -97,16 +100,64 @@ impl RunConfig {
             crate::trigger::webhook::check_secret_file(file)
                 .map_err(|e| ConfigError::Usage(e.to_string()))?;
         }
+        let sync = SyncConfig::from_args(args.sync)?;
+        let rollout = rollout_config(args.canary, args.canary_hold, args.canary_checks, &sync)?;
         Ok(RunConfig {
             listen: args.listen,
-            sync: SyncConfig::from_args(args.sync)?,
+            sync,
             schedule,
             verify_period: args.verify_period,
             max_backoff: args.max_backoff,
             replica_id: args.replica_id.unwrap_or_else(hostname),
+            rollout,
             webhook_secret_file: args.webhook_secret_file,
         })
     }
+}
+
+/// `--canary`, `--canary-hold` and `--canary-check`: only with `--redis`
+/// (the rollout is decided there), a hold above zero, http(s) checks. The
+/// canary's own gateway health is always one of its checks.
+fn rollout_config(
+    canary: bool,
+    hold: Duration,
+    checks: Vec<String>,
+    sync: &SyncConfig,
+) -> Result<RolloutConfig, ConfigError> {
+    if sync.fleet.is_none() && (canary || !checks.is_empty()) {
+        return Err(ConfigError::Usage(
+            "--canary and --canary-check need --redis: the staged rollout is decided there".into(),
+        ));
+    }
+    if hold.is_zero() && canary {
+        return Err(ConfigError::Usage(
+            "--canary-hold must be more than zero".into(),
+        ));
+    }
+    if let Some(bad) = checks
+        .iter()
+        .find(|u| !url::Url::parse(u).is_ok_and(|u| matches!(u.scheme(), "http" | "https")))
+    {
+        return Err(ConfigError::Usage(format!(
+            "--canary-check {}: give an http:// or https:// URL",
+            crate::redact::redact_url(bad)
+        )));
+    }
+    Ok(RolloutConfig {
+        canary,
+        hold,
+        checks,
+        health: sync.gateway.as_ref().map(|g| {
+            format!(
+                "{}/{}",
+                g.url.trim_end_matches('/'),
+                g.health_path
+                    .as_deref()
+                    .unwrap_or(crate::gateway::DEFAULT_HEALTH_PATH)
+                    .trim_matches('/')
+            )
+        }),
+    })
 }
 
 /// The host name (in Kubernetes, the pod name).

@@ -43,7 +43,11 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let (triggers, rx) = Triggers::channel();
-    let mut fleet = config.sync.fleet.clone().map(FleetHandle::new);
+    let mut fleet = config
+        .sync
+        .fleet
+        .clone()
+        .map(|f| FleetHandle::new(f, config.rollout.clone()));
     let app = Arc::new(app(&config, triggers.clone(), fleet.as_ref()));
 
     let (stop_tx, stop) = watch::channel(false);
@@ -61,13 +65,19 @@ pub async fn run(
     // What an init container or an earlier process left, until our first
     // pass: /status and the fleet report it meanwhile.
     app.live().state = reconciler.state();
-    // A replica joining a fleet starts on the commit the fleet verified,
-    // not on a HEAD it may have rejected; later syncs resolve the ref.
+    // A replica joining a fleet starts on the commit the fleet verified
+    // (released, with canaries), not on a HEAD it may have rejected; later
+    // syncs resolve the ref. A canary starts on the tip: taking new
+    // commits first is its job.
     let mut joining = None;
     if let Some(f) = fleet.as_mut() {
-        f.start(app.clone(), config.schedule.nominal());
         let git_ref = config.sync.source.git_ref.as_deref().unwrap_or("HEAD");
-        joining = crate::fleet::joining_commit(f.config(), git_ref).await;
+        // Before the tasks start: the rollout task begins from this gate.
+        f.load_rollout(git_ref, &config.sync.root).await;
+        f.start(app.clone(), config.schedule.nominal());
+        if !f.rollout().canary() {
+            joining = crate::fleet::joining_commit(f.config(), git_ref).await;
+        }
     }
     let has_gateway = config.sync.gateway.is_some();
     let mut turns = Turns {
@@ -246,6 +256,10 @@ impl Turns {
         let Some(f) = &self.fleet else {
             return;
         };
+        if let Err(e) = &turn.result {
+            f.rollout()
+                .after_sync(e, self.app.git_ref.as_deref().unwrap_or("HEAD"));
+        }
         if let Ok(Step::Synced(outcome)) = &turn.result {
             let commit = outcome.commit();
             let verified = match outcome {
@@ -289,6 +303,8 @@ async fn wait_stopped(mut stop: watch::Receiver<bool>) {
 enum Step {
     Synced(Outcome),
     Drift(bool),
+    /// Canaries are live and nothing was released yet: nothing to apply.
+    Held,
 }
 
 async fn step(
@@ -317,9 +333,17 @@ async fn step(
             tip
         }
     };
-    if let Some(f) = fleet {
-        f.announce(&commit);
-    }
+    let commit = match fleet {
+        Some(f) => {
+            f.announce(&commit);
+            let root = &reconciler.config().root;
+            match crate::fleet::rollout::choose(f.rollout(), reconciler, root, commit).await? {
+                Some(commit) => commit,
+                None => return Ok(Step::Held),
+            }
+        }
+        None => commit,
+    };
     let commit = Some(commit);
     match trigger {
         // Routine triggers need not look at the gateway when nothing
@@ -349,6 +373,10 @@ fn record(app: &App, trigger: &Trigger, result: &Result<Step, SyncError>, took: 
             m.drift.inc();
             ("repaired", None, None, false)
         }
+        Ok(Step::Held) => {
+            info!("waiting for the canaries to release a first commit");
+            ("held", None, None, false)
+        }
         Ok(Step::Synced(outcome)) => {
             let sha = Some(outcome.commit().sha.clone());
             match outcome {
@@ -377,10 +405,10 @@ fn record(app: &App, trigger: &Trigger, result: &Result<Step, SyncError>, took: 
             (label, sha, Some(e.to_string()), e.is_transient())
         }
     };
-    m.count_sync(if label == "repaired" {
-        "applied"
-    } else {
-        label
+    m.count_sync(match label {
+        "repaired" => "applied",
+        "held" => "noop",
+        _ => label,
     });
     m.sync_duration.observe(took.as_secs_f64());
     if matches!(label, "applied" | "noop" | "repaired") {

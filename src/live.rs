@@ -19,7 +19,8 @@ use crate::trigger::Triggers;
 pub struct Attempt {
     pub at: u64,
     pub trigger: &'static str,
-    /// `applied`, `noop`, `repaired`, `rejected` or `failed`.
+    /// `applied`, `noop`, `repaired`, `held` (waiting for the canaries'
+    /// first release), `rejected` or `failed`.
     pub result: &'static str,
     pub sha: Option<String>,
     pub error: Option<String>,
@@ -46,6 +47,8 @@ pub struct Live {
     /// `/status`, the metrics and the fleet report it from here, never
     /// from the file.
     pub state: Arc<State>,
+    /// The staged rollout as this replica last read it (`fleet::rollout`).
+    pub rollout: Option<serde_json::Value>,
 }
 
 pub struct App {

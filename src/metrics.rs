@@ -17,6 +17,12 @@ pub struct ResultLabel {
     pub result: String,
 }
 
+/// `{phase}` of `rollout_phase`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PhaseLabel {
+    pub phase: String,
+}
+
 /// `{sha, ref}`: a list of pairs, because `ref` is a Rust keyword.
 type RevisionLabel = Vec<(&'static str, String)>;
 
@@ -41,6 +47,10 @@ pub struct Metrics {
     pub fleet_refused: Counter,
     /// The notice listener ended unexpectedly and was started again.
     pub fleet_listener_restarts: Counter,
+    /// 1 for the phase of our ref's staged rollout, 0 for the others.
+    pub rollout_phase: Family<PhaseLabel, Gauge>,
+    /// Rollouts seen failing (a canary refused a commit or its checks failed).
+    pub rollout_failures: Counter,
     pub webhook_requests: Family<ResultLabel, Counter>,
 }
 
@@ -155,8 +165,22 @@ impl Metrics {
             "Times the fleet notice listener ended unexpectedly and was restarted",
             fleet_listener_restarts.clone(),
         );
+        let rollout_phase = Family::<PhaseLabel, Gauge>::default();
+        registry.register(
+            "rollout_phase",
+            "Phase of the ref's staged rollout (1 for the current one): canary, holding, released, failed",
+            rollout_phase.clone(),
+        );
+        let rollout_failures = Counter::default();
+        registry.register(
+            "rollout_failures",
+            "Staged rollouts seen failing: a canary refused the commit, failed to verify it or failed a check",
+            rollout_failures.clone(),
+        );
         Metrics {
             registry,
+            rollout_phase,
+            rollout_failures,
             syncs,
             sync_duration,
             last_success,

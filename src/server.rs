@@ -176,6 +176,7 @@ async fn status(Extract(app): Extract<Arc<App>>) -> Response {
         "consecutive_failures": live.consecutive_failures,
         "rejected": state["rejected"],
         "history": state["history"],
+        "rollout": live.rollout,
     });
     axum::Json(body).into_response()
 }

@@ -20,6 +20,7 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior, interval, sleep, timeout};
 use tracing::{debug, info, warn};
 
+use super::rollout::{Rollout, RolloutConfig};
 use super::{
     FleetConfig, FleetError, Notice, REDIS_TIMEOUT, ReplicaStatus, Tip, Verified, lease_holder,
 };
@@ -116,6 +117,8 @@ enum Request {
 /// What the loop holds: cheap, non-blocking calls into the fleet tasks.
 pub struct FleetHandle {
     config: FleetConfig,
+    /// The staged rollout's gate, shared with its task.
+    rollout: Arc<Rollout>,
     tx: mpsc::Sender<Request>,
     shared: Arc<Shared>,
     /// Until `start`: the agent's end of `tx`.
@@ -159,7 +162,7 @@ impl Shared {
 impl FleetHandle {
     /// A handle whose tasks are not running yet: the webhook's hook is
     /// made (`on_push`) before the `App` it is part of exists.
-    pub fn new(config: FleetConfig) -> FleetHandle {
+    pub fn new(config: FleetConfig, rollout: RolloutConfig) -> FleetHandle {
         let shared = Arc::new(Shared {
             leader: AtomicBool::new(false),
             reachable: AtomicBool::new(false),
@@ -172,6 +175,7 @@ impl FleetHandle {
         let (tx, rx) = mpsc::channel(16);
         FleetHandle {
             config,
+            rollout: Arc::new(Rollout::new(rollout)),
             tx,
             shared,
             unstarted: Some(rx),
@@ -189,11 +193,26 @@ impl FleetHandle {
         };
         let config = self.config.clone();
         let git_ref = our_ref(&app);
+        let watcher = tokio::spawn(super::rollout::run(
+            config.clone(),
+            app.clone(),
+            self.rollout.clone(),
+            git_ref.clone(),
+        ));
         let subscriber = {
             let (config, app, shared) = (config.clone(), app.clone(), self.shared.clone());
+            let rollout = self.rollout.clone();
             let restarted_app = app.clone();
             tokio::spawn(supervise(
-                move || subscribe(config.clone(), app.clone(), shared.clone(), git_ref.clone()),
+                move || {
+                    subscribe(
+                        config.clone(),
+                        app.clone(),
+                        shared.clone(),
+                        rollout.clone(),
+                        git_ref.clone(),
+                    )
+                },
                 move |restarts| {
                     let app = &restarted_app;
                     app.metrics.fleet_listener_restarts.inc();
@@ -205,6 +224,7 @@ impl FleetHandle {
         };
         let agent = Agent {
             config,
+            rollout: self.rollout.clone(),
             app,
             shared: self.shared.clone(),
             con: None,
@@ -213,7 +233,7 @@ impl FleetHandle {
             clash_checks: 0,
             tip_ttl: (poll_every * TIP_PERIODS).max(LEASE_TTL * 2),
         };
-        self.tasks = vec![tokio::spawn(agent.run(rx)), subscriber];
+        self.tasks = vec![tokio::spawn(agent.run(rx)), subscriber, watcher];
     }
 
     /// The webhook's hook: an authenticated push to our ref is announced
@@ -239,6 +259,17 @@ impl FleetHandle {
 
     pub fn config(&self) -> &FleetConfig {
         &self.config
+    }
+
+    /// The staged rollout: which commits this replica may apply.
+    pub fn rollout(&self) -> &Rollout {
+        &self.rollout
+    }
+
+    /// Reads the rollout once, bounded, before the first sync (with Redis
+    /// away: the gate last kept under `root`).
+    pub async fn load_rollout(&self, git_ref: &str, root: &std::path::Path) {
+        super::rollout::load(&self.config, &self.rollout, git_ref, root).await;
     }
 
     /// After an `Applied` outcome: tell the fleet (unless it told us), and
@@ -311,10 +342,13 @@ impl FleetHandle {
     /// on a replica that is gone; bounded, then the tasks are stopped.
     pub async fn close(mut self) {
         let mut tasks = std::mem::take(&mut self.tasks).into_iter();
-        let (Some(agent), Some(subscriber)) = (tasks.next(), tasks.next()) else {
+        let (Some(agent), Some(subscriber), Some(watcher)) =
+            (tasks.next(), tasks.next(), tasks.next())
+        else {
             return;
         };
         subscriber.abort();
+        watcher.abort();
         if self.tx.send(Request::Close).await.is_ok() {
             let _ = timeout(REDIS_TIMEOUT, agent).await;
         }
@@ -331,6 +365,11 @@ impl FleetHandle {
 
 struct Agent {
     config: FleetConfig,
+    /// Who writes the fleet's verified commit: not a canary (its rollout
+    /// releases it), nor a replica the canaries gate (what it verifies was
+    /// released already; a late one rewriting it would release an older
+    /// commit again).
+    rollout: Arc<Rollout>,
     app: Arc<App>,
     shared: Arc<Shared>,
     con: Option<redis::aio::MultiplexedConnection>,
@@ -360,13 +399,15 @@ impl Agent {
                 request = rx.recv() => match request {
                     Some(Request::Applied { commit, verified }) => {
                         self.publish(&commit).await;
-                        if verified {
+                        if verified && self.writes_verified() {
                             self.set_verified(&commit).await;
                         }
                         self.write_status().await;
                     }
                     Some(Request::Verified(commit)) => {
-                        self.set_verified(&commit).await;
+                        if self.writes_verified() {
+                            self.set_verified(&commit).await;
+                        }
                         self.write_status().await;
                     }
                     Some(Request::Announce(commit)) => self.publish(&commit).await,
@@ -381,6 +422,10 @@ impl Agent {
         }
     }
 
+    fn writes_verified(&self) -> bool {
+        !self.rollout.canary() && !self.rollout.gate().gated
+    }
+
     /// Tells the others, unless they told us: an echo would cost every
     /// replica a sync per replica.
     async fn publish(&mut self, commit: &Commit) {
@@ -392,6 +437,7 @@ impl Agent {
             sha: commit.sha.clone(),
             replica: self.app.replica_id.clone(),
             instance: self.app.instance.clone(),
+            release: false,
         };
         let Ok(payload) = serde_json::to_string(&notice) else {
             return;
@@ -552,7 +598,7 @@ impl Agent {
     async fn write_status(&mut self) {
         let state = self.app.live().state.clone();
         let last = self.app.live().last_attempt.clone();
-        let status = ReplicaStatus::new(
+        let mut status = ReplicaStatus::new(
             &self.app.replica_id,
             &self.app.instance,
             &state,
@@ -561,6 +607,7 @@ impl Agent {
             self.shared.leader.load(Ordering::Relaxed),
             now(),
         );
+        status.canary = self.rollout.canary();
         *self.shared.current() = status.sha.clone();
         let Ok(value) = serde_json::to_string(&status) else {
             return;
@@ -589,6 +636,14 @@ impl Agent {
         zrem.arg(self.config.keys().instances(&self.app.replica_id))
             .arg(&self.app.instance);
         self.query::<i64>("ZREM instance", &zrem).await;
+        if self.rollout.canary() {
+            // Gone now, not a canary TTL from now: the hold goes on with
+            // the others, or pauses.
+            let mut zrem = redis::cmd("ZREM");
+            zrem.arg(self.config.keys().canaries(&our_ref(&self.app)))
+                .arg(&self.app.instance);
+            self.query::<i64>("ZREM canary", &zrem).await;
+        }
         if self.shared.leader.load(Ordering::Relaxed) {
             let mut release = redis::cmd("EVAL");
             release
@@ -708,7 +763,13 @@ where
 /// Listens on the cluster's channel for ever, reconnecting with backoff.
 /// After a lost connection it triggers one sync: notices sent meanwhile
 /// were lost with it.
-async fn subscribe(config: FleetConfig, app: Arc<App>, shared: Arc<Shared>, git_ref: String) {
+async fn subscribe(
+    config: FleetConfig,
+    app: Arc<App>,
+    shared: Arc<Shared>,
+    rollout: Arc<Rollout>,
+    git_ref: String,
+) {
     let channel = config.keys().commits();
     let mut failures: u32 = 0;
     let mut lost = false;
@@ -742,7 +803,7 @@ async fn subscribe(config: FleetConfig, app: Arc<App>, shared: Arc<Shared>, git_
         loop {
             tokio::select! {
                 message = stream.next() => match message {
-                    Some(m) => on_notice(&app, &shared, &git_ref, m.get_payload_bytes()),
+                    Some(m) => on_notice(&app, &shared, &rollout, &git_ref, m.get_payload_bytes()),
                     None => break,
                 },
                 _ = sleep(SUBSCRIBER_PING) => {
@@ -772,7 +833,7 @@ fn is_own(app: &App, notice: &Notice) -> bool {
     }
 }
 
-fn on_notice(app: &App, shared: &Shared, git_ref: &str, payload: &[u8]) {
+fn on_notice(app: &App, shared: &Shared, rollout: &Rollout, git_ref: &str, payload: &[u8]) {
     let notice: Notice = match serde_json::from_slice(payload) {
         Ok(n) => n,
         Err(e) => {
@@ -791,6 +852,13 @@ fn on_notice(app: &App, shared: &Shared, git_ref: &str, payload: &[u8]) {
         return;
     };
     app.metrics.fleet_notices.inc();
+    if notice.release {
+        // The rollout task re-reads the record and fires the sync; the
+        // notice itself is not trusted to say what was released.
+        info!(sha = %sha.short(), by = %printable(&notice.replica), "the canaries released a commit");
+        rollout.poke();
+        return;
+    }
     // Coalesced by sha: a notice heard lately already made its sync.
     if shared.was_heard(sha.as_str()) {
         return;

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
+use super::rollout::{Phase, Record};
 use super::{
     FleetConfig, FleetError, Ignored, Progress, ReplicaStatus, Statuses, Verified, converged,
     duplicate_ids, lease_replica, progress, short,
@@ -144,6 +145,108 @@ struct Snapshot {
     verified: Option<Verified>,
     /// The lease holder's replica id.
     leader: Option<String>,
+    rollout: Rollouts,
+}
+
+/// The staged rollouts (one per ref) and the live canaries.
+#[derive(Debug, Default)]
+struct Rollouts {
+    records: Vec<Record>,
+    /// Live canaries of each record's ref, in the same order.
+    live: Vec<usize>,
+    live_canaries: usize,
+    /// Redis time, ms: for the time left in a hold.
+    now: u64,
+}
+
+impl Rollouts {
+    fn lines(&self) -> String {
+        let mut out = String::new();
+        for (r, live) in self.records.iter().zip(&self.live) {
+            out.push_str(&r.describe(self.now));
+            let on = r.canaries.values().filter(|c| c.sha == r.commit).count();
+            if r.phase == Phase::Canary && *live > on {
+                out.push_str(&format!(" ({on} of {live} live canaries run it)"));
+            }
+            out.push('\n');
+        }
+        if self.live_canaries == 0 && !self.records.is_empty() {
+            out.push_str(&format!(
+                "no live canary: replicas apply new commits as they come (an unfinished rollout holds them up to {} min for a canary to return)\n",
+                super::rollout::ORPHAN_GRACE.as_secs() / 60
+            ));
+        }
+        out
+    }
+
+    /// The failed rollout of `sha`, if any.
+    fn failed(&self, sha: &str) -> Option<&Record> {
+        self.records
+            .iter()
+            .find(|r| r.phase == Phase::Failed && super::same_sha(&r.commit, sha))
+    }
+}
+
+async fn read_rollouts(
+    config: &FleetConfig,
+    con: &mut redis::aio::MultiplexedConnection,
+) -> Result<Rollouts, FleetError> {
+    let keys = config.keys();
+    let mut names: Vec<String> = Vec::new();
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(keys.rollout_pattern())
+            .arg("COUNT")
+            .arg(100)
+            .query_async(con)
+            .await
+            .map_err(|e| config.command_failed("SCAN", &e))?;
+        names.extend(batch);
+        cursor = next;
+        if cursor == 0 {
+            break;
+        }
+    }
+    names.sort();
+    names.dedup();
+    let (secs, micros): (u64, u64) = redis::cmd("TIME")
+        .query_async(con)
+        .await
+        .map_err(|e| config.command_failed("TIME", &e))?;
+    let now = secs * 1000 + micros / 1000;
+    let mut records: Vec<Record> = Vec::new();
+    if !names.is_empty() {
+        let values: Vec<Option<String>> = redis::cmd("MGET")
+            .arg(&names)
+            .query_async(con)
+            .await
+            .map_err(|e| config.command_failed("MGET", &e))?;
+        records = values
+            .into_iter()
+            .flatten()
+            .filter_map(|v| serde_json::from_str::<Record>(&v).ok())
+            .collect();
+    }
+    let mut live = Vec::new();
+    for r in &records {
+        let n: usize = redis::cmd("ZCOUNT")
+            .arg(keys.canaries(&r.git_ref))
+            .arg(now.saturating_sub(super::rollout::CANARY_TTL.as_millis() as u64))
+            .arg("+inf")
+            .query_async(con)
+            .await
+            .map_err(|e| config.command_failed("ZCOUNT", &e))?;
+        live.push(n);
+    }
+    Ok(Rollouts {
+        records,
+        live_canaries: live.iter().sum(),
+        live,
+        now,
+    })
 }
 
 async fn snapshot(config: &FleetConfig) -> Result<Snapshot, FleetError> {
@@ -156,11 +259,13 @@ async fn snapshot(config: &FleetConfig) -> Result<Snapshot, FleetError> {
         .query_async(&mut con)
         .await
         .map_err(|e| config.command_failed("MGET", &e))?;
+    let rollout = read_rollouts(config, &mut con).await?;
     Ok(Snapshot {
         replicas,
         ignored,
         verified: verified.and_then(|v| serde_json::from_str(&v).ok()),
         leader: leader.map(|l| lease_replica(&l).to_string()),
+        rollout,
     })
 }
 
@@ -190,6 +295,16 @@ async fn status(args: StatusArgs) -> Exit {
                 "replicas": snap.replicas,
                 "duplicate_ids": duplicates,
                 "ignored": snap.ignored,
+                "live_canaries": snap.rollout.live_canaries,
+                "rollouts": snap.rollout.records.iter().map(|r| json!({
+                    "commit": r.commit,
+                    "ref": r.git_ref,
+                    "phase": r.phase,
+                    "hold_left_ms": r.hold_left(snap.rollout.now),
+                    "canaries": r.canary_names(),
+                    "reason": r.reason,
+                    "by": r.by,
+                })).collect::<Vec<_>>(),
             })
         ),
         Format::Human => print!(
@@ -219,6 +334,9 @@ fn table(cluster: &str, snap: &Snapshot, agreed: Option<&str>, now: u64) -> Stri
         }
         if r.leader {
             name.push_str(" *");
+        }
+        if r.canary {
+            name.push_str(" [canary]");
         }
         rows.push([
             name,
@@ -274,6 +392,7 @@ fn table(cluster: &str, snap: &Snapshot, agreed: Option<&str>, now: u64) -> Stri
                 .join(", ")
         ));
     }
+    out.push_str(&snap.rollout.lines());
     out.push_str(&ignored_lines(&snap.ignored));
     out
 }
@@ -318,8 +437,17 @@ async fn wait(args: WaitArgs) -> Exit {
     let mut last = None;
     loop {
         match snapshot_replicas(&config).await {
-            Ok(Statuses { replicas, ignored }) => {
+            Ok((Statuses { replicas, ignored }, rollout)) => {
                 reached = true;
+                if let Some(r) = rollout.failed(&args.sha) {
+                    eprintln!(
+                        "{} failed its staged rollout on canary {}: {}; the other replicas will not apply it",
+                        short(args.sha.trim()),
+                        printable(r.by.as_deref().unwrap_or("(unknown)")),
+                        printable(r.reason.as_deref().unwrap_or("no reason given"))
+                    );
+                    return Exit::Refused;
+                }
                 match progress(&replicas, &args.sha, args.min_replicas) {
                     Progress::Done => {
                         // What was counted, by name, and what was not.
@@ -361,9 +489,10 @@ async fn wait(args: WaitArgs) -> Exit {
     Exit::Refused
 }
 
-async fn snapshot_replicas(config: &FleetConfig) -> Result<Statuses, FleetError> {
+async fn snapshot_replicas(config: &FleetConfig) -> Result<(Statuses, Rollouts), FleetError> {
     let mut con = config.connect().await?;
-    super::read_statuses(config, &mut con).await
+    let statuses = super::read_statuses(config, &mut con).await?;
+    Ok((statuses, read_rollouts(config, &mut con).await?))
 }
 
 fn timed_out(args: &WaitArgs, last: Option<(Progress, Vec<Ignored>)>) -> String {
@@ -415,6 +544,7 @@ mod tests {
             updated_at: 100,
             rejected: vec![],
             leader,
+            canary: false,
         }
     }
 
@@ -429,6 +559,7 @@ mod tests {
             ignored: vec![],
             verified: None,
             leader: Some("gw-0".into()),
+            rollout: Rollouts::default(),
         };
         let text = table("prod", &snap, None, 103);
         let expected = "\
@@ -456,6 +587,7 @@ cluster prod: 2 replica(s); fleet verified commit: none; not converged
             verified: None,
             leader: Some("gw-0".into()),
             ignored: vec![],
+            rollout: Rollouts::default(),
         };
         let text = table("prod", &snap, Some(sha), 103);
         let expected = "\
@@ -469,6 +601,60 @@ cluster prod: 3 replica(s); fleet verified commit: none; converged on 0123456789
 (! replica id used by more than one sidecar, shown with its process id: gw-0; give each its own --replica-id)
 ";
         assert_eq!(text, expected);
+    }
+
+    #[test]
+    fn rollouts_show_phase_time_left_canaries_and_who_failed_and_why() {
+        use super::super::rollout::CanaryEntry;
+        let sha = "0123456789abcdef0123456789abcdef01234567";
+        let mut holding = Record {
+            commit: sha.into(),
+            git_ref: "main".into(),
+            phase: Phase::Canary,
+            since: 10_000,
+            hold_ms: 60_000,
+            seen: 10_000,
+            canaries: [(
+                "7f".to_string(),
+                CanaryEntry {
+                    replica: "gw-c".into(),
+                    sha: sha.into(),
+                    at: 10_000,
+                },
+            )]
+            .into(),
+            reason: None,
+            by: None,
+        };
+        let mut rollouts = Rollouts {
+            records: vec![holding.clone()],
+            live: vec![2],
+            live_canaries: 2,
+            now: 25_500,
+        };
+        assert_eq!(
+            rollouts.lines(),
+            "rollout of 0123456789ab (main): canary; canaries: gw-c (1 of 2 live canaries run it)\n"
+        );
+        holding.phase = Phase::Holding;
+        rollouts.records = vec![holding.clone()];
+        assert_eq!(
+            rollouts.lines(),
+            "rollout of 0123456789ab (main): holding, 45s left of the hold; canaries: gw-c\n"
+        );
+        holding.phase = Phase::Failed;
+        holding.by = Some("gw-c".into());
+        holding.reason = Some("canary check http://gw/shop answered 502 Bad Gateway".into());
+        rollouts.records = vec![holding];
+        rollouts.live = vec![0];
+        rollouts.live_canaries = 0;
+        assert_eq!(
+            rollouts.lines(),
+            "rollout of 0123456789ab (main): failed on gw-c: canary check http://gw/shop answered 502 Bad Gateway; canaries: gw-c\n\
+             no live canary: replicas apply new commits as they come (an unfinished rollout holds them up to 10 min for a canary to return)\n"
+        );
+        assert!(rollouts.failed("0123456").is_some());
+        assert!(rollouts.failed("fedcba9").is_none());
     }
 
     #[test]

@@ -15,6 +15,7 @@
 
 pub mod agent;
 pub mod command;
+pub mod rollout;
 
 use std::time::Duration;
 
@@ -207,6 +208,19 @@ impl Keys {
     pub fn instances(&self, id: &str) -> String {
         self.key(&format!("instances:{id}"))
     }
+    /// The staged rollout of one ref (`rollout::Record`).
+    pub fn rollout(&self, git_ref: &str) -> String {
+        self.key(&format!("rollout:{git_ref}"))
+    }
+    pub fn rollout_pattern(&self) -> String {
+        self.key("rollout:*")
+    }
+    /// The live canaries of one ref: a sorted set of instances by last
+    /// report (Redis time, ms). Per ref, like the record: a canary of
+    /// another ref does not hold ours back.
+    pub fn canaries(&self, git_ref: &str) -> String {
+        self.key(&format!("canaries:{git_ref}"))
+    }
 }
 
 /// "A replica learnt of this commit": published on `Keys::commits`.
@@ -222,6 +236,10 @@ pub struct Notice {
     /// those (empty from versions before it: then `replica` decides).
     #[serde(default)]
     pub instance: String,
+    /// Sent by a canary's rollout script: the commit is released, every
+    /// replica may apply it (each re-reads the record; this only wakes them).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub release: bool,
 }
 
 /// A new process's id: random, so sidecars sharing a replica id differ.
@@ -286,6 +304,9 @@ pub struct ReplicaStatus {
     /// Holds the poll lease.
     #[serde(default)]
     pub leader: bool,
+    /// Takes new commits first (`--canary`).
+    #[serde(default)]
+    pub canary: bool,
 }
 
 impl ReplicaStatus {
@@ -320,6 +341,7 @@ impl ReplicaStatus {
             updated_at: now,
             rejected: rejected.into_iter().rev().map(|(_, sha)| sha).collect(),
             leader,
+            canary: false,
         }
     }
 
@@ -341,6 +363,9 @@ impl ReplicaStatus {
                 " (not verified)"
             }
         );
+        if self.canary {
+            line.push_str(" [canary]");
+        }
         if let Some(e) = &self.error {
             line.push_str(&format!("; last error: {}", printable(e)));
         }
@@ -613,6 +638,7 @@ mod tests {
             updated_at: 1,
             rejected: vec![],
             leader: false,
+            canary: false,
         }
     }
 
@@ -649,6 +675,8 @@ mod tests {
         assert_eq!(keys.replica_pattern(), "tyk-gitops:prod-eu.1:replica:*");
         assert_eq!(keys.verified(), "tyk-gitops:prod-eu.1:verified");
         assert_eq!(keys.leader(), "tyk-gitops:prod-eu.1:leader");
+        assert_eq!(keys.rollout("main"), "tyk-gitops:prod-eu.1:rollout:main");
+        assert_eq!(keys.canaries("main"), "tyk-gitops:prod-eu.1:canaries:main");
     }
 
     #[test]
@@ -706,7 +734,7 @@ mod tests {
                 "apis": 3, "policies": 2, "error": "commit ccc is invalid",
                 "updated_at": 42,
                 "rejected": ["cccccccccccccccccccccccccccccccccccccccc", B],
-                "leader": true,
+                "leader": true, "canary": false,
             })
         );
         let back: ReplicaStatus = serde_json::from_value(json).unwrap();

@@ -117,8 +117,12 @@ fn one_signal_to_one_replica_brings_every_replica_to_the_new_commit() {
     let asked = Instant::now();
     replicas[0].sighup();
     for r in &replicas {
+        // And done with that sync: state.json shows the commit before the
+        // loop records the attempt.
         eventually(&format!("{} on beta", r.id), WAIT, || {
-            r.node.apis() == ids(&["alpha", "beta"]) && r.runs(&sha)
+            r.node.apis() == ids(&["alpha", "beta"])
+                && r.runs(&sha)
+                && r.status()["last_attempt"]["sha"] == *sha.as_str()
         });
     }
     assert!(asked.elapsed() < Duration::from_secs(10));

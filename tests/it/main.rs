@@ -17,6 +17,7 @@ mod hostile;
 mod oas_only;
 mod plan;
 mod readme;
+mod rollout;
 mod run;
 mod signatures;
 mod source;
