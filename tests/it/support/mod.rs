@@ -2,6 +2,7 @@
 //! ports, a config-repo builder, and a runner for the binary.
 #![allow(dead_code)]
 
+pub mod cli;
 pub mod git_server;
 pub mod node;
 pub mod port;
