@@ -253,12 +253,13 @@ impl Ran {
         format!("{}{}", self.stdout, self.stderr)
     }
 
-    /// Peak resident set of a `measured` run, in KiB (0 when not measured).
+    /// Peak resident set of a `measured` run, in KiB.
+    #[track_caller]
     pub fn peak_rss_kib(&self) -> u64 {
         self.stderr
             .lines()
             .find_map(|l| l.trim().strip_prefix("Maximum resident set size (kbytes):"))
             .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0)
+            .unwrap_or_else(|| panic!("`{}`: no peak RSS in stderr (not `measured`?)", self.line))
     }
 }
