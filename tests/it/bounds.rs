@@ -155,6 +155,20 @@ fn a_thousand_slow_webhook_bodies_keep_the_sidecar_under_100_mib() {
     drop(conns);
 }
 
+/// A `sync` of `url` into `node` refused (exit 1, naming each of `named`)
+/// with a peak RSS under 128 MiB; prints the peak as `what`.
+#[track_caller]
+fn refused_in_bounded_memory(url: &str, node: &Node, what: &str, named: &[&str]) {
+    let ran = Tg::sync(url, node.root()).measured().run();
+    let rss = ran.peak_rss_kib();
+    println!("RESULT {what}: exit {}, peak RSS {rss} KiB", ran.code);
+    let ran = ran.code(1);
+    for needle in named {
+        ran.stderr_has(needle);
+    }
+    assert!(rss < 128 * 1024, "peak RSS {rss} KiB");
+}
+
 /// `git mktree` of `listing` (`ls-tree` lines): the new tree's id.
 fn mktree(repo: &ConfigRepo, listing: &str) -> String {
     use std::process::Stdio;
@@ -221,16 +235,12 @@ fn a_commit_of_one_compressible_blob_under_300_names_is_refused_by_size_before_i
         "300 names, one blob",
     );
 
-    let ran = Tg::sync(&url, node.root()).measured().run();
-    let rss = ran.peak_rss_kib();
-    println!(
-        "RESULT compressible-blob commit: exit {}, peak RSS {rss} KiB",
-        ran.code
+    refused_in_bounded_memory(
+        &url,
+        &node,
+        "compressible-blob commit",
+        &["commit-too-large", "more than 256 MiB"],
     );
-    ran.code(1)
-        .stderr_has("commit-too-large")
-        .stderr_has("more than 256 MiB");
-    assert!(rss < 128 * 1024, "peak RSS {rss} KiB");
     assert_eq!(node.current_sha(), good, "current changed");
     assert!(
         !node.root().join("revisions").join(&bomb).exists(),
@@ -285,15 +295,11 @@ fn a_4_mib_file_of_tiny_arrays_is_refused_before_it_is_parsed() {
     repo.file("apps/arrays.json", &doc);
     repo.commit("a document of tiny arrays");
 
-    let ran = Tg::sync(&url, node.root()).measured().run();
-    let rss = ran.peak_rss_kib();
-    println!(
-        "RESULT 4 MiB of tiny arrays: exit {}, peak RSS {rss} KiB",
-        ran.code
+    refused_in_bounded_memory(
+        &url,
+        &node,
+        "4 MiB of tiny arrays",
+        &["file-too-large", "JSON values"],
     );
-    ran.code(1)
-        .stderr_has("file-too-large")
-        .stderr_has("JSON values");
-    assert!(rss < 128 * 1024, "peak RSS {rss} KiB");
     assert_eq!(node.current_sha(), good);
 }

@@ -180,32 +180,22 @@ fn plan_against_a_gateway_compares_only_the_fields_the_commit_sets() {
     std::fs::write(secret.path(), SECRET).expect("write secret");
     let secret = secret.path().to_str().expect("utf-8 path");
     let gw = node.emu.url();
-    let out = Tg::plan()
-        .args([
+    let plan = || {
+        Tg::plan().args([
             dir(&repo),
             "--gateway",
             &gw,
             "--gateway-secret-file",
             secret,
         ])
-        .run()
-        .ok();
+    };
+    let out = plan().run().ok();
     assert!(out.stdout.starts_with("No changes."), "{}", out.stdout);
 
     let mut alpha = api_json("alpha");
     alpha["proxy"]["target_url"] = json!("http://elsewhere:9000/");
     repo.json("apps/alpha.json", &alpha).api("beta");
-    let out = Tg::plan()
-        .args([
-            dir(&repo),
-            "--gateway",
-            &gw,
-            "--gateway-secret-file",
-            secret,
-            "--format",
-            "json",
-        ])
-        .run();
+    let out = plan().args(["--format", "json"]).run();
     let p = out.json();
     assert_eq!(p["apis"]["added"], json!(["beta"]));
     assert_eq!(

@@ -216,23 +216,21 @@ impl Ran {
     /// Stderr holds `needle`, or panics showing it.
     #[track_caller]
     pub fn stderr_has(&self, needle: &str) -> &Ran {
-        assert!(
-            self.stderr.contains(needle),
-            "`{}`: {needle:?} not in stderr:\n{}",
-            self.line,
-            self.stderr
-        );
-        self
+        self.holds("stderr", &self.stderr, needle)
     }
 
     /// Stdout holds `needle`, or panics showing it.
     #[track_caller]
     pub fn stdout_has(&self, needle: &str) -> &Ran {
+        self.holds("stdout", &self.stdout, needle)
+    }
+
+    #[track_caller]
+    fn holds(&self, name: &str, text: &str, needle: &str) -> &Ran {
         assert!(
-            self.stdout.contains(needle),
-            "`{}`: {needle:?} not in stdout:\n{}",
-            self.line,
-            self.stdout
+            text.contains(needle),
+            "`{}`: {needle:?} not in {name}:\n{text}",
+            self.line
         );
         self
     }
