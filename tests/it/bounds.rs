@@ -8,10 +8,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::support::cli::Tg;
 use crate::support::node::Node;
 use crate::support::repo::{ConfigRepo, git};
 use crate::support::sidecar::Sidecar;
-use crate::support::{bin, eventually, http_get, served_repo};
+use crate::support::{eventually, http_get, served_repo};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -77,22 +78,14 @@ fn a_server_trickling_its_ref_listing_is_cut_at_the_timeout() {
     let server = Trickle::start();
     let root = tempfile::tempdir().unwrap();
     let started = Instant::now();
-    let out = Command::new(bin())
-        .args(["sync", "--repo"])
-        .arg(format!("http://127.0.0.1:{}/config.git", server.port))
-        .arg("--root")
-        .arg(root.path())
-        .args(["--timeout", "3s"])
-        .output()
-        .expect("run tyk-gitops sync");
+    let url = format!("http://127.0.0.1:{}/config.git", server.port);
+    let out = Tg::sync(&url, root.path()).args(["--timeout", "3s"]).run();
     let took = started.elapsed();
-    let stderr = String::from_utf8_lossy(&out.stderr);
     println!(
-        "RESULT trickled ref listing: exit {:?} after {took:?}",
-        out.status.code()
+        "RESULT trickled ref listing: exit {} after {took:?}",
+        out.code
     );
-    assert_eq!(out.status.code(), Some(3), "{stderr}");
-    assert!(stderr.contains("timed out after 3s"), "{stderr}");
+    out.code(3).stderr_has("timed out after 3s");
     // 3 s, the 1 s grace, process start: well under the 30 s it ran before.
     assert!(took < Duration::from_secs(15), "took {took:?}");
 }
@@ -162,23 +155,18 @@ fn a_thousand_slow_webhook_bodies_keep_the_sidecar_under_100_mib() {
     drop(conns);
 }
 
-/// `sync` under `/usr/bin/time -v`, no gateway: exit code, stderr and
-/// peak RSS in KiB.
-fn measured_sync(url: &str, node: &Node) -> (i32, String, u64) {
-    let out = Command::new("/usr/bin/time")
-        .arg("-v")
-        .arg(bin())
-        .args(["sync", "--repo", url, "--root"])
-        .arg(node.root())
-        .output()
-        .expect("/usr/bin/time (apt-get install time)");
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    let rss = err
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("Maximum resident set size (kbytes):"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0);
-    (out.status.code().unwrap_or(-1), err, rss)
+/// A `sync` of `url` into `node` refused (exit 1, naming each of `named`)
+/// with a peak RSS under 128 MiB; prints the peak as `what`.
+#[track_caller]
+fn refused_in_bounded_memory(url: &str, node: &Node, what: &str, named: &[&str]) {
+    let ran = Tg::sync(url, node.root()).measured().run();
+    let rss = ran.peak_rss_kib();
+    println!("RESULT {what}: exit {}, peak RSS {rss} KiB", ran.code);
+    let ran = ran.code(1);
+    for needle in named {
+        ran.stderr_has(needle);
+    }
+    assert!(rss < 128 * 1024, "peak RSS {rss} KiB");
 }
 
 /// `git mktree` of `listing` (`ls-tree` lines): the new tree's id.
@@ -230,8 +218,7 @@ fn blob_of_spaces(repo: &ConfigRepo, len: usize) -> String {
 fn a_commit_of_one_compressible_blob_under_300_names_is_refused_by_size_before_it_is_read() {
     let (repo, _daemon, url) = served_repo();
     let node = Node::new();
-    let (code, err, _) = measured_sync(&url, &node);
-    assert_eq!(code, 0, "{err}");
+    Tg::sync(&url, node.root()).run().ok();
     let good = node.current_sha();
 
     // 300 templates sharing one 4 MiB blob: a pack of a few KiB, 1.2 GB
@@ -248,29 +235,29 @@ fn a_commit_of_one_compressible_blob_under_300_names_is_refused_by_size_before_i
         "300 names, one blob",
     );
 
-    let (code, err, rss) = measured_sync(&url, &node);
-    println!("RESULT compressible-blob commit: exit {code}, peak RSS {rss} KiB");
-    assert_eq!(code, 1, "{err}");
-    assert!(err.contains("commit-too-large"), "{err}");
-    assert!(err.contains("more than 256 MiB"), "{err}");
-    assert!(rss < 128 * 1024, "peak RSS {rss} KiB");
+    refused_in_bounded_memory(
+        &url,
+        &node,
+        "compressible-blob commit",
+        &["commit-too-large", "more than 256 MiB"],
+    );
     assert_eq!(node.current_sha(), good, "current changed");
     assert!(
         !node.root().join("revisions").join(&bomb).exists(),
         "a revision of the refused commit was written"
     );
     // Rejected like an invalid commit: not fetched nor read again.
-    let (code, err, _) = measured_sync(&url, &node);
-    assert_eq!(code, 1, "{err}");
-    assert!(err.contains("was rejected before"), "{err}");
+    Tg::sync(&url, node.root())
+        .run()
+        .code(1)
+        .stderr_has("was rejected before");
 }
 
 #[test]
 fn a_commit_with_a_name_no_file_can_have_is_rejected_once_not_retried() {
     let (repo, _daemon, url) = served_repo();
     let node = Node::new();
-    let (code, err, _) = measured_sync(&url, &node);
-    assert_eq!(code, 0, "{err}");
+    Tg::sync(&url, node.root()).run().ok();
     let good = node.current_sha();
     let blob = blob_of_spaces(&repo, 10);
     // Over NAME_MAX (255 bytes): no file system here can write it.
@@ -281,21 +268,22 @@ fn a_commit_with_a_name_no_file_can_have_is_rejected_once_not_retried() {
         "a long name",
     );
 
-    let (code, err, _) = measured_sync(&url, &node);
-    assert_eq!(code, 1, "{err}");
-    assert!(err.contains("invalid-path"), "{err}");
+    Tg::sync(&url, node.root())
+        .run()
+        .code(1)
+        .stderr_has("invalid-path");
     assert_eq!(node.current_sha(), good);
-    let (code, err, _) = measured_sync(&url, &node);
-    assert_eq!(code, 1, "{err}");
-    assert!(err.contains("was rejected before"), "{err}");
+    Tg::sync(&url, node.root())
+        .run()
+        .code(1)
+        .stderr_has("was rejected before");
 }
 
 #[test]
 fn a_4_mib_file_of_tiny_arrays_is_refused_before_it_is_parsed() {
     let (repo, _daemon, url) = served_repo();
     let node = Node::new();
-    let (code, err, _) = measured_sync(&url, &node);
-    assert_eq!(code, 0, "{err}");
+    Tg::sync(&url, node.root()).run().ok();
     let good = node.current_sha();
     // 1.4 million empty arrays in one 4 MiB document (under --max-file-size).
     let mut doc = Vec::with_capacity(4 * 1024 * 1024);
@@ -307,11 +295,11 @@ fn a_4_mib_file_of_tiny_arrays_is_refused_before_it_is_parsed() {
     repo.file("apps/arrays.json", &doc);
     repo.commit("a document of tiny arrays");
 
-    let (code, err, rss) = measured_sync(&url, &node);
-    println!("RESULT 4 MiB of tiny arrays: exit {code}, peak RSS {rss} KiB");
-    assert_eq!(code, 1, "{err}");
-    assert!(err.contains("file-too-large"), "{err}");
-    assert!(err.contains("JSON values"), "{err}");
-    assert!(rss < 128 * 1024, "peak RSS {rss} KiB");
+    refused_in_bounded_memory(
+        &url,
+        &node,
+        "4 MiB of tiny arrays",
+        &["file-too-large", "JSON values"],
+    );
     assert_eq!(node.current_sha(), good);
 }

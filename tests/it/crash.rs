@@ -13,15 +13,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::support::bin;
-use crate::support::node::{Node, SECRET};
+use crate::support::cli::Tg;
+use crate::support::node::Node;
 use crate::support::repo::{ConfigRepo, api_json, policy_json};
-use crate::support::tyk::TykEmulator;
 
 /// What one commit's revision must hold, byte for byte.
 #[derive(Clone)]
@@ -35,32 +34,9 @@ pub(crate) struct Golden {
     pub manifest: Value,
 }
 
-/// The arguments of one `tyk-gitops sync` against `repo` into `root`.
-pub(crate) fn sync_cmd(repo: &str, root: &Path, git_ref: Option<&str>) -> Command {
-    let mut cmd = Command::new(bin());
-    cmd.args(["sync", "--repo", repo, "--root"])
-        .arg(root)
-        .env_remove("TYK_GITOPS_GATEWAY_SECRET_FILE")
-        .env_remove("FAILPOINTS");
-    if let Some(r) = git_ref {
-        cmd.args(["--ref", r]);
-    }
-    cmd
-}
-
-pub(crate) fn with_gateway(cmd: &mut Command, emu: &TykEmulator) {
-    cmd.args(["--gateway", &emu.url(), "--verify-timeout", "10s"])
-        .env("TYK_GITOPS_GATEWAY_SECRET", SECRET);
-}
-
-/// Runs to completion; returns (exit code, stderr).
-pub(crate) fn run_to_end(mut cmd: Command) -> (i32, String) {
-    let out = cmd.output().expect("run tyk-gitops");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+/// `--verify-timeout` for a switch of thousands of changed APIs, each
+/// probed, on a machine other builds share.
+const VERIFY_TIMEOUT: [&str; 2] = ["--verify-timeout", "10s"];
 
 /// Every regular file under `dir` (relative path → bytes).
 pub(crate) fn read_tree(dir: &Path) -> io::Result<BTreeMap<String, Vec<u8>>> {
@@ -254,8 +230,7 @@ pub(crate) fn big_commits(n: usize, k: usize) -> (ConfigRepo, Vec<(String, BTree
 /// have no middleware, so nothing in a revision depends on the root).
 pub(crate) fn golden_clean(url: &str, sha: &str, api_ids: &BTreeSet<String>) -> Golden {
     let root = tempfile::tempdir().expect("tempdir");
-    let (code, stderr) = run_to_end(sync_cmd(url, root.path(), Some(sha)));
-    assert_eq!(code, 0, "{stderr}");
+    Tg::sync(url, root.path()).args(["--ref", sha]).run().ok();
     golden_of(root.path(), sha, api_ids.clone())
 }
 
@@ -306,12 +281,13 @@ fn kill(mut child: Child) {
 /// A clean sync of `sha` that must complete, exit 0 and verify on `node`.
 #[cfg(feature = "failpoints")]
 fn complete_and_verify(url: &str, node: &Node, golden: &Golden) -> Duration {
-    let mut cmd = sync_cmd(url, node.root(), Some(&golden.sha));
-    with_gateway(&mut cmd, &node.emu);
     let started = Instant::now();
-    let (code, stderr) = run_to_end(cmd);
+    let ran = Tg::sync_node(url, node)
+        .args(["--ref", &golden.sha])
+        .args(VERIFY_TIMEOUT)
+        .run();
     let took = started.elapsed();
-    assert_eq!(code, 0, "the run after a kill failed:\n{stderr}");
+    assert_eq!(ran.code, 0, "the run after a kill failed:\n{}", ran.stderr);
     assert_eq!(
         check_root(node.root(), &[golden], false).as_deref(),
         Some(golden.sha.as_str())
@@ -352,22 +328,20 @@ fn sigkill_at_random_instants_never_leaves_a_mixed_or_partial_revision() {
         .collect();
     let all: Vec<&Golden> = goldens.iter().collect();
     let sync = |sha: &str, gateway: bool| {
-        let mut cmd = sync_cmd(&url, &root, Some(sha));
-        cmd.args(["--keep-revisions", "2"]);
+        let sync = Tg::sync(&url, &root).args(["--ref", sha, "--keep-revisions", "2"]);
         if gateway {
-            with_gateway(&mut cmd, &node.emu);
+            sync.gateway(&node.emu).args(VERIFY_TIMEOUT)
+        } else {
+            sync
         }
-        cmd
     };
 
     // Warm up (all commits fetched once), then time one fresh switch.
     for g in &goldens {
-        let (code, stderr) = run_to_end(sync(&g.sha, true));
-        assert_eq!(code, 0, "{stderr}");
+        sync(&g.sha, true).run().ok();
     }
     let t0 = Instant::now();
-    let (code, stderr) = run_to_end(sync(&goldens[0].sha, true));
-    assert_eq!(code, 0, "{stderr}");
+    sync(&goldens[0].sha, true).run().ok();
     let switch_time = t0.elapsed();
     let mut served = 0usize;
     assert_eq!(
@@ -386,6 +360,7 @@ fn sigkill_at_random_instants_never_leaves_a_mixed_or_partial_revision() {
     for i in 0..kills {
         let target = (served + 1 + rng.below(2) as usize) % 3;
         let child = sync(&goldens[target].sha, true)
+            .command()
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -412,9 +387,13 @@ fn sigkill_at_random_instants_never_leaves_a_mixed_or_partial_revision() {
         let next = rng.below(3) as usize;
         let gateway = i % 2 == 0;
         let t1 = Instant::now();
-        let (code, stderr) = run_to_end(sync(&goldens[next].sha, gateway));
+        let ran = sync(&goldens[next].sha, gateway).run();
         let took = t1.elapsed();
-        assert_eq!(code, 0, "kill {i}: the next run failed:\n{stderr}");
+        assert_eq!(
+            ran.code, 0,
+            "kill {i}: the next run failed:\n{}",
+            ran.stderr
+        );
         assert_eq!(
             check_root(&root, &[&goldens[next]], false).as_deref(),
             Some(goldens[next].sha.as_str()),
@@ -457,6 +436,7 @@ fn sigkill_at_random_instants_never_leaves_a_mixed_or_partial_revision() {
 mod failpoints {
     use super::*;
     use std::path::PathBuf;
+    use std::process::Command;
 
     /// (failpoint, a sign on disk that the run has reached it).
     type Reached = fn(&Path) -> bool;
@@ -551,13 +531,16 @@ mod failpoints {
                 .status()
                 .expect("touch");
             assert!(aged.success());
-            let mut cmd = sync_cmd(&url, &root, Some(&gc.sha));
-            with_gateway(&mut cmd, &node.emu);
-            cmd.args(["--keep-revisions", "2"])
+            let mut child = Tg::sync_node(&url, &node)
+                .args(["--ref", &gc.sha])
+                .args(VERIFY_TIMEOUT)
+                .args(["--keep-revisions", "2"])
                 .env("FAILPOINTS", format!("{point}=sleep(60000)"))
+                .command()
                 .stdout(Stdio::null())
-                .stderr(Stdio::null());
-            let mut child = cmd.spawn().expect("spawn");
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn");
             let t0 = Instant::now();
             while !reached(&root) {
                 if let Ok(Some(status)) = child.try_wait() {

@@ -4,17 +4,17 @@
 //! shows that the replicas stay on their ref, keep running, and that the
 //! fleet commands say what they trust.
 
-use std::process::{Command, Output};
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use crate::support::cli::Tg;
 use crate::support::git_server::GitHttp;
 use crate::support::node::{Node, ids};
 use crate::support::redis::RedisServer;
 use crate::support::repo::{ConfigRepo, git};
 use crate::support::sidecar::Sidecar;
-use crate::support::{bin, eventually, http_get, served_repo};
+use crate::support::{eventually, http_get, served_repo};
 
 const WAIT: Duration = Duration::from_secs(20);
 const CLUSTER: &str = "test";
@@ -42,33 +42,6 @@ fn publish(redis: &RedisServer, payload: &str) {
         .arg(payload)
         .query(&mut redis.connection())
         .expect("PUBLISH");
-}
-
-/// `tyk-gitops sync --redis` into `node`'s root, without a gateway.
-fn sync_with_fleet(url: &str, node: &Node, redis: &RedisServer) -> Output {
-    Command::new(bin())
-        .args(["sync", "--repo", url, "--root"])
-        .arg(node.root())
-        .args(["--redis", &redis.url(), "--cluster", CLUSTER])
-        .output()
-        .expect("run tyk-gitops sync")
-}
-
-fn fleet_cmd(redis: &RedisServer, args: &[&str]) -> Output {
-    Command::new(bin())
-        .arg("fleet")
-        .args(args)
-        .args(["--redis", &redis.url(), "--cluster", CLUSTER])
-        .output()
-        .expect("run tyk-gitops fleet")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 /// A commit reachable only from `refs/pull/1/head`, as a Git host keeps
@@ -109,26 +82,31 @@ fn a_forged_verified_sha_off_the_branch_is_never_applied_and_never_blocks_a_star
     for url in [daemon_url.as_str(), http.url("config.git").as_str()] {
         forge_verified(&redis, &evil);
         let node = Node::new();
-        let out = sync_with_fleet(url, &node, &redis);
-        assert_eq!(out.status.code(), Some(0), "{url}: {}", text(&out));
+        let out = Tg::sync(url, node.root())
+            .args(["--redis", &redis.url(), "--cluster", CLUSTER])
+            .run();
+        assert_eq!(out.code, 0, "{url}: {}", out.output());
         assert_eq!(node.current_sha(), tip, "{url}: started on the tip");
         assert!(
             !node.current().join("apps/evil.json").exists(),
             "{url}: the pull request's file was applied"
         );
         assert!(
-            text(&out).contains("neither the tip of the ref nor an ancestor"),
+            out.output()
+                .contains("neither the tip of the ref nor an ancestor"),
             "{url}: {}",
-            text(&out)
+            out.output()
         );
 
         // A genuine verified commit behind the tip is still where a new
         // replica starts (the fleet has not verified the tip yet).
         forge_verified(&redis, &old);
         let node = Node::new();
-        let out = sync_with_fleet(url, &node, &redis);
-        assert_eq!(out.status.code(), Some(0), "{url}: {}", text(&out));
-        assert_eq!(node.current_sha(), old, "{url}: {}", text(&out));
+        let out = Tg::sync(url, node.root())
+            .args(["--redis", &redis.url(), "--cluster", CLUSTER])
+            .run();
+        assert_eq!(out.code, 0, "{url}: {}", out.output());
+        assert_eq!(node.current_sha(), old, "{url}: {}", out.output());
     }
 
     // The sidecar: starts on the tip, counts the refusal, and what it then
@@ -156,8 +134,10 @@ fn non_hex_shas_from_redis_change_nothing_and_crash_nothing() {
 
     forge_verified(&redis, &bad);
     let node = Node::new();
-    let out = sync_with_fleet(&url, &node, &redis);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = Tg::sync(&url, node.root())
+        .args(["--redis", &redis.url(), "--cluster", CLUSTER])
+        .run();
+    assert_eq!(out.code, 0, "{}", out.output());
     assert_eq!(node.current_sha(), tip);
 
     // A replica status with that sha (with a TTL, as replicas write them).
@@ -170,12 +150,14 @@ fn non_hex_shas_from_redis_change_nothing_and_crash_nothing() {
         .arg(60)
         .query(&mut redis.connection())
         .unwrap();
-    let out = fleet_cmd(&redis, &["status"]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let out = Tg::fleet("status", &redis.url())
+        .args(["--cluster", CLUSTER])
+        .run();
+    assert_eq!(out.code, 1, "{}", out.output());
     assert!(
-        text(&out).contains("its sha is not a commit id"),
+        out.output().contains("its sha is not a commit id"),
         "{}",
-        text(&out)
+        out.output()
     );
 
     let node = Node::new();
@@ -275,9 +257,11 @@ fn fleet_wait_counts_only_what_replicas_wrote_and_prints_no_control_characters()
         .query(&mut redis.connection())
         .unwrap();
 
-    let out = fleet_cmd(&redis, &["wait", "--sha", &tip, "--timeout", "10s"]);
-    let shown = text(&out);
-    assert_eq!(out.status.code(), Some(0), "{shown}");
+    let out = Tg::fleet("wait", &redis.url())
+        .args(["--cluster", CLUSTER, "--sha", &tip, "--timeout", "10s"])
+        .run();
+    let shown = out.output();
+    assert_eq!(out.code, 0, "{shown}");
     assert!(shown.contains("1 replica(s) verified"), "{shown}");
     assert!(shown.contains(": pod-0"), "{shown}");
     assert!(shown.contains("not counted: 3 entries"), "{shown}");
@@ -290,9 +274,11 @@ fn fleet_wait_counts_only_what_replicas_wrote_and_prints_no_control_characters()
         "control characters printed: {shown:?}"
     );
 
-    let out = fleet_cmd(&redis, &["status"]);
-    let shown = text(&out);
-    assert_eq!(out.status.code(), Some(0), "{shown}");
+    let out = Tg::fleet("status", &redis.url())
+        .args(["--cluster", CLUSTER])
+        .run();
+    let shown = out.output();
+    assert_eq!(out.code, 0, "{shown}");
     assert!(shown.contains("converged on"), "{shown}");
     assert!(
         !shown.contains('\u{1b}'),

@@ -6,14 +6,13 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
+use crate::support::cli::Tg;
 use crate::support::node::{Node, SECRET, ids};
 use crate::support::redis::RedisServer;
-use crate::support::{
-    KillOnDrop, bin, eventually, free_port, http_get, served_repo, wait_for_port,
-};
+use crate::support::{KillOnDrop, eventually, free_port, http_get, served_repo, wait_for_port};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -76,7 +75,7 @@ impl Site {
         }
     }
 
-    /// Starts one container of the example: `args` with `env` as the
+    /// One container of the example: `args` with `env` as the
     /// manifest gives it, localised for `node`.
     fn container(
         &self,
@@ -84,7 +83,7 @@ impl Site {
         env: &BTreeMap<String, String>,
         node: &Node,
         listen: Option<&str>,
-    ) -> Command {
+    ) -> Tg {
         let mut env = env.clone();
         let secret = |name: &str| self.secrets.path().join(name).display().to_string();
         let root = node.root().display().to_string();
@@ -109,20 +108,16 @@ impl Site {
                 *v = value;
             }
         }
-        let mut command = Command::new(bin());
-        command
-            .arg(args)
-            .env_remove("TYK_GITOPS_GATEWAY_SECRET")
-            .envs(&env)
-            .stdout(Stdio::null());
-        command
+        Tg::new([args]).envs(&env)
     }
 }
 
-/// A sidecar or puller started from `command`, once it listens.
-fn start(mut command: Command, listen: &str) -> (KillOnDrop, tempfile::NamedTempFile) {
+/// A sidecar or puller started from `container`, once it listens.
+fn start(container: Tg, listen: &str) -> (KillOnDrop, tempfile::NamedTempFile) {
     let log = tempfile::NamedTempFile::new().expect("log");
-    let child = command
+    let child = container
+        .command()
+        .stdout(Stdio::null())
         .stderr(log.reopen().expect("log"))
         .spawn()
         .expect("spawn");
@@ -151,15 +146,7 @@ fn base_pods_start_from_nothing_and_a_new_pod_joins_at_the_fleets_verified_commi
 
     // Pod 1: init container, then the gateway, then the sidecar.
     let pod1 = Node::new();
-    let init = site
-        .container("sync", &config, &pod1, None)
-        .output()
-        .expect("init");
-    assert!(
-        init.status.success(),
-        "{}",
-        String::from_utf8_lossy(&init.stderr)
-    );
+    site.container("sync", &config, &pod1, None).run().ok();
     assert_eq!(pod1.current_sha(), first);
     let listen1 = format!("127.0.0.1:{}", free_port());
     let (sidecar1, _log1) = start(
@@ -183,15 +170,7 @@ fn base_pods_start_from_nothing_and_a_new_pod_joins_at_the_fleets_verified_commi
     repo.api("beta");
     let newer = repo.commit("beta");
     let pod2 = Node::new();
-    let init = site
-        .container("sync", &config, &pod2, None)
-        .output()
-        .expect("init");
-    assert!(
-        init.status.success(),
-        "{}",
-        String::from_utf8_lossy(&init.stderr)
-    );
+    site.container("sync", &config, &pod2, None).run().ok();
     assert_eq!(pod2.current_sha(), first, "not {newer}");
     let listen2 = format!("127.0.0.1:{}", free_port());
     let (_sidecar2, _log2) = start(

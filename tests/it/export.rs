@@ -4,25 +4,12 @@
 
 use std::fs;
 use std::path::Path;
-use std::process::{Command, Output};
 
 use serde_json::Value;
 
-use crate::support::bin;
+use crate::support::cli::Tg;
 use crate::support::node::{Node, SECRET};
 use crate::support::repo::{ConfigRepo, git};
-
-fn run(args: &[&str]) -> Output {
-    Command::new(bin())
-        .args(args)
-        .env("TYK_GITOPS_GATEWAY_SECRET", SECRET)
-        .output()
-        .expect("run tyk-gitops")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
 
 fn copy_tree(from: &Path, to: &Path) {
     for entry in fs::read_dir(from).expect("read dir") {
@@ -35,19 +22,6 @@ fn copy_tree(from: &Path, to: &Path) {
             fs::copy(entry.path(), dest).expect("copy");
         }
     }
-}
-
-fn sync_to(repo: &str, node: &Node) {
-    let out = run(&[
-        "sync",
-        "--repo",
-        repo,
-        "--root",
-        node.root().to_str().expect("utf-8"),
-        "--gateway",
-        &node.emu.url(),
-    ]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
 }
 
 /// What a gateway lists, by id, with tyk-gitops' own rewrite of script
@@ -107,33 +81,20 @@ fn export_then_sync_to_an_empty_gateway_reproduces_it_and_a_second_export_is_byt
     );
     source.commit("example");
     let a = Node::new();
-    sync_to(source.path().to_str().expect("utf-8"), &a);
+    Tg::sync_node(&source.url(), &a).run().ok();
 
     // Step 1 of "Coming from …": export.
     let out_dir = tempfile::tempdir().expect("tempdir");
     let out = out_dir.path().to_str().expect("utf-8");
-    let scripts = a.current();
-    let exported = run(&[
-        "export",
-        "--gateway",
-        &a.emu.url(),
-        "--out",
-        out,
-        "--middleware-from",
-        scripts.to_str().expect("utf-8"),
-    ]);
-    assert_eq!(
-        exported.status.code(),
-        Some(0),
-        "{}",
-        text(&exported.stderr)
-    );
-    assert!(
-        text(&exported.stdout).contains("exported 5 APIs and 2 policies"),
-        "{}",
-        text(&exported.stdout)
-    );
-    assert_eq!(text(&exported.stderr), "", "no finding expected");
+    let export = || {
+        Tg::export(out)
+            .gateway(&a.emu)
+            .arg("--middleware-from")
+            .arg(a.current())
+    };
+    let exported = export().run().ok();
+    exported.stdout_has("exported 5 APIs and 2 policies");
+    assert_eq!(exported.stderr, "", "no finding expected");
     for file in [
         "apps/petstore-tyk-oas-api.json",
         "apps/petstore-tyk-oas-api-oas.json",
@@ -157,13 +118,7 @@ fn export_then_sync_to_an_empty_gateway_reproduces_it_and_a_second_export_is_byt
     );
 
     // Step 2: validate and commit.
-    let validated = run(&["validate", out]);
-    assert_eq!(
-        validated.status.code(),
-        Some(0),
-        "{}",
-        text(&validated.stdout)
-    );
+    Tg::validate(out).run().ok();
     git(out_dir.path(), &["init", "-q", "-b", "main"]);
     git(out_dir.path(), &["add", "-A"]);
     git(
@@ -182,24 +137,14 @@ fn export_then_sync_to_an_empty_gateway_reproduces_it_and_a_second_export_is_byt
 
     // Step 3: sync it to an empty gateway B: the same APIs and policies.
     let b = Node::new();
-    sync_to(out, &b);
+    Tg::sync_node(out, &b).run().ok();
     assert_eq!(served(&a, "/tyk/apis"), served(&b, "/tyk/apis"));
     assert_eq!(served(&a, "/tyk/policies"), served(&b, "/tyk/policies"));
     let oas = |node: &Node| served(node, "/tyk/apis").len();
     assert_eq!(oas(&b), 5);
 
     // Exporting again from the unchanged gateway: no diff at all.
-    let again = run(&[
-        "export",
-        "--gateway",
-        &a.emu.url(),
-        "--out",
-        out,
-        "--force",
-        "--middleware-from",
-        scripts.to_str().expect("utf-8"),
-    ]);
-    assert_eq!(again.status.code(), Some(0), "{}", text(&again.stderr));
+    export().arg("--force").run().ok();
     assert_eq!(git(out_dir.path(), &["status", "--porcelain"]), "");
 
     // A change on the gateway shows as exactly that file.
@@ -212,17 +157,7 @@ fn export_then_sync_to_an_empty_gateway_reproduces_it_and_a_second_export_is_byt
         b"",
     );
     assert_eq!(reload.0, 200);
-    let changed = run(&[
-        "export",
-        "--gateway",
-        &a.emu.url(),
-        "--out",
-        out,
-        "--force",
-        "--middleware-from",
-        scripts.to_str().expect("utf-8"),
-    ]);
-    assert_eq!(changed.status.code(), Some(0), "{}", text(&changed.stderr));
+    export().arg("--force").run().ok();
     let status = git(out_dir.path(), &["status", "--porcelain"]);
     assert!(status.contains("D policies/partner.json"), "{status}");
     assert!(status.contains("M README.md"), "{status}");
@@ -238,23 +173,20 @@ fn export_refuses_a_non_empty_folder_and_lists_scripts_it_did_not_copy() {
     );
     source.commit("example");
     let a = Node::new();
-    sync_to(source.path().to_str().expect("utf-8"), &a);
+    Tg::sync_node(&source.url(), &a).run().ok();
 
     let dir = tempfile::tempdir().expect("tempdir");
     fs::write(dir.path().join("notes.txt"), "mine").expect("write");
     let out = dir.path().to_str().expect("utf-8");
-    let refused = run(&["export", "--gateway", &a.emu.url(), "--out", out]);
-    assert_eq!(refused.status.code(), Some(2));
-    assert!(
-        text(&refused.stderr).contains("is not empty"),
-        "{}",
-        text(&refused.stderr)
-    );
+    Tg::export(out)
+        .gateway(&a.emu)
+        .run()
+        .code(2)
+        .stderr_has("is not empty");
     assert!(!dir.path().join("apps").exists());
 
-    let forced = run(&["export", "--gateway", &a.emu.url(), "--out", out, "--force"]);
-    assert_eq!(forced.status.code(), Some(0), "{}", text(&forced.stderr));
-    let warnings = text(&forced.stderr);
+    let forced = Tg::export(out).gateway(&a.emu).arg("--force").run().ok();
+    let warnings = forced.stderr;
     assert!(
         warnings.contains("add-request-id.js") && warnings.contains("--middleware-from"),
         "{warnings}"
@@ -264,10 +196,8 @@ fn export_refuses_a_non_empty_folder_and_lists_scripts_it_did_not_copy() {
         "mine"
     );
 
-    let no_secret = Command::new(bin())
-        .args(["export", "--gateway", &a.emu.url(), "--out", out, "--force"])
-        .env_remove("TYK_GITOPS_GATEWAY_SECRET")
-        .output()
-        .expect("run");
-    assert_eq!(no_secret.status.code(), Some(2));
+    Tg::export(out)
+        .args(["--gateway", &a.emu.url(), "--force"])
+        .run()
+        .code(2);
 }

@@ -6,12 +6,11 @@
 
 use std::fs;
 use std::path::Path;
-use std::process::Command;
 
 use serde_json::{Value, json};
 
-use crate::support::bin;
-use crate::support::node::{Node, SECRET};
+use crate::support::cli::Tg;
+use crate::support::node::Node;
 use crate::support::repo::{ConfigRepo, api_json};
 
 fn example(name: &str) -> Value {
@@ -55,24 +54,7 @@ fn tyk_sync_repo(orders: Value) -> ConfigRepo {
 fn a_tyk_sync_repo_of_dashboard_exports_syncs_and_verifies_unedited() {
     let repo = tyk_sync_repo(api_json("orders"));
     let node = Node::new();
-    let out = Command::new(bin())
-        .args([
-            "sync",
-            "--repo",
-            repo.path().to_str().expect("utf-8"),
-            "--root",
-        ])
-        .arg(node.root())
-        .args(["--gateway", &node.emu.url()])
-        .env("TYK_GITOPS_GATEWAY_SECRET", SECRET)
-        .output()
-        .expect("sync");
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    Tg::sync_node(&repo.url(), &node).run().ok();
     assert_eq!(node.apis(), ["orders", "petstore"]);
     assert_eq!(
         node.emu.loaded_policy_ids().into_iter().collect::<Vec<_>>(),
@@ -97,22 +79,11 @@ fn findings_in_an_export_point_at_the_line_the_user_wrote() {
     let mut orders = api_json("orders");
     orders["proxy"]["listen_path"] = json!("/orders v2/");
     let repo = tyk_sync_repo(orders);
-    let out = Command::new(bin())
-        .args([
-            "validate",
-            repo.path().to_str().expect("utf-8"),
-            "--format",
-            "json",
-        ])
-        .output()
-        .expect("validate");
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    let report: Value = serde_json::from_slice(&out.stdout).expect("json report");
+    let report = Tg::validate(repo.path())
+        .args(["--format", "json"])
+        .run()
+        .code(1)
+        .json();
     let finding = report["errors"]
         .as_array()
         .expect("errors")

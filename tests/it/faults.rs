@@ -16,13 +16,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::crash::{run_to_end, sync_cmd, with_gateway};
+use crate::support::cli::{Ran, Tg};
 use crate::support::git_server::{GitDaemon, GitHttp};
-use crate::support::node::{Node, SECRET};
+use crate::support::node::Node;
 use crate::support::port::ReservedPort;
 use crate::support::repo::{ConfigRepo, api_json, git};
 use crate::support::sidecar::Sidecar;
-use crate::support::{bin, eventually, wait_for_port};
+use crate::support::{eventually, wait_for_port};
 
 /// What the proxy in front of a server does with each new connection.
 #[derive(Clone, Debug)]
@@ -214,24 +214,17 @@ impl Setup {
             url,
             node,
         };
-        let (code, err) = setup.sync(&[]);
-        assert_eq!(code, 0, "{err}");
+        setup.sync(&[]).ok();
         setup
     }
 
-    fn sync(&self, extra: &[&str]) -> (i32, String) {
-        let mut cmd = sync_cmd(&self.url, self.node.root(), None);
-        with_gateway(&mut cmd, &self.node.emu);
-        cmd.args([
-            "--connect-timeout",
-            "2s",
-            "--timeout",
-            "4s",
-            "--gateway-wait",
-            "1s",
-        ])
-        .args(extra);
-        run_to_end(cmd)
+    /// `sync` into the node, with short Git and gateway waits.
+    fn sync(&self, extra: &[&str]) -> Ran {
+        Tg::sync_node(&self.url, &self.node)
+            .args(["--connect-timeout", "2s", "--timeout", "4s"])
+            .args(["--gateway-wait", "1s"])
+            .args(extra)
+            .run()
     }
 
     /// A valid new commit that is not live yet.
@@ -256,9 +249,9 @@ impl Setup {
     #[track_caller]
     fn recovers(&self, sha: &str, fault: &str) -> Duration {
         let t0 = Instant::now();
-        let (code, err) = self.sync(&[]);
+        let ran = self.sync(&[]);
         let took = t0.elapsed();
-        assert_eq!(code, 0, "{fault}: no recovery:\n{err}");
+        assert_eq!(ran.code, 0, "{fault}: no recovery:\n{}", ran.stderr);
         assert_eq!(self.node.current_sha(), sha);
         assert_eq!(
             self.node.apis(),
@@ -279,7 +272,10 @@ fn last_error(stderr: &str) -> &str {
 }
 
 #[track_caller]
-fn expect_failure(fault: &str, (code, err): (i32, String), exit: i32, names: &[&str]) {
+fn expect_failure(fault: &str, ran: Ran, exit: i32, names: &[&str]) {
+    let Ran {
+        code, stderr: err, ..
+    } = ran;
     assert_eq!(code, exit, "{fault}: exit code\n{err}");
     let lower = err.to_lowercase();
     assert!(
@@ -339,13 +335,13 @@ fn git_pack_cut_mid_transfer_then_mended() {
         .policy("gold", &["alpha", "beta"]);
     let sha = s.repo.commit("big beta");
     s.proxy.set(Mode::Cut(16 * 1024));
-    let (code, stderr) = s.sync(&[]);
+    let ran = s.sync(&[]);
     // The server was reached: a broken transfer, not "cannot reach".
-    assert!(stderr.contains("fetching "), "{stderr}");
-    assert!(!stderr.contains("cannot reach"), "{stderr}");
+    assert!(ran.stderr.contains("fetching "), "{}", ran.stderr);
+    assert!(!ran.stderr.contains("cannot reach"), "{}", ran.stderr);
     expect_failure(
         "git pack cut",
-        (code, stderr),
+        ran,
         3,
         &[
             "early eof",
@@ -375,21 +371,19 @@ fn git_transfer_too_slow_times_out_then_recovers() {
     let server = GitHttp::start(&parent, None);
     let url = server.url(&name);
     let node = Node::new();
-    let sync = |extra: &[&str]| {
-        let mut cmd = sync_cmd(&url, node.root(), None);
-        with_gateway(&mut cmd, &node.emu);
-        cmd.args(["--connect-timeout", "2s", "--timeout", "3s"])
-            .args(extra);
-        run_to_end(cmd)
+    let sync = || {
+        Tg::sync_node(&url, &node)
+            .args(["--connect-timeout", "2s", "--timeout", "3s"])
+            .run()
     };
-    assert_eq!(sync(&[]).0, 0);
+    sync().ok();
     let link = fs::read_link(node.current()).expect("current");
     repo.api("beta").policy("gold", &["alpha", "beta"]);
     let sha = repo.commit("beta");
     // 64 bytes every 100 ms: never stalls, never ends within the timeout.
     server.drip(Duration::from_millis(100));
     let t0 = Instant::now();
-    let out = sync(&[]);
+    let out = sync();
     let took = t0.elapsed();
     expect_failure("git slow", out, 3, &["timed out"]);
     assert!(
@@ -400,8 +394,7 @@ fn git_transfer_too_slow_times_out_then_recovers() {
     assert_eq!(node.current_sha(), good);
     server.drip(Duration::ZERO);
     let t1 = Instant::now();
-    let (code, err) = sync(&[]);
-    assert_eq!(code, 0, "{err}");
+    sync().ok();
     assert_eq!(node.current_sha(), sha);
     eprintln!(
         "RESULT fault git slow: timed out after {took:?}; recovered by the next sync in {:?}",
@@ -413,15 +406,14 @@ fn git_transfer_too_slow_times_out_then_recovers() {
 fn history_force_pushed_applies_the_new_head() {
     let s = Setup::new();
     let sha = s.push_beta();
-    assert_eq!(s.sync(&[]).0, 0);
+    s.sync(&[]).ok();
     assert_eq!(s.node.current_sha(), sha);
     // Rewrite: drop beta's commit and push another in its place.
     git(s.repo.path(), &["reset", "-q", "--hard", &s.good]);
     s.repo.api("gamma").policy("gold", &["alpha", "gamma"]);
     let rewritten = s.repo.commit("gamma instead of beta");
     let t0 = Instant::now();
-    let (code, err) = s.sync(&[]);
-    assert_eq!(code, 0, "force push: {err}");
+    s.sync(&[]).ok();
     assert_eq!(s.node.current_sha(), rewritten);
     assert_eq!(
         s.node.apis(),
@@ -439,8 +431,7 @@ fn ref_deleted_keeps_serving_then_recreated() {
     s.repo.checkout_new_branch("release");
     let release = s.push_beta();
     s.repo.checkout("main");
-    let (code, err) = s.sync(&["--ref", "release"]);
-    assert_eq!(code, 0, "{err}");
+    s.sync(&["--ref", "release"]).ok();
     let link = s.current_target();
     git(s.repo.path(), &["branch", "-q", "-D", "release"]);
     expect_failure(
@@ -453,8 +444,7 @@ fn ref_deleted_keeps_serving_then_recreated() {
     assert_eq!(s.node.current_sha(), release);
     git(s.repo.path(), &["branch", "-q", "release", &release]);
     let t0 = Instant::now();
-    let (code, err) = s.sync(&["--ref", "release"]);
-    assert_eq!(code, 0, "{err}");
+    s.sync(&["--ref", "release"]).ok();
     eprintln!(
         "RESULT fault ref deleted: recovered by the next sync in {:?}",
         t0.elapsed()
@@ -483,10 +473,8 @@ fn gateway_wrong_secret_403_then_fixed() {
     let s = Setup::new();
     let link = s.current_target();
     let sha = s.push_beta();
-    let mut cmd = sync_cmd(&s.url, s.node.root(), None);
-    cmd.args(["--gateway", &s.node.emu.url()])
-        .env("TYK_GITOPS_GATEWAY_SECRET", "rotated-away");
-    expect_failure("gateway 403", run_to_end(cmd), 4, &["403"]);
+    let rotated = Tg::sync_node(&s.url, &s.node).secret("rotated-away");
+    expect_failure("gateway 403", rotated.run(), 4, &["403"]);
     s.still_serving(&link);
     s.recovers(&sha, "gateway 403");
 }
@@ -500,18 +488,11 @@ fn gateway_answering_500_then_mended() {
     let front = FaultProxy::start(emu_addr);
     let front_url = format!("http://{}", front.addr());
     let run = |extra: &[&str]| {
-        let mut cmd = sync_cmd(&s.url, s.node.root(), None);
-        cmd.args([
-            "--gateway",
-            &front_url,
-            "--gateway-wait",
-            "1s",
-            "--verify-timeout",
-            "3s",
-        ])
-        .env("TYK_GITOPS_GATEWAY_SECRET", SECRET)
-        .args(extra);
-        run_to_end(cmd)
+        Tg::sync(&s.url, s.node.root())
+            .gateway_at(&front_url)
+            .args(["--gateway-wait", "1s"])
+            .args(extra)
+            .run()
     };
     let boom = http_response(
         "500 Internal Server Error",
@@ -532,8 +513,7 @@ fn gateway_answering_500_then_mended() {
     s.still_serving(&link);
     front.set(Mode::Pass);
     let t0 = Instant::now();
-    let (code, err) = run(&[]);
-    assert_eq!(code, 0, "{err}");
+    run(&[]).ok();
     assert_eq!(s.node.current_sha(), sha);
     eprintln!(
         "RESULT fault gateway 500: recovered by the next sync in {:?}",
@@ -548,8 +528,7 @@ fn gateway_slow_then_restarting_mid_reload() {
     // Slow: the reload (bounded at 300 s by the client) is waited for.
     s.node.emu.set_reload_delay(Duration::from_secs(3));
     let t0 = Instant::now();
-    let (code, err) = s.sync(&[]);
-    assert_eq!(code, 0, "{err}");
+    s.sync(&[]).ok();
     assert_eq!(s.node.current_sha(), sha);
     eprintln!(
         "RESULT fault gateway slow (3 s reload): applied and verified in {:?}",
@@ -564,10 +543,9 @@ fn gateway_slow_then_restarting_mid_reload() {
         .policy("gold", &["alpha", "beta", "gamma"]);
     let gamma = s.repo.commit("gamma");
     let reloads = s.node.emu.reload_count();
-    let mut cmd = sync_cmd(&s.url, s.node.root(), None);
-    with_gateway(&mut cmd, &s.node.emu);
-    let child = cmd
+    let child = Tg::sync_node(&s.url, &s.node)
         .args(["--gateway-wait", "1s"])
+        .command()
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -577,12 +555,11 @@ fn gateway_slow_then_restarting_mid_reload() {
     });
     s.node.emu.set_down(true);
     let out = child.wait_with_output().expect("wait");
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
     s.node.emu.set_reload_delay(Duration::ZERO);
     s.node.emu.set_down(false);
     expect_failure(
         "gateway restarting mid-reload",
-        (out.status.code().unwrap_or(-1), err),
+        Ran::of("sync (gateway restarting)", out),
         4,
         &["unreachable", "connection", "closed", "error sending"],
     );
@@ -592,8 +569,7 @@ fn gateway_slow_then_restarting_mid_reload() {
     assert_eq!(state["current"]["sha"], *gamma.as_str(), "{state}");
     assert!(state["current"]["verified_at"].is_null(), "{state}");
     let t2 = Instant::now();
-    let (code, err) = s.sync(&[]);
-    assert_eq!(code, 0, "{err}");
+    s.sync(&[]).ok();
     assert_eq!(s.node.current_sha(), gamma);
     assert_eq!(s.node.apis().len(), 3);
     let state: Value =
@@ -651,13 +627,6 @@ impl Drop for Tmpfs {
     }
 }
 
-/// A node whose root lives on `fs`.
-fn sync_on(url: &str, root: &Path, emu: &crate::support::tyk::TykEmulator) -> (i32, String) {
-    let mut cmd = sync_cmd(url, root, None);
-    with_gateway(&mut cmd, emu);
-    run_to_end(cmd)
-}
-
 /// A node whose root lives on a fresh tmpfs of `size`, synced once to a
 /// one-API commit (`good`); `None` where a tmpfs cannot be mounted.
 struct TmpfsNode {
@@ -681,8 +650,7 @@ impl TmpfsNode {
         // The emulator reads <node root>/current: point that at the tmpfs root.
         fs::remove_dir_all(node.root()).ok();
         std::os::unix::fs::symlink(&root, node.root()).expect("link node root");
-        let (code, err) = sync_on(&repo.url(), &root, &node.emu);
-        assert_eq!(code, 0, "{err}");
+        Tg::sync(&repo.url(), &root).gateway(&node.emu).run().ok();
         let link = fs::read_link(root.join("current")).expect("current");
         Some(TmpfsNode {
             fs,
@@ -694,8 +662,10 @@ impl TmpfsNode {
         })
     }
 
-    fn sync(&self) -> (i32, String) {
-        sync_on(&self.repo.url(), &self.root, &self.node.emu)
+    fn sync(&self) -> Ran {
+        Tg::sync(&self.repo.url(), &self.root)
+            .gateway(&self.node.emu)
+            .run()
     }
 
     /// The good commit still serves: `current`, state and gateway unchanged.
@@ -732,8 +702,7 @@ fn disk_full_during_the_write_keeps_serving_then_recovers() {
     t.still_serves_the_good_commit();
     t.fs.remount("size=64m");
     let t0 = Instant::now();
-    let (code, err) = t.sync();
-    assert_eq!(code, 0, "{err}");
+    t.sync().ok();
     assert_eq!(t.state_sha(), sha);
     assert_eq!(t.node.apis().len(), 401);
     eprintln!(
@@ -755,8 +724,7 @@ fn read_only_root_keeps_serving_then_recovers() {
     t.still_serves_the_good_commit();
     t.fs.remount("rw");
     let t0 = Instant::now();
-    let (code, err) = t.sync();
-    assert_eq!(code, 0, "{err}");
+    t.sync().ok();
     assert_eq!(t.state_sha(), sha);
     assert_eq!(t.node.apis(), vec!["alpha".to_string(), "beta".to_string()]);
     eprintln!(
@@ -837,25 +805,18 @@ mod hostile {
         repo.api("alpha").policy("gold", &["alpha"]);
         let good = repo.commit("good");
         let node = Node::new();
-        let mut cmd = sync_cmd(&repo.url(), node.root(), None);
-        with_gateway(&mut cmd, &node.emu);
-        let (code, err) = run_to_end(cmd);
-        assert_eq!(code, 0, "{err}");
+        Tg::sync_node(&repo.url(), &node).run().ok();
         let link = fs::read_link(node.current()).expect("current");
         (repo, node, good, link)
-    }
-
-    fn sync(repo: &ConfigRepo, node: &Node) -> (i32, String) {
-        let mut cmd = sync_cmd(&repo.url(), node.root(), None);
-        with_gateway(&mut cmd, &node.emu);
-        run_to_end(cmd)
     }
 
     /// Refused: exit 1, the rule in the output, nothing changed.
     #[track_caller]
     fn refused(case: &str, repo: &ConfigRepo, node: &Node, link: &Path, good: &str, rule: &str) {
         let reloads = node.emu.reload_count();
-        let (code, err) = sync(repo, node);
+        let Ran {
+            code, stderr: err, ..
+        } = Tg::sync_node(&repo.url(), node).run();
         assert_eq!(code, 1, "{case}: exit code\n{err}");
         assert!(err.contains(rule), "{case}: rule {rule} not named:\n{err}");
         assert_eq!(
@@ -939,28 +900,9 @@ mod hostile {
         let daemon = GitDaemon::start(repo.path().parent().expect("parent"));
         let url = daemon.url(&repo.path().file_name().expect("name").to_string_lossy());
         let reloads = node.emu.reload_count();
-        let mut cmd = Command::new("/usr/bin/time");
-        cmd.arg("-v")
-            .arg(bin())
-            .args(["sync", "--repo", &url, "--root"]);
-        cmd.arg(node.root())
-            .args(["--gateway", &node.emu.url()])
-            .env("TYK_GITOPS_GATEWAY_SECRET", SECRET);
-        let out = match cmd.output() {
-            Ok(out) => out,
-            Err(e) => {
-                eprintln!("SKIPPED: /usr/bin/time unavailable ({e})");
-                return;
-            }
-        };
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{err}");
-        assert!(err.contains("file-too-large"), "{err}");
-        let rss_kb: u64 = err
-            .lines()
-            .find_map(|l| l.trim().strip_prefix("Maximum resident set size (kbytes):"))
-            .and_then(|v| v.trim().parse().ok())
-            .expect("time -v output");
+        let ran = Tg::sync_node(&url, &node).measured().run().code(1);
+        ran.stderr_has("file-too-large");
+        let rss_kb = ran.peak_rss_kib();
         assert!(
             rss_kb < 64 * 1024,
             "peak RSS {rss_kb} kB: the 100 MB file was read whole"
@@ -993,7 +935,9 @@ mod hostile {
             )
             .expect("write");
             repo.commit(case);
-            let (code, err) = sync(&repo, &node);
+            let Ran {
+                code, stderr: err, ..
+            } = Tg::sync_node(&repo.url(), &node).run();
             let in_current: Vec<String> = fs::read_dir(node.current().join("apps"))
                 .expect("apps")
                 .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
@@ -1038,12 +982,11 @@ mod hostile {
         repo.commit("good");
         let node = Node::new();
         let run = |repo: &ConfigRepo| {
-            let mut cmd = sync_cmd(&repo.url(), node.root(), None);
-            with_gateway(&mut cmd, &node.emu);
-            cmd.args(["--path", "envs/prod"]);
-            run_to_end(cmd)
+            Tg::sync_node(&repo.url(), &node)
+                .args(["--path", "envs/prod"])
+                .run()
         };
-        assert_eq!(run(&repo).0, 0);
+        run(&repo).ok();
         let link = fs::read_link(node.current()).expect("current");
         repo.json("secrets/stolen.json", &api_json("stolen"));
         repo.json(
@@ -1051,9 +994,7 @@ mod hostile {
             &json!({"type": "apidef", "files": [{"file": "../../secrets/stolen.json"}, {"file": "apps/a.json"}]}),
         );
         repo.commit("index escapes");
-        let (code, err) = run(&repo);
-        assert_eq!(code, 1, "{err}");
-        assert!(err.contains("tyk-index"), "{err}");
+        run(&repo).code(1).stderr_has("tyk-index");
         assert_eq!(fs::read_link(node.current()).expect("current"), link);
         assert_eq!(node.apis(), vec!["alpha".to_string()]);
         eprintln!("RESULT hostile .tyk.json outside --path: exit 1, [tyk-index], nothing changed");

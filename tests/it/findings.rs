@@ -2,15 +2,15 @@
 //! and field, never a value from the definitions (they hold secrets), in
 //! the `sync` output, `state.json` and `/status`.
 
-use std::process::Command;
 use std::time::Duration;
 
 use serde_json::json;
 
+use crate::support::cli::Tg;
 use crate::support::node::Node;
 use crate::support::repo::{ConfigRepo, api_json};
 use crate::support::sidecar::Sidecar;
-use crate::support::{bin, eventually, http_get};
+use crate::support::{eventually, http_get};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -57,18 +57,11 @@ fn a_rejected_commit_shows_no_value_from_its_definitions() {
 
     for format in ["text", "json"] {
         let node = Node::new();
-        let out = Command::new(bin())
-            .args(["sync", "--repo", &repo.url(), "--root"])
-            .arg(node.root())
+        let out = Tg::sync(&repo.url(), node.root())
             .args(["--log-format", format])
-            .output()
-            .unwrap();
-        let shown = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert_eq!(out.status.code(), Some(1), "{shown}");
+            .run();
+        let shown = out.output();
+        assert_eq!(out.code, 1, "{shown}");
         assert_no_secret(&format!("sync --log-format {format}"), &shown);
         // The findings still say where and what.
         for file in ["apps/jwt.json", "apps/upstream.json", "apps/target.json"] {

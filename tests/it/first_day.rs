@@ -4,56 +4,10 @@
 
 use std::fs;
 use std::path::Path;
-use std::process::Command;
 
-use crate::support::bin;
-use crate::support::node::{Node, SECRET, ids};
+use crate::support::cli::Tg;
+use crate::support::node::{Node, ids};
 use crate::support::repo::ConfigRepo;
-
-/// What a user sees of one run of the binary.
-struct Ran {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-fn tyk_gitops(args: &[&str], env: &[(&str, &str)]) -> Ran {
-    let out = Command::new(bin())
-        .args(args)
-        .env_remove("TYK_GITOPS_GATEWAY_SECRET_FILE")
-        .env_remove("TYK_GITOPS_ALLOW_EMPTY")
-        .env_remove("TYK_GITOPS_STRICT")
-        .env("NO_COLOR", "1")
-        .envs(env.iter().copied())
-        .output()
-        .expect("run tyk-gitops");
-    Ran {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-/// `sync` of `repo` into `node`'s root, verified on its gateway.
-fn sync(repo: &ConfigRepo, node: &Node, extra: &[&str], env: &[(&str, &str)]) -> Ran {
-    let root = node.root().display().to_string();
-    let gateway = node.emu.url();
-    let mut args = vec![
-        "sync",
-        "--repo",
-        repo.path().to_str().expect("utf8"),
-        "--root",
-        &root,
-        "--gateway",
-        &gateway,
-        "--verify-timeout",
-        "3s",
-    ];
-    args.extend_from_slice(extra);
-    let mut env = env.to_vec();
-    env.push(("TYK_GITOPS_GATEWAY_SECRET", SECRET));
-    tyk_gitops(&args, &env)
-}
 
 fn current_target(node: &Node) -> std::path::PathBuf {
     fs::read_link(node.current()).expect("current link")
@@ -73,13 +27,17 @@ fn a_wrong_path_changes_nothing_names_the_root_and_suggests_paths_that_hold_a_co
     .file("README.md", "config");
     repo.commit("two environments");
     let node = Node::new();
-    let ok = sync(&repo, &node, &["--path", "envs/prod"], &[]);
+    let ok = Tg::sync_node(&repo.url(), &node)
+        .args(["--path", "envs/prod"])
+        .run();
     assert_eq!(ok.code, 0, "{}", ok.stderr);
     assert_eq!(node.apis(), ids(&["alpha"]));
     let (link, reloads) = (current_target(&node), node.emu.reload_count());
 
     // One level too high: a folder with neither apps/ nor policies/.
-    let wrong = sync(&repo, &node, &["--path", "envs"], &[]);
+    let wrong = Tg::sync_node(&repo.url(), &node)
+        .args(["--path", "envs"])
+        .run();
     assert_eq!(wrong.code, 1, "{}", wrong.stderr);
     assert!(
         wrong.stderr.contains("empty-config-root"),
@@ -103,7 +61,9 @@ fn a_wrong_path_changes_nothing_names_the_root_and_suggests_paths_that_hold_a_co
     assert_eq!(node.emu.reload_count(), reloads);
 
     // A folder that is not there at all: a Git error, with the same hints.
-    let typo = sync(&repo, &node, &["--path", "envs/prd"], &[]);
+    let typo = Tg::sync_node(&repo.url(), &node)
+        .args(["--path", "envs/prd"])
+        .run();
     assert_eq!(typo.code, 3, "{}", typo.stderr);
     assert!(
         typo.stderr.contains("\"envs/prd\" not found in commit")
@@ -117,10 +77,14 @@ fn a_wrong_path_changes_nothing_names_the_root_and_suggests_paths_that_hold_a_co
 
     // The refusal belongs to that --path: the right one still syncs, and
     // so does the wrong one once an empty gateway is asked for.
-    let right = sync(&repo, &node, &["--path", "envs/staging"], &[]);
+    let right = Tg::sync_node(&repo.url(), &node)
+        .args(["--path", "envs/staging"])
+        .run();
     assert_eq!(right.code, 0, "{}", right.stderr);
     assert_eq!(node.apis(), ids(&["beta"]));
-    let allowed = sync(&repo, &node, &["--path", "envs", "--allow-empty"], &[]);
+    let allowed = Tg::sync_node(&repo.url(), &node)
+        .args(["--path", "envs", "--allow-empty"])
+        .run();
     assert_eq!(allowed.code, 0, "{}", allowed.stderr);
     assert_eq!(node.apis(), ids(&[]));
 }
@@ -131,13 +95,13 @@ fn a_commit_deleting_every_api_is_refused_until_allow_empty_is_given() {
     repo.api("alpha").api("beta").policy("gold", &["alpha"]);
     repo.commit("two apis");
     let node = Node::new();
-    assert_eq!(sync(&repo, &node, &[], &[]).code, 0);
+    Tg::sync_node(&repo.url(), &node).run().ok();
     let (link, reloads) = (current_target(&node), node.emu.reload_count());
 
     // The policies stay, so the root still holds a config; only the APIs go.
     repo.remove("apps").policy("gold", &[]);
     let wipe = repo.commit("delete every api");
-    let refused = sync(&repo, &node, &[], &[]);
+    let refused = Tg::sync_node(&repo.url(), &node).run();
     assert_eq!(refused.code, 1, "{}", refused.stderr);
     assert!(refused.stderr.contains("no-apis"), "{}", refused.stderr);
     assert!(
@@ -160,7 +124,7 @@ fn a_commit_deleting_every_api_is_refused_until_allow_empty_is_given() {
 
     // Again without the flag: still refused (it was rejected before), and
     // the message says what would let it through.
-    let again = sync(&repo, &node, &[], &[]);
+    let again = Tg::sync_node(&repo.url(), &node).run();
     assert_eq!(again.code, 1, "{}", again.stderr);
     assert!(
         again.stderr.contains("was rejected before (empty)")
@@ -170,7 +134,9 @@ fn a_commit_deleting_every_api_is_refused_until_allow_empty_is_given() {
     );
     // With it, from the environment as a manifest would write it, the same
     // commit goes through without --force.
-    let allowed = sync(&repo, &node, &[], &[("TYK_GITOPS_ALLOW_EMPTY", "Yes")]);
+    let allowed = Tg::sync_node(&repo.url(), &node)
+        .env("TYK_GITOPS_ALLOW_EMPTY", "Yes")
+        .run();
     assert_eq!(allowed.code, 0, "{}", allowed.stderr);
     assert_eq!(node.apis(), ids(&[]));
     assert_eq!(node.current_sha(), wipe);
@@ -182,7 +148,7 @@ fn a_first_sync_of_an_empty_root_is_refused_too() {
     repo.file("README.md", "nothing yet");
     repo.commit("readme");
     let node = Node::new();
-    let ran = sync(&repo, &node, &[], &[]);
+    let ran = Tg::sync_node(&repo.url(), &node).run();
     assert_eq!(ran.code, 1, "{}", ran.stderr);
     assert!(ran.stderr.contains("the top of commit"), "{}", ran.stderr);
     assert!(
@@ -215,7 +181,7 @@ fn validate_reports_an_empty_root_and_a_root_without_apis() {
     );
     let dir_arg = d.to_str().expect("utf8");
 
-    let empty = tyk_gitops(&["validate", dir_arg, "--path", "envs"], &[]);
+    let empty = Tg::validate(dir_arg).args(["--path", "envs"]).run();
     assert_eq!(empty.code, 1, "{}", empty.stdout);
     assert!(
         empty.stdout.contains("empty-config-root"),
@@ -227,41 +193,40 @@ fn validate_reports_an_empty_root_and_a_root_without_apis() {
         "{}",
         empty.stdout
     );
-    let json = tyk_gitops(
-        &["validate", dir_arg, "--path", "envs", "--format", "github"],
-        &[],
-    );
+    let json = Tg::validate(dir_arg)
+        .args(["--path", "envs", "--format", "github"])
+        .run();
     assert!(
         json.stdout.contains("::error file=envs,"),
         "{}",
         json.stdout
     );
 
-    let no_apis = tyk_gitops(&["validate", dir_arg, "--path", "envs/bare"], &[]);
+    let no_apis = Tg::validate(dir_arg).args(["--path", "envs/bare"]).run();
     assert_eq!(no_apis.code, 1, "{}", no_apis.stdout);
     assert!(no_apis.stdout.contains("no-apis"), "{}", no_apis.stdout);
 
     for allow in ["1", "true", "ON", "yes"] {
-        let ran = tyk_gitops(
-            &["validate", dir_arg, "--path", "envs/bare"],
-            &[("TYK_GITOPS_ALLOW_EMPTY", allow)],
-        );
+        let ran = Tg::validate(dir_arg)
+            .args(["--path", "envs/bare"])
+            .env("TYK_GITOPS_ALLOW_EMPTY", allow)
+            .run();
         assert_eq!(ran.code, 0, "{allow}: {}{}", ran.stdout, ran.stderr);
     }
     for deny in ["0", "false", "Off", "no", ""] {
-        let ran = tyk_gitops(
-            &["validate", dir_arg, "--path", "envs/bare"],
-            &[("TYK_GITOPS_ALLOW_EMPTY", deny)],
-        );
+        let ran = Tg::validate(dir_arg)
+            .args(["--path", "envs/bare"])
+            .env("TYK_GITOPS_ALLOW_EMPTY", deny)
+            .run();
         assert_eq!(ran.code, 1, "{deny:?}: {}{}", ran.stdout, ran.stderr);
     }
     // A typo is not taken for either.
-    let typo = tyk_gitops(
-        &["validate", dir_arg, "--path", "envs/prod"],
-        &[("TYK_GITOPS_STRICT", "ture")],
-    );
+    let typo = Tg::validate(dir_arg)
+        .args(["--path", "envs/prod"])
+        .env("TYK_GITOPS_STRICT", "ture")
+        .run();
     assert_eq!(typo.code, 2, "{}", typo.stderr);
-    let ok = tyk_gitops(&["validate", dir_arg, "--path", "envs/prod"], &[]);
+    let ok = Tg::validate(dir_arg).args(["--path", "envs/prod"]).run();
     assert_eq!(ok.code, 0, "{}", ok.stdout);
 }
 
@@ -271,18 +236,10 @@ fn a_wrong_secret_names_where_it_came_from_and_a_missing_secret_file_is_a_setup_
     repo.api("alpha");
     repo.commit("alpha");
     let node = Node::new();
-    let (root, gateway) = (node.root().display().to_string(), node.emu.url());
-    let base = [
-        "sync",
-        "--repo",
-        repo.path().to_str().expect("utf8"),
-        "--root",
-        &root,
-        "--gateway",
-        &gateway,
-    ];
+    let gateway = ["--gateway".to_string(), node.emu.url()];
+    let base = || Tg::sync(&repo.url(), node.root()).args(&gateway);
 
-    let from_env = tyk_gitops(&base, &[("TYK_GITOPS_GATEWAY_SECRET", "wrong-one")]);
+    let from_env = base().secret("wrong-one").run();
     assert_eq!(from_env.code, 4, "{}", from_env.stderr);
     assert!(
         from_env
@@ -296,9 +253,8 @@ fn a_wrong_secret_names_where_it_came_from_and_a_missing_secret_file_is_a_setup_
     let dir = tempfile::tempdir().expect("tmp");
     let file = dir.path().join("gateway-secret");
     fs::write(&file, "wrong-two\n").expect("write");
-    let mut with_file = base.to_vec();
-    with_file.extend(["--gateway-secret-file", file.to_str().expect("utf8")]);
-    let from_file = tyk_gitops(&with_file, &[]);
+    let with_file = || base().arg("--gateway-secret-file").arg(&file);
+    let from_file = with_file().run();
     assert_eq!(from_file.code, 4, "{}", from_file.stderr);
     assert!(
         from_file.stderr.contains(&format!(
@@ -310,7 +266,7 @@ fn a_wrong_secret_names_where_it_came_from_and_a_missing_secret_file_is_a_setup_
     );
 
     fs::remove_file(&file).expect("rm");
-    let missing = tyk_gitops(&with_file, &[]);
+    let missing = with_file().run();
     assert_eq!(missing.code, 2, "{}", missing.stderr);
     assert!(
         missing
@@ -342,17 +298,16 @@ fn a_schedule_replaces_the_manifests_period_but_both_typed_conflict() {
 
     let mut both_typed = args.to_vec();
     both_typed.extend(["--period", "30s", "--schedule", "0 * * * *"]);
-    let conflict = tyk_gitops(&both_typed, &[]);
+    let conflict = Tg::new(both_typed).run();
     assert_eq!(conflict.code, 2, "{}", conflict.stderr);
     assert!(conflict.stderr.contains("--period and --schedule"));
 
     // The example's sidecar sets TYK_GITOPS_PERIOD; a ConfigMap adds a
     // schedule. The sidecar starts, polls on the schedule and applies.
-    let child = Command::new(bin())
-        .args(args)
-        .env_remove("TYK_GITOPS_GATEWAY_SECRET_FILE")
+    let child = Tg::new(args)
         .env("TYK_GITOPS_PERIOD", "30s")
         .env("TYK_GITOPS_SCHEDULE", "0 * * * *")
+        .command()
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -366,10 +321,9 @@ fn a_schedule_replaces_the_manifests_period_but_both_typed_conflict() {
     drop(guard);
 
     // An empty schedule, as a manifest's placeholder, is no schedule.
-    let child = Command::new(bin())
-        .args(args)
-        .env_remove("TYK_GITOPS_GATEWAY_SECRET_FILE")
+    let child = Tg::new(args)
         .env("TYK_GITOPS_SCHEDULE", "")
+        .command()
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -386,7 +340,7 @@ fn sync_says_where_the_revision_is_and_what_comes_next() {
     let root = tempfile::tempdir().expect("tmp");
     let root_arg = root.path().display().to_string();
     let repo_arg = repo.path().to_str().expect("utf8");
-    let ran = tyk_gitops(&["sync", "--repo", repo_arg, "--root", &root_arg], &[]);
+    let ran = Tg::sync(repo_arg, root.path()).run();
     assert_eq!(ran.code, 0, "{}", ran.stderr);
     assert!(
         ran.stderr
@@ -404,7 +358,7 @@ fn sync_says_where_the_revision_is_and_what_comes_next() {
 
     // An edit not committed yet is not synced, and the user is told.
     repo.api("beta");
-    let dirty = tyk_gitops(&["sync", "--repo", repo_arg, "--root", &root_arg], &[]);
+    let dirty = Tg::sync(repo_arg, root.path()).run();
     assert_eq!(dirty.code, 0, "{}", dirty.stderr);
     assert!(
         dirty
@@ -415,10 +369,7 @@ fn sync_says_where_the_revision_is_and_what_comes_next() {
     );
     assert!(dirty.stderr.contains("apps/beta.json"), "{}", dirty.stderr);
     assert!(!root.path().join("current/apps/beta.json").exists());
-    let missing = tyk_gitops(
-        &["sync", "--repo", "/no/such/path", "--root", &root_arg],
-        &[],
-    );
+    let missing = Tg::sync("/no/such/path", root.path()).run();
     assert_eq!(missing.code, 3, "{}", missing.stderr);
     assert!(
         missing
@@ -433,7 +384,7 @@ fn sync_says_where_the_revision_is_and_what_comes_next() {
 #[test]
 fn fleet_help_shows_redis_as_required() {
     for command in ["status", "wait"] {
-        let help = tyk_gitops(&["fleet", command, "--help"], &[]);
+        let help = Tg::new(["fleet", command, "--help"]).run();
         assert_eq!(help.code, 0);
         let usage = help
             .stdout
@@ -448,7 +399,7 @@ fn fleet_help_shows_redis_as_required() {
         } else {
             &["fleet", "status"]
         };
-        let missing = tyk_gitops(args, &[]);
+        let missing = Tg::new(args).run();
         assert_eq!(missing.code, 2, "{}", missing.stderr);
         assert!(
             missing

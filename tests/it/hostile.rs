@@ -9,7 +9,6 @@ use std::fs;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -19,13 +18,14 @@ use serde_json::json;
 use sha2::Sha256;
 use tempfile::TempDir;
 
+use crate::support::cli::{Ran, Tg};
 use crate::support::git_server::{GitDaemon, GitHttp};
 use crate::support::node::{Node, ids};
 use crate::support::redis::RedisServer;
 use crate::support::repo::ConfigRepo;
 use crate::support::sidecar::Sidecar;
 use crate::support::tyk::{EmuConfig, TykEmulator};
-use crate::support::{KillOnDrop, bin, eventually, free_port, http, http_get, wait_for_port};
+use crate::support::{KillOnDrop, eventually, free_port, http, http_get, wait_for_port};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -179,18 +179,10 @@ fn node_with_secret(secret: &str) -> Node {
 /// Runs the binary to completion with a clean `TYK_GITOPS_*` environment;
 /// records stdout and stderr; returns the exit code.
 fn run_cli(seen: &mut Seen, label: &str, args: &[&str], env: &[(&str, &str)]) -> i32 {
-    let mut cmd = Command::new(bin());
-    cmd.args(args);
-    for (k, _) in std::env::vars() {
-        if k.starts_with("TYK_GITOPS_") {
-            cmd.env_remove(k);
-        }
-    }
-    cmd.envs(env.iter().copied());
-    let out = cmd.output().unwrap();
-    seen.add(format!("{label}:stdout"), out.stdout);
-    seen.add(format!("{label}:stderr"), out.stderr);
-    out.status.code().unwrap_or(-1)
+    let ran = Tg::new(args).envs(env.iter().copied()).run();
+    seen.add(format!("{label}:stdout"), ran.stdout);
+    seen.add(format!("{label}:stderr"), ran.stderr);
+    ran.code
 }
 
 /// `tyk-gitops run` with our own flags and environment (not `Sidecar::start`,
@@ -200,17 +192,11 @@ fn start_run(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Sidecar {
     let sidecar_dir = tempfile::tempdir_in(dir).unwrap();
     let stderr = fs::File::create(sidecar_dir.path().join("stderr")).unwrap();
     let stdout = fs::File::create(sidecar_dir.path().join("stdout")).unwrap();
-    let mut cmd = Command::new(bin());
-    cmd.arg("run")
+    let child = Tg::new(["run"])
         .args(args)
-        .args(["--listen", &addr.to_string()]);
-    for (k, _) in std::env::vars() {
-        if k.starts_with("TYK_GITOPS_") {
-            cmd.env_remove(k);
-        }
-    }
-    let child = cmd
+        .args(["--listen", &addr.to_string()])
         .envs(env.iter().copied())
+        .command()
         .stdout(stdout)
         .stderr(stderr)
         .spawn()
@@ -1154,28 +1140,16 @@ fn slow_loris_clients_neither_pin_the_server_nor_stay_connected() {
 // Hostile repos at scale
 // ---------------------------------------------------------------------------
 
-/// `sync` of `url` into `node` under `/usr/bin/time -v`: exit code, stderr,
-/// peak RSS in KiB, wall time.
-fn timed_sync(url: &str, node: &Node, extra: &[&str]) -> (i32, String, u64, Duration) {
+/// A measured `sync` of `url` into `node`, and its wall time. A thousand
+/// new APIs are each probed: the binary's own verify timeout, not the
+/// tests' short one.
+fn timed_sync(url: &str, node: &Node) -> (Ran, Duration) {
     let started = Instant::now();
-    let out = Command::new("/usr/bin/time")
-        .arg("-v")
-        .arg(bin())
-        .args(["sync", "--repo", url, "--root"])
-        .arg(node.root())
-        .args(["--gateway", &node.emu.url()])
-        .args(extra)
-        .env("TYK_GITOPS_GATEWAY_SECRET", crate::support::node::SECRET)
-        .output()
-        .expect("/usr/bin/time (apt-get install time)");
-    let took = started.elapsed();
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    let rss = err
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("Maximum resident set size (kbytes):"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0);
-    (out.status.code().unwrap_or(-1), err, rss, took)
+    let ran = Tg::sync_node(url, node)
+        .args(["--verify-timeout", "30s"])
+        .measured()
+        .run();
+    (ran, started.elapsed())
 }
 
 fn daemon_url(repo: &ConfigRepo) -> (GitDaemon, String) {
@@ -1238,15 +1212,15 @@ fn a_commit_of_100_000_files_applies_whole_and_one_duplicate_key_refuses_it() {
     let (_daemon, url) = daemon_url(&repo);
     let node = Node::new();
 
-    let (code, err, rss, took) = timed_sync(&url, &node, &[]);
-    assert_eq!(code, 0, "{err}");
+    let (first, took) = timed_sync(&url, &node);
+    let rss = first.ok().peak_rss_kib();
     assert_eq!(node.current_sha(), sha);
     assert_eq!(node.apis().len(), apis);
     let files =
         count_files(&node.current().join("templates")) + count_files(&node.current().join("apps"));
     assert_eq!(files, apis + templates + 1);
-    let (code2, err2, rss2, took2) = timed_sync(&url, &node, &[]);
-    assert_eq!(code2, 0, "{err2}");
+    let (noop, took2) = timed_sync(&url, &node);
+    let rss2 = noop.ok().peak_rss_kib();
 
     // One duplicate key among 100,000 files: refused, nothing changes.
     let link = fs::read_link(node.current()).unwrap();
@@ -1254,12 +1228,12 @@ fn a_commit_of_100_000_files_applies_whole_and_one_duplicate_key_refuses_it() {
     let bad = r#"{"name":"API api0500","api_id":"api0500","org_id":"default","use_keyless":true,"version_data":{"not_versioned":true,"versions":{"Default":{"name":"Default"}}},"proxy":{"listen_path":"/api0500/","target_url":"http://upstream:8080/","strip_listen_path":true},"api_id":"evil"}"#;
     repo.file("apps/api0500.json", bad);
     repo.commit("duplicate key");
-    let (code3, err3, rss3, took3) = timed_sync(&url, &node, &[]);
-    assert_eq!(code3, 1, "{err3}");
-    assert!(
-        err3.contains("duplicate-key") && err3.contains("apps/api0500.json"),
-        "{err3}"
-    );
+    let (refused, took3) = timed_sync(&url, &node);
+    let rss3 = refused
+        .code(1)
+        .stderr_has("duplicate-key")
+        .stderr_has("apps/api0500.json")
+        .peak_rss_kib();
     assert_eq!(fs::read_link(node.current()).unwrap(), link);
     assert_eq!(node.current_sha(), sha);
     assert_eq!(node.emu.reload_count(), reloads);
@@ -1288,8 +1262,7 @@ fn a_1_gib_file_is_refused_as_too_large_without_being_read() {
     let good = repo.commit("alpha");
     let (_daemon, url) = daemon_url(&repo);
     let node = Node::new();
-    let (code, err, _, _) = timed_sync(&url, &node, &[]);
-    assert_eq!(code, 0, "{err}");
+    timed_sync(&url, &node).0.ok();
     let link = fs::read_link(node.current()).unwrap();
 
     let started = Instant::now();
@@ -1300,15 +1273,16 @@ fn a_1_gib_file_is_refused_as_too_large_without_being_read() {
     repo.commit("1 GiB");
     let committed = started.elapsed();
     let reloads = node.emu.reload_count();
-    let (code, err, rss, took) = timed_sync(&url, &node, &[]);
+    let (ran, took) = timed_sync(&url, &node);
+    let rss = ran.peak_rss_kib();
     println!(
-        "RESULT 1 GiB file: commit {:.1}s; sync exit {code} in {:.1}s, peak RSS {} MiB",
+        "RESULT 1 GiB file: commit {:.1}s; sync exit {} in {:.1}s, peak RSS {} MiB",
         committed.as_secs_f64(),
+        ran.code,
         took.as_secs_f64(),
         rss / 1024
     );
-    assert_eq!(code, 1, "{err}");
-    assert!(err.contains("file-too-large"), "{err}");
+    ran.code(1).stderr_has("file-too-large");
     assert!(
         rss < 128 * 1024,
         "peak RSS {rss} KiB: the file was read whole"
@@ -1328,11 +1302,11 @@ fn a_low_open_files_limit_is_raised_so_idle_clients_cannot_starve_healthz() {
     let (_repo, _daemon, url) = crate::support::served_repo();
     let root = tempfile::tempdir().expect("tempdir");
     let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-    let mut cmd = Command::new(bin());
-    cmd.args(["run", "--repo", &url, "--root"])
+    let mut cmd = Tg::new(["run", "--repo", &url, "--root"])
         .arg(root.path())
         .args(["--listen", &addr.to_string(), "--period", "1h"])
-        .stdout(std::process::Stdio::null())
+        .command();
+    cmd.stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
     // SAFETY: setrlimit is async-signal-safe; it runs in the child between
     // fork and exec and touches nothing but its own struct.

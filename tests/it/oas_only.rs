@@ -8,16 +8,16 @@
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
-use std::process::{Command, Output};
 use std::sync::mpsc;
 use std::thread;
 
 use serde_json::{Value, json};
 
+use crate::support::cli::Tg;
+use crate::support::http;
 use crate::support::node::{Node, SECRET};
 use crate::support::repo::{ConfigRepo, api_json, policy_json};
 use crate::support::tyk::{EmuConfig, TykVersion};
-use crate::support::{bin, http};
 
 /// A Tyk OAS document as `POST /tyk/apis/oas` takes it.
 fn document(id: &str, listen_path: &str, target: &str) -> Value {
@@ -35,31 +35,6 @@ fn document(id: &str, listen_path: &str, target: &str) -> Value {
 
 fn pretty(value: &Value) -> String {
     serde_json::to_string_pretty(value).expect("json") + "\n"
-}
-
-fn sync(repo: &ConfigRepo, node: &Node) -> Output {
-    Command::new(bin())
-        .args([
-            "sync",
-            "--repo",
-            repo.path().to_str().expect("utf-8"),
-            "--root",
-        ])
-        .arg(node.root())
-        .args(["--gateway", &node.emu.url()])
-        .env("TYK_GITOPS_GATEWAY_SECRET", SECRET)
-        .output()
-        .expect("sync")
-}
-
-fn validate(dir: &Path) -> (Option<i32>, Value) {
-    let out = Command::new(bin())
-        .args(["validate", dir.to_str().expect("utf-8"), "--format", "json"])
-        .output()
-        .expect("validate");
-    let report = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stdout)));
-    (out.status.code(), report)
 }
 
 fn findings<'a>(report: &'a Value, rule: &str) -> Vec<&'a Value> {
@@ -137,13 +112,8 @@ fn syncs_verifies_and_is_routed_on(version: TykVersion) {
         version,
         ..EmuConfig::default()
     });
-    let out = sync(&repo, &node);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{version:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = Tg::sync_node(&repo.url(), &node).run();
+    assert_eq!(out.code, 0, "{version:?}: {}", out.stderr);
     assert_eq!(node.apis(), ["orders", "pets"], "{version:?}");
     assert_eq!(
         node.emu.routed_api_ids().into_iter().collect::<Vec<_>>(),
@@ -203,8 +173,11 @@ fn a_document_without_info_id_is_refused_naming_file_and_line() {
         .remove("id");
     repo.file("apps/pets.json", pretty(&doc));
     repo.commit("no id");
-    let (code, report) = validate(repo.path());
-    assert_eq!(code, Some(1), "{report}");
+    let report = Tg::validate(repo.path())
+        .args(["--format", "json"])
+        .run()
+        .code(1)
+        .json();
     let found = findings(&report, "bare-oas");
     assert_eq!(found.len(), 1, "{report}");
     let f = found[0];
@@ -231,9 +204,9 @@ fn a_document_without_info_id_is_refused_naming_file_and_line() {
 
     // Nothing is applied: the sync refuses the commit and names the rule.
     let node = Node::new();
-    let out = sync(&repo, &node);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("bare-oas"));
+    let out = Tg::sync_node(&repo.url(), &node).run();
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("bare-oas"));
     assert!(!node.current().exists());
 }
 
@@ -245,8 +218,11 @@ fn findings_on_the_derived_half_point_at_the_value_in_the_document() {
         pretty(&document("pets", "/pets v2/", "http://upstream:8080/")),
     );
     repo.commit("a space in the listen path");
-    let (code, report) = validate(repo.path());
-    assert_eq!(code, Some(1), "{report}");
+    let report = Tg::validate(repo.path())
+        .args(["--format", "json"])
+        .run()
+        .code(1)
+        .json();
     let found = findings(&report, "invalid-listen-path");
     assert_eq!(found.len(), 1, "{report}");
     let f = found[0];
@@ -296,8 +272,11 @@ fn cross_file_rules_see_the_derived_api() {
     )
     .json("apps/dogs-classic.json", &api_json("dogs"));
     repo.commit("clashes");
-    let (code, report) = validate(repo.path());
-    assert_eq!(code, Some(1), "{report}");
+    let report = Tg::validate(repo.path())
+        .args(["--format", "json"])
+        .run()
+        .code(1)
+        .json();
     let file = repo.path().join("apps/pets.json");
     let ids = findings(&report, "duplicate-api-id");
     let on_doc = ids
@@ -351,13 +330,8 @@ fn a_document_beside_a_classic_pair_and_a_document_whose_name_is_taken() {
         );
     repo.commit("a pair and a document");
     let node = Node::new();
-    let out = sync(&repo, &node);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = Tg::sync_node(&repo.url(), &node).run();
+    assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(node.apis(), ["inventory", "petstore"]);
     // The hand-written pair is untouched.
     assert_eq!(
@@ -380,8 +354,11 @@ fn a_document_beside_a_classic_pair_and_a_document_whose_name_is_taken() {
         )),
     );
     repo.commit("two documents on one name");
-    let (code, report) = validate(repo.path());
-    assert_eq!(code, Some(1), "{report}");
+    let report = Tg::validate(repo.path())
+        .args(["--format", "json"])
+        .run()
+        .code(1)
+        .json();
     let taken = findings(&report, "bare-oas");
     let on_doc = taken
         .iter()
@@ -394,8 +371,8 @@ fn a_document_beside_a_classic_pair_and_a_document_whose_name_is_taken() {
             .contains("already has petstore-oas.json"),
         "{on_doc}"
     );
-    let out = sync(&repo, &node);
-    assert_eq!(out.status.code(), Some(1));
+    let out = Tg::sync_node(&repo.url(), &node).run();
+    assert_eq!(out.code, 1);
     assert_eq!(node.apis(), ["inventory", "petstore"]);
 }
 
@@ -407,8 +384,12 @@ fn settings_the_derived_half_leaves_out_are_warned_about() {
         json!({"enabled": true, "rate": 10, "per": "1s"});
     repo.file("apps/pets.json", pretty(&doc));
     repo.commit("a rate limit");
-    let (code, report) = validate(repo.path());
-    assert_eq!(code, Some(0), "warnings only: {report}");
+    // Warnings only.
+    let report = Tg::validate(repo.path())
+        .args(["--format", "json"])
+        .run()
+        .ok()
+        .json();
     let found = findings(&report, "oas-not-derived");
     assert_eq!(found.len(), 1, "{report}");
     assert_eq!(found[0]["pointer"], "/x-tyk-api-gateway/upstream/rateLimit");
@@ -435,7 +416,7 @@ fn the_corpus_gets_no_new_finding() {
     regressions.sort();
     dirs.extend(regressions);
     for dir in dirs {
-        let (_, report) = validate(&dir);
+        let report = Tg::validate(&dir).args(["--format", "json"]).run().json();
         for rule in ["bare-oas", "oas-not-derived"] {
             assert!(
                 findings(&report, rule).is_empty(),
@@ -472,13 +453,8 @@ fn documents_named_by_a_tyk_sync_index_become_pairs() {
     );
     repo.commit("tyk-sync dump of a Tyk OAS API");
     let node = Node::new();
-    let out = sync(&repo, &node);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = Tg::sync_node(&repo.url(), &node).run();
+    assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(node.apis(), ["pets"]);
     let apps = node.current().join("apps");
     assert!(apps.join("oas-pets.json").is_file() && apps.join("oas-pets-oas.json").is_file());
@@ -489,7 +465,10 @@ fn documents_named_by_a_tyk_sync_index_become_pairs() {
         &json!({"type": "oas", "files": [{"file": "oas-pets.json", "api_id": "cats"}]}),
     );
     repo.commit("a wrong id in the index");
-    let (code, report) = validate(repo.path());
-    assert_eq!(code, Some(1), "{report}");
+    let report = Tg::validate(repo.path())
+        .args(["--format", "json"])
+        .run()
+        .code(1)
+        .json();
     assert_eq!(findings(&report, "tyk-index").len(), 1, "{report}");
 }

@@ -2,27 +2,12 @@
 //! against a running fleet: two real checkouts, a served repo with a commit
 //! applied under `--root`, and the Tyk emulator.
 
-use std::process::{Command, Output};
+use serde_json::json;
 
-use serde_json::{Value, json};
-
-use crate::support::bin;
+use crate::support::cli::Tg;
 use crate::support::node::{Node, SECRET};
 use crate::support::repo::{ConfigRepo, api_json, policy_json};
 use crate::support::served_repo;
-
-fn plan(args: &[&str]) -> Output {
-    Command::new(bin())
-        .arg("plan")
-        .args(args)
-        .env_remove("TYK_GITOPS_GATEWAY_SECRET")
-        .output()
-        .expect("run tyk-gitops plan")
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// The base of a pull request: two APIs, a policy, a script.
 fn base_checkout() -> ConfigRepo {
@@ -59,14 +44,11 @@ fn dir(repo: &ConfigRepo) -> &str {
 #[test]
 fn plan_of_two_checkouts_lists_exactly_the_changed_apis_policies_and_fields() {
     let (base, new) = (base_checkout(), changed_checkout());
-    let out = plan(&[dir(&new), "--base", dir(&base), "--format", "json"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let p: Value = serde_json::from_slice(&out.stdout).expect("json plan");
+    let out = Tg::plan()
+        .args([dir(&new), "--base", dir(&base), "--format", "json"])
+        .run()
+        .ok();
+    let p = out.json();
     assert_eq!(p["apis"]["added"], json!(["billing"]));
     assert_eq!(p["apis"]["removed"], json!(["legacy"]));
     assert_eq!(
@@ -82,7 +64,10 @@ fn plan_of_two_checkouts_lists_exactly_the_changed_apis_policies_and_fields() {
     assert_eq!(p["files"]["changed"], json!(["middleware/auth.js"]));
     assert_eq!(p["findings"], json!({"errors": [], "warnings": []}));
 
-    let human = stdout(&plan(&[dir(&new), "--base", dir(&base)]));
+    let human = Tg::plan()
+        .args([dir(&new), "--base", dir(&base)])
+        .run()
+        .stdout;
     assert!(
         human.starts_with("3 APIs (1 added, 1 removed, 1 changed); 1 policy"),
         "{human}"
@@ -93,13 +78,10 @@ fn plan_of_two_checkouts_lists_exactly_the_changed_apis_policies_and_fields() {
         "{human}"
     );
 
-    let md = stdout(&plan(&[
-        dir(&new),
-        "--base",
-        dir(&base),
-        "--format",
-        "markdown",
-    ]));
+    let md = Tg::plan()
+        .args([dir(&new), "--base", dir(&base), "--format", "markdown"])
+        .run()
+        .stdout;
     assert!(
         md.contains("| kind | id | change | file | fields |"),
         "{md}"
@@ -119,13 +101,9 @@ fn plan_of_two_checkouts_lists_exactly_the_changed_apis_policies_and_fields() {
         "{md}"
     );
 
-    let same = plan(&[dir(&base), "--base", dir(&base)]);
-    assert_eq!(same.status.code(), Some(0));
-    assert!(
-        stdout(&same).starts_with("No changes."),
-        "{}",
-        stdout(&same)
-    );
+    let same = Tg::plan().args([dir(&base), "--base", dir(&base)]).run();
+    assert_eq!(same.code, 0);
+    assert!(same.stdout.starts_with("No changes."), "{}", same.stdout);
 }
 
 #[test]
@@ -136,9 +114,11 @@ fn plan_exits_1_with_the_findings_when_the_new_side_is_invalid_and_2_without_a_b
         .api("orders")
         .file("apps/typo.json", "{\"api_id\": \"x\",,}");
     broken.commit("typo");
-    let out = plan(&[dir(&broken), "--base", dir(&base), "--format", "json"]);
-    assert_eq!(out.status.code(), Some(1));
-    let plan_json: Value = serde_json::from_slice(&out.stdout).expect("json plan");
+    let out = Tg::plan()
+        .args([dir(&broken), "--base", dir(&base), "--format", "json"])
+        .run();
+    assert_eq!(out.code, 1);
+    let plan_json = out.json();
     let errors = plan_json["findings"]["errors"].as_array().expect("errors");
     assert!(
         errors
@@ -148,9 +128,9 @@ fn plan_exits_1_with_the_findings_when_the_new_side_is_invalid_and_2_without_a_b
     );
     assert_eq!(plan_json["apis"]["removed"], json!(["legacy"]));
 
-    let out = plan(&[dir(&base)]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("plan needs a base"));
+    let out = Tg::plan().args([dir(&base)]).run();
+    assert_eq!(out.code, 2);
+    assert!(out.stderr.contains("plan needs a base"));
 }
 
 #[test]
@@ -159,16 +139,7 @@ fn plan_of_a_ref_compares_with_the_commit_applied_under_root_or_a_given_sha() {
     let first = repo.head();
     let node = Node::new();
     let root = node.root().to_str().expect("utf-8 root").to_string();
-    let synced = Command::new(bin())
-        .args(["sync", "--repo", &url, "--root", &root])
-        .output()
-        .expect("sync");
-    assert_eq!(
-        synced.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&synced.stderr)
-    );
+    Tg::sync(&url, node.root()).run().ok();
 
     let mut alpha = api_json("alpha");
     alpha["use_keyless"] = json!(false);
@@ -176,14 +147,11 @@ fn plan_of_a_ref_compares_with_the_commit_applied_under_root_or_a_given_sha() {
     repo.json("apps/alpha.json", &alpha).api("beta");
     repo.commit("beta, alpha needs a key");
 
-    let out = plan(&["--repo", &url, "--root", &root, "--format", "json"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let p: Value = serde_json::from_slice(&out.stdout).expect("json plan");
+    let out = Tg::plan()
+        .args(["--repo", &url, "--root", &root, "--format", "json"])
+        .run()
+        .ok();
+    let p = out.json();
     assert_eq!(p["apis"]["added"], json!(["beta"]));
     assert_eq!(
         p["apis"]["changed"][0]["fields"],
@@ -193,40 +161,18 @@ fn plan_of_a_ref_compares_with_the_commit_applied_under_root_or_a_given_sha() {
 
     // Against the commit itself: nothing to do.
     let head = repo.head();
-    let out = plan(&["--repo", &url, "--root", &root, "--against", &head]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(stdout(&out).starts_with("No changes."), "{}", stdout(&out));
+    let out = Tg::plan()
+        .args(["--repo", &url, "--root", &root, "--against", &head])
+        .run()
+        .ok();
+    assert!(out.stdout.starts_with("No changes."), "{}", out.stdout);
 }
 
 #[test]
 fn plan_against_a_gateway_compares_only_the_fields_the_commit_sets() {
     let (repo, _daemon, url) = served_repo();
     let node = Node::new();
-    let root = node.root().to_str().expect("utf-8 root").to_string();
-    let synced = Command::new(bin())
-        .args([
-            "sync",
-            "--repo",
-            &url,
-            "--root",
-            &root,
-            "--gateway",
-            &node.emu.url(),
-        ])
-        .env("TYK_GITOPS_GATEWAY_SECRET", SECRET)
-        .output()
-        .expect("sync");
-    assert_eq!(
-        synced.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&synced.stderr)
-    );
+    Tg::sync_node(&url, &node).run().ok();
 
     // The checkout the gateway runs: no change, although the gateway lists
     // fields the files never set.
@@ -234,40 +180,29 @@ fn plan_against_a_gateway_compares_only_the_fields_the_commit_sets() {
     std::fs::write(secret.path(), SECRET).expect("write secret");
     let secret = secret.path().to_str().expect("utf-8 path");
     let gw = node.emu.url();
-    let out = plan(&[
-        dir(&repo),
-        "--gateway",
-        &gw,
-        "--gateway-secret-file",
-        secret,
-    ]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(stdout(&out).starts_with("No changes."), "{}", stdout(&out));
+    let plan = || {
+        Tg::plan().args([
+            dir(&repo),
+            "--gateway",
+            &gw,
+            "--gateway-secret-file",
+            secret,
+        ])
+    };
+    let out = plan().run().ok();
+    assert!(out.stdout.starts_with("No changes."), "{}", out.stdout);
 
     let mut alpha = api_json("alpha");
     alpha["proxy"]["target_url"] = json!("http://elsewhere:9000/");
     repo.json("apps/alpha.json", &alpha).api("beta");
-    let out = plan(&[
-        dir(&repo),
-        "--gateway",
-        &gw,
-        "--gateway-secret-file",
-        secret,
-        "--format",
-        "json",
-    ]);
-    let p: Value = serde_json::from_slice(&out.stdout).expect("json plan");
+    let out = plan().args(["--format", "json"]).run();
+    let p = out.json();
     assert_eq!(p["apis"]["added"], json!(["beta"]));
     assert_eq!(
         p["apis"]["changed"],
         json!([{"id": "alpha", "file": "apps/alpha.json", "fields": ["proxy.target_url"]}])
     );
 
-    let out = plan(&[dir(&repo), "--gateway", &gw]);
-    assert_eq!(out.status.code(), Some(2), "no secret is a usage error");
+    let out = Tg::plan().args([dir(&repo), "--gateway", &gw]).run();
+    assert_eq!(out.code, 2, "no secret is a usage error");
 }

@@ -1,9 +1,7 @@
 //! The README is the user guide: every flag and env var that `--help` shows
 //! must be documented there, so the two cannot drift apart.
 
-use std::process::Command;
-
-use crate::support::bin;
+use crate::support::cli::Tg;
 
 const COMMANDS: [&[&str]; 7] = [
     &["sync"],
@@ -21,13 +19,7 @@ fn readme_documents_every_flag_and_env_var_of_every_command() {
         .expect("README.md");
     let mut missing = Vec::new();
     for command in COMMANDS {
-        let out = Command::new(bin())
-            .args(command)
-            .arg("--help")
-            .output()
-            .expect("run --help");
-        assert!(out.status.success(), "{command:?} --help failed");
-        let help = String::from_utf8_lossy(&out.stdout);
+        let help = Tg::new(command).arg("--help").run().ok().stdout;
         for word in help.split(|c: char| c.is_whitespace() || c == '[' || c == ']' || c == ',') {
             let word = word.trim_matches(|c: char| "=.;:()`'\"".contains(c));
             let documented =

@@ -4,16 +4,17 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
 use tempfile::TempDir;
 
+use crate::support::cli::{Ran, Tg};
 use crate::support::node::Node;
 use crate::support::repo::{ConfigRepo, git};
 use crate::support::sidecar::Sidecar;
-use crate::support::{bin, eventually, served_repo};
+use crate::support::{eventually, served_repo};
 
 /// An SSH signing key made by `ssh-keygen`, and its allowed-signers line.
 struct SshKey {
@@ -68,20 +69,6 @@ fn commit_ssh(repo: &ConfigRepo, key: &SshKey, message: &str) -> String {
     commit_signed(repo, &config, message)
 }
 
-fn sync(url: &str, node: &Node, trust: &[&str]) -> Output {
-    Command::new(bin())
-        .args(["sync", "--repo", url, "--root"])
-        .arg(node.root())
-        .arg("--verify-signatures")
-        .args(trust)
-        .output()
-        .expect("run sync")
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
 fn write(dir: &Path, name: &str, text: &str) -> String {
     let path = dir.join(name);
     fs::write(&path, text).expect("write key file");
@@ -90,9 +77,9 @@ fn write(dir: &Path, name: &str, text: &str) -> String {
 
 /// Refused like an invalid commit: exit 1, the reason named, nothing
 /// written, and the rejection recorded so the sha is not fetched again.
-fn assert_refused(out: &Output, node: &Node, sha: &str, why: &str) {
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(out));
-    let err = stderr(out);
+fn assert_refused(out: &Ran, node: &Node, sha: &str, why: &str) {
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let err = &out.stderr;
     assert!(err.contains("untrusted-signature"), "{err}");
     assert!(err.contains(why), "expected {why:?} in: {err}");
     assert!(!node.current().exists(), "an untrusted commit was written");
@@ -115,19 +102,24 @@ fn ssh_signed_commits_apply_and_every_kind_of_untrusted_one_is_refused_with_noth
         "allowed_signers",
         &alice.allowed("alice@example.com", ""),
     );
-    let trust = ["--allowed-signers", allowed.as_str()];
+    let trust = ["--verify-signatures", "--allowed-signers", &allowed];
 
     // Unsigned (served_repo's first commit).
     let node = Node::new();
     let unsigned = repo.head();
-    assert_refused(&sync(&url, &node, &trust), &node, &unsigned, "not signed");
+    assert_refused(
+        &Tg::sync(&url, node.root()).args(trust).run(),
+        &node,
+        &unsigned,
+        "not signed",
+    );
     // Not fetched again: the second run answers from the rejection.
-    let again = sync(&url, &node, &trust);
-    assert_eq!(again.status.code(), Some(1));
+    let again = Tg::sync(&url, node.root()).args(trust).run();
+    assert_eq!(again.code, 1);
     assert!(
-        stderr(&again).contains("was rejected before"),
+        again.stderr.contains("was rejected before"),
         "{}",
-        stderr(&again)
+        again.stderr
     );
 
     // Signed by a key the file does not list.
@@ -135,7 +127,7 @@ fn ssh_signed_commits_apply_and_every_kind_of_untrusted_one_is_refused_with_noth
     let by_mallory = commit_ssh(&repo, &mallory, "mallory");
     let node = Node::new();
     assert_refused(
-        &sync(&url, &node, &trust),
+        &Tg::sync(&url, node.root()).args(trust).run(),
         &node,
         &by_mallory,
         "does not list",
@@ -165,7 +157,7 @@ fn ssh_signed_commits_apply_and_every_kind_of_untrusted_one_is_refused_with_noth
     };
     let node = Node::new();
     assert_refused(
-        &sync(&url, &node, &trust),
+        &Tg::sync(&url, node.root()).args(trust).run(),
         &node,
         &forged_sha,
         "not made for this content",
@@ -179,26 +171,24 @@ fn ssh_signed_commits_apply_and_every_kind_of_untrusted_one_is_refused_with_noth
         &alice.allowed("alice@example.com", "valid-before=20200101"),
     );
     let node = Node::new();
-    let out = sync(&url, &node, &["--allowed-signers", &expired]);
+    let out = Tg::sync(&url, node.root())
+        .args(["--verify-signatures", "--allowed-signers", &expired])
+        .run();
     assert_refused(&out, &node, &signed, "expired");
 
     // Listed and current: applied, and the log names the signer.
     let node = Node::new();
-    let out = sync(&url, &node, &trust);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = Tg::sync(&url, node.root()).args(trust).run();
+    assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(node.current_sha(), signed);
-    assert!(
-        stderr(&out).contains("alice@example.com"),
-        "{}",
-        stderr(&out)
-    );
+    assert!(out.stderr.contains("alice@example.com"), "{}", out.stderr);
 
     // Key rotation: the file is read on every sync.
     fs::write(&allowed, mallory.allowed("mallory@example.com", "")).expect("rotate");
     repo.api("delta");
     let rotated = commit_ssh(&repo, &mallory, "after rotation");
-    let out = sync(&url, &node, &trust);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = Tg::sync(&url, node.root()).args(trust).run();
+    assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(node.current_sha(), rotated);
 }
 
@@ -228,10 +218,18 @@ fn a_signed_annotated_tag_vouches_for_an_unsigned_commit() {
         ],
     );
     let node = Node::new();
-    let out = sync(&url, &node, &["--allowed-signers", &allowed, "--ref", "v1"]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = Tg::sync(&url, node.root())
+        .args([
+            "--verify-signatures",
+            "--allowed-signers",
+            &allowed,
+            "--ref",
+            "v1",
+        ])
+        .run();
+    assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(node.current_sha(), repo.head());
-    assert!(stderr(&out).contains("tag"), "{}", stderr(&out));
+    assert!(out.stderr.contains("tag"), "{}", out.stderr);
 }
 
 /// A throwaway GnuPG home with one ed25519 signing key.
@@ -336,13 +334,13 @@ fn openpgp_signed_commits_apply_and_unlisted_expired_or_revoked_keys_are_refused
     );
     let keys = tempfile::tempdir().expect("tempdir");
     let trusted = write(keys.path(), "trusted.asc", &alice.public());
-    let trust = ["--trusted-keys", trusted.as_str()];
+    let trust = ["--verify-signatures", "--trusted-keys", &trusted];
 
     repo.api("beta");
     let by_other = other.commit(&repo, "other");
     let node = Node::new();
     assert_refused(
-        &sync(&url, &node, &trust),
+        &Tg::sync(&url, node.root()).args(trust).run(),
         &node,
         &by_other,
         "does not hold",
@@ -351,14 +349,10 @@ fn openpgp_signed_commits_apply_and_unlisted_expired_or_revoked_keys_are_refused
     repo.api("gamma");
     let by_alice = alice.commit(&repo, "alice");
     let node = Node::new();
-    let out = sync(&url, &node, &trust);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = Tg::sync(&url, node.root()).args(trust).run();
+    assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(node.current_sha(), by_alice);
-    assert!(
-        stderr(&out).contains("alice@example.com"),
-        "{}",
-        stderr(&out)
-    );
+    assert!(out.stderr.contains("alice@example.com"), "{}", out.stderr);
 
     // The same key, expired since: refused (judged now, not at the commit's date).
     alice.run(&["--quick-set-expire", &alice.fingerprint, "seconds=1"]);
@@ -366,7 +360,9 @@ fn openpgp_signed_commits_apply_and_unlisted_expired_or_revoked_keys_are_refused
     let expired = write(keys.path(), "expired.asc", &alice.public());
     let node = Node::new();
     assert_refused(
-        &sync(&url, &node, &["--trusted-keys", &expired]),
+        &Tg::sync(&url, node.root())
+            .args(["--verify-signatures", "--trusted-keys", &expired])
+            .run(),
         &node,
         &by_alice,
         "expired",
@@ -380,7 +376,9 @@ fn openpgp_signed_commits_apply_and_unlisted_expired_or_revoked_keys_are_refused
     let revoked = write(keys.path(), "revoked.asc", &fresh.public());
     let node = Node::new();
     assert_refused(
-        &sync(&url, &node, &["--trusted-keys", &revoked]),
+        &Tg::sync(&url, node.root())
+            .args(["--verify-signatures", "--trusted-keys", &revoked])
+            .run(),
         &node,
         &by_fresh,
         "revoked",

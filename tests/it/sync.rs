@@ -5,93 +5,14 @@
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::bin;
+use crate::support::cli::Tg;
 use crate::support::git_server::GitDaemon;
 use crate::support::node::{Node, SECRET, ids};
 use crate::support::repo::{ConfigRepo, api_json};
-use crate::support::tyk::TykEmulator;
-
-/// One `tyk-gitops sync` invocation, built up like a sentence.
-struct Sync {
-    args: Vec<String>,
-    env: Vec<(String, String)>,
-}
-
-struct Ran {
-    code: i32,
-    stderr: String,
-}
-
-impl Sync {
-    fn new(repo: &str, root: &Path) -> Sync {
-        Sync {
-            args: vec![
-                "sync".into(),
-                "--repo".into(),
-                repo.into(),
-                "--root".into(),
-                root.display().to_string(),
-            ],
-            env: Vec::new(),
-        }
-    }
-
-    fn arg(mut self, a: &str) -> Sync {
-        self.args.push(a.to_string());
-        self
-    }
-
-    fn args(mut self, a: &[&str]) -> Sync {
-        self.args.extend(a.iter().map(|s| s.to_string()));
-        self
-    }
-
-    fn gateway(self, emu: &TykEmulator) -> Sync {
-        self.gateway_with_secret(emu, SECRET)
-    }
-
-    fn gateway_with_secret(self, emu: &TykEmulator, secret: &str) -> Sync {
-        self.secret(secret)
-            .args(&["--gateway", &emu.url(), "--verify-timeout", "3s"])
-    }
-
-    fn secret(mut self, secret: &str) -> Sync {
-        self.env
-            .push(("TYK_GITOPS_GATEWAY_SECRET".into(), secret.to_string()));
-        self
-    }
-
-    fn run(self) -> Ran {
-        let out: Output = Command::new(bin())
-            .args(&self.args)
-            .envs(self.env)
-            .env_remove("TYK_GITOPS_GATEWAY_SECRET_FILE")
-            .output()
-            .expect("run tyk-gitops");
-        Ran {
-            code: out.status.code().unwrap_or(-1),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
-    }
-}
-
-/// `tyk-gitops sync` of `repo` into `node`, reloading and verifying its gateway.
-fn sync_with_gateway(repo: &ConfigRepo, node: &Node) -> Ran {
-    Sync::new(&repo.url(), node.root()).gateway(&node.emu).run()
-}
-
-impl Ran {
-    #[track_caller]
-    fn code(self, expected: i32) -> Ran {
-        assert_eq!(self.code, expected, "stderr:\n{}", self.stderr);
-        self
-    }
-}
 
 fn two_api_repo() -> ConfigRepo {
     let repo = ConfigRepo::new();
@@ -106,7 +27,7 @@ fn two_api_repo() -> ConfigRepo {
 fn first_sync_writes_a_revision_the_gateway_loads_and_verifies() {
     let repo = two_api_repo();
     let node = Node::new();
-    sync_with_gateway(&repo, &node).code(0);
+    Tg::sync_node(&repo.url(), &node).run().ok();
 
     assert!(node.current().join("apps/alpha.json").is_file());
     let policy: Value =
@@ -131,7 +52,7 @@ fn first_sync_writes_a_revision_the_gateway_loads_and_verifies() {
 fn init_container_sync_without_gateway_only_writes_files() {
     let repo = two_api_repo();
     let root = tempfile::tempdir().unwrap();
-    Sync::new(&repo.url(), root.path()).run().code(0);
+    Tg::sync(&repo.url(), root.path()).run().ok();
     assert!(root.path().join("current/apps/beta.json").is_file());
     // The link is relative: the volume may be mounted elsewhere in the gateway.
     assert!(
@@ -145,12 +66,12 @@ fn init_container_sync_without_gateway_only_writes_files() {
 fn second_sync_of_the_same_commit_writes_nothing_and_sends_no_reload() {
     let repo = two_api_repo();
     let node = Node::new();
-    sync_with_gateway(&repo, &node).code(0);
+    Tg::sync_node(&repo.url(), &node).run().ok();
     let reloads = node.emu.reload_count();
     let state_before = fs::metadata(node.root().join("state.json")).unwrap();
     let link_before = fs::symlink_metadata(node.current()).unwrap();
 
-    let ran = sync_with_gateway(&repo, &node).code(0);
+    let ran = Tg::sync_node(&repo.url(), &node).run().ok();
     assert!(ran.stderr.contains("unchanged"), "{}", ran.stderr);
     assert_eq!(node.emu.reload_count(), reloads);
     let state_after = fs::metadata(node.root().join("state.json")).unwrap();
@@ -160,11 +81,7 @@ fn second_sync_of_the_same_commit_writes_nothing_and_sends_no_reload() {
     assert_eq!(link_before.ino(), link_after.ino());
 
     // --force writes and reloads again.
-    Sync::new(&repo.url(), node.root())
-        .gateway(&node.emu)
-        .arg("--force")
-        .run()
-        .code(0);
+    Tg::sync_node(&repo.url(), &node).arg("--force").run().ok();
     assert!(node.emu.reload_count() > reloads);
 }
 
@@ -172,14 +89,14 @@ fn second_sync_of_the_same_commit_writes_nothing_and_sends_no_reload() {
 fn a_changed_file_goes_live_and_unchanged_files_are_hard_linked() {
     let repo = two_api_repo();
     let node = Node::new();
-    sync_with_gateway(&repo, &node).code(0);
+    Tg::sync_node(&repo.url(), &node).run().ok();
     let first = fs::canonicalize(node.current()).unwrap();
 
     let mut beta = api_json("beta");
     beta["proxy"]["target_url"] = "http://other:9090/".into();
     repo.json("apps/beta.json", &beta);
     let sha = repo.commit("retarget beta");
-    let ran = sync_with_gateway(&repo, &node).code(0);
+    let ran = Tg::sync_node(&repo.url(), &node).run().ok();
     // A new process analyses only the changed file: the others' results
     // come from the analysis cache the first sync saved under the root.
     assert!(ran.stderr.contains("analysed=1 "), "{}", ran.stderr);
@@ -208,7 +125,7 @@ fn a_run_of_small_commits_recycles_old_revisions_into_exact_copies() {
     // exactly the commit's files.
     let repo = two_api_repo();
     let node = Node::new();
-    sync_with_gateway(&repo, &node).code(0);
+    Tg::sync_node(&repo.url(), &node).run().ok();
     let steps: [&dyn Fn(&ConfigRepo); 6] = [
         &|r| {
             r.api("gamma");
@@ -234,11 +151,10 @@ fn a_run_of_small_commits_recycles_old_revisions_into_exact_copies() {
     for (i, step) in steps.iter().enumerate() {
         step(&repo);
         repo.commit(&format!("step {i}"));
-        let ran = Sync::new(&repo.url(), node.root())
-            .gateway(&node.emu)
-            .args(&["--log-level", "debug"])
+        let ran = Tg::sync_node(&repo.url(), &node)
+            .args(["--log-level", "debug"])
             .run()
-            .code(0);
+            .ok();
         // From the fourth revision on, one is about to be pruned: it is the
         // one recycled.
         if i >= 2 {
@@ -292,10 +208,10 @@ fn a_run_of_small_commits_recycles_old_revisions_into_exact_copies() {
 fn a_removed_file_unloads_its_api() {
     let repo = two_api_repo();
     let node = Node::new();
-    sync_with_gateway(&repo, &node).code(0);
+    Tg::sync_node(&repo.url(), &node).run().ok();
     repo.remove("apps/beta.json").policy("gold", &["alpha"]);
     repo.commit("drop beta");
-    sync_with_gateway(&repo, &node).code(0);
+    Tg::sync_node(&repo.url(), &node).run().ok();
     assert_eq!(node.apis(), ids(&["alpha"]));
     assert!(!node.current().join("apps/beta.json").exists());
 }
@@ -304,7 +220,7 @@ fn a_removed_file_unloads_its_api() {
 fn invalid_json_leaves_current_and_the_gateway_untouched() {
     let repo = two_api_repo();
     let node = Node::new();
-    sync_with_gateway(&repo, &node).code(0);
+    Tg::sync_node(&repo.url(), &node).run().ok();
     let good = repo.head();
     let before = fs::canonicalize(node.current()).unwrap();
     let reloads = node.emu.reload_count();
@@ -314,7 +230,7 @@ fn invalid_json_leaves_current_and_the_gateway_untouched() {
         "{\n  \"api_id\": \"beta\",\n  \"name\": oops\n}\n",
     );
     repo.commit("typo");
-    let ran = sync_with_gateway(&repo, &node).code(1);
+    let ran = Tg::sync_node(&repo.url(), &node).run().code(1);
 
     // File, line:column and rule, as `validate` prints them.
     assert!(ran.stderr.contains("apps/beta.json"), "{}", ran.stderr);
@@ -326,11 +242,11 @@ fn invalid_json_leaves_current_and_the_gateway_untouched() {
     assert_eq!(node.current_sha(), good);
 
     // The same bad commit again is refused at once, with the same code.
-    sync_with_gateway(&repo, &node).code(1);
+    Tg::sync_node(&repo.url(), &node).run().code(1);
     // A fix goes live.
     repo.api("beta");
     let fixed = repo.commit("fix");
-    sync_with_gateway(&repo, &node).code(0);
+    Tg::sync_node(&repo.url(), &node).run().ok();
     assert_eq!(node.current_sha(), fixed);
 }
 
@@ -339,8 +255,8 @@ fn wrong_gateway_secret_exits_4_without_leaking_either_secret() {
     let repo = two_api_repo();
     let node = Node::new();
     let wrong = "not-the-secret-91c2";
-    let ran = Sync::new(&repo.url(), node.root())
-        .gateway_with_secret(&node.emu, wrong)
+    let ran = Tg::sync_node(&repo.url(), &node)
+        .secret(wrong)
         .run()
         .code(4);
     assert!(ran.stderr.contains("403"), "{}", ran.stderr);
@@ -355,9 +271,9 @@ fn gateway_not_up_is_a_bounded_wait_then_exit_4() {
     let root = tempfile::tempdir().unwrap();
     let port = crate::support::free_port();
     let started = Instant::now();
-    let ran = Sync::new(&repo.url(), root.path())
+    let ran = Tg::sync(&repo.url(), root.path())
         .secret(SECRET)
-        .args(&[
+        .args([
             "--gateway",
             &format!("http://127.0.0.1:{port}"),
             "--gateway-wait",
@@ -374,28 +290,28 @@ fn gateway_not_up_is_a_bounded_wait_then_exit_4() {
 fn a_verify_mismatch_rolls_back_and_marks_the_commit_failed() {
     let repo = two_api_repo();
     let node = Node::new();
-    sync_with_gateway(&repo, &node).code(0);
+    Tg::sync_node(&repo.url(), &node).run().ok();
     let good = fs::canonicalize(node.current()).unwrap();
 
     repo.api("gamma");
     repo.commit("add gamma");
     node.emu.set_fail_reloads(true);
-    let ran = sync_with_gateway(&repo, &node).code(4);
+    let ran = Tg::sync_node(&repo.url(), &node).run().code(4);
     assert!(ran.stderr.contains("gamma"), "{}", ran.stderr);
     assert!(ran.stderr.contains("rolled back"), "{}", ran.stderr);
     assert_eq!(fs::canonicalize(node.current()).unwrap(), good);
     node.emu.set_fail_reloads(false);
     // Marked failed: not retried until a new commit arrives.
-    sync_with_gateway(&repo, &node).code(1);
+    Tg::sync_node(&repo.url(), &node).run().code(1);
 }
 
 #[test]
 fn drift_on_the_gateway_is_repaired_by_a_reload() {
     let repo = two_api_repo();
     let node = Node::new();
-    sync_with_gateway(&repo, &node).code(0);
+    Tg::sync_node(&repo.url(), &node).run().ok();
     node.emu.tamper_remove_api("beta");
-    let ran = sync_with_gateway(&repo, &node).code(0);
+    let ran = Tg::sync_node(&repo.url(), &node).run().ok();
     assert!(ran.stderr.contains("repaired"), "{}", ran.stderr);
     assert_eq!(node.apis(), ids(&["alpha", "beta"]));
 }
@@ -422,10 +338,7 @@ fn branch_tag_and_sha_refs_over_git_daemon() {
     ];
     for (r, sha, apis) in cases {
         let root = tempfile::tempdir().unwrap();
-        Sync::new(&url, root.path())
-            .args(&["--ref", r])
-            .run()
-            .code(0);
+        Tg::sync(&url, root.path()).args(["--ref", r]).run().ok();
         let mut files: Vec<String> = fs::read_dir(root.path().join("current/apps"))
             .unwrap()
             .map(|e| {
@@ -443,7 +356,7 @@ fn branch_tag_and_sha_refs_over_git_daemon() {
     }
     // Default: the remote's HEAD (main).
     let root = tempfile::tempdir().unwrap();
-    Sync::new(&url, root.path()).run().code(0);
+    Tg::sync(&url, root.path()).run().ok();
     assert!(root.path().join("current/apps/v2.json").is_file());
 }
 
@@ -454,14 +367,13 @@ fn path_picks_one_environment_of_a_repo() {
     repo.json("envs/staging/apps/s.json", &api_json("staging-api"));
     repo.commit("two envs");
     let node = Node::new();
-    Sync::new(&repo.url(), node.root())
-        .args(&["--path", "envs/prod"])
-        .gateway(&node.emu)
+    Tg::sync_node(&repo.url(), &node)
+        .args(["--path", "envs/prod"])
         .run()
-        .code(0);
+        .ok();
     assert_eq!(node.apis(), ids(&["prod-api"]));
-    let ran = Sync::new(&repo.url(), node.root())
-        .args(&["--path", "envs/nope"])
+    let ran = Tg::sync(&repo.url(), node.root())
+        .args(["--path", "envs/nope"])
         .run()
         .code(3);
     assert!(ran.stderr.contains("envs/nope"), "{}", ran.stderr);
@@ -471,11 +383,11 @@ fn path_picks_one_environment_of_a_repo() {
 fn unreachable_repo_exits_3_and_keeps_the_last_good_revision() {
     let repo = two_api_repo();
     let root = tempfile::tempdir().unwrap();
-    Sync::new(&repo.url(), root.path()).run().code(0);
+    Tg::sync(&repo.url(), root.path()).run().ok();
     let before = fs::canonicalize(root.path().join("current")).unwrap();
     let port = crate::support::free_port();
-    let ran = Sync::new(&format!("git://127.0.0.1:{port}/nothing"), root.path())
-        .args(&["--connect-timeout", "2s"])
+    let ran = Tg::sync(&format!("git://127.0.0.1:{port}/nothing"), root.path())
+        .args(["--connect-timeout", "2s"])
         .run()
         .code(3);
     assert!(!ran.stderr.is_empty());
@@ -489,10 +401,10 @@ fn unreachable_repo_exits_3_and_keeps_the_last_good_revision() {
 fn json_logs_carry_the_short_sha_on_every_sync_line() {
     let repo = two_api_repo();
     let root = tempfile::tempdir().unwrap();
-    let ran = Sync::new(&repo.url(), root.path())
-        .args(&["--log-format", "json"])
+    let ran = Tg::sync(&repo.url(), root.path())
+        .args(["--log-format", "json"])
         .run()
-        .code(0);
+        .ok();
     let short = &repo.head()[..12];
     let lines: Vec<Value> = ran
         .stderr
@@ -516,31 +428,23 @@ fn pinning_a_sha_on_a_stock_server_applies_the_tip_an_older_commit_and_a_rollbac
     let daemon = GitDaemon::start(repo.path().parent().unwrap());
     let url = daemon.url(repo.path().file_name().unwrap().to_str().unwrap());
     let node = Node::new();
-    let pin = |sha: &str| {
-        Sync::new(&url, node.root())
-            .args(&["--ref", sha])
-            .gateway(&node.emu)
-            .run()
-    };
+    let pin = |sha: &str| Tg::sync_node(&url, &node).args(["--ref", sha]).run();
     let apis = |n: usize| -> Vec<String> {
         let mut apis: Vec<String> = (1..=n).map(|i| format!("c{i}")).collect();
         apis.sort();
         apis
     };
 
-    pin(&shas[7]).code(0);
+    pin(&shas[7]).ok();
     assert_eq!(node.current_sha(), shas[7]);
     assert_eq!(node.apis(), apis(8));
     // A deploy of an older commit, then back to the tip, then the rollback.
-    pin(&shas[4]).code(0);
+    pin(&shas[4]).ok();
     assert_eq!(node.current_sha(), shas[4]);
     assert_eq!(node.apis(), apis(5));
-    Sync::new(&url, node.root())
-        .gateway(&node.emu)
-        .run()
-        .code(0);
+    Tg::sync_node(&url, &node).run().ok();
     assert_eq!(node.current_sha(), shas[7]);
-    pin(&shas[4]).code(0);
+    pin(&shas[4]).ok();
     assert_eq!(node.current_sha(), shas[4]);
     assert_eq!(node.apis(), apis(5));
 
@@ -548,9 +452,8 @@ fn pinning_a_sha_on_a_stock_server_applies_the_tip_an_older_commit_and_a_rollbac
     // timeout could end it, naming the sha and what was searched; the
     // rollback keeps serving.
     let unknown = "89abcdef0123456789abcdef0123456789abcdef";
-    let ran = Sync::new(&url, node.root())
-        .args(&["--ref", unknown, "--timeout", "10s"])
-        .gateway(&node.emu)
+    let ran = Tg::sync_node(&url, &node)
+        .args(["--ref", unknown, "--timeout", "10s"])
         .run()
         .code(3);
     assert!(ran.stderr.contains(unknown), "{}", ran.stderr);

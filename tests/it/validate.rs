@@ -7,7 +7,6 @@
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use git2::Oid;
 use proptest::prelude::*;
@@ -16,6 +15,7 @@ use tyk_gitops::tree::{Content, EntryKind, Tree, TreeEntry};
 use tyk_gitops::validate::rules;
 use tyk_gitops::validate::{Cache, Options, Report, check};
 
+use crate::support::cli::Tg;
 use crate::support::{self, repo::ConfigRepo};
 
 fn cases_dir() -> PathBuf {
@@ -502,28 +502,15 @@ fn real_tyk_definitions_pass_their_schemas_and_real_defects_are_reported() {
     }
 }
 
-fn validate(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(support::bin())
-        .arg("validate")
-        .args(args)
-        .env_remove("NO_COLOR")
-        .output()
-        .expect("run tyk-gitops");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 #[test]
 fn ci_gets_exit_codes_and_three_formats() {
     let repo = ConfigRepo::new();
     repo.api("a").policy("p", &["a"]);
     let dir = repo.path().to_str().expect("utf8");
-    let (code, out, _) = validate(&[dir]);
-    assert_eq!(code, 0, "{out}");
-    assert!(out.contains("0 errors, 0 warnings"), "{out}");
+    Tg::validate(dir)
+        .run()
+        .ok()
+        .stdout_has("0 errors, 0 warnings");
 
     // A warning alone passes, unless --strict.
     repo.json("apps/a.json", &{
@@ -531,12 +518,11 @@ fn ci_gets_exit_codes_and_three_formats() {
         a["active"] = json!(false);
         a
     });
-    assert_eq!(validate(&[dir]).0, 0);
-    assert_eq!(validate(&[dir, "--strict"]).0, 1);
+    Tg::validate(dir).run().ok();
+    Tg::validate(dir).arg("--strict").run().code(1);
 
     repo.file("apps/b.json", "{\n  \"api_id\": \"b\",\n}\n");
-    let (code, out, _) = validate(&[dir]);
-    assert_eq!(code, 1);
+    let out = Tg::validate(dir).run().code(1).stdout;
     assert!(
         out.contains("apps/b.json") && out.contains("3:1") && out.contains("json-syntax"),
         "{out}"
@@ -546,16 +532,21 @@ fn ci_gets_exit_codes_and_three_formats() {
         "no colour when stdout is not a terminal"
     );
 
-    let (code, out, _) = validate(&[dir, "--format", "json"]);
-    assert_eq!(code, 1);
-    let v: Value = serde_json::from_str(&out).expect("json output");
+    let v = Tg::validate(dir)
+        .args(["--format", "json"])
+        .run()
+        .code(1)
+        .json();
     assert_eq!(v["errors"][0]["rule"], "json-syntax");
     assert_eq!(v["errors"][0]["file"], "apps/b.json");
     assert_eq!(v["errors"][0]["line"], 3);
     assert_eq!(v["warnings"][0]["rule"], "inactive-api");
 
-    let (code, out, _) = validate(&[dir, "--format", "github"]);
-    assert_eq!(code, 1);
+    let out = Tg::validate(dir)
+        .args(["--format", "github"])
+        .run()
+        .code(1)
+        .stdout;
     assert!(
         out.lines()
             .any(|l| l.starts_with("::error file=apps/b.json,line=3,col=1,title=json-syntax::")),
@@ -574,26 +565,29 @@ fn path_picks_an_environment_and_env_vars_work() {
     repo.json("envs/prod/apps/a.json", &support::repo::api_json("a"))
         .file("envs/staging/apps/a.json", "not json");
     let dir = repo.path().to_str().expect("utf8");
-    assert_eq!(validate(&[dir, "--path", "envs/prod"]).0, 0);
-    let (code, out, _) = validate(&[dir, "--path", "envs/staging", "--format", "github"]);
-    assert_eq!(code, 1);
-    assert!(out.contains("file=envs/staging/apps/a.json"), "{out}");
-    let out = Command::new(support::bin())
-        .arg("validate")
+    Tg::validate(dir).args(["--path", "envs/prod"]).run().ok();
+    Tg::validate(dir)
+        .args(["--path", "envs/staging", "--format", "github"])
+        .run()
+        .code(1)
+        .stdout_has("file=envs/staging/apps/a.json");
+    Tg::new(["validate"])
         .env("TYK_GITOPS_DIR", dir)
         .env("TYK_GITOPS_PATH", "envs/staging")
         .env("TYK_GITOPS_FORMAT", "json")
-        .output()
-        .expect("run");
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("\"json-syntax\""));
+        .run()
+        .code(1)
+        .stdout_has("\"json-syntax\"");
 }
 
 #[test]
 fn usage_errors_exit_2() {
-    assert_eq!(validate(&["/nonexistent/tyk-gitops-config"]).0, 2);
-    assert_eq!(validate(&[".", "--format", "xml"]).0, 2);
-    assert_eq!(validate(&[".", "--path", "../elsewhere"]).0, 2);
+    Tg::validate("/nonexistent/tyk-gitops-config").run().code(2);
+    Tg::validate(".").args(["--format", "xml"]).run().code(2);
+    Tg::validate(".")
+        .args(["--path", "../elsewhere"])
+        .run()
+        .code(2);
 }
 
 fn arb_json() -> impl Strategy<Value = Value> {
@@ -754,20 +748,8 @@ fn sync_of_a_commit_with_errors_changes_nothing() {
     load_case(&repo, &cases_dir().join("clean/everything"));
     repo.commit("good");
     let root = tempfile::tempdir().expect("root");
-    let sync = || {
-        Command::new(support::bin())
-            .args(["sync", "--repo", &repo.url(), "--root"])
-            .arg(root.path())
-            .output()
-            .expect("run sync")
-    };
-    let out = sync();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let sync = || Tg::sync(&repo.url(), root.path()).run();
+    sync().ok();
     let current = fs::read_link(root.path().join("current")).expect("current");
     let snapshot = |dir: &Path| -> BTreeSet<PathBuf> {
         let mut seen = BTreeSet::new();
@@ -793,12 +775,8 @@ fn sync_of_a_commit_with_errors_changes_nothing() {
         load_case(&repo, &cases_dir().join(case));
         repo.commit(case);
         let out = sync();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert_eq!(out.status.code(), Some(1), "{case}: {text}");
+        let text = out.output();
+        assert_eq!(out.code, 1, "{case}: {text}");
         let rule = case.split('/').next().expect("rule");
         assert!(
             text.contains(rule),

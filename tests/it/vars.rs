@@ -4,18 +4,13 @@
 //! refused before anything is written, and no value shows in the output.
 
 use std::fs;
-use std::process::{Command, Output};
 
 use serde_json::{Value, json};
 
-use crate::support::bin;
+use crate::support::cli::Tg;
 use crate::support::node::Node;
 use crate::support::repo::{ConfigRepo, api_json, policy_json};
 use crate::support::served_repo;
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
 
 /// `orders` with its upstream, port and org from variables; a policy whose
 /// org is one too; a literal `$${…}` that must stay as written.
@@ -32,16 +27,6 @@ fn templated(repo: &ConfigRepo) {
             "templates/error.json",
             "{\"error\": \"${NOT_SUBSTITUTED}\"}",
         );
-}
-
-fn sync(url: &str, node: &Node, args: &[&str], env: &[(&str, &str)]) -> Output {
-    Command::new(bin())
-        .args(["sync", "--repo", url, "--root"])
-        .arg(node.root())
-        .args(args)
-        .envs(env.iter().copied())
-        .output()
-        .expect("run sync")
 }
 
 fn written(node: &Node, rel: &str) -> Value {
@@ -69,13 +54,11 @@ fn one_repo_serves_staging_and_production_through_variables() {
     fs::write(prod.join("ORDERS_PORT"), "9443").expect("write");
 
     let a = Node::new();
-    let out = sync(
-        &url,
-        &a,
-        &["--vars-file", staging.to_str().expect("utf-8")],
-        &[],
-    );
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    Tg::sync(&url, a.root())
+        .arg("--vars-file")
+        .arg(&staging)
+        .run()
+        .ok();
     let orders = written(&a, "apps/orders.json");
     assert_eq!(
         orders["proxy"]["target_url"],
@@ -90,13 +73,11 @@ fn one_repo_serves_staging_and_production_through_variables() {
     );
 
     let b = Node::new();
-    let out = sync(
-        &url,
-        &b,
-        &["--vars-file", prod.to_str().expect("utf-8")],
-        &[],
-    );
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    Tg::sync(&url, b.root())
+        .arg("--vars-file")
+        .arg(&prod)
+        .run()
+        .ok();
     assert_eq!(
         written(&b, "apps/orders.json")["proxy"]["target_url"],
         "http://orders.prod.internal:9443/"
@@ -105,16 +86,11 @@ fn one_repo_serves_staging_and_production_through_variables() {
 
     // The environment alone, without a file.
     let c = Node::new();
-    let out = sync(
-        &url,
-        &c,
-        &[],
-        &[
-            ("TYK_GITOPS_VAR_ORG", "env-org"),
-            ("TYK_GITOPS_VAR_ORDERS_HOST", "orders.env"),
-        ],
-    );
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    Tg::sync(&url, c.root())
+        .env("TYK_GITOPS_VAR_ORG", "env-org")
+        .env("TYK_GITOPS_VAR_ORDERS_HOST", "orders.env")
+        .run()
+        .ok();
     assert_eq!(
         written(&c, "apps/orders.json")["proxy"]["target_url"],
         "http://orders.env:8080/"
@@ -140,14 +116,12 @@ fn an_unset_variable_is_refused_before_anything_is_written_and_values_never_show
     .expect("write");
 
     let node = Node::new();
-    let out = sync(
-        &url,
-        &node,
-        &["--vars-file", vars.to_str().expect("utf-8")],
-        &[],
-    );
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
-    let err = text(&out.stderr);
+    let out = Tg::sync(&url, node.root())
+        .arg("--vars-file")
+        .arg(&vars)
+        .run()
+        .code(1);
+    let err = out.stderr;
     assert!(err.contains("apps/orders.json"), "{err}");
     assert!(err.contains("${ORDERS_HOST} has no value"), "{err}");
     assert!(err.contains("unset-variable"), "{err}");
@@ -191,23 +165,17 @@ fn validate_and_plan_show_one_environment() {
     fs::write(&prod, "ORG=acme\nORDERS_HOST=orders.prod\n").expect("write");
     let dir = repo.path().to_str().expect("utf-8");
 
-    let ok = Command::new(bin())
-        .args([
-            "validate",
-            dir,
-            "--vars-file",
-            staging.to_str().expect("utf-8"),
-        ])
-        .output()
-        .expect("validate");
-    assert_eq!(ok.status.code(), Some(0), "{}", text(&ok.stdout));
-    let missing = Command::new(bin())
-        .args(["validate", dir, "--format", "json"])
+    Tg::validate(dir)
+        .arg("--vars-file")
+        .arg(&staging)
+        .run()
+        .ok();
+    let missing = Tg::validate(dir)
+        .args(["--format", "json"])
         .env("TYK_GITOPS_VAR_ORG", "acme")
-        .output()
-        .expect("validate");
-    assert_eq!(missing.status.code(), Some(1));
-    let report: Value = serde_json::from_slice(&missing.stdout).expect("json report");
+        .run()
+        .code(1);
+    let report = missing.json();
     let errors = report["errors"].as_array().expect("errors");
     assert!(
         errors.iter().any(|e| e["rule"] == "unset-variable"
@@ -219,24 +187,12 @@ fn validate_and_plan_show_one_environment() {
 
     // The checkout planned with production's values on both sides: nothing
     // changes, and no value shows.
-    let plan = |vars: &std::path::Path| {
-        Command::new(bin())
-            .args([
-                "plan",
-                dir,
-                "--base",
-                dir,
-                "--format",
-                "json",
-                "--vars-file",
-            ])
-            .arg(vars)
-            .output()
-            .expect("plan")
-    };
-    let same = plan(&prod);
-    assert_eq!(same.status.code(), Some(0), "{}", text(&same.stderr));
-    let p: Value = serde_json::from_slice(&same.stdout).expect("json plan");
+    let same = Tg::plan()
+        .args([dir, "--base", dir, "--format", "json", "--vars-file"])
+        .arg(&prod)
+        .run()
+        .ok();
+    let p = same.json();
     assert_eq!(p["apis"]["changed"], json!([]));
-    assert!(!text(&same.stdout).contains("orders.prod"));
+    assert!(!same.stdout.contains("orders.prod"));
 }

@@ -3,32 +3,13 @@
 //! API the gateway lists but does not route, the health check's path.
 
 use std::fs;
-use std::process::Command;
 
 use serde_json::{Value, json};
 
-use crate::support::bin;
-use crate::support::node::{Node, SECRET};
+use crate::support::cli::{Ran, Tg};
+use crate::support::node::Node;
 use crate::support::repo::{ConfigRepo, api_json};
 use crate::support::tyk::{EmuConfig, TykVersion};
-
-/// `tyk-gitops sync` of `repo` into `node` with its gateway; exit code and
-/// stderr.
-fn sync(repo: &ConfigRepo, node: &Node, extra: &[&str]) -> (i32, String) {
-    let out = Command::new(bin())
-        .args(["sync", "--repo", &repo.url(), "--root"])
-        .arg(node.root())
-        .args(["--gateway", &node.emu.url(), "--verify-timeout", "2s"])
-        .args(extra)
-        .env("TYK_GITOPS_GATEWAY_SECRET", SECRET)
-        .env_remove("TYK_GITOPS_GATEWAY_SECRET_FILE")
-        .output()
-        .expect("run tyk-gitops");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 fn on(version: TykVersion) -> Node {
     Node::with(EmuConfig {
@@ -66,11 +47,11 @@ fn mcp_repo() -> ConfigRepo {
 fn an_mcp_pair_applies_and_verifies_on_v5_14_without_a_reload_loop() {
     let repo = mcp_repo();
     let node = on(TykVersion::V5_14);
-    let (code, stderr) = sync(&repo, &node, &[]);
+    let Ran { code, stderr, .. } = Tg::sync_node(&repo.url(), &node).run();
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(node.apis(), ["plain", "tools"]);
     let reloads = node.emu.reload_count();
-    let (code, stderr) = sync(&repo, &node, &[]);
+    let Ran { code, stderr, .. } = Tg::sync_node(&repo.url(), &node).run();
     assert_eq!(code, 0, "{stderr}");
     assert!(stderr.contains("already current and verified"), "{stderr}");
     assert_eq!(node.emu.reload_count(), reloads);
@@ -82,7 +63,7 @@ fn an_mcp_pair_applies_and_verifies_on_v5_14_without_a_reload_loop() {
 fn an_mcp_pair_is_refused_for_a_v5_8_gateway() {
     let repo = mcp_repo();
     let node = on(TykVersion::V5_8);
-    let (code, stderr) = sync(&repo, &node, &[]);
+    let Ran { code, stderr, .. } = Tg::sync_node(&repo.url(), &node).run();
     assert_eq!(code, 1, "{stderr}");
     assert!(
         stderr.contains("needs-newer-gateway") && stderr.contains("apps/tools.json"),
@@ -103,14 +84,14 @@ fn an_api_listed_but_not_routed_fails_verify_and_rolls_back() {
     repo.api("alpha");
     repo.commit("one API");
     let node = on(TykVersion::V5_14);
-    let (code, stderr) = sync(&repo, &node, &[]);
+    let Ran { code, stderr, .. } = Tg::sync_node(&repo.url(), &node).run();
     assert_eq!(code, 0, "{stderr}");
     let good = fs::canonicalize(node.current()).expect("current");
 
     node.emu.fail_service_setup("gamma");
     repo.api("gamma");
     repo.commit("add gamma");
-    let (code, stderr) = sync(&repo, &node, &[]);
+    let Ran { code, stderr, .. } = Tg::sync_node(&repo.url(), &node).run();
     assert_eq!(code, 4, "{stderr}");
     assert!(
         stderr.contains("apps/gamma.json") && stderr.contains("not routed"),
@@ -122,7 +103,9 @@ fn an_api_listed_but_not_routed_fails_verify_and_rolls_back() {
 
     repo.api("delta");
     repo.commit("add delta");
-    let (code, stderr) = sync(&repo, &node, &["--probe", "off"]);
+    let Ran { code, stderr, .. } = Tg::sync_node(&repo.url(), &node)
+        .args(["--probe", "off"])
+        .run();
     assert_eq!(code, 0, "{stderr}");
     assert!(node.emu.loaded_api_ids().contains("gamma"));
     assert!(!node.emu.routed_api_ids().contains("gamma"));
@@ -136,7 +119,7 @@ fn the_first_sync_probes_every_api() {
     repo.commit("two APIs");
     let node = on(TykVersion::V5_8);
     node.emu.fail_service_setup("beta");
-    let (code, stderr) = sync(&repo, &node, &[]);
+    let Ran { code, stderr, .. } = Tg::sync_node(&repo.url(), &node).run();
     assert_eq!(code, 4, "{stderr}");
     assert!(
         stderr.contains("apps/beta.json") && stderr.contains("not routed"),
@@ -165,14 +148,14 @@ fn one_listen_path_on_two_domains_is_refused_unless_custom_domains_are_on() {
         enable_custom_domains: true,
         ..EmuConfig::default()
     });
-    let (code, stderr) = sync(&repo, &node, &[]);
+    let Ran { code, stderr, .. } = Tg::sync_node(&repo.url(), &node).run();
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("shadowed-listen-path"), "{stderr}");
     assert!(!node.current().exists());
 
     repo.json("tyk.conf", &json!({"enable_custom_domains": true}));
     repo.commit("custom domains on");
-    let (code, stderr) = sync(&repo, &node, &[]);
+    let Ran { code, stderr, .. } = Tg::sync_node(&repo.url(), &node).run();
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(node.emu.routed_api_ids().len(), 2);
 }
@@ -190,15 +173,19 @@ fn the_health_path_comes_from_the_flag_or_the_current_tyk_conf() {
     repo.api("alpha")
         .json("tyk.conf", &json!({"health_check_endpoint_name": "status"}));
     repo.commit("tyk.conf with its health path");
-    let (code, stderr) = sync(&repo, &node, &["--gateway-wait", "1s"]);
+    let Ran { code, stderr, .. } = Tg::sync_node(&repo.url(), &node)
+        .args(["--gateway-wait", "1s"])
+        .run();
     assert_eq!(code, 4, "{stderr}");
     assert!(stderr.contains("/hello answered 404"), "{stderr}");
 
-    let (code, stderr) = sync(&repo, &node, &["--gateway-health-path", "status"]);
+    let Ran { code, stderr, .. } = Tg::sync_node(&repo.url(), &node)
+        .args(["--gateway-health-path", "status"])
+        .run();
     assert_eq!(code, 0, "{stderr}");
     repo.api("beta");
     repo.commit("beta");
-    let (code, stderr) = sync(&repo, &node, &[]);
+    let Ran { code, stderr, .. } = Tg::sync_node(&repo.url(), &node).run();
     assert_eq!(code, 0, "{stderr}");
     let state: Value =
         serde_json::from_slice(&fs::read(node.root().join("state.json")).expect("state"))
@@ -213,39 +200,26 @@ fn the_health_path_comes_from_the_flag_or_the_current_tyk_conf() {
 #[test]
 fn validate_checks_for_the_targeted_gateway_version_and_error_templates() {
     let repo = mcp_repo();
-    let validate = |args: &[&str], env: &[(&str, &str)]| {
-        let out = Command::new(bin())
-            .arg("validate")
-            .arg(repo.path())
-            .args(args)
-            .env_remove("TYK_GITOPS_GATEWAY_VERSION")
-            .envs(env.iter().copied())
-            .output()
-            .expect("run validate");
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-        )
-    };
-    let (code, out) = validate(&["--gateway-version", "5.8"], &[]);
-    assert_eq!(code, 1, "{out}");
+    let validate = || Tg::validate(repo.path());
+    let old = validate().args(["--gateway-version", "5.8"]).run().code(1);
     assert!(
-        out.contains("needs-newer-gateway") && out.contains("apps/tools.json"),
-        "{out}"
+        old.stdout.contains("needs-newer-gateway") && old.stdout.contains("apps/tools.json"),
+        "{}",
+        old.stdout
     );
-    assert_eq!(
-        validate(&[], &[("TYK_GITOPS_GATEWAY_VERSION", "v5.8.15")]).0,
-        1
-    );
-    assert_eq!(validate(&["--gateway-version", "5.14"], &[]).0, 0);
-    assert_eq!(validate(&[], &[]).0, 0);
-    let (code, out) = validate(&["--gateway-version", "five"], &[]);
-    assert_eq!(code, 2, "{out}");
+    validate()
+        .env("TYK_GITOPS_GATEWAY_VERSION", "v5.8.15")
+        .run()
+        .code(1);
+    validate().args(["--gateway-version", "5.14"]).run().ok();
+    validate().run().ok();
+    validate().args(["--gateway-version", "five"]).run().code(2);
 
     repo.file("templates/playground/index.html", "<html></html>\n");
-    let (code, out) = validate(&[], &[]);
-    assert_eq!(code, 1, "{out}");
-    assert!(out.contains("missing-error-template"), "{out}");
+    validate()
+        .run()
+        .code(1)
+        .stdout_has("missing-error-template");
     repo.file("templates/error.json", "{\"error\": \"{{.Message}}\"}\n");
-    assert_eq!(validate(&[], &[]).0, 0);
+    validate().run().ok();
 }

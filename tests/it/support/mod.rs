@@ -1,7 +1,9 @@
 //! Helpers shared by the integration tests: real servers on free loopback
-//! ports, a config-repo builder, and a runner for the binary.
+//! ports, a config-repo builder, and the binary run as a user runs it
+//! (`cli::Tg` for a one-shot command, `sidecar::Sidecar` for `run`).
 #![allow(dead_code)]
 
+pub mod cli;
 pub mod git_server;
 pub mod node;
 pub mod port;
