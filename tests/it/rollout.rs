@@ -12,11 +12,12 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use crate::support::cli::{Ran, Tg};
 use crate::support::node::Node;
 use crate::support::redis::RedisServer;
 use crate::support::repo::{ConfigRepo, api_json};
 use crate::support::sidecar::Sidecar;
-use crate::support::{bin, eventually, free_port, served_repo};
+use crate::support::{eventually, free_port, served_repo};
 
 const WAIT: Duration = Duration::from_secs(60);
 const CLUSTER: &str = "staged";
@@ -145,13 +146,12 @@ fn in_progress(redis: &RedisServer, sha: &str) -> bool {
     r["commit"] == sha && matches!(r["phase"].as_str(), Some("canary" | "holding"))
 }
 
-fn fleet_cmd(redis: &RedisServer, args: &[&str]) -> Output {
-    Command::new(bin())
-        .arg("fleet")
+/// `fleet <action> <args> --redis … --cluster test`, run to its end.
+fn fleet_cmd(redis: &RedisServer, action: &str, args: &[&str]) -> Ran {
+    Tg::fleet(action, &redis.url())
         .args(args)
-        .args(["--redis", &redis.url(), "--cluster", CLUSTER])
-        .output()
-        .expect("run tyk-gitops fleet")
+        .args(["--cluster", CLUSTER])
+        .run()
 }
 
 fn text(out: &Output) -> String {
@@ -163,8 +163,22 @@ fn text(out: &Output) -> String {
 }
 
 fn fleet_json(redis: &RedisServer) -> Value {
-    let out = fleet_cmd(redis, &["status", "--format", "json"]);
-    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+    let out = fleet_cmd(redis, "status", &["--format", "json"]);
+    serde_json::from_str(&out.stdout).unwrap_or(Value::Null)
+}
+
+/// Pushes beta, which `canary`'s gateway lists but does not route, and
+/// signals `pusher`: `fleet wait` exits 1 naming the canary, and the
+/// rollout record says failed. Returns beta's sha.
+fn fails_on(canary: &Replica, pusher: &Replica, repo: &ConfigRepo, redis: &RedisServer) -> String {
+    canary.node.emu.fail_service_setup("beta");
+    repo.api("beta");
+    let beta = repo.commit("beta");
+    pusher.sighup();
+    let out = fleet_cmd(redis, "wait", &["--sha", &beta, "--timeout", "60s"]).code(1);
+    out.stderr_has(&canary.id);
+    eventually("the rollout failed", WAIT, || phase(redis) == "failed");
+    beta
 }
 
 #[test]
@@ -189,7 +203,7 @@ fn a_good_commit_reaches_the_canary_first_and_the_others_after_the_hold() {
             others_on_alpha,
             "a replica took beta before the canary released it"
         );
-        let shown = text(&fleet_cmd(&redis, &["status"]));
+        let shown = fleet_cmd(&redis, "status", &[]).output();
         assert!(shown.contains("[canary]"), "{shown}");
         assert!(shown.contains("rollout of "), "{shown}");
     }
@@ -216,8 +230,7 @@ fn a_good_commit_reaches_the_canary_first_and_the_others_after_the_hold() {
     assert_eq!(status["rollouts"][0]["commit"], *beta.as_str());
     assert_eq!(status["rollouts"][0]["canaries"], json!(["pod-0"]));
     assert_eq!(status["live_canaries"], 1);
-    let out = fleet_cmd(&redis, &["wait", "--sha", &beta, "--timeout", "30s"]);
-    assert!(out.status.success(), "{}", text(&out));
+    fleet_cmd(&redis, "wait", &["--sha", &beta, "--timeout", "30s"]).ok();
     assert_eq!(
         replicas[1]
             .sidecar
@@ -260,16 +273,8 @@ fn a_commit_the_canarys_gateway_does_not_load_never_reaches_the_others() {
         eventually(&format!("{} on alpha", r.id), WAIT, || r.runs(&alpha));
     }
     // The canary's gateway lists beta but does not route it.
-    replicas[0].node.emu.fail_service_setup("beta");
-    repo.api("beta");
-    let beta = repo.commit("beta");
-    replicas[2].sighup();
-
-    let out = fleet_cmd(&redis, &["wait", "--sha", &beta, "--timeout", "60s"]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(text(&out).contains("pod-0"), "{}", text(&out));
-    eventually("the rollout failed", WAIT, || phase(&redis) == "failed");
-    let shown = text(&fleet_cmd(&redis, &["status"]));
+    let beta = fails_on(&replicas[0], &replicas[2], &repo, &redis);
+    let shown = fleet_cmd(&redis, "status", &[]).output();
     assert!(shown.contains("failed on pod-0"), "{shown}");
     eventually("the canary back on alpha", WAIT, || {
         replicas[0].runs(&alpha)
@@ -361,9 +366,9 @@ fn a_failing_canary_check_stops_the_commit_fleet_wide() {
     let broken = repo.commit("shop: wrong upstream");
     replicas[0].sighup();
 
-    let out = fleet_cmd(&redis, &["wait", "--sha", &broken, "--timeout", "60s"]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    let said = text(&out);
+    let said = fleet_cmd(&redis, "wait", &["--sha", &broken, "--timeout", "60s"])
+        .code(1)
+        .output();
     assert!(said.contains("canary pod-0"), "{said}");
     assert!(said.contains("/shop/health"), "{said}");
     eventually("the canary back on the good commit", WAIT, || {
@@ -491,31 +496,35 @@ fn canary_flags_need_redis_and_checks_need_http_urls() {
     let repo = ConfigRepo::new();
     repo.api("alpha");
     repo.commit("alpha");
-    let out = Command::new(bin())
-        .args(["run", "--repo", &repo.url(), "--canary", "--listen"])
-        .arg(format!("127.0.0.1:{}", free_port()))
-        .output()
-        .expect("run");
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(text(&out).contains("--redis"), "{}", text(&out));
-    let out = Command::new(bin())
-        .args([
-            "run",
-            "--repo",
-            &repo.url(),
-            "--redis",
-            "redis://127.0.0.1:1",
-        ])
-        .args(["--canary", "--canary-check", "ftp://gw/health", "--listen"])
-        .arg(format!("127.0.0.1:{}", free_port()))
-        .output()
-        .expect("run");
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(
-        text(&out).contains("--canary-check ftp://gw/health: give an http:// or https:// URL"),
-        "{}",
-        text(&out)
-    );
+    let listen = || format!("127.0.0.1:{}", free_port());
+    Tg::new([
+        "run",
+        "--repo",
+        &repo.url(),
+        "--canary",
+        "--listen",
+        &listen(),
+    ])
+    .run()
+    .code(2)
+    .stderr_has("--redis");
+    Tg::new([
+        "run",
+        "--repo",
+        &repo.url(),
+        "--redis",
+        "redis://127.0.0.1:1",
+    ])
+    .args([
+        "--canary",
+        "--canary-check",
+        "ftp://gw/health",
+        "--listen",
+        &listen(),
+    ])
+    .run()
+    .code(2)
+    .stderr_has("--canary-check ftp://gw/health: give an http:// or https:// URL");
 }
 
 #[test]
@@ -548,15 +557,7 @@ fn when_one_of_two_canaries_fails_a_commit_both_return_to_the_released_one() {
         eventually(&format!("{} on alpha", r.id), WAIT, || r.runs(&alpha));
     }
     // Only the second canary's gateway fails to route beta.
-    replicas[1].node.emu.fail_service_setup("beta");
-    repo.api("beta");
-    let beta = repo.commit("beta");
-    replicas[0].sighup();
-
-    let out = fleet_cmd(&redis, &["wait", "--sha", &beta, "--timeout", "60s"]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(text(&out).contains("pod-c2"), "{}", text(&out));
-    eventually("the rollout failed", WAIT, || phase(&redis) == "failed");
+    let beta = fails_on(&replicas[1], &replicas[0], &repo, &redis);
     // The canary that ran beta well goes back too: beta failed fleet-wide.
     for r in &replicas[..2] {
         eventually(&format!("{} back on alpha", r.id), WAIT, || r.runs(&alpha));
