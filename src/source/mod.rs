@@ -10,6 +10,7 @@ mod fetch;
 mod known_hosts;
 mod read;
 mod remote;
+mod tls;
 mod url;
 
 use std::io;
@@ -22,6 +23,7 @@ use crate::tree::Tree;
 use remote::Session;
 
 pub use read::{MAX_COMMIT_BYTES, MAX_COMMIT_FILES};
+pub use tls::defer_ca_bundle;
 pub use url::redact_url;
 
 /// Where the config comes from and how to authenticate. Secrets are read from
