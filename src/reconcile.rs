@@ -368,6 +368,10 @@ impl Reconciler {
         if result.is_ok() {
             self.force.store(false, Ordering::Relaxed);
         }
+        // What a pass that read a tree allocated is free now.
+        if !matches!(result, Ok(Outcome::Unchanged { .. })) {
+            crate::memory::give_back();
+        }
         result
     }
 
