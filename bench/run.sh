@@ -6,14 +6,16 @@
 #   - CPU time per no-change poll (ours: utime+stime / polls; theirs: one
 #     `git fetch --depth 1` + `git reset --hard` with nothing new);
 #   - push-to-live latency with a 1 s period, alternated between the two.
+#   - RSS of `run` with a gateway (bench/tyk-stub.py) after 10, 20 and 30 s
+#     of 100 ms polls;
 # usage: bench/run.sh [POLLS] [PUSHES]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 POLLS=${1:-1000}; PUSHES=${2:-10}
 [ -n "${SKIP_BUILD:-}" ] || cargo build --release --quiet
-BIN=$PWD/target/release/tyk-gitops
+BIN=${BIN:-$PWD/target/release/tyk-gitops}
 WORK=$(mktemp -d)
-cleanup() { kill "$DAEMON" "${RUNPID:-}" "${LOOPPID:-}" 2>/dev/null || true; rm -rf "$WORK"; }
+cleanup() { kill "$DAEMON" "${RUNPID:-}" "${LOOPPID:-}" "${STUBPID:-}" 2>/dev/null || true; rm -rf "$WORK"; }
 trap cleanup EXIT
 python3 bench/gen-repo.py "$WORK/srv/config" 50 5 >/dev/null
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
@@ -40,6 +42,24 @@ RSS1000=$(rss_kib $RUNPID); T1000=$(cpu_ticks $RUNPID); N1000=$(noops)
 HZ=$(getconf CLK_TCK)
 OURS_CPU_MS=$(python3 -c "print(round(($T1000-$T100)*1000/$HZ/($N1000-$N100), 3))")
 kill $RUNPID; wait $RUNPID 2>/dev/null || true; RUNPID=
+
+# --- footprint with a gateway: 30 s of 100 ms polls -------------------------
+# The gateway is bench/tyk-stub.py (the control API `run` uses, served from
+# the files of `current`); the drift check runs at its default 60 s, so the
+# polls only ask Git, as at rest in a pod.
+GPORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+echo bench-secret >"$WORK/gw-secret"
+python3 bench/tyk-stub.py "$GPORT" "$WORK/gw-root" bench-secret >/dev/null 2>&1 & STUBPID=$!
+sleep 0.3
+"$BIN" run --repo "$URL" --root "$WORK/gw-root" --listen "127.0.0.1:$LPORT" --period 100ms \
+  --gateway "http://127.0.0.1:$GPORT" --gateway-secret-file "$WORK/gw-secret" \
+  --log-level warn >/dev/null 2>&1 & RUNPID=$!
+until curl -sf "http://127.0.0.1:$LPORT/readyz" >/dev/null; do sleep 0.1; done
+GW_RSS=()
+for _ in 1 2 3; do sleep 10; GW_RSS+=("$(rss_kib $RUNPID)"); done
+GW_ANON=$(awk '/^Anonymous:/ {print $2}' "/proc/$RUNPID/smaps_rollup")
+GW_POLLS=$(noops)
+kill $RUNPID $STUBPID; wait $RUNPID 2>/dev/null || true; RUNPID=
 
 git clone -q --depth 1 "$URL" "$WORK/clone"
 START=$(python3 -c 'import os; t=os.times(); print(t.children_user+t.children_system)')
@@ -80,6 +100,7 @@ pct() { local p=$1; shift; printf '%s\n' "$@" | sort -n | awk -v p="$p" '{a[NR]=
 
 echo "no-change polls: $N100 → $N1000"
 echo "tyk-gitops run RSS after $N100 polls: $RSS100 KiB; after $N1000 polls: $RSS1000 KiB"
+echo "with a gateway, 100 ms polls ($GW_POLLS no-change): RSS after 10/20/30 s: ${GW_RSS[*]} KiB (anonymous at 30 s: $GW_ANON KiB)"
 echo "CPU per no-change poll: tyk-gitops $OURS_CPU_MS ms; git fetch --depth 1 + reset: $THEIRS_CPU_MS ms"
 echo "git fetch --depth 1 peak RSS (one no-change fetch): $GIT_RSS KiB"
 echo "push-to-live, period 1 s, $PUSHES pushes: tyk-gitops p50 $(pct 50 "${ours[@]}") ms p99 $(pct 99 "${ours[@]}") ms; git loop p50 $(pct 50 "${theirs[@]}") ms p99 $(pct 99 "${theirs[@]}") ms"

@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 APIS=${1:-10000}; POLICIES=${2:-1000}; ROUNDS=${3:-5}
 [ -n "${SKIP_BUILD:-}" ] || cargo build --release --quiet
-BIN=$PWD/target/release/tyk-gitops
+BIN=${BIN:-$PWD/target/release/tyk-gitops}
 WORK=$(mktemp -d); trap 'kill $DAEMON 2>/dev/null || true; rm -rf "$WORK"' EXIT
 python3 bench/gen-repo.py "$WORK/srv/config" "$APIS" "$POLICIES"
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
@@ -22,7 +22,9 @@ ms() { python3 -c 'import sys,time; print(int(time.time()*1000))'; }
 timed() { local s e; s=$(date +%s%N); "$@" >/dev/null 2>&1; e=$(date +%s%N); echo $(( (e - s) / 1000000 )); }
 
 ours=(); theirs=()
-for r in $(seq 1 "$ROUNDS"); do
+# SKIP_COLD=1: only the incremental rows.
+[ -n "${SKIP_COLD:-}" ] && ours=(0) && theirs=(1)
+for r in $(seq 1 "$([ -n "${SKIP_COLD:-}" ] && echo 0 || echo "$ROUNDS")"); do
   rm -rf "$WORK/root" "$WORK/clone" "$WORK/copy"
   # Each side starts with no dirty pages of the other: tyk-gitops flushes
   # the filesystem once (syncfs) before publishing, and would otherwise pay
@@ -35,32 +37,33 @@ done
 median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 rm -rf "$WORK/root"
-/usr/bin/time -v "$BIN" sync --repo "$URL" --root "$WORK/root" 2>"$WORK/time.txt" >/dev/null
-RSS=$(awk -F': ' '/Maximum resident/ {print $2}' "$WORK/time.txt")
+[ -n "${SKIP_COLD:-}" ] || /usr/bin/time -v "$BIN" sync --repo "$URL" --root "$WORK/root" 2>"$WORK/time.txt" >/dev/null
+RSS=$(awk -F": " "/Maximum resident/ {print \$2}" "$WORK/time.txt" 2>/dev/null || true)
 
-# One-file changes on top of the synced root, one commit and one sync each.
-# The first links every unchanged file from the cold revision; from the
-# fourth revision on (past --keep-revisions 3) the revision about to be
-# pruned is recycled: that is the steady state of a config repo.
-incs=()
-for r in $(seq 1 $((ROUNDS + 3))); do
-  python3 - "$WORK/srv/config/apps/svc-00001.json" "$r" <<'PY'
-import json, sys
-p = sys.argv[1]; d = json.load(open(p)); d["proxy"]["target_url"] = "http://changed%s:9090/" % sys.argv[2]
-json.dump(d, open(p, "w"), indent=2)
-PY
-  git -C "$WORK/srv/config" -c user.name=b -c user.email=b@b commit -qam "one change $r"
-  sync
-  incs+=("$(timed "$BIN" sync --repo "$URL" --root "$WORK/root")")
-done
-FIRST=${incs[0]}
-STEADY=("${incs[@]:3}")
-NOOP=$(timed "$BIN" sync --repo "$URL" --root "$WORK/root")
+# One-file changes, each alternated with a bare `git fetch --depth 1` of
+# the same commit into a separate clone (the transport's floor):
+#   first:  a new `sync` process right after a cold one (ROUNDS fresh roots);
+#   steady: one `sync` process per commit on one root, from the fourth on
+#           (past --keep-revisions 3 the revision about to be pruned is
+#           recycled): the steady state of a config repo;
+#   run:    the same change inside `tyk-gitops run` (SIGHUP), steady state.
+python3 bench/incremental.py first "$BIN" "$URL" "$WORK/srv/config" "$WORK" "$ROUNDS" >"$WORK/first.txt"
+python3 bench/incremental.py steady "$BIN" "$URL" "$WORK/srv/config" "$WORK" "$ROUNDS" >"$WORK/steady.txt"
+python3 bench/incremental.py run "$BIN" "$URL" "$WORK/srv/config" "$WORK" "$ROUNDS" >"$WORK/inrun.txt"
+row() { # label file
+  local o t; o=$(sed -n 's/^ours: //p' "$2"); t=$(sed -n 's/^fetch: //p' "$2")
+  # shellcheck disable=SC2086
+  local mo mt; mo=$(median $o); mt=$(median $t)
+  echo "$1: median $mo ms vs git fetch --depth 1 $mt ms = $(python3 -c "print(round($mo/$mt, 2))")x   (ours: $o; fetch: $t)"
+}
+NOOP=$(timed "$BIN" sync --repo "$URL" --root "$WORK/inc-root")
 
 echo "repo: $APIS APIs, $POLICIES policies; rounds: $ROUNDS (alternated)"
 echo "tyk-gitops cold sync      median ${ROUNDS}: $(median "${ours[@]}") ms   (all: ${ours[*]})"
+echo "cold ratio: $(python3 -c "print(round($(median "${ours[@]}")/$(median "${theirs[@]}"), 2))")x"
 echo "git clone --depth1 + cp   median ${ROUNDS}: $(median "${theirs[@]}") ms   (all: ${theirs[*]})"
 echo "tyk-gitops peak RSS (cold): $RSS KiB"
-echo "tyk-gitops incremental (1 file changed), first after cold: $FIRST ms"
-echo "tyk-gitops incremental (1 file changed), steady median ${#STEADY[@]}: $(median "${STEADY[@]}") ms   (all: ${STEADY[*]})"
+row "one file changed, new sync process, first after cold" "$WORK/first.txt"
+row "one file changed, new sync process, steady          " "$WORK/steady.txt"
+row "one file changed, inside run (SIGHUP), steady       " "$WORK/inrun.txt"
 echo "tyk-gitops no-change sync: $NOOP ms"

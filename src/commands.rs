@@ -68,6 +68,7 @@ pub fn run(args: RunArgs) -> Exit {
     };
     warn_uncommitted(&config.sync);
     raise_file_limit();
+    crate::memory::few_arenas();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

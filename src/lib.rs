@@ -38,6 +38,7 @@ pub mod fleet;
 pub mod gateway;
 pub mod live;
 pub mod logging;
+pub mod memory;
 pub mod metrics;
 pub mod par;
 pub mod plan;

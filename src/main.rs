@@ -5,6 +5,8 @@
 use tyk_gitops::cli::{Cli, Command};
 
 fn main() {
+    // SAFETY: first thing, before any thread: it sets environment variables.
+    unsafe { tyk_gitops::source::defer_ca_bundle() };
     // Crash tests set FAILPOINTS=<name>=<action>; the process always ends
     // through `exit`, so the scenario is never torn down.
     #[cfg(feature = "failpoints")]

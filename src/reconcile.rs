@@ -299,10 +299,12 @@ impl Reconciler {
         }
     }
 
-    /// The commit the ref points at now: one remote ref listing.
+    /// The commit the ref points at now, in the Git cache: one conversation
+    /// with the remote, whose ref advertisement is the listing; its pack
+    /// comes on the same connection when the commit is new.
     pub async fn resolve(&self) -> Result<Commit, SyncError> {
         let source = self.source.clone();
-        self.git(move || source.resolve()).await
+        self.git(move || source.fetch_tip()).await
     }
 
     /// Runs one Git operation off the runtime, bounded by the wall clock:
@@ -349,7 +351,11 @@ impl Reconciler {
         })?;
         let commit = match pinned {
             Some(c) => c,
-            None => self.resolve().await?,
+            None => {
+                // A new process reads the saved analyses while Git works.
+                let _loading = self.load_analyses();
+                self.resolve().await?
+            }
         };
         let span = info_span!("sync", sha = %commit.short());
         let force = self.force.load(Ordering::Relaxed);
@@ -361,6 +367,10 @@ impl Reconciler {
         // the retry.
         if result.is_ok() {
             self.force.store(false, Ordering::Relaxed);
+        }
+        // What a pass that read a tree allocated is free now.
+        if !matches!(result, Ok(Outcome::Unchanged { .. })) {
+            crate::memory::give_back();
         }
         result
     }
@@ -448,15 +458,7 @@ impl Reconciler {
 
     /// Fetches `commit`; a new process reads the saved analyses meanwhile.
     async fn fetch(&self, commit: &Commit) -> Result<(), SyncError> {
-        let loading = {
-            let (cache, root) = (self.cache.clone(), self.config.root.clone());
-            tokio::task::spawn_blocking(move || {
-                let mut cache = cache.lock().unwrap_or_else(|p| p.into_inner());
-                if cache.is_empty() {
-                    *cache = validate::Cache::load(&root);
-                }
-            })
-        };
+        let loading = self.load_analyses();
         let started = Instant::now();
         let (source, fetched) = (self.source.clone(), commit.clone());
         let fetch = self.git(move || source.fetch(&fetched)).await;
@@ -749,6 +751,17 @@ impl Reconciler {
             info!(removed = ?pruned, "pruned old revisions");
         }
         Ok(())
+    }
+
+    /// Reads the saved analyses into an empty cache, off the runtime.
+    fn load_analyses(&self) -> tokio::task::JoinHandle<()> {
+        let (cache, root) = (self.cache.clone(), self.config.root.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut cache = cache.lock().unwrap_or_else(|p| p.into_inner());
+            if cache.is_empty() {
+                *cache = validate::Cache::load(&root);
+            }
+        })
     }
 
     /// The flags that shape a revision besides the commit.

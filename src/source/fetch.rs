@@ -16,7 +16,9 @@ use git2::{AutotagOption, FetchOptions, Oid, Repository};
 
 use super::cache::FETCHED_REF;
 use super::remote::{self, Session};
-use super::{Commit, SourceConfig, SourceError, find_ref, has_commit, is_full_sha, name_refs};
+use super::{
+    Commit, SourceConfig, SourceError, find_ref, find_ref_named, has_commit, is_full_sha, name_refs,
+};
 
 /// The first deepening step; each next one is `SEARCH_FACTOR` times deeper.
 const SEARCH_FIRST_DEPTH: i32 = 4;
@@ -25,6 +27,91 @@ const SEARCH_FACTOR: i32 = 4;
 /// steps (4, 16, 64, 256, 1,024 commits) per ref at most; a ref whose whole
 /// history has arrived is not deepened further.
 pub const MAX_SEARCH_DEPTH: i32 = 1024;
+
+/// `Source::fetch_tip` inside `Session::run`: connects once, resolves
+/// `git_ref` in the advertisement as `resolve` does, and downloads the tip
+/// on that connection when the cache lacks it. A download that fails for a
+/// reason other than the connection is only logged: `Source::fetch` then
+/// finds the commit its other ways.
+pub fn fetch_tip(
+    repo: &Repository,
+    session: &Session<'_>,
+    config: &SourceConfig,
+    git_ref: &str,
+) -> Result<Commit, SourceError> {
+    let mut remote = repo
+        .remote_anonymous(&config.repo)
+        .map_err(|e| session.connect_error(&e))?;
+    let mut connection = remote
+        .connect_auth(
+            git2::Direction::Fetch,
+            Some(session.callbacks()),
+            Some(remote::proxy()),
+        )
+        .map_err(|e| session.connect_error(&e))?;
+    let heads: Vec<(String, Oid)> = connection
+        .list()
+        .map_err(|e| session.connect_error(&e))?
+        .iter()
+        .map(|head| (head.name().to_string(), head.oid()))
+        .collect();
+    let Some((name, oid)) = find_ref_named(&heads, git_ref) else {
+        return Err(SourceError::RefNotFound {
+            url: session.shown_url.clone(),
+            git_ref: git_ref.to_string(),
+            available: super::describe_refs(&heads),
+        });
+    };
+    let commit = Commit {
+        sha: oid.to_string(),
+        git_ref: git_ref.to_string(),
+    };
+    if has_commit(repo, oid) {
+        return Ok(commit);
+    }
+    // The ref keeps the advertised object: an annotated tag stays a tag,
+    // for its signature.
+    let advertised = heads
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map_or(oid, |(_, object)| *object);
+    let mut options = FetchOptions::new();
+    options
+        .remote_callbacks(session.callbacks())
+        .proxy_options(remote::proxy())
+        .download_tags(AutotagOption::None)
+        .update_fetchhead(false)
+        .depth(i32::try_from(config.depth.max(1)).unwrap_or(i32::MAX));
+    let refspec = format!("+{name}:{FETCHED_REF}");
+    let downloaded = connection
+        .remote()
+        .download(&[refspec.as_str()], Some(&mut options));
+    drop(connection);
+    match downloaded {
+        Ok(()) if has_commit(repo, oid) => {
+            repo.reference(FETCHED_REF, advertised, true, "fetched")
+                .map_err(|e| SourceError::Fetch {
+                    url: session.shown_url.clone(),
+                    git_ref: git_ref.to_string(),
+                    sha: commit.sha.clone(),
+                    message: e.message().to_string(),
+                })?;
+        }
+        Ok(()) => tracing::debug!("the tip's download did not bring it"),
+        Err(e) => match session.classify(&e, |message| SourceError::Fetch {
+            url: session.shown_url.clone(),
+            git_ref: git_ref.to_string(),
+            sha: commit.sha.clone(),
+            message,
+        }) {
+            SourceError::Fetch { message, .. } => {
+                tracing::debug!(%message, "the tip's download failed; fetching it the other ways");
+            }
+            other => return Err(other),
+        },
+    }
+    Ok(commit)
+}
 
 /// One fetch conversation: the cache, the session's callbacks and limits.
 pub struct Fetcher<'a> {

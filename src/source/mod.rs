@@ -10,6 +10,7 @@ mod fetch;
 mod known_hosts;
 mod read;
 mod remote;
+mod tls;
 mod url;
 
 use std::io;
@@ -22,6 +23,7 @@ use crate::tree::Tree;
 use remote::Session;
 
 pub use read::{MAX_COMMIT_BYTES, MAX_COMMIT_FILES};
+pub use tls::defer_ca_bundle;
 pub use url::redact_url;
 
 /// Where the config comes from and how to authenticate. Secrets are read from
@@ -269,6 +271,23 @@ impl Source {
         }
     }
 
+    /// The commit the ref points at now, made present in the cache: one
+    /// conversation, whose ref advertisement says what the tip is; a pack
+    /// is asked for on the same connection only when the tip is not in the
+    /// cache yet, so a no-change poll costs the advertisement alone. A tip
+    /// the shallow fetch by its ref does not bring is left to `fetch` (its
+    /// other ways). A full sha is returned as is, as `resolve` does; a
+    /// local repository is listed, then fetched by `fetch`.
+    pub fn fetch_tip(&self) -> Result<Commit, SourceError> {
+        let git_ref = self.config.git_ref.as_deref().unwrap_or("HEAD");
+        if is_full_sha(git_ref) || local_path(&self.config.repo).is_some() {
+            return self.resolve();
+        }
+        let repo = cache::open(&self.cache_dir)?;
+        let session = Session::start(&self.config)?;
+        session.run(|| fetch::fetch_tip(&repo, &session, &self.config, git_ref))
+    }
+
     /// Makes the commit present in the cache (shallow fetch); no-op if it
     /// is. Works on servers that refuse wants by id (`fetch`).
     pub fn fetch(&self, commit: &Commit) -> Result<(), SourceError> {
@@ -378,6 +397,11 @@ fn has_commit(repo: &git2::Repository, oid: Oid) -> bool {
 /// exact name, then `refs/`, tags, branches, remote branches. An annotated
 /// tag is peeled to its commit (the `^{}` entry of the listing).
 fn find_ref(heads: &[(String, Oid)], wanted: &str) -> Option<Oid> {
+    find_ref_named(heads, wanted).map(|(_, oid)| oid)
+}
+
+/// `find_ref` with the full name the ref resolved to.
+fn find_ref_named(heads: &[(String, Oid)], wanted: &str) -> Option<(String, Oid)> {
     let candidates: Vec<String> = if wanted == "HEAD" || wanted.starts_with("refs/") {
         vec![wanted.to_string()]
     } else {
@@ -391,9 +415,10 @@ fn find_ref(heads: &[(String, Oid)], wanted: &str) -> Option<Oid> {
         ]
     };
     let lookup = |name: &str| heads.iter().find(|(n, _)| n == name).map(|(_, oid)| *oid);
-    candidates
-        .iter()
-        .find_map(|name| lookup(&format!("{name}^{{}}")).or_else(|| lookup(name)))
+    candidates.into_iter().find_map(|name| {
+        let oid = lookup(&format!("{name}^{{}}")).or_else(|| lookup(&name))?;
+        Some((name, oid))
+    })
 }
 
 /// "it has branches: main, dev; tags: v1" (a few of each), for `RefNotFound`.

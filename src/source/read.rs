@@ -179,14 +179,14 @@ pub fn dirs(repo: &Repository, sha: &str, max_depth: usize) -> Vec<String> {
 /// earlier limit): reading a deltified object's header costs more than
 /// reading the object, and a config repo is mostly such blobs. The commit's
 /// total (`MAX_COMMIT_BYTES`) is checked from the headers before anything
-/// is read, and again as known blobs are read. A blob named by several
-/// entries is inflated once.
+/// is read, and again with the known blobs once read, before any entry
+/// copies one. A blob named by several entries is inflated once.
 fn read_blobs(
     repo: &Repository,
     blobs: Vec<(String, Oid)>,
     max_file_size: u64,
     known: &dyn Fn(Oid) -> bool,
-    read_error: impl Fn(git2::Error) -> SourceError,
+    read_error: impl Fn(git2::Error) -> SourceError + Sync,
     too_large: impl Fn(u64) -> SourceError,
 ) -> Result<Vec<TreeEntry>, SourceError> {
     let odb = repo.odb().map_err(&read_error)?;
@@ -210,50 +210,54 @@ fn read_blobs(
             return Err(too_large(total));
         }
     }
-    // Uses left of each blob: a shared one is kept until its last entry.
+    // Each blob within the limit is inflated once, on a few threads (a
+    // revision of 10,000 files spends most of its read here): each opens
+    // the cache on its own, as a libgit2 repository is not shared across
+    // threads.
+    let mut wanted: Vec<Oid> = blobs
+        .iter()
+        .map(|(_, id)| *id)
+        .filter(|id| sizes.get(id).is_none_or(|&size| size <= max_file_size))
+        .collect();
+    wanted.sort_unstable();
+    wanted.dedup();
+    let mut read = read_objects(repo, &wanted, &read_error)?;
+    // Known blobs had no header read: their sizes count now, once per
+    // entry, before any entry copies them.
+    for (_, id) in &blobs {
+        if known(*id)
+            && let Some(data) = read.get(id)
+        {
+            total = total.saturating_add(data.len() as u64);
+            if total > MAX_COMMIT_BYTES {
+                return Err(too_large(total));
+            }
+        }
+    }
+    // Uses left of each blob: a shared one is copied until its last entry.
     let mut uses: HashMap<Oid, usize> = HashMap::new();
     for (_, id) in &blobs {
         *uses.entry(*id).or_default() += 1;
     }
-    let mut read: HashMap<Oid, Vec<u8>> = HashMap::new();
     let mut out = Vec::with_capacity(blobs.len());
     for (path, id) in blobs {
         let left = uses.get_mut(&id).map_or(0, |n| {
             *n -= 1;
             *n
         });
-        let content = match sizes.get(&id) {
-            Some(&size) if size > max_file_size => Content::TooLarge { size },
-            _ => {
-                let memo = if left == 0 {
-                    read.remove(&id)
-                } else {
-                    read.get(&id).cloned()
-                };
-                let data = match memo {
-                    Some(data) => data,
-                    None => {
-                        let object = odb.read(id).map_err(&read_error)?;
-                        let data = object.data().to_vec();
-                        if known(id) {
-                            total = total.saturating_add(data.len() as u64);
-                            if total > MAX_COMMIT_BYTES {
-                                return Err(too_large(total));
-                            }
-                        }
-                        if left > 0 {
-                            read.insert(id, data.clone());
-                        }
-                        data
-                    }
-                };
-                let size = data.len() as u64;
-                if size > max_file_size {
-                    Content::TooLarge { size }
-                } else {
-                    Content::Loaded(data)
-                }
-            }
+        let data = if left == 0 {
+            read.remove(&id)
+        } else {
+            read.get(&id).cloned()
+        };
+        let content = match (data, sizes.get(&id)) {
+            (Some(data), _) if data.len() as u64 > max_file_size => Content::TooLarge {
+                size: data.len() as u64,
+            },
+            (Some(data), _) => Content::Loaded(data),
+            (None, Some(&size)) => Content::TooLarge { size },
+            // Every id within the limit was read above.
+            (None, None) => Content::TooLarge { size: 0 },
         };
         out.push(TreeEntry {
             path,
@@ -263,6 +267,38 @@ fn read_blobs(
         });
     }
     Ok(out)
+}
+
+/// The bytes of `ids`, read on `par::threads()` threads past a few hundred.
+fn read_objects(
+    repo: &Repository,
+    ids: &[Oid],
+    read_error: &(impl Fn(git2::Error) -> SourceError + Sync),
+) -> Result<HashMap<Oid, Vec<u8>>, SourceError> {
+    const PARALLEL_FROM: usize = 512;
+    let read_all =
+        |odb: &git2::Odb<'_>, part: &[Oid]| -> Result<Vec<(Oid, Vec<u8>)>, SourceError> {
+            part.iter()
+                .map(|id| {
+                    let object = odb.read(*id).map_err(read_error)?;
+                    Ok((*id, object.data().to_vec()))
+                })
+                .collect()
+        };
+    if ids.len() < PARALLEL_FROM || crate::par::threads() == 1 {
+        let odb = repo.odb().map_err(read_error)?;
+        return Ok(read_all(&odb, ids)?.into_iter().collect());
+    }
+    let path = repo.path().to_path_buf();
+    let mut read = HashMap::with_capacity(ids.len());
+    for part in crate::par::chunks(ids, |part| {
+        let repo = Repository::open_bare(&path).map_err(read_error)?;
+        let odb = repo.odb().map_err(read_error)?;
+        read_all(&odb, part)
+    }) {
+        read.extend(part?);
+    }
+    Ok(read)
 }
 
 fn no_content(path: String, kind: EntryKind) -> TreeEntry {

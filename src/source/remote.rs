@@ -70,6 +70,10 @@ impl<'a> Session<'a> {
                 path: path.display().to_string(),
             });
         }
+        // http:// too: a redirect or a proxy may take it to TLS.
+        if matches!(transport, Transport::Http { .. }) {
+            super::tls::load_ca_bundle();
+        }
         let password = match &config.password_file {
             Some(path) => Some(read_secret(path)?),
             None => None,

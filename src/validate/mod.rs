@@ -70,6 +70,10 @@ pub struct Cache {
     entries: HashMap<(Oid, Role), Arc<Analysis>>,
     /// Changed since loaded or saved.
     dirty: bool,
+    /// Analyses made since loaded or saved.
+    unsaved: usize,
+    /// Loaded from, or handed out to be saved to, the root's file.
+    on_disk: bool,
     /// Files the last `check` analysed afresh (not found in the cache).
     analysed: usize,
 }
@@ -120,6 +124,7 @@ impl Cache {
             self.entries.insert(key, Arc::new(analysis));
             self.dirty = true;
             self.analysed += 1;
+            self.unsaved += 1;
         }
     }
 
@@ -136,12 +141,13 @@ impl Cache {
             return Arc::new(analyse::analyse(role, bytes));
         }
         used.insert((blob, role));
-        let (dirty, analysed) = (&mut self.dirty, &mut self.analysed);
+        let (dirty, analysed, unsaved) = (&mut self.dirty, &mut self.analysed, &mut self.unsaved);
         self.entries
             .entry((blob, role))
             .or_insert_with(|| {
                 *dirty = true;
                 *analysed += 1;
+                *unsaved += 1;
                 Arc::new(analyse::analyse(role, bytes))
             })
             .clone()

@@ -29,6 +29,10 @@ const FORMAT: u32 = 2;
 pub const FILE: &str = "analysis-cache";
 const TMP: &str = "analysis-cache.tmp";
 
+/// New analyses that make a saved cache worth writing again: a new process
+/// re-analyses fewer files than this (a few milliseconds) instead.
+const SAVE_AFTER: usize = 64;
+
 /// Past this size the file is not ours to trust (a config repo of 100,000
 /// files stays far below it).
 const MAX_BYTES: u64 = 512 * 1024 * 1024;
@@ -85,12 +89,18 @@ impl Cache {
 
     /// A copy to save when the cache changed since it was loaded or last
     /// handed out (cheap: the analyses are shared), so saving can run
-    /// beside the rest of a sync.
+    /// beside the rest of a sync. Once a file exists, only every
+    /// `SAVE_AFTER` new analyses: writing 10,000 analyses costs far more
+    /// than the next process analysing again the few files changed since
+    /// (entries are keyed by content, so an older file is never wrong, only
+    /// less complete).
     pub fn changes(&mut self) -> Option<Cache> {
-        if !self.dirty {
+        if !self.dirty || (self.on_disk && self.unsaved < SAVE_AFTER) {
             return None;
         }
         self.dirty = false;
+        self.unsaved = 0;
+        self.on_disk = true;
         Some(Cache {
             entries: self.entries.clone(),
             ..Cache::default()
@@ -147,6 +157,7 @@ fn read(path: &Path) -> Result<Option<Cache>, String> {
     }
     Ok(Some(Cache {
         entries,
+        on_disk: true,
         ..Cache::default()
     }))
 }

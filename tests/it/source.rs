@@ -249,6 +249,89 @@ fn a_no_change_poll_is_one_ref_listing_and_no_pack() {
     );
 }
 
+/// The sync's one conversation: the fetch's own ref advertisement says what
+/// the tip is; its pack comes on the same conversation, and nothing is
+/// downloaded when the tip is already in the cache.
+#[test]
+fn fetch_tip_is_one_ref_advertisement_and_a_pack_only_when_the_tip_is_new() {
+    let world = World::new();
+    let http = GitHttp::start(world.served.path(), None);
+    let source = world.source(config(&http.url("config.git")));
+
+    let first = source.fetch_tip().expect("fetch_tip");
+    assert_eq!(first.sha, world.repo.head());
+    assert_eq!(conversations(&http), 1, "{:?}", http.requests());
+    assert!(
+        http.requests().iter().any(|r| r.starts_with("POST")),
+        "the new tip's pack: {:?}",
+        http.requests()
+    );
+    // In the cache already: `fetch` has nothing to do, and the tree reads.
+    http.clear_requests();
+    source.fetch(&first).expect("fetch no-op");
+    assert!(http.requests().is_empty(), "{:?}", http.requests());
+    let tree = source
+        .read_tree(&first, None, 1 << 20, &|_| false)
+        .expect("read_tree");
+    assert!(tree.get("apps/a.json").is_some());
+
+    // Nothing new: the advertisement alone.
+    let again = source.fetch_tip().expect("fetch_tip again");
+    assert_eq!(again, first);
+    assert_eq!(
+        http.requests(),
+        ["GET /config.git/info/refs?service=git-upload-pack"]
+    );
+
+    // A new tip: one advertisement, then its pack.
+    world.repo.api("c");
+    let second = world.repo.commit("second");
+    world.publish();
+    http.clear_requests();
+    let next = source.fetch_tip().expect("fetch_tip after a push");
+    assert_eq!(next.sha, second);
+    assert_eq!(conversations(&http), 1, "{:?}", http.requests());
+    let tree = source
+        .read_tree(&next, None, 1 << 20, &|_| false)
+        .expect("read_tree");
+    assert!(tree.get("apps/c.json").is_some());
+}
+
+#[test]
+fn fetch_tip_resolves_refs_as_resolve_does_and_names_a_missing_one() {
+    let world = World::new();
+    let first = world.repo.head();
+    git(
+        world.repo.path(),
+        &["tag", "-a", "v1-annotated", "-m", "release"],
+    );
+    world.repo.checkout_new_branch("dev").api("dev-only");
+    let dev = world.repo.commit("dev work");
+    world.repo.checkout("main");
+    world.publish();
+    let daemon = GitDaemon::start(world.served.path());
+    let url = daemon.url("config.git");
+    for (git_ref, expected) in [
+        ("dev", &dev),
+        ("refs/heads/dev", &dev),
+        ("v1-annotated", &first),
+        ("main", &first),
+    ] {
+        let source = world.source(with_ref(config(&url), git_ref));
+        let commit = source.fetch_tip().expect("fetch_tip");
+        assert_eq!(&commit.sha, expected, "ref {git_ref}");
+        assert_eq!(commit, source.resolve().expect("resolve"), "ref {git_ref}");
+        let tree = source
+            .read_tree(&commit, None, 1 << 20, &|_| false)
+            .expect("read_tree");
+        assert_eq!(tree.get("apps/dev-only.json").is_some(), expected == &dev);
+    }
+    let source = world.source(with_ref(config(&url), "nope"));
+    let err = source.fetch_tip().expect_err("a missing ref");
+    assert!(matches!(err, SourceError::RefNotFound { .. }), "{err}");
+    assert!(err.to_string().contains("branches: "), "{err}");
+}
+
 #[test]
 fn http_basic_auth_accepts_the_right_password_from_a_file() {
     let world = World::new();
@@ -462,6 +545,51 @@ fn force_pushed_history_is_resolved_and_fetched() {
     assert_ne!(new.sha, old.sha);
     assert_eq!(new.sha, world.repo.head());
     assert_eq!(paths(&tree), ["apps/fresh.json"]);
+}
+
+/// Past a few hundred blobs the tree is read on several threads: every
+/// entry still gets its own bytes, a blob shared by many entries included,
+/// and one over the size limit is still only sized.
+#[test]
+fn a_large_tree_reads_every_file_once_shared_blobs_and_oversized_ones_too() {
+    let world = World::new();
+    for i in 0..700 {
+        world.repo.file(
+            &format!("apps/many-{i:03}.json"),
+            format!("{{\"api_id\": \"many-{i}\"}}"),
+        );
+    }
+    for i in 0..20 {
+        world
+            .repo
+            .file(&format!("policies/same-{i}.json"), "{\"id\": \"same\"}");
+    }
+    world.repo.file("apps/huge.json", vec![b' '; 4096]);
+    world.repo.commit("many files");
+    world.publish();
+    let daemon = GitDaemon::start(world.served.path());
+    let source = world.source(config(&daemon.url("config.git")));
+    let commit = source.fetch_tip().expect("fetch_tip");
+    for known in [false, true] {
+        let tree = source
+            .read_tree(&commit, None, 1024, &|_| known)
+            .expect("read_tree");
+        assert_eq!(
+            loaded(&tree, "apps/many-123.json"),
+            "{\"api_id\": \"many-123\"}"
+        );
+        for i in 0..20 {
+            assert_eq!(
+                loaded(&tree, &format!("policies/same-{i}.json")),
+                "{\"id\": \"same\"}"
+            );
+        }
+        assert_eq!(
+            tree.get("apps/huge.json").expect("huge").content,
+            Content::TooLarge { size: 4096 },
+            "known: {known}"
+        );
+    }
 }
 
 /// The refs and pack files of the cache, as `git` sees them.

@@ -254,6 +254,60 @@ fn many_new_files_analysed_in_parallel_give_the_sequential_verdict() {
     assert_eq!(bundle2.api_ids(), bundle.api_ids());
 }
 
+/// Once a cache file exists, it is written again only after enough new
+/// analyses: a new process re-analyses the few files changed since, and an
+/// older file (keyed by content) never changes a verdict.
+#[test]
+fn a_saved_cache_is_written_again_only_after_many_new_analyses() {
+    let tree_with = |changed: usize, tag: &str| {
+        Tree::from_entries(
+            (0..100)
+                .map(|i| {
+                    let mut api = support::repo::api_json(&format!("a{i}"));
+                    if i < changed {
+                        api["proxy"]["target_url"] = format!("http://{tag}:8080/").into();
+                    }
+                    file(
+                        &format!("apps/a{i}.json"),
+                        &serde_json::to_vec_pretty(&api).expect("json"),
+                    )
+                })
+                .collect(),
+        )
+    };
+    let root = tempfile::tempdir().expect("tempdir");
+    let mut first = Cache::default();
+    check(tree_with(0, "x"), &Options::default(), &mut first);
+    first
+        .changes()
+        .expect("no file yet: saved")
+        .save(root.path())
+        .expect("save");
+
+    // One file changed: not worth writing 100 analyses again.
+    let mut second = Cache::load(root.path());
+    let (_, one) = check(tree_with(1, "one"), &Options::default(), &mut second);
+    assert_eq!(second.analysed(), 1);
+    assert!(second.changes().is_none());
+    // The next process analyses that file again, and agrees.
+    let mut third = Cache::load(root.path());
+    let (_, again) = check(tree_with(1, "one"), &Options::default(), &mut third);
+    assert_eq!(third.analysed(), 1);
+    assert_eq!(again, one);
+
+    // Many changed files: written, and the next process analyses none.
+    let (_, many) = check(tree_with(80, "many"), &Options::default(), &mut third);
+    third
+        .changes()
+        .expect("80 new analyses: saved")
+        .save(root.path())
+        .expect("save");
+    let mut fourth = Cache::load(root.path());
+    let (_, reread) = check(tree_with(80, "many"), &Options::default(), &mut fourth);
+    assert_eq!(fourth.analysed(), 0);
+    assert_eq!(reread, many);
+}
+
 #[test]
 fn a_saved_cache_from_another_build_or_torn_is_ignored() {
     let mut entries: Vec<TreeEntry> = (0..20)
