@@ -496,7 +496,12 @@ impl Agent {
         let Some(sha) = tip.map(Sha::into_string) else {
             return;
         };
-        if self.shared.current().as_deref() == Some(sha.as_str()) {
+        // What this replica runs, or what a notice told it of (that notice
+        // made its sync, or it published it itself): nothing to catch up.
+        // Without this, the heartbeat that reads a tip between a notice and
+        // the end of its sync queued a second sync, and the next notice
+        // waited for MIN_TRIGGERED_INTERVAL behind it.
+        if self.shared.current().as_deref() == Some(sha.as_str()) || self.shared.was_heard(&sha) {
             return;
         }
         let mut followed = self
