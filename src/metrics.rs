@@ -62,143 +62,124 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Metrics {
-        let mut registry = Registry::with_prefix("tyk_gitops");
-        let syncs = Family::<ResultLabel, Counter>::default();
-        registry.register(
+        let mut metrics = Metrics {
+            registry: Registry::with_prefix("tyk_gitops"),
+            syncs: Family::<ResultLabel, Counter>::default(),
+            sync_duration: Histogram::new([0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]),
+            last_success: Gauge::<f64, AtomicU64>::default(),
+            revision: Family::<RevisionLabel, Gauge>::default(),
+            apis: Gauge::default(),
+            policies: Gauge::default(),
+            rollbacks: Counter::default(),
+            reload_failures: Counter::default(),
+            drift: Counter::default(),
+            git_failures: Counter::default(),
+            webhook_requests: Family::<ResultLabel, Counter>::default(),
+            redis_errors: Counter::default(),
+            fleet_notices: Counter::default(),
+            fleet_leader: Gauge::default(),
+            fleet_replica_id_clash: Gauge::default(),
+            fleet_refused: Counter::default(),
+            fleet_listener_restarts: Counter::default(),
+            rollout_phase: Family::<PhaseLabel, Gauge>::default(),
+            rollout_failures: Counter::default(),
+        };
+        metrics.register_syncs();
+        metrics.register_fleet();
+        metrics
+    }
+
+    /// What each sync did, and what is live.
+    fn register_syncs(&mut self) {
+        let r = &mut self.registry;
+        r.register(
             "syncs",
             "Syncs by result: applied, noop, rejected, failed",
-            syncs.clone(),
+            self.syncs.clone(),
         );
-        let sync_duration = Histogram::new([0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]);
-        registry.register(
+        r.register(
             "sync_duration_seconds",
             "Duration of a sync, from trigger to result",
-            sync_duration.clone(),
+            self.sync_duration.clone(),
         );
-        let last_success = Gauge::<f64, AtomicU64>::default();
-        registry.register(
+        r.register(
             "last_success_timestamp_seconds",
             "Unix time of the last sync that ended applied or unchanged",
-            last_success.clone(),
+            self.last_success.clone(),
         );
-        let revision = Family::<RevisionLabel, Gauge>::default();
-        registry.register(
+        r.register(
             "revision_info",
             "The commit in current (value 1)",
-            revision.clone(),
+            self.revision.clone(),
         );
-        let apis = Gauge::default();
-        registry.register(
+        r.register(
             "apis",
             "API definitions in the current revision",
-            apis.clone(),
+            self.apis.clone(),
         );
-        let policies = Gauge::default();
-        registry.register(
+        r.register(
             "policies",
             "Policies in the current revision",
-            policies.clone(),
+            self.policies.clone(),
         );
-        let rollbacks = Counter::default();
-        registry.register(
+        r.register(
             "rollbacks",
             "Rollbacks after a verify mismatch",
-            rollbacks.clone(),
+            self.rollbacks.clone(),
         );
-        let reload_failures = Counter::default();
-        registry.register(
+        r.register(
             "reload_failures",
             "Reloads that failed or could not be sent",
-            reload_failures.clone(),
+            self.reload_failures.clone(),
         );
-        let drift = Counter::default();
-        registry.register(
+        r.register(
             "drift",
             "Times the gateway ran something else than current and was reloaded",
-            drift.clone(),
+            self.drift.clone(),
         );
-        let git_failures = Counter::default();
-        registry.register(
+        r.register(
             "git_failures",
             "Syncs that failed to reach or read the Git remote",
-            git_failures.clone(),
+            self.git_failures.clone(),
         );
-        let webhook_requests = Family::<ResultLabel, Counter>::default();
-        registry.register(
-            "webhook_requests",
-            "Webhook requests by result: accepted, ignored, ping, unauthorized, too_large, invalid, unavailable",
-            webhook_requests.clone(),
-        );
-        let redis_errors = Counter::default();
-        registry.register(
+    }
+
+    /// The fleet, the rollout and the webhook.
+    fn register_fleet(&mut self) {
+        let r = &mut self.registry;
+        r.register("webhook_requests", "Webhook requests by result: accepted, ignored, ping, unauthorized, too_large, invalid, unavailable", self.webhook_requests.clone());
+        r.register(
             "redis_errors",
             "Failed Redis calls and lost connections (the fleet falls back to polling)",
-            redis_errors.clone(),
+            self.redis_errors.clone(),
         );
-        let fleet_notices = Counter::default();
-        registry.register(
+        r.register(
             "fleet_notices",
             "Commits announced by other replicas over Redis",
-            fleet_notices.clone(),
+            self.fleet_notices.clone(),
         );
-        let fleet_leader = Gauge::default();
-        registry.register(
+        r.register(
             "fleet_leader",
             "1 while this replica holds the poll lease",
-            fleet_leader.clone(),
+            self.fleet_leader.clone(),
         );
-        let fleet_replica_id_clash = Gauge::default();
-        registry.register(
+        r.register(
             "fleet_replica_id_clash",
             "Other live sidecars of the fleet using this replica's --replica-id (0 when unique)",
-            fleet_replica_id_clash.clone(),
+            self.fleet_replica_id_clash.clone(),
         );
-        let fleet_refused = Counter::default();
-        registry.register(
+        r.register(
             "fleet_refused",
             "Shas from Redis refused: not a commit id, or not the ref's tip or an ancestor of it",
-            fleet_refused.clone(),
+            self.fleet_refused.clone(),
         );
-        let fleet_listener_restarts = Counter::default();
-        registry.register(
+        r.register(
             "fleet_listener_restarts",
             "Times the fleet notice listener ended unexpectedly and was restarted",
-            fleet_listener_restarts.clone(),
+            self.fleet_listener_restarts.clone(),
         );
-        let rollout_phase = Family::<PhaseLabel, Gauge>::default();
-        registry.register(
-            "rollout_phase",
-            "Phase of the ref's staged rollout (1 for the current one): canary, holding, released, failed",
-            rollout_phase.clone(),
-        );
-        let rollout_failures = Counter::default();
-        registry.register(
-            "rollout_failures",
-            "Staged rollouts seen failing: a canary refused the commit, failed to verify it or failed a check",
-            rollout_failures.clone(),
-        );
-        Metrics {
-            registry,
-            rollout_phase,
-            rollout_failures,
-            syncs,
-            sync_duration,
-            last_success,
-            revision,
-            apis,
-            policies,
-            rollbacks,
-            reload_failures,
-            drift,
-            git_failures,
-            redis_errors,
-            fleet_notices,
-            fleet_leader,
-            fleet_replica_id_clash,
-            fleet_refused,
-            fleet_listener_restarts,
-            webhook_requests,
-        }
+        r.register("rollout_phase", "Phase of the ref's staged rollout (1 for the current one): canary, holding, released, failed", self.rollout_phase.clone());
+        r.register("rollout_failures", "Staged rollouts seen failing: a canary refused the commit, failed to verify it or failed a check", self.rollout_failures.clone());
     }
 
     pub fn count_sync(&self, result: &str) {

@@ -43,6 +43,38 @@ pub fn read_tree(
         sha: sha.to_string(),
         message: err.message().to_string(),
     };
+    let start = config_root_tree(repo, sha, subpath)?;
+    // The walk only lists; the blobs are read afterwards.
+    let (mut entries, blobs) = walk(repo, sha, start)?;
+    let too_large = |total: u64| SourceError::TooLarge {
+        sha: sha.to_string(),
+        message: format!(
+            "its files add up to more than {} MiB ({} MiB or more)",
+            MAX_COMMIT_BYTES / (1024 * 1024),
+            total / (1024 * 1024)
+        ),
+    };
+    entries.extend(read_blobs(
+        repo,
+        blobs,
+        max_file_size,
+        known,
+        read_error,
+        too_large,
+    )?);
+    Ok(Tree::from_entries(entries))
+}
+
+/// The tree of `sha` at `subpath` (the whole tree without one).
+fn config_root_tree<'r>(
+    repo: &'r Repository,
+    sha: &str,
+    subpath: Option<&str>,
+) -> Result<git2::Tree<'r>, SourceError> {
+    let read_error = |err: git2::Error| SourceError::Read {
+        sha: sha.to_string(),
+        message: err.message().to_string(),
+    };
     let not_fetched = || SourceError::NotFetched {
         sha: sha.to_string(),
     };
@@ -55,7 +87,7 @@ pub fn read_tree(
     let subpath = subpath
         .map(|p| p.trim_matches('/'))
         .filter(|p| !p.is_empty() && *p != ".");
-    let start = match subpath {
+    Ok(match subpath {
         None => root,
         Some(path) => {
             let missing = || SourceError::MissingPath {
@@ -78,9 +110,20 @@ pub fn read_tree(
             }
             repo.find_tree(entry.id()).map_err(read_error)?
         }
-    };
+    })
+}
 
-    // The walk only lists; the blobs are read afterwards.
+/// What `walk` found: entries without content, and blobs to read.
+type Walked = (Vec<TreeEntry>, Vec<(String, Oid)>);
+
+/// Every entry under `start`: links and submodules as they are, blobs
+/// listed (path, id) to be read afterwards. Refuses names no file can have
+/// and more than `MAX_COMMIT_FILES` entries.
+fn walk(repo: &Repository, sha: &str, start: git2::Tree<'_>) -> Result<Walked, SourceError> {
+    let read_error = |err: git2::Error| SourceError::Read {
+        sha: sha.to_string(),
+        message: err.message().to_string(),
+    };
     let mut entries = Vec::new();
     let mut blobs: Vec<(String, Oid)> = Vec::new();
     let mut stack = vec![(start, String::new())];
@@ -125,23 +168,7 @@ pub fn read_tree(
             }
         }
     }
-    let too_large = |total: u64| SourceError::TooLarge {
-        sha: sha.to_string(),
-        message: format!(
-            "its files add up to more than {} MiB ({} MiB or more)",
-            MAX_COMMIT_BYTES / (1024 * 1024),
-            total / (1024 * 1024)
-        ),
-    };
-    entries.extend(read_blobs(
-        repo,
-        blobs,
-        max_file_size,
-        known,
-        read_error,
-        too_large,
-    )?);
-    Ok(Tree::from_entries(entries))
+    Ok((entries, blobs))
 }
 
 /// The folders of a commit, `/`-separated, down to `max_depth` levels

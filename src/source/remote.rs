@@ -266,56 +266,11 @@ impl<'a> Session<'a> {
         err: &git2::Error,
         other: impl FnOnce(String) -> SourceError,
     ) -> SourceError {
+        if let Some(failure) = self.recorded_failure() {
+            return failure;
+        }
         let url = self.shown_url.clone();
         let message = self.clean(err.message());
-        let known_hosts = self.known_hosts_path.clone();
-        match self.failure.borrow().clone() {
-            Some(Failure::UnknownHost { host }) => {
-                return SourceError::UnknownHostKey {
-                    url,
-                    host,
-                    known_hosts,
-                };
-            }
-            Some(Failure::HostKeyMismatch {
-                host,
-                offered,
-                known,
-            }) => {
-                return SourceError::HostKeyMismatch {
-                    url,
-                    host,
-                    known_hosts,
-                    offered,
-                    known: known.join(", "),
-                };
-            }
-            Some(Failure::NoRawHostKey { host }) => {
-                return SourceError::Connect {
-                    url,
-                    message: format!("{host} sent no host key to verify; refusing"),
-                };
-            }
-            Some(Failure::AuthRejected) => {
-                return SourceError::Auth {
-                    url,
-                    message: "the server rejected the credentials".to_string(),
-                };
-            }
-            Some(Failure::NoCredentials(hint)) => {
-                return SourceError::Auth {
-                    url,
-                    message: hint.to_string(),
-                };
-            }
-            Some(Failure::Timeout) => {
-                return SourceError::Timeout {
-                    url,
-                    after: self.config.timeout,
-                };
-            }
-            None => {}
-        }
         // Codes first; the texts cover transports that only set a message
         // (libssh2 timeouts, HTTP status lines). Substrings are matched on
         // phrases, never bare numbers, which ports and paths can contain.
@@ -365,6 +320,47 @@ impl<'a> Session<'a> {
             }
             _ => other(message),
         }
+    }
+
+    /// What the callbacks saw go wrong (a host key, credentials, the
+    /// clock), which says more than libgit2's own message.
+    fn recorded_failure(&self) -> Option<SourceError> {
+        let url = self.shown_url.clone();
+        let known_hosts = self.known_hosts_path.clone();
+        Some(match self.failure.borrow().clone()? {
+            Failure::UnknownHost { host } => SourceError::UnknownHostKey {
+                url,
+                host,
+                known_hosts,
+            },
+            Failure::HostKeyMismatch {
+                host,
+                offered,
+                known,
+            } => SourceError::HostKeyMismatch {
+                url,
+                host,
+                known_hosts,
+                offered,
+                known: known.join(", "),
+            },
+            Failure::NoRawHostKey { host } => SourceError::Connect {
+                url,
+                message: format!("{host} sent no host key to verify; refusing"),
+            },
+            Failure::AuthRejected => SourceError::Auth {
+                url,
+                message: "the server rejected the credentials".to_string(),
+            },
+            Failure::NoCredentials(hint) => SourceError::Auth {
+                url,
+                message: hint.to_string(),
+            },
+            Failure::Timeout => SourceError::Timeout {
+                url,
+                after: self.config.timeout,
+            },
+        })
     }
 
     /// A libgit2 message made safe to show.
