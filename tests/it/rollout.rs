@@ -118,6 +118,13 @@ fn fleet(url: &str, redis: &RedisServer, others: usize, canary_extra: &[&str]) -
     replicas
 }
 
+/// Every replica runs `sha`.
+fn all_on(replicas: &[Replica], sha: &str) {
+    for r in replicas {
+        eventually(&format!("{} on {}", r.id, &sha[..7]), WAIT, || r.runs(sha));
+    }
+}
+
 /// Everyone ready, and every non-canary knows it waits for the canaries.
 fn settle(replicas: &[Replica]) {
     for r in replicas {
@@ -187,9 +194,7 @@ fn a_good_commit_reaches_the_canary_first_and_the_others_after_the_hold() {
     let redis = RedisServer::start();
     let replicas = fleet(&url, &redis, 3, &[]);
     let alpha = repo.head();
-    for r in &replicas {
-        eventually(&format!("{} on alpha", r.id), WAIT, || r.runs(&alpha));
-    }
+    all_on(&replicas, &alpha);
 
     repo.api("beta");
     let beta = repo.commit("beta");
@@ -207,9 +212,7 @@ fn a_good_commit_reaches_the_canary_first_and_the_others_after_the_hold() {
         assert!(shown.contains("[canary]"), "{shown}");
         assert!(shown.contains("rollout of "), "{shown}");
     }
-    for r in &replicas[1..] {
-        eventually(&format!("{} on beta", r.id), WAIT, || r.runs(&beta));
-    }
+    all_on(&replicas[1..], &beta);
     // Each non-canary applied beta a hold after the canary did (whole
     // seconds: one of slack).
     let canary_applied = replicas[0].status()["current"]["applied_at"]
@@ -269,9 +272,7 @@ fn a_commit_the_canarys_gateway_does_not_load_never_reaches_the_others() {
     let redis = RedisServer::start();
     let replicas = fleet(&url, &redis, 2, &[]);
     let alpha = repo.head();
-    for r in &replicas {
-        eventually(&format!("{} on alpha", r.id), WAIT, || r.runs(&alpha));
-    }
+    all_on(&replicas, &alpha);
     // The canary's gateway lists beta but does not route it.
     let beta = fails_on(&replicas[0], &replicas[2], &repo, &redis);
     let shown = fleet_cmd(&redis, "status", &[]).output();
@@ -293,9 +294,7 @@ fn a_commit_the_canarys_gateway_does_not_load_never_reaches_the_others() {
     repo.remove("apps/beta.json").api("gamma");
     let gamma = repo.commit("gamma instead of beta");
     replicas[1].sighup();
-    for r in &replicas {
-        eventually(&format!("{} on gamma", r.id), WAIT, || r.runs(&gamma));
-    }
+    all_on(&replicas, &gamma);
     for r in &replicas[1..] {
         assert!(!r.history().contains(&beta), "{}", r.history());
     }
@@ -390,9 +389,7 @@ fn a_canary_killed_mid_hold_pauses_the_rollout_and_its_restart_resumes_it() {
     let redis = RedisServer::start();
     let mut replicas = fleet(&url, &redis, 2, &[]);
     let alpha = repo.head();
-    for r in &replicas {
-        eventually(&format!("{} on alpha", r.id), WAIT, || r.runs(&alpha));
-    }
+    all_on(&replicas, &alpha);
     repo.api("beta");
     let beta = repo.commit("beta");
     replicas[0].sighup();
@@ -412,9 +409,7 @@ fn a_canary_killed_mid_hold_pauses_the_rollout_and_its_restart_resumes_it() {
     assert!(in_progress(&redis, &beta), "{}", record(&redis));
 
     replicas[0].restart(&url);
-    for r in &replicas {
-        eventually(&format!("{} on beta", r.id), WAIT, || r.runs(&beta));
-    }
+    all_on(&replicas, &beta);
     assert_eq!(phase(&redis), "released");
 }
 
@@ -424,9 +419,7 @@ fn with_redis_stopped_mid_rollout_the_others_stay_and_catch_up_when_it_returns()
     let mut redis = RedisServer::start();
     let replicas = fleet(&url, &redis, 2, &[]);
     let alpha = repo.head();
-    for r in &replicas {
-        eventually(&format!("{} on alpha", r.id), WAIT, || r.runs(&alpha));
-    }
+    all_on(&replicas, &alpha);
     repo.api("beta");
     let beta = repo.commit("beta");
     replicas[0].sighup();
@@ -454,9 +447,7 @@ fn with_redis_stopped_mid_rollout_the_others_stay_and_catch_up_when_it_returns()
     assert!(replicas[2].runs(&alpha), "{}", replicas[2].status());
     // Back, and empty: the canary starts the rollout again.
     redis.restart();
-    for r in &replicas {
-        eventually(&format!("{} on beta", r.id), WAIT, || r.runs(&beta));
-    }
+    all_on(&replicas, &beta);
 }
 
 #[test]
@@ -466,9 +457,7 @@ fn a_replica_started_mid_rollout_lands_on_the_released_commit() {
     // A long hold: the newcomer starts well inside it.
     let replicas = fleet(&url, &redis, 2, &["--canary-hold", "15s"]);
     let alpha = repo.head();
-    for r in &replicas {
-        eventually(&format!("{} on alpha", r.id), WAIT, || r.runs(&alpha));
-    }
+    all_on(&replicas, &alpha);
     repo.api("beta");
     let beta = repo.commit("beta");
     replicas[0].sighup();
@@ -553,9 +542,7 @@ fn when_one_of_two_canaries_fails_a_commit_both_return_to_the_released_one() {
         });
     }
     let alpha = repo.head();
-    for r in &replicas {
-        eventually(&format!("{} on alpha", r.id), WAIT, || r.runs(&alpha));
-    }
+    all_on(&replicas, &alpha);
     // Only the second canary's gateway fails to route beta.
     let beta = fails_on(&replicas[1], &replicas[0], &repo, &redis);
     // The canary that ran beta well goes back too: beta failed fleet-wide.
