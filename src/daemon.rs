@@ -18,6 +18,7 @@ use tracing::{error, info, warn};
 
 use crate::config::RunConfig;
 use crate::fleet::FleetHandle;
+use crate::fleet::rollout::{Rollout, Target};
 use crate::live::{App, Attempt, Live};
 use crate::metrics::Metrics;
 use crate::reconcile::{Outcome, Reconciler, SyncError, Vouched};
@@ -256,9 +257,15 @@ impl Turns {
         let Some(f) = &self.fleet else {
             return;
         };
-        if let Err(e) = &turn.result {
-            f.rollout()
-                .after_sync(e, self.app.git_ref.as_deref().unwrap_or("HEAD"));
+        // The commit's own fault (not Git's or the gateway's availability).
+        if let Err(e) = &turn.result
+            && let Some(sha) = e.sha()
+        {
+            let commit = Commit {
+                sha: sha.to_string(),
+                git_ref: self.app.git_ref.clone().unwrap_or_else(|| "HEAD".into()),
+            };
+            f.rollout().refused(commit, e.to_string());
         }
         if let Ok(Step::Synced(outcome)) = &turn.result {
             let commit = outcome.commit();
@@ -336,8 +343,7 @@ async fn step(
     let commit = match fleet {
         Some(f) => {
             f.announce(&commit);
-            let root = &reconciler.config().root;
-            match crate::fleet::rollout::choose(f.rollout(), reconciler, root, commit).await? {
+            match choose(f.rollout(), reconciler, commit).await? {
                 Some(commit) => commit,
                 None => return Ok(Step::Held),
             }
@@ -353,6 +359,39 @@ async fn step(
         }
         _ => reconciler.sync(commit).await.map(Step::Synced),
     }
+}
+
+/// The commit a turn syncs under a staged rollout: the tip, the released
+/// commit (when it is on our ref), or what runs here (`None` when nothing
+/// does yet: wait for a release).
+async fn choose(
+    rollout: &Rollout,
+    reconciler: &Reconciler,
+    tip: Commit,
+) -> Result<Option<Commit>, SyncError> {
+    match rollout.target(&tip) {
+        Target::Tip => return Ok(Some(tip)),
+        Target::Released(released) => match reconciler.vouch(released).await? {
+            Vouched::Hint(commit) => {
+                if commit.sha != tip.sha {
+                    info!(tip = %tip.short(), released = %commit.short(), "the canaries have not released the tip: staying on the released commit");
+                }
+                return Ok(Some(commit));
+            }
+            Vouched::Refused { hint, .. } => warn!(
+                sha = %hint.short(),
+                "the fleet's released commit is not on our ref; staying where we are"
+            ),
+        },
+        Target::Stay => {}
+    }
+    let state = reconciler.state();
+    Ok(state.current.as_ref().and_then(|c| {
+        (c.git_ref == tip.git_ref).then(|| Commit {
+            sha: c.sha.clone(),
+            git_ref: c.git_ref.clone(),
+        })
+    }))
 }
 
 /// Updates metrics and status; returns whether the failure is worth a

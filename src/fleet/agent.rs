@@ -22,7 +22,8 @@ use tracing::{debug, info, warn};
 
 use super::rollout::{Rollout, RolloutConfig};
 use super::{
-    FleetConfig, FleetError, Notice, REDIS_TIMEOUT, ReplicaStatus, Tip, Verified, lease_holder,
+    FleetConfig, FleetError, HEARTBEAT, LEASE_TTL, Notice, REDIS_TIMEOUT, ReplicaStatus,
+    STATUS_TTL, Tip, Verified, lease_holder,
 };
 use crate::live::App;
 use crate::sha::{Sha, printable};
@@ -31,12 +32,6 @@ use crate::state::now;
 use crate::trigger::Trigger;
 use crate::trigger::schedule::backoff;
 
-/// How often a replica rewrites its status and renews its lease.
-pub const HEARTBEAT: Duration = Duration::from_secs(2);
-/// A replica silent for three heartbeats is gone from `fleet status`, and
-/// its lease passes to another.
-pub const STATUS_TTL: Duration = Duration::from_secs(6);
-pub const LEASE_TTL: Duration = Duration::from_secs(6);
 /// Followers poll Git once every this many periods when no fresh tip is
 /// in Redis (a safety net should the leader not say what it lists).
 pub const FOLLOWER_POLL_EVERY: u32 = 10;

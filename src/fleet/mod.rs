@@ -30,6 +30,13 @@ use crate::state::State;
 
 pub use agent::FleetHandle;
 
+/// How often a replica rewrites its status and renews its lease.
+pub const HEARTBEAT: Duration = Duration::from_secs(2);
+/// A replica silent for three heartbeats is gone from `fleet status`, and
+/// its lease passes to another.
+pub const STATUS_TTL: Duration = Duration::from_secs(6);
+pub const LEASE_TTL: Duration = Duration::from_secs(6);
+
 /// Bound on connecting and on one command. Redis sits next to the
 /// gateways; a slower answer means it is down, and polling covers for it.
 pub const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
@@ -512,7 +519,7 @@ pub struct Statuses {
 
 /// Why an entry is not trusted as a replica's status, if it is not.
 /// Replicas write their status under their own id and instance with a TTL of
-/// `agent::STATUS_TTL`, with commit ids only; an entry that does not look
+/// `STATUS_TTL`, with commit ids only; an entry that does not look
 /// like that was not written by a replica (or was tampered with), and
 /// counting it would let it hold up or falsely complete `fleet wait`.
 pub fn distrust(key: &str, own_key: &str, status: &ReplicaStatus, ttl_ms: i64) -> Option<String> {
@@ -535,7 +542,7 @@ pub fn distrust(key: &str, own_key: &str, status: &ReplicaStatus, ttl_ms: i64) -
     }
     // -1: no expiry. A replica's status always has one, and at most
     // STATUS_TTL (a second of slack for the clock of the PTTL call).
-    let max = agent::STATUS_TTL.as_millis() as i64 + 1000;
+    let max = STATUS_TTL.as_millis() as i64 + 1000;
     if ttl_ms < 0 {
         return Some("it never expires; a replica's status always does".into());
     }
@@ -543,7 +550,7 @@ pub fn distrust(key: &str, own_key: &str, status: &ReplicaStatus, ttl_ms: i64) -
         return Some(format!(
             "it expires in {} s; a replica's status expires within {} s",
             ttl_ms / 1000,
-            agent::STATUS_TTL.as_secs()
+            STATUS_TTL.as_secs()
         ));
     }
     None

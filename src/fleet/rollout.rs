@@ -25,7 +25,6 @@ use tracing::{debug, info, warn};
 
 use super::{FleetConfig, REDIS_TIMEOUT, Verified, short};
 use crate::live::App;
-use crate::reconcile::{Reconciler, SyncError, Vouched};
 use crate::sha::printable;
 use crate::source::Commit;
 use crate::state::State;
@@ -43,7 +42,7 @@ pub const ORPHAN_GRACE: Duration = Duration::from_secs(600);
 /// Bound on one `--canary-check` request or gateway health check.
 pub const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often a canary reports; non-canaries read the record every
-/// `agent::HEARTBEAT`, and at once on a release notice.
+/// `HEARTBEAT`, and at once on a release notice.
 const CANARY_TICK: Duration = Duration::from_secs(1);
 /// A non-canary that saw live canaries waits this long without seeing any
 /// before it proceeds without them: a restarted canary, or a Redis
@@ -320,21 +319,14 @@ impl Rollout {
 
     /// After a sync: a canary that refused a commit, or failed to verify
     /// it, fails its rollout fleet-wide.
-    pub fn after_sync(&self, error: &SyncError, git_ref: &str) {
+    /// This canary refused `commit` (invalid, untrusted, rejected before)
+    /// or could not make its gateway load it (rolled back): the fleet
+    /// will not apply it. Nothing for a replica that is no canary.
+    pub fn refused(&self, commit: Commit, reason: String) {
         if !self.config.canary {
             return;
         }
-        let commit = match error {
-            SyncError::Invalid { commit, .. }
-            | SyncError::Untrusted { commit, .. }
-            | SyncError::VerifyFailed { commit, .. } => commit.clone(),
-            SyncError::Rejected { rejection } => Commit {
-                sha: rejection.sha.clone(),
-                git_ref: git_ref.to_string(),
-            },
-            _ => return,
-        };
-        self.fail(commit, error.to_string());
+        self.fail(commit, reason);
     }
 
     fn fail(&self, commit: Commit, reason: String) {
@@ -353,43 +345,11 @@ impl Rollout {
     }
 }
 
-/// The commit `step` syncs: the tip, the released commit, or what runs
-/// here (`None` when nothing does yet: wait for a release).
-pub async fn choose(
-    rollout: &Rollout,
-    reconciler: &Reconciler,
-    root: &std::path::Path,
-    tip: Commit,
-) -> Result<Option<Commit>, SyncError> {
-    let gate = rollout.gate();
-    match target(&gate, rollout.canary(), &tip) {
-        Target::Tip => return Ok(Some(tip)),
-        Target::Released(released) => match reconciler.vouch(released).await? {
-            Vouched::Hint(commit) => {
-                if commit.sha != tip.sha {
-                    info!(tip = %tip.short(), released = %commit.short(), "the canaries have not released the tip: staying on the released commit");
-                }
-                return Ok(Some(commit));
-            }
-            Vouched::Refused { hint, .. } => warn!(
-                sha = %hint.short(),
-                "the fleet's released commit is not on our ref; staying where we are"
-            ),
-        },
-        Target::Stay => {}
+/// What this replica may sync instead of `tip`, as the gate says now.
+impl Rollout {
+    pub fn target(&self, tip: &Commit) -> Target {
+        target(&self.gate(), self.canary(), tip)
     }
-    let root = root.to_path_buf();
-    let state = tokio::task::spawn_blocking(move || State::load(&root))
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .map(|(s, _)| s);
-    Ok(state.and_then(|s| s.current).and_then(|c| {
-        (c.git_ref == tip.git_ref).then_some(Commit {
-            sha: c.sha,
-            git_ref: c.git_ref,
-        })
-    }))
 }
 
 /// A canary reports what it runs (and whether its checks pass); the
@@ -656,7 +616,7 @@ pub async fn run(config: FleetConfig, app: Arc<App>, rollout: Arc<Rollout>, git_
     let tick = if rollout.canary() {
         CANARY_TICK
     } else {
-        super::agent::HEARTBEAT
+        super::HEARTBEAT
     };
     loop {
         tokio::select! {
