@@ -27,7 +27,6 @@ use super::{FleetConfig, REDIS_TIMEOUT, Verified, short};
 use crate::live::App;
 use crate::sha::printable;
 use crate::source::Commit;
-use crate::state::State;
 use crate::trigger::Trigger;
 use crate::trigger::schedule::backoff;
 
@@ -784,15 +783,11 @@ async fn canary_turn(
 }
 
 /// The commit this replica runs, verified (or written, without a gateway).
+/// Read from the live state the loop keeps, not from `state.json`.
 async fn verified_sha(app: &App) -> Option<String> {
-    let root = app.root.clone();
-    let state = tokio::task::spawn_blocking(move || State::load(&root))
-        .await
-        .ok()?
-        .ok()?
-        .0;
-    let current = state.current?;
-    (current.verified_at.is_some() || !app.has_gateway).then_some(current.sha)
+    let state = app.live().state.clone();
+    let current = state.current.as_ref()?;
+    (current.verified_at.is_some() || !app.has_gateway).then(|| current.sha.clone())
 }
 
 /// The gateway's health check and each `--canary-check`: 2xx in time.
