@@ -16,7 +16,7 @@ use git2::Oid;
 use serde::{Deserialize, Serialize};
 
 use crate::bundle::OutFile;
-use crate::tree::blob_id;
+use crate::tree::{BlobReader, blob_id};
 
 /// Metadata written into each revision (not `.json`: the gateway never reads
 /// the revision root, but the name keeps it clear of any glob).
@@ -41,6 +41,8 @@ pub enum ApplyError {
     UnsafePath { path: String },
     #[error("revision manifest {path} is unreadable: {message}")]
     Manifest { path: PathBuf, message: String },
+    #[error("cannot write {path}: its content (blob {blob}) was not read and cannot be read now")]
+    Unread { path: String, blob: Oid },
 }
 
 fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> ApplyError + use<> {
@@ -184,6 +186,19 @@ impl Revisions {
         files: &[OutFile<'_>],
         recycle: Option<&str>,
     ) -> Result<Manifest, ApplyError> {
+        self.write_with(name, manifest_base, files, recycle, None)
+    }
+
+    /// `write`, where files left unread (`OutFile::unread`) that can be
+    /// neither kept nor linked are read by `reader`.
+    pub fn write_with(
+        &self,
+        name: &str,
+        manifest_base: Manifest,
+        files: &[OutFile<'_>],
+        recycle: Option<&str>,
+        reader: Option<&BlobReader>,
+    ) -> Result<Manifest, ApplyError> {
         let (manifest, oids) = listed(manifest_base, files)?;
         let final_dir = self.path_of(name);
         if final_dir.exists() {
@@ -223,7 +238,7 @@ impl Revisions {
             let dir = staging.join(dir);
             fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
         }
-        self.fill(&staging, files, oids, &kept, recycle)?;
+        self.fill(&staging, files, oids, &kept, recycle, reader)?;
         // Crash-test hooks (feature `failpoints`, nothing otherwise).
         #[cfg(feature = "failpoints")]
         fail::fail_point!("apply-after-write");
@@ -243,6 +258,7 @@ impl Revisions {
         oids: Vec<Oid>,
         kept: &HashSet<String>,
         recycle: Option<&str>,
+        reader: Option<&BlobReader>,
     ) -> Result<(), ApplyError> {
         // Unchanged files are hard-linked, in one thread: links into one
         // directory serialise on its lock, and more threads only spin on
@@ -254,17 +270,28 @@ impl Revisions {
             .filter(|(f, _)| !kept.contains(f.path.as_str()))
             .collect();
         let previous = self.previous_files(unkept.len())?;
-        let mut work: Vec<&OutFile<'_>> = Vec::new();
+        let mut work: Vec<(&OutFile<'_>, Option<Vec<u8>>)> = Vec::new();
         let mut linked = 0usize;
         for (f, oid) in unkept {
             let link = previous
-                .source(&f.path, oid, f.bytes.len())
+                .source(&f.path, oid, f.len())
                 .is_some_and(|src| fs::hard_link(src, staging.join(&f.path)).is_ok());
             if link {
                 linked += 1;
-            } else {
-                work.push(f);
+                continue;
             }
+            // Left unread, and no older revision has it: read it now.
+            let read =
+                match f.unread {
+                    Some(_) => Some(reader.and_then(|r| r.read(oid)).ok_or_else(|| {
+                        ApplyError::Unread {
+                            path: f.path.clone(),
+                            blob: oid,
+                        }
+                    })?),
+                    None => None,
+                };
+            work.push((f, read));
         }
         tracing::debug!(
             kept = kept.len(),
@@ -486,7 +513,7 @@ enum Previous {
 }
 
 impl Previous {
-    fn source(&self, path: &str, oid: Oid, len: usize) -> Option<PathBuf> {
+    fn source(&self, path: &str, oid: Oid, len: u64) -> Option<PathBuf> {
         match self {
             Previous::None => None,
             Previous::Listed(files) => files.get(&(path.to_string(), oid)).cloned(),
@@ -494,7 +521,7 @@ impl Previous {
                 let full = base.join(path);
                 let meta = fs::symlink_metadata(&full).ok()?;
                 let same = meta.is_file()
-                    && meta.len() == len as u64
+                    && meta.len() == len
                     && fs::read(&full).is_ok_and(|bytes| blob_id(&bytes) == oid);
                 same.then_some(full)
             }
@@ -548,11 +575,12 @@ fn seal(staging: &Path, manifest: &Manifest) -> Result<(), ApplyError> {
 /// Writes one share of a revision's new files into `staging`, whose
 /// directories already exist (files the revision shares with an older one
 /// are linked or kept by the caller, not here).
-fn write_files(staging: &Path, part: &[&OutFile<'_>]) -> Result<(), ApplyError> {
-    for f in part {
+fn write_files(staging: &Path, part: &[(&OutFile<'_>, Option<Vec<u8>>)]) -> Result<(), ApplyError> {
+    for (f, read) in part {
         let dest = staging.join(&f.path);
         let mut out = File::create(&dest).map_err(io_err("create", &dest))?;
-        out.write_all(&f.bytes).map_err(io_err("write", &dest))?;
+        let bytes = read.as_deref().unwrap_or(&f.bytes);
+        out.write_all(bytes).map_err(io_err("write", &dest))?;
     }
     Ok(())
 }
@@ -600,6 +628,7 @@ mod tests {
             path: path.to_string(),
             bytes: Cow::Borrowed(bytes),
             blob: None,
+            unread: None,
         }
     }
 
@@ -608,6 +637,46 @@ mod tests {
             sha: sha.to_string(),
             ..Manifest::default()
         }
+    }
+
+    /// A file left unread, as the validation hands it on.
+    fn unread(path: &str, bytes: &[u8]) -> OutFile<'static> {
+        OutFile {
+            path: path.to_string(),
+            bytes: Cow::Borrowed(&[]),
+            blob: Some(blob_id(bytes)),
+            unread: Some(bytes.len() as u64),
+        }
+    }
+
+    #[test]
+    fn a_file_left_unread_is_linked_from_current_or_read_to_be_written() {
+        let root = tempfile::tempdir().unwrap();
+        let revs = Revisions::open(root.path()).unwrap();
+        revs.write("r1", base("r1"), &[file("apps/a.json", b"A1")], None)
+            .unwrap();
+        revs.publish("r1").unwrap();
+        let reader = BlobReader(std::sync::Arc::new(|blob| {
+            (blob == blob_id(b"B1")).then(|| b"B1".to_vec())
+        }));
+        let files = [unread("apps/a.json", b"A1"), unread("apps/b.json", b"B1")];
+        revs.write_with("r2", base("r2"), &files, None, Some(&reader))
+            .unwrap();
+        let r2 = root.path().join("revisions/r2");
+        assert_eq!(fs::read(r2.join("apps/a.json")).unwrap(), b"A1");
+        assert_eq!(fs::read(r2.join("apps/b.json")).unwrap(), b"B1");
+        let ino = |p: &Path| fs::metadata(p).unwrap().ino();
+        assert_eq!(
+            ino(&r2.join("apps/a.json")),
+            ino(&root.path().join("revisions/r1/apps/a.json")),
+            "linked from current, not read"
+        );
+        // Nothing to read it with: refused, nothing under the name.
+        let err = revs
+            .write("r3", base("r3"), &[unread("apps/c.json", b"C1")], None)
+            .unwrap_err();
+        assert!(matches!(err, ApplyError::Unread { .. }), "{err}");
+        assert!(!root.path().join("revisions/r3").exists());
     }
 
     #[test]

@@ -35,6 +35,9 @@ pub struct ApiFile {
     /// Git blob id of `bytes` when known (read from Git), so the apply
     /// stage need not hash them again.
     pub blob: Option<Oid>,
+    /// `Some(size)` when the bytes were not read (`Content::Unread`):
+    /// `bytes` is empty and `blob` names them.
+    pub unread: Option<u64>,
 }
 
 /// One policy, as one JSON object whose `id` field equals `id`.
@@ -67,6 +70,21 @@ pub struct OutFile<'a> {
     pub bytes: Cow<'a, [u8]>,
     /// Git blob id of `bytes` when known; `None` for generated files.
     pub blob: Option<Oid>,
+    /// `Some(size)` when the bytes were not read: `bytes` is empty, and the
+    /// apply stage keeps or links the file from an older revision, or reads
+    /// blob `blob` (always known then) to write it.
+    pub unread: Option<u64>,
+}
+
+impl OutFile<'_> {
+    /// The file's size, read or not.
+    pub fn len(&self) -> u64 {
+        self.unread.unwrap_or(self.bytes.len() as u64)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -139,6 +157,7 @@ impl Bundle {
                 path: format!("{APPS_DIR}/{}", app.name),
                 bytes,
                 blob,
+                unread: app.unread,
             });
         }
         let mut taken = HashSet::new();
@@ -153,12 +172,14 @@ impl Bundle {
                 path: format!("{POLICIES_DIR}/{name}.json"),
                 bytes: Cow::Borrowed(policy.bytes.as_slice()),
                 blob: policy.blob,
+                unread: None,
             });
         }
         out.push(OutFile {
             path: POLICIES_MAP.to_string(),
             bytes: Cow::Owned(policies_map(&self.policies)),
             blob: None,
+            unread: None,
         });
         for file in self.middleware.iter().chain(&self.templates) {
             if is_safe_relative_path(&file.path) {
@@ -166,6 +187,7 @@ impl Bundle {
                     path: file.path.clone(),
                     bytes: Cow::Borrowed(file.bytes.as_slice()),
                     blob: file.blob,
+                    unread: None,
                 });
             }
         }
@@ -174,6 +196,7 @@ impl Bundle {
                 path: TYK_CONF.to_string(),
                 bytes: Cow::Borrowed(conf.bytes.as_slice()),
                 blob: conf.blob,
+                unread: None,
             });
         }
         out
@@ -505,6 +528,7 @@ mod tests {
             api_id: doc.get("api_id").and_then(Value::as_str).map(String::from),
             names_files: true,
             blob: Some(crate::tree::blob_id(&serde_json::to_vec(doc).unwrap())),
+            unread: None,
         }
     }
 

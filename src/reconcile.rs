@@ -23,6 +23,7 @@ use crate::gateway::{
 };
 use crate::source::{Commit, Source, SourceError};
 use crate::state::{Applied, Rejection, State, StateError, now};
+use crate::tree::{BlobReader, Cached};
 use crate::validate::{self, Report, empty};
 
 /// Added to `--timeout` for the wall-clock bound of a Git operation, so
@@ -610,7 +611,10 @@ impl Reconciler {
         let name = ground.revs.name_for(&commit.sha)?;
         let base = cfg.gateway_root.join("revisions").join(&name);
         let Checked {
-            bundle, changes, ..
+            bundle,
+            changes,
+            reader,
+            ..
         } = checked;
         let manifest_base = Manifest {
             sha: commit.sha.clone(),
@@ -635,7 +639,13 @@ impl Reconciler {
                 let span = tracing::Span::current();
                 let saving = changes
                     .map(|c| scope.spawn(move || span.in_scope(|| save_analyses(&c, &root))));
-                let written = revs.write(&write_name, manifest_base, &files, recycle.as_deref());
+                let written = revs.write_with(
+                    &write_name,
+                    manifest_base,
+                    &files,
+                    recycle.as_deref(),
+                    reader.as_ref(),
+                );
                 if let Some(saving) = saving {
                     let _ = saving.join();
                 }
@@ -1023,6 +1033,8 @@ impl Ground {
 /// A commit read and validated: the bundle to write and its findings.
 struct Checked {
     bundle: crate::bundle::Bundle,
+    /// Reads the bundle's files left unread, should the write need them.
+    reader: Option<BlobReader>,
     report: Report,
     root: empty::ConfigRoot,
     files: usize,
@@ -1047,14 +1059,29 @@ impl Checked {
         let mut cache = cache
             .lock()
             .map_err(|_| SyncError::Internal("validation cache poisoned".into()))?;
-        let tree = {
-            let known = cache.blobs();
+        let mut tree = {
+            let known = cache.reading();
             source.read_tree(commit, subpath.as_deref(), opts.max_file_size, &|blob| {
-                known.contains(&blob)
+                known.get(&blob).copied().unwrap_or(Cached::Unknown)
             })?
         };
+        // A blob left unread that cannot be read when needed after all
+        // (the cache changed under us) fails this pass like a failed read.
+        let unreadable = Arc::new(AtomicBool::new(false));
+        tree.reader = tree.reader.take().map(|inner| {
+            let unreadable = unreadable.clone();
+            BlobReader(Arc::new(move |blob| {
+                let bytes = inner.read(blob);
+                if bytes.is_none() {
+                    unreadable.store(true, Ordering::Relaxed);
+                }
+                bytes
+            }))
+        });
+        let reader = tree.reader.clone();
         debug!(
             files = tree.len(),
+            unread = tree.unread(),
             ms = started.elapsed().as_millis() as u64,
             "tree read"
         );
@@ -1066,6 +1093,12 @@ impl Checked {
             source.config_roots(commit)
         };
         let (bundle, report) = crate::validate::vars::check(tree, vars, opts, &mut cache);
+        if unreadable.load(Ordering::Relaxed) {
+            return Err(SyncError::Source(SourceError::Read {
+                sha: commit.sha.clone(),
+                message: "a file left unread could not be read when it was needed".into(),
+            }));
+        }
         debug!(ms = started.elapsed().as_millis() as u64, "checked");
         let root = empty::ConfigRoot {
             label: match subpath.as_deref().filter(|p| !p.is_empty()) {
@@ -1077,6 +1110,7 @@ impl Checked {
         };
         Ok(Checked {
             bundle,
+            reader,
             report,
             root,
             files,

@@ -30,6 +30,11 @@ pub enum Content {
     },
     /// Symlinks and submodules have no content we would use.
     Absent,
+    /// Not read: analysed before (same blob id) with a result that needs no
+    /// bytes. `Tree::load` reads it when a later stage does need them.
+    Unread {
+        size: u64,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -58,6 +63,40 @@ impl TreeEntry {
 #[derive(Debug, Clone, Default)]
 pub struct Tree {
     pub entries: Vec<TreeEntry>,
+    /// Reads the bytes of `Content::Unread` entries (a tree read from Git
+    /// with unread entries has one).
+    pub reader: Option<BlobReader>,
+}
+
+/// Reads a blob by id from where the tree was read. `None` when it cannot:
+/// the reader keeps the error for its owner (see `Checked::read`), and the
+/// entry is treated as absent meanwhile.
+/// What the validation cache knows of a blob, as the reader asks it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cached {
+    /// Never analysed: read it, size checked first.
+    Unknown,
+    /// Analysed before (so under an earlier size limit): read it without
+    /// the size check, which costs more than the read.
+    Known,
+    /// Analysed before, and nothing later needs its bytes unless the commit
+    /// places it differently: left unread (`Content::Unread`).
+    Unneeded { size: u64 },
+}
+
+#[derive(Clone)]
+pub struct BlobReader(pub std::sync::Arc<dyn Fn(Oid) -> Option<Vec<u8>> + Send + Sync>);
+
+impl std::fmt::Debug for BlobReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BlobReader")
+    }
+}
+
+impl BlobReader {
+    pub fn read(&self, blob: Oid) -> Option<Vec<u8>> {
+        (self.0)(blob)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -74,7 +113,38 @@ impl Tree {
     /// Builds a tree from already-known entries; sorts them by path.
     pub fn from_entries(mut entries: Vec<TreeEntry>) -> Tree {
         entries.sort_by(|a, b| a.path.cmp(&b.path));
-        Tree { entries }
+        Tree {
+            entries,
+            reader: None,
+        }
+    }
+
+    /// Reads entry `i` if it was left unread (nothing otherwise). An entry
+    /// the reader cannot read becomes `Absent`.
+    pub fn load(&mut self, i: usize) {
+        let entry = &mut self.entries[i];
+        if let Content::Unread { .. } = entry.content {
+            entry.content = match self.reader.as_ref().and_then(|r| r.read(entry.blob)) {
+                Some(bytes) => Content::Loaded(bytes),
+                None => Content::Absent,
+            };
+        }
+    }
+
+    /// The bytes of entry `i`, read now if it was left unread (empty when
+    /// it has none).
+    pub fn bytes_of(&self, i: usize) -> std::borrow::Cow<'_, [u8]> {
+        let entry = &self.entries[i];
+        match &entry.content {
+            Content::Loaded(bytes) => std::borrow::Cow::Borrowed(bytes.as_slice()),
+            Content::Unread { .. } => std::borrow::Cow::Owned(
+                self.reader
+                    .as_ref()
+                    .and_then(|r| r.read(entry.blob))
+                    .unwrap_or_default(),
+            ),
+            _ => std::borrow::Cow::Borrowed(&[]),
+        }
     }
 
     /// Reads a folder (a checkout, for `tyk-gitops validate`). `.git` is
@@ -138,10 +208,21 @@ impl Tree {
     }
 
     pub fn get(&self, path: &str) -> Option<&TreeEntry> {
+        self.index_of(path).map(|i| &self.entries[i])
+    }
+
+    pub fn index_of(&self, path: &str) -> Option<usize> {
         self.entries
             .binary_search_by(|e| e.path.as_str().cmp(path))
             .ok()
-            .map(|i| &self.entries[i])
+    }
+
+    /// Entries left unread (`Content::Unread`).
+    pub fn unread(&self) -> usize {
+        self.entries
+            .iter()
+            .filter(|e| matches!(e.content, Content::Unread { .. }))
+            .count()
     }
 
     pub fn len(&self) -> usize {

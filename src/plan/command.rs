@@ -157,7 +157,9 @@ fn plan(args: &Args) -> Result<(String, bool), PlanError> {
         (Some(source), _) => {
             let commit = source.resolve()?;
             source.fetch(&commit)?;
-            source.read_tree(&commit, subpath.as_deref(), args.max_file_size, &|_| false)?
+            source.read_tree(&commit, subpath.as_deref(), args.max_file_size, &|_| {
+                crate::tree::Cached::Unknown
+            })?
         }
         (None, dir) => dir_tree(dir.as_deref().unwrap_or(Path::new(".")), &subpath, args)?,
     };
@@ -238,11 +240,17 @@ fn commit_tree(
         git_ref: sha.to_string(),
     };
     let local = Source::new(source.config.clone(), root.join("cache"));
-    if let Ok(tree) = local.read_tree(&commit, subpath, args.max_file_size, &|_| false) {
+    if let Ok(tree) = local.read_tree(&commit, subpath, args.max_file_size, &|_| {
+        crate::tree::Cached::Unknown
+    }) {
         return Ok(tree);
     }
     source.fetch(&commit)?;
-    Ok(source.read_tree(&commit, subpath, args.max_file_size, &|_| false)?)
+    Ok(
+        source.read_tree(&commit, subpath, args.max_file_size, &|_| {
+            crate::tree::Cached::Unknown
+        })?,
+    )
 }
 
 fn gateway_side(url: &str, args: &Args) -> Result<Side, PlanError> {

@@ -313,19 +313,19 @@ impl Source {
     }
 
     /// The files under `subpath` (the config root) of the fetched commit.
-    /// Blobs `known` to the caller (analysed before) are read without a
-    /// size check first; their size is checked once read.
+    /// What the validation cache knows of a blob (`cached`) decides how it
+    /// is read: size checked first, read without the check, or left unread.
     pub fn read_tree(
         &self,
         commit: &Commit,
         subpath: Option<&str>,
         max_file_size: u64,
-        known: &dyn Fn(Oid) -> bool,
+        cached: &dyn Fn(Oid) -> crate::tree::Cached,
     ) -> Result<Tree, SourceError> {
         let repo = cache::open_existing(&self.cache_dir).map_err(|_| SourceError::NotFetched {
             sha: commit.sha.clone(),
         })?;
-        read::read_tree(&repo, &commit.sha, subpath, max_file_size, known)
+        read::read_tree(&repo, &commit.sha, subpath, max_file_size, cached)
     }
 
     /// The folders of the fetched commit that have `apps/`: `--path`

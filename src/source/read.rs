@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use git2::{ObjectType, Oid, Repository};
 
 use super::SourceError;
-use crate::tree::{Content, EntryKind, Tree, TreeEntry};
+use crate::tree::{BlobReader, Cached, Content, EntryKind, Tree, TreeEntry};
 
 /// Files in one commit's config root. A config repo of 100,000 files
 /// applies in seconds (RELIABILITY.md); far more is abuse, and every file
@@ -36,7 +36,7 @@ pub fn read_tree(
     sha: &str,
     subpath: Option<&str>,
     max_file_size: u64,
-    known: &dyn Fn(Oid) -> bool,
+    cached: &dyn Fn(Oid) -> Cached,
 ) -> Result<Tree, SourceError> {
     read_without_rehashing();
     let read_error = |err: git2::Error| SourceError::Read {
@@ -58,11 +58,29 @@ pub fn read_tree(
         repo,
         blobs,
         max_file_size,
-        known,
+        cached,
         read_error,
         too_large,
     )?);
-    Ok(Tree::from_entries(entries))
+    let mut tree = Tree::from_entries(entries);
+    if tree.unread() > 0 {
+        tree.reader = Some(blob_reader(repo.path().to_path_buf()));
+    }
+    Ok(tree)
+}
+
+/// Reads blobs of the cache at `path` on demand, opening it on first use
+/// (a libgit2 repository is used by one thread at a time: the lock).
+fn blob_reader(path: std::path::PathBuf) -> BlobReader {
+    let opened: std::sync::Mutex<Option<Repository>> = std::sync::Mutex::new(None);
+    BlobReader(std::sync::Arc::new(move |blob| {
+        let mut repo = opened.lock().unwrap_or_else(|p| p.into_inner());
+        if repo.is_none() {
+            *repo = Some(Repository::open_bare(&path).ok()?);
+        }
+        let odb = repo.as_ref()?.odb().ok()?;
+        odb.read(blob).ok().map(|object| object.data().to_vec())
+    }))
 }
 
 /// The tree of `sha` at `subpath` (the whole tree without one).
@@ -202,34 +220,46 @@ pub fn dirs(repo: &Repository, sha: &str, max_depth: usize) -> Vec<String> {
 }
 
 /// Sizes come from object headers, so an oversized blob is never read;
-/// except for blobs `known` to the caller (analysed before, so under an
-/// earlier limit): reading a deltified object's header costs more than
-/// reading the object, and a config repo is mostly such blobs. The commit's
-/// total (`MAX_COMMIT_BYTES`) is checked from the headers before anything
-/// is read, and again with the known blobs once read, before any entry
-/// copies one. A blob named by several entries is inflated once.
+/// except for blobs the cache knows (analysed before, so under an earlier
+/// limit): reading a deltified object's header costs more than reading the
+/// object, and a config repo is mostly such blobs. Blobs whose bytes no
+/// later stage needs (`Cached::Unneeded`) are not read at all: their size
+/// comes from the cache. The commit's total (`MAX_COMMIT_BYTES`) is checked
+/// from the headers and cached sizes before anything is read, and again
+/// with the known blobs once read, before any entry copies one. A blob
+/// named by several entries is inflated once.
 fn read_blobs(
     repo: &Repository,
     blobs: Vec<(String, Oid)>,
     max_file_size: u64,
-    known: &dyn Fn(Oid) -> bool,
+    cached: &dyn Fn(Oid) -> Cached,
     read_error: impl Fn(git2::Error) -> SourceError + Sync,
     too_large: impl Fn(u64) -> SourceError,
 ) -> Result<Vec<TreeEntry>, SourceError> {
     let odb = repo.odb().map_err(&read_error)?;
     let mut sizes: HashMap<Oid, u64> = HashMap::new();
+    let mut unread: HashMap<Oid, u64> = HashMap::new();
+    let mut known: std::collections::HashSet<Oid> = std::collections::HashSet::new();
     let mut total: u64 = 0;
     for (_, id) in &blobs {
-        if known(*id) {
-            continue;
-        }
-        let size = match sizes.get(id) {
-            Some(size) => *size,
-            None => {
-                let size = odb.read_header(*id).map_err(&read_error)?.0 as u64;
-                sizes.insert(*id, size);
-                size
-            }
+        let size = match (sizes.get(id), unread.get(id)) {
+            (Some(size), _) | (_, Some(size)) => *size,
+            _ if known.contains(id) => continue,
+            _ => match cached(*id) {
+                Cached::Known => {
+                    known.insert(*id);
+                    continue;
+                }
+                Cached::Unneeded { size } => {
+                    unread.insert(*id, size);
+                    size
+                }
+                Cached::Unknown => {
+                    let size = odb.read_header(*id).map_err(&read_error)?.0 as u64;
+                    sizes.insert(*id, size);
+                    size
+                }
+            },
         };
         // Each entry is held and written on its own, shared blob or not.
         total = total.saturating_add(size.min(max_file_size.saturating_add(1)));
@@ -244,6 +274,7 @@ fn read_blobs(
     let mut wanted: Vec<Oid> = blobs
         .iter()
         .map(|(_, id)| *id)
+        .filter(|id| !unread.contains_key(id))
         .filter(|id| sizes.get(id).is_none_or(|&size| size <= max_file_size))
         .collect();
     wanted.sort_unstable();
@@ -252,7 +283,7 @@ fn read_blobs(
     // Known blobs had no header read: their sizes count now, once per
     // entry, before any entry copies them.
     for (_, id) in &blobs {
-        if known(*id)
+        if known.contains(id)
             && let Some(data) = read.get(id)
         {
             total = total.saturating_add(data.len() as u64);
@@ -277,7 +308,8 @@ fn read_blobs(
         } else {
             read.get(&id).cloned()
         };
-        let content = match (data, sizes.get(&id)) {
+        let content = match (data, sizes.get(&id).or(unread.get(&id))) {
+            (None, Some(&size)) if unread.contains_key(&id) => Content::Unread { size },
             (Some(data), _) if data.len() as u64 > max_file_size => Content::TooLarge {
                 size: data.len() as u64,
             },

@@ -97,6 +97,13 @@ pub struct ApiFacts {
     /// OpenID Connect clients), with the pointer to cite, for the auth
     /// methods it has switched on.
     pub policy_refs: Vec<PolicyRef>,
+    /// The file's size when nothing before the analysis could change it,
+    /// wherever it sits: no `$` (variables), no export or policy markers,
+    /// no Tyk OAS extension. With no `refs` and not `renamed` either, the
+    /// revision takes it byte for byte, so a later commit holding the same
+    /// blob need not read it (`Cache::cached`).
+    #[serde(default)]
+    pub standalone: Option<u64>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -253,6 +260,7 @@ pub fn analyse(role: Role, bytes: &[u8]) -> Analysis {
                 misplaced_findings(&mut sink, &doc);
                 Facts::Api(ApiFacts {
                     renamed,
+                    standalone: standalone(bytes),
                     ..api_facts(&mut sink, &doc)
                 })
             }
@@ -554,7 +562,16 @@ fn api_facts(sink: &mut Sink<'_>, doc: &Value) -> ApiFacts {
         refs: bundle::middleware_refs(doc),
         policy_refs: policy_refs(doc),
         renamed: false,
+        standalone: None,
     }
+}
+
+/// See `ApiFacts::standalone`.
+fn standalone(bytes: &[u8]) -> Option<u64> {
+    let untouched = !super::vars::may_substitute(bytes)
+        && !super::exports::may_unwrap(bytes)
+        && !super::oas::may_pair(bytes);
+    untouched.then_some(bytes.len() as u64)
 }
 
 /// `proxy.target_url` as the gateway treats it (see `target.rs`): what

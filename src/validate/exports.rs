@@ -134,9 +134,18 @@ fn in_place(bytes: &[u8], raw: &RawValue) -> Vec<u8> {
 
 /// The classic definition and OpenAPI document of an API export, each at
 /// its place; `None` when `bytes` is not one.
+/// Whether `unwrap` could rewrite a file of these bytes, wherever it sits
+/// (the cheap refusals of `api_export` and `policy_with_id`).
+pub fn may_unwrap(bytes: &[u8]) -> bool {
+    contains(bytes, EXPORT_MARK) || contains(bytes, POLICY_MARK)
+}
+
+const EXPORT_MARK: &[u8] = b"\"api_definition\"";
+const POLICY_MARK: &[u8] = b"\"_id\"";
+
 fn api_export(bytes: &[u8]) -> Option<(Vec<u8>, Option<Vec<u8>>)> {
     // Cheap refusal first: most files are definitions.
-    if !contains(bytes, b"\"api_definition\"") {
+    if !contains(bytes, EXPORT_MARK) {
         return None;
     }
     let export: ApiExport = serde_json::from_slice(bytes).ok()?;
@@ -154,7 +163,7 @@ fn api_export(bytes: &[u8]) -> Option<(Vec<u8>, Option<Vec<u8>>)> {
 /// `id`: the empty `""` is replaced where it stands, or `"id"` is added
 /// first in the object.
 fn policy_with_id(bytes: &[u8]) -> Option<Vec<u8>> {
-    if !contains(bytes, b"\"_id\"") {
+    if !contains(bytes, POLICY_MARK) {
         return None;
     }
     let ids: PolicyIds = serde_json::from_slice(bytes).ok()?;

@@ -30,7 +30,7 @@ use crate::bundle::{
     POLICIES_MAP, PlainFile, PolicyEntry, TEMPLATES_DIR, TYK_CONF, TYK_INDEX,
 };
 use crate::gateway::GatewayVersion;
-use crate::tree::{Content, EntryKind, Tree};
+use crate::tree::{Cached, Content, EntryKind, Tree};
 use analyse::{Analysis, Companion, Facts, Role};
 pub use report::{Finding, Format, Report, Severity, render};
 
@@ -89,9 +89,32 @@ impl Cache {
     pub fn analysed(&self) -> usize {
         self.analysed
     }
-    /// The blob ids with an analysis.
-    pub fn blobs(&self) -> HashSet<Oid> {
-        self.entries.keys().map(|(blob, _)| *blob).collect()
+    /// What the cache knows of each blob it holds, for the reader: a blob
+    /// whose every analysis is a `standalone` API definition need not be
+    /// read (`Cached::Unneeded`); the others are `Known`.
+    pub fn reading(&self) -> HashMap<Oid, Cached> {
+        let mut out: HashMap<Oid, Cached> = HashMap::with_capacity(self.entries.len());
+        for ((blob, role), analysis) in &self.entries {
+            let this = match standalone(*role, analysis) {
+                Some(size) => Cached::Unneeded { size },
+                None => Cached::Known,
+            };
+            out.entry(*blob)
+                .and_modify(|seen| {
+                    if *seen != this {
+                        *seen = Cached::Known;
+                    }
+                })
+                .or_insert(this);
+        }
+        out
+    }
+
+    /// Whether the analysis of `blob` as `role` is enough without its bytes.
+    fn answers_unread(&self, blob: Oid, role: Role) -> bool {
+        self.entries
+            .get(&(blob, role))
+            .is_some_and(|a| standalone(role, a).is_some())
     }
 
     /// Analyses the jobs the cache does not hold yet, in a few threads
@@ -154,6 +177,18 @@ impl Cache {
     }
 }
 
+/// The size of an API definition the revision takes byte for byte and no
+/// stage before the analysis changes (see `ApiFacts::standalone`): such a
+/// file's bytes are needed again only to place a finding.
+fn standalone(role: Role, analysis: &Analysis) -> Option<u64> {
+    match (role, &analysis.facts) {
+        (Role::Api(Companion::None), Facts::Api(api)) if api.refs.is_empty() && !api.renamed => {
+            api.standalone
+        }
+        _ => None,
+    }
+}
+
 /// Where a tree entry goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Place {
@@ -171,6 +206,14 @@ pub fn check(mut tree: Tree, opts: &Options, cache: &mut Cache) -> (Bundle, Repo
     let mut report = Report::default();
     let mut used = HashSet::new();
     cache.analysed = 0;
+    // Files left unread are standalone API definitions (no export, OAS or
+    // variable markers): unwrap and pair leave them alone. The two files
+    // that say where the others go are read first, in case.
+    for path in [TYK_INDEX, TYK_CONF] {
+        if let Some(i) = tree.index_of(path) {
+            tree.load(i);
+        }
+    }
     // Dashboard and tyk-sync exports become the gateway's form first, then
     // Tyk OAS documents kept alone become pairs.
     exports::unwrap(&mut tree, &mut report);
@@ -180,6 +223,7 @@ pub fn check(mut tree: Tree, opts: &Options, cache: &mut Cache) -> (Bundle, Repo
     let index = read_index(&tree, opts, cache, &mut used, &mut report);
 
     let (pending, plain) = place_entries(&tree, index.as_ref(), opts, &mut report);
+    load_needed(&mut tree, &pending, &plain, cache);
     let mut work: Vec<(usize, Role, String, Arc<Analysis>)> = Vec::new();
     // Files new to the cache are analysed on every core first; the rest,
     // and the order of `work`, come from the cache.
@@ -236,6 +280,20 @@ pub fn check(mut tree: Tree, opts: &Options, cache: &mut Cache) -> (Bundle, Repo
 /// An entry to analyse: its index in the tree, its role, its name in the
 /// revision.
 type ToAnalyse = (usize, Role, String);
+
+/// Reads the entries left unread whose bytes this commit needs after all:
+/// those placed where their cached analysis does not answer (another role
+/// than the one analysed), and every file taken as it is.
+fn load_needed(tree: &mut Tree, pending: &[ToAnalyse], plain: &[(usize, Place)], cache: &Cache) {
+    for (i, role, _) in pending {
+        if !cache.answers_unread(tree.entries[*i].blob, *role) {
+            tree.load(*i);
+        }
+    }
+    for (i, _) in plain {
+        tree.load(*i);
+    }
+}
 
 /// Where each entry of `tree` goes: analysed (entry, role, name in the
 /// revision) or taken as it is (entry, place). Entries refused (unsafe
@@ -299,7 +357,8 @@ fn place_entries(
                 report.push(too_large(path, b.len() as u64, opts.max_file_size));
                 continue;
             }
-            Content::TooLarge { size } => {
+            Content::Unread { size } if *size <= opts.max_file_size => {}
+            Content::TooLarge { size } | Content::Unread { size } => {
                 report.push(too_large(path, *size, opts.max_file_size));
                 continue;
             }
@@ -601,6 +660,14 @@ fn blob_of(tree: &Tree, i: usize) -> Option<Oid> {
     Some(tree.entries[i].blob).filter(|b| !b.is_zero())
 }
 
+/// `Some(size)` for an entry left unread.
+fn unread_size(tree: &Tree, i: usize) -> Option<u64> {
+    match tree.entries[i].content {
+        Content::Unread { size } => Some(size),
+        _ => None,
+    }
+}
+
 fn take_bytes(tree: &mut Tree, i: usize) -> Vec<u8> {
     match &mut tree.entries[i].content {
         Content::Loaded(b) => std::mem::take(b),
@@ -620,6 +687,7 @@ fn build_bundle(
         let source = tree.entries[i].path.clone();
         match (&analysis.facts, role) {
             (Facts::Api(api), _) => {
+                let unread = unread_size(tree, i);
                 let mut bytes = take_bytes(tree, i);
                 let mut blob = blob_of(tree, i);
                 // Middleware paths are rewritten by exact key: spell the
@@ -638,9 +706,11 @@ fn build_bundle(
                     names_files: !api.refs.is_empty(),
                     bytes,
                     blob,
+                    unread,
                 })
             }
             (facts, Role::Api(_)) => bundle.apps.push(ApiFile {
+                unread: unread_size(tree, i),
                 name,
                 source,
                 api_id: None,
@@ -723,6 +793,7 @@ fn plain_files(
         }
     }
     for i in extra_idx {
+        tree.load(i);
         let path = tree.entries[i].path.clone();
         // A file both referenced and under middleware/ was taken above.
         if let Content::Loaded(_) = tree.entries[i].content {
@@ -734,4 +805,163 @@ fn plain_files(
         }
     }
     bundle.middleware.sort_by(|a, b| a.path.cmp(&b.path));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tree::{BlobReader, TreeEntry};
+    use std::collections::BTreeMap;
+
+    fn api(id: &str, listen_path: &str) -> Vec<u8> {
+        serde_json::to_vec_pretty(&serde_json::json!({
+            "name": id, "api_id": id, "org_id": "o", "active": true, "use_keyless": true,
+            "proxy": {"listen_path": listen_path, "target_url": "http://up:80/", "strip_listen_path": true},
+            "version_data": {"not_versioned": true, "versions": {"Default": {"name": "Default"}}}
+        }))
+        .unwrap()
+    }
+
+    fn tree(files: &[(&str, Vec<u8>)]) -> Tree {
+        Tree::from_entries(
+            files
+                .iter()
+                .map(|(path, bytes)| TreeEntry::file(*path, bytes.clone()))
+                .collect(),
+        )
+    }
+
+    /// `files` as the Git reader gives them to a pass after `cache`:
+    /// blobs the cache says are not needed are left unread, with a reader.
+    fn as_read_after(cache: &Cache, files: &[(&str, Vec<u8>)]) -> (Tree, usize) {
+        let reading = cache.reading();
+        let mut tree = tree(files);
+        let blobs: HashMap<Oid, Vec<u8>> = files
+            .iter()
+            .map(|(_, b)| (crate::tree::blob_id(b), b.clone()))
+            .collect();
+        let mut unread = 0;
+        for entry in &mut tree.entries {
+            if let Some(Cached::Unneeded { size }) = reading.get(&entry.blob) {
+                entry.content = Content::Unread { size: *size };
+                unread += 1;
+            }
+        }
+        tree.reader = Some(BlobReader(Arc::new(move |blob| blobs.get(&blob).cloned())));
+        (tree, unread)
+    }
+
+    /// Every file of the revision, with the bytes it would have.
+    fn written(bundle: &Bundle, files: &[(&str, Vec<u8>)]) -> BTreeMap<String, Vec<u8>> {
+        let blobs: HashMap<Oid, &Vec<u8>> = files
+            .iter()
+            .map(|(_, b)| (crate::tree::blob_id(b), b))
+            .collect();
+        bundle
+            .revision_files("/rev")
+            .into_iter()
+            .map(|f| {
+                let bytes = match f.unread {
+                    Some(size) => {
+                        let bytes = blobs[&f.blob.unwrap()].clone();
+                        assert_eq!(bytes.len() as u64, size, "{}", f.path);
+                        bytes
+                    }
+                    None => f.bytes.to_vec(),
+                };
+                (f.path, bytes)
+            })
+            .collect()
+    }
+
+    /// A pass that left files unread says and writes exactly what a pass
+    /// that read every file says and writes.
+    fn same_as_full_read(before: &[(&str, Vec<u8>)], after: &[(&str, Vec<u8>)]) -> usize {
+        let opts = Options::default();
+        let mut cache = Cache::default();
+        let _ = check(tree(before), &opts, &mut cache);
+        let (partial, unread) = as_read_after(&cache, after);
+        let (bundle, report) = check(partial, &opts, &mut cache);
+        let (full_bundle, full_report) = check(tree(after), &opts, &mut Cache::default());
+        assert_eq!(report, full_report);
+        assert_eq!(written(&bundle, after), written(&full_bundle, after));
+        unread
+    }
+
+    #[test]
+    fn unchanged_definitions_are_not_read_and_the_verdict_is_the_same() {
+        let before = [
+            ("apps/a.json", api("a", "/a/")),
+            ("apps/b.json", api("b", "/b/")),
+            ("policies/p.json", br#"{"id": "p", "rate": 1, "per": 1, "access_rights": {"a": {"api_id": "a", "versions": ["Default"]}}}"#.to_vec()),
+        ];
+        let mut after = before.clone();
+        after[1].1 = api("b", "/b2/");
+        assert_eq!(
+            same_as_full_read(&before, &after),
+            1,
+            "a.json is left unread"
+        );
+    }
+
+    #[test]
+    fn a_finding_on_a_file_left_unread_has_its_line() {
+        let before = [
+            ("apps/a.json", api("a", "/a/")),
+            ("apps/b.json", api("b", "/b/")),
+        ];
+        // b now takes a's listen path: the finding names a.json too.
+        let after = [
+            ("apps/a.json", api("a", "/a/")),
+            ("apps/b.json", api("b", "/a/")),
+        ];
+        assert_eq!(same_as_full_read(&before, &after), 1);
+        let mut cache = Cache::default();
+        let _ = check(tree(&before), &Options::default(), &mut cache);
+        let (partial, _) = as_read_after(&cache, &after);
+        let (_, report) = check(partial, &Options::default(), &mut cache);
+        let on_a: Vec<&Finding> = report
+            .errors
+            .iter()
+            .chain(&report.warnings)
+            .filter(|f| f.file == "apps/a.json")
+            .collect();
+        assert!(!on_a.is_empty(), "{report:?}");
+        assert!(on_a.iter().all(|f| f.line > 1), "{on_a:?}");
+    }
+
+    #[test]
+    fn a_definition_placed_elsewhere_is_read_after_all() {
+        let a = api("a", "/a/");
+        let before = [("apps/a.json", a.clone()), ("apps/b.json", api("b", "/b/"))];
+        // The same bytes, now as a policy, as middleware and named by an
+        // index: none of them can be answered without the bytes.
+        let after = [
+            ("apps/b.json", api("b", "/b/")),
+            ("middleware/a.json", a.clone()),
+            ("policies/a.json", a.clone()),
+        ];
+        same_as_full_read(&before, &after);
+        let indexed = [
+            (
+                ".tyk.json",
+                br#"{"type": "apidef", "files": [{"file": "defs/a.json"}]}"#.to_vec(),
+            ),
+            ("apps/b.json", api("b", "/b/")),
+            ("defs/a.json", a),
+        ];
+        same_as_full_read(&before, &indexed);
+    }
+
+    #[test]
+    fn only_definitions_no_stage_rewrites_are_left_unread() {
+        let with_var = br#"{"name": "v", "api_id": "v", "proxy": {"listen_path": "/v/", "target_url": "${UP}"}}"#.to_vec();
+        let export = serde_json::to_vec(&serde_json::json!({"api_definition": serde_json::from_slice::<serde_json::Value>(&api("e", "/e/")).unwrap()})).unwrap();
+        let files = [
+            ("apps/v.json", with_var),
+            ("apps/e.json", export),
+            ("apps/a.json", api("a", "/a/")),
+        ];
+        assert_eq!(same_as_full_read(&files, &files), 1, "only a.json");
+    }
 }

@@ -269,6 +269,12 @@ fn extension_key(bytes: &[u8]) -> usize {
 
 /// Makes the pair of every Tyk OAS document kept alone in `tree`; warnings
 /// for what the derived half leaves out go into `report`.
+/// Whether `pair` could take a file of these bytes for a Tyk OAS document
+/// kept alone, wherever it sits (its cheap refusal).
+pub fn may_pair(bytes: &[u8]) -> bool {
+    memchr::memmem::find(bytes, EXTENSION.as_bytes()).is_some()
+}
+
 pub fn pair(tree: &mut Tree, report: &mut Report) -> Pairs {
     let taken: HashSet<String> = tree.entries.iter().map(|e| e.path.clone()).collect();
     let indexed = taken.contains(TYK_INDEX);
@@ -310,7 +316,7 @@ pub fn pair(tree: &mut Tree, report: &mut Report) -> Pairs {
         };
         // Cheap refusals first: most files are classic definitions or
         // halves of a pair, and this runs on every sync.
-        if taken.contains(other) || memchr::memmem::find(bytes, EXTENSION.as_bytes()).is_none() {
+        if taken.contains(other) || !may_pair(bytes) {
             continue;
         }
         let Ok(doc) = serde_json::from_slice::<Value>(bytes) else {

@@ -22,7 +22,7 @@ use super::report::{Finding, Severity};
 use super::{Cache, rules, schema};
 
 /// Bump whenever an analysis of the same bytes could come out differently.
-const FORMAT: u32 = 2;
+const FORMAT: u32 = 3;
 
 /// The file under the root; not `.json`, like every name tyk-gitops writes
 /// outside a revision's content.

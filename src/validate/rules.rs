@@ -29,6 +29,8 @@ pub struct Item<'a> {
 /// naming a million unknown APIs) stays linear.
 struct Emitter<'r, 'a> {
     items: &'r [Item<'a>],
+    /// Where an item left unread (empty `bytes`) is read to place a finding.
+    tree: &'r Tree,
     report: &'r mut Report,
     counts: HashMap<(usize, &'static str), usize>,
 }
@@ -49,7 +51,11 @@ impl Emitter<'_, '_> {
             return;
         }
         let item = &self.items[at];
-        let (line, column) = line_col(item.bytes, locate(item.bytes, pointer));
+        let unread = match (item.bytes.is_empty(), self.tree.index_of(item.path)) {
+            (true, Some(i)) => self.tree.bytes_of(i),
+            _ => std::borrow::Cow::Borrowed(item.bytes),
+        };
+        let (line, column) = line_col(&unread, locate(&unread, pointer));
         self.report.push(Finding {
             rule,
             severity,
@@ -82,6 +88,7 @@ pub fn cross_file(
 ) -> BTreeSet<String> {
     let mut out = Emitter {
         items,
+        tree,
         report,
         counts: HashMap::new(),
     };

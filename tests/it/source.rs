@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 use tyk_gitops::source::{Commit, Source, SourceConfig, SourceError};
-use tyk_gitops::tree::{Content, EntryKind, Tree};
+use tyk_gitops::tree::{Cached, Content, EntryKind, Tree};
 
 use crate::support::git_server::{GitDaemon, GitHttp};
 use crate::support::repo::{ConfigRepo, git};
@@ -76,7 +76,7 @@ fn sync(source: &Source, subpath: Option<&str>) -> (Commit, Tree) {
     let commit = source.resolve().expect("resolve");
     source.fetch(&commit).expect("fetch");
     let tree = source
-        .read_tree(&commit, subpath, 1 << 20, &|_| false)
+        .read_tree(&commit, subpath, 1 << 20, &|_| Cached::Unknown)
         .expect("read_tree");
     (commit, tree)
 }
@@ -195,7 +195,7 @@ fn subpath_is_the_config_root_and_a_missing_one_is_named() {
     assert_eq!(paths(&tree), ["apps/prod.json"]);
 
     let err = source
-        .read_tree(&commit, Some("envs/staging"), 1 << 20, &|_| false)
+        .read_tree(&commit, Some("envs/staging"), 1 << 20, &|_| Cached::Unknown)
         .expect_err("missing subpath");
     assert!(matches!(err, SourceError::MissingPath { .. }), "{err:?}");
     let message = err.to_string();
@@ -205,7 +205,7 @@ fn subpath_is_the_config_root_and_a_missing_one_is_named() {
     );
 
     let err = source
-        .read_tree(&commit, Some("apps/a.json"), 1 << 20, &|_| false)
+        .read_tree(&commit, Some("apps/a.json"), 1 << 20, &|_| Cached::Unknown)
         .expect_err("file as subpath");
     assert!(matches!(err, SourceError::NotADirectory { .. }), "{err:?}");
 }
@@ -271,7 +271,7 @@ fn fetch_tip_is_one_ref_advertisement_and_a_pack_only_when_the_tip_is_new() {
     source.fetch(&first).expect("fetch no-op");
     assert!(http.requests().is_empty(), "{:?}", http.requests());
     let tree = source
-        .read_tree(&first, None, 1 << 20, &|_| false)
+        .read_tree(&first, None, 1 << 20, &|_| Cached::Unknown)
         .expect("read_tree");
     assert!(tree.get("apps/a.json").is_some());
 
@@ -292,7 +292,7 @@ fn fetch_tip_is_one_ref_advertisement_and_a_pack_only_when_the_tip_is_new() {
     assert_eq!(next.sha, second);
     assert_eq!(conversations(&http), 1, "{:?}", http.requests());
     let tree = source
-        .read_tree(&next, None, 1 << 20, &|_| false)
+        .read_tree(&next, None, 1 << 20, &|_| Cached::Unknown)
         .expect("read_tree");
     assert!(tree.get("apps/c.json").is_some());
 }
@@ -322,7 +322,7 @@ fn fetch_tip_resolves_refs_as_resolve_does_and_names_a_missing_one() {
         assert_eq!(&commit.sha, expected, "ref {git_ref}");
         assert_eq!(commit, source.resolve().expect("resolve"), "ref {git_ref}");
         let tree = source
-            .read_tree(&commit, None, 1 << 20, &|_| false)
+            .read_tree(&commit, None, 1 << 20, &|_| Cached::Unknown)
             .expect("read_tree");
         assert_eq!(tree.get("apps/dev-only.json").is_some(), expected == &dev);
     }
@@ -421,7 +421,7 @@ fn ssh_with_a_known_host_key_fetches() {
         .unwrap_or_else(|e| panic!("resolve: {e}\nsshd log:\n{}", sshd.log()));
     source.fetch(&commit).expect("fetch");
     let tree = source
-        .read_tree(&commit, None, 1 << 20, &|_| false)
+        .read_tree(&commit, None, 1 << 20, &|_| Cached::Unknown)
         .expect("read");
 
     assert_eq!(commit.sha, world.repo.head());
@@ -570,7 +570,7 @@ fn a_large_tree_reads_every_file_once_shared_blobs_and_oversized_ones_too() {
     let daemon = GitDaemon::start(world.served.path());
     let source = world.source(config(&daemon.url("config.git")));
     let commit = source.fetch_tip().expect("fetch_tip");
-    for known in [false, true] {
+    for known in [Cached::Unknown, Cached::Known] {
         let tree = source
             .read_tree(&commit, None, 1024, &|_| known)
             .expect("read_tree");
@@ -587,9 +587,30 @@ fn a_large_tree_reads_every_file_once_shared_blobs_and_oversized_ones_too() {
         assert_eq!(
             tree.get("apps/huge.json").expect("huge").content,
             Content::TooLarge { size: 4096 },
-            "known: {known}"
+            "known: {known:?}"
         );
     }
+    // A blob the cache says no stage needs is left unread with the size
+    // the cache gives, and the tree reads it when asked.
+    let bytes = b"{\"api_id\": \"many-123\"}";
+    let unneeded = tyk_gitops::tree::blob_id(bytes);
+    let tree = source
+        .read_tree(&commit, None, 1024, &|blob| {
+            if blob == unneeded {
+                Cached::Unneeded { size: 23 }
+            } else {
+                Cached::Unknown
+            }
+        })
+        .expect("read_tree");
+    assert_eq!(tree.unread(), 1);
+    let i = tree.index_of("apps/many-123.json").expect("listed");
+    assert_eq!(tree.entries[i].content, Content::Unread { size: 23 });
+    assert_eq!(&tree.bytes_of(i)[..], bytes);
+    assert_eq!(
+        loaded(&tree, "apps/many-124.json"),
+        "{\"api_id\": \"many-124\"}"
+    );
 }
 
 /// The refs and pack files of the cache, as `git` sees them.
@@ -662,7 +683,7 @@ fn symlinks_submodules_and_large_files_are_recorded_not_read() {
     source.fetch(&commit).expect("fetch");
 
     let tree = source
-        .read_tree(&commit, None, 1000, &|_| false)
+        .read_tree(&commit, None, 1000, &|_| Cached::Unknown)
         .expect("read");
 
     let link = tree.get("apps/link.json").expect("link");
@@ -679,7 +700,7 @@ fn symlinks_submodules_and_large_files_are_recorded_not_read() {
     // A blob the caller says it analysed before is read without a header
     // lookup; the limit still applies once it is read.
     let trusted = source
-        .read_tree(&commit, None, 1000, &|_| true)
+        .read_tree(&commit, None, 1000, &|_| Cached::Known)
         .expect("read");
     let big = trusted.get("apps/big.json").expect("big");
     assert_eq!(big.content, Content::TooLarge { size: 5000 });
@@ -797,7 +818,7 @@ fn apis_at(root: &Path, url: &str, sha: &str) -> Result<Vec<String>, SourceError
     let source = Source::new(with_ref(config(url), sha), root.join("cache"));
     let commit = source.resolve()?;
     source.fetch(&commit)?;
-    let tree = source.read_tree(&commit, None, 1 << 20, &|_| false)?;
+    let tree = source.read_tree(&commit, None, 1 << 20, &|_| Cached::Unknown)?;
     Ok(paths(&tree)
         .into_iter()
         .filter_map(|p| p.strip_prefix("apps/"))
