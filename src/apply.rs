@@ -6,7 +6,9 @@
 //! one whole revision (or does not exist yet); temporary names never end in
 //! `.json`, because the gateway loads every `*.json`, dotfiles included.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::BTreeSet;
+
+use foldhash::{HashMap, HashSet, HashSetExt};
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::os::fd::AsRawFd;

@@ -20,7 +20,7 @@ mod schema;
 mod target;
 pub mod vars;
 
-use std::collections::{HashMap, HashSet};
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use std::sync::Arc;
 
 use git2::Oid;

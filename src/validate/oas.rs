@@ -77,7 +77,7 @@
 //! - `servers` entries the gateway adds to the document on import
 //!   (`AddServers`): the document stays as written.
 
-use std::collections::{HashMap, HashSet};
+use foldhash::{HashMap, HashMapExt, HashSet};
 
 use serde_json::{Map, Value, json};
 

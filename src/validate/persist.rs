@@ -8,7 +8,7 @@
 //! edited file) is ignored: the cost of a bad cache is one full analysis,
 //! never a wrong verdict from another build's rules.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 use std::fs;
 use std::io::{self, Read};
 use std::path::Path;

@@ -3,7 +3,9 @@
 //! maps keyed by what must be unique, so the cost is linear in the number of
 //! files, never pairwise.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::BTreeSet;
+
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 
 use super::analyse::{Analysis, Facts, MAX_FINDINGS_PER_RULE, OasFacts, PolicyFacts, Role};
 use super::locate::{line_col, locate};
@@ -98,9 +100,51 @@ pub fn cross_file(
     middleware(items, tree, &mut out)
 }
 
+/// Items grouped by a key, where only a key two or more items share gets
+/// a list: a config of 10,000 distinct listen paths makes no allocation
+/// per path. Items keep their order within a group.
+struct Shared<K>(HashMap<K, Group>);
+
+enum Group {
+    One(usize),
+    Many(Vec<usize>),
+}
+
+impl<K: std::hash::Hash + Eq> Shared<K> {
+    fn with_capacity(capacity: usize) -> Shared<K> {
+        Shared(HashMap::with_capacity(capacity))
+    }
+
+    fn add(&mut self, key: K, item: usize) {
+        use std::collections::hash_map::Entry;
+        match self.0.entry(key) {
+            Entry::Vacant(v) => {
+                v.insert(Group::One(item));
+            }
+            Entry::Occupied(mut o) => match o.get_mut() {
+                Group::One(first) => {
+                    let first = *first;
+                    o.insert(Group::Many(vec![first, item]));
+                }
+                Group::Many(all) => all.push(item),
+            },
+        }
+    }
+
+    /// The keys two or more items share, with those items.
+    fn shared(&self) -> impl Iterator<Item = (&K, &Vec<usize>)> {
+        self.0.iter().filter_map(|(k, g)| match g {
+            Group::Many(all) => Some((k, all)),
+            Group::One(_) => None,
+        })
+    }
+}
+
 fn apis(items: &[Item<'_>], target: Target, out: &mut Emitter<'_, '_>) {
-    let mut by_id: HashMap<&str, Vec<usize>> = HashMap::new();
-    let mut by_route: HashMap<(&str, &str), Vec<usize>> = HashMap::new();
+    let mut by_id: Shared<&str> = Shared::with_capacity(items.len());
+    let mut by_route: Shared<(&str, &str)> = Shared::with_capacity(items.len());
+    // Listen paths whatever the domain (see `shadowed`).
+    let mut by_path: Shared<&str> = Shared::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
         let Facts::Api(api) = &item.analysis.facts else {
             continue;
@@ -119,20 +163,18 @@ fn apis(items: &[Item<'_>], target: Target, out: &mut Emitter<'_, '_>) {
             );
         }
         if let Some(id) = api.api_id.as_deref().filter(|id| !id.is_empty()) {
-            by_id.entry(id).or_default().push(i);
+            by_id.add(id, i);
         }
         if let Some(lp) = api
             .listen_path
             .as_deref()
             .filter(|lp| !lp.trim().is_empty())
         {
-            by_route
-                .entry((api.domain.as_str(), lp))
-                .or_default()
-                .push(i);
+            by_route.add((api.domain.as_str(), lp), i);
+            by_path.add(lp, i);
         }
     }
-    for (id, files) in by_id.iter().filter(|(_, f)| f.len() > 1) {
+    for (id, files) in by_id.shared() {
         for &i in files {
             let others = other_paths(items, files, i);
             out.emit(
@@ -145,7 +187,7 @@ fn apis(items: &[Item<'_>], target: Target, out: &mut Emitter<'_, '_>) {
             );
         }
     }
-    for ((domain, lp), files) in by_route.iter().filter(|(_, f)| f.len() > 1) {
+    for ((domain, lp), files) in by_route.shared() {
         let on = if domain.is_empty() {
             "any domain".to_string()
         } else {
@@ -170,33 +212,26 @@ fn apis(items: &[Item<'_>], target: Target, out: &mut Emitter<'_, '_>) {
         }
     }
     if !target.custom_domains {
-        shadowed(items, &by_route, out);
+        shadowed(items, &by_path, out);
     }
 }
 
 /// With custom domains off, routing ignores `domain` while the gateway's
 /// collision check does not: APIs on one path with different domains are
 /// not renamed, and one silently takes every request of the other.
-fn shadowed(
-    items: &[Item<'_>],
-    by_route: &HashMap<(&str, &str), Vec<usize>>,
-    out: &mut Emitter<'_, '_>,
-) {
-    let mut by_path: HashMap<&str, Vec<(&str, usize)>> = HashMap::new();
-    for ((domain, lp), files) in by_route {
-        by_path
-            .entry(lp)
-            .or_default()
-            .extend(files.iter().map(|&i| (*domain, i)));
-    }
-    for (lp, files) in &by_path {
-        let domains: BTreeSet<&str> = files.iter().map(|(d, _)| *d).collect();
+fn shadowed(items: &[Item<'_>], by_path: &Shared<&str>, out: &mut Emitter<'_, '_>) {
+    let domain_of = |i: usize| match &items[i].analysis.facts {
+        Facts::Api(api) => api.domain.as_str(),
+        _ => "",
+    };
+    for (lp, indexes) in by_path.shared() {
+        let domains: BTreeSet<&str> = indexes.iter().map(|&i| domain_of(i)).collect();
         if domains.len() < 2 {
             continue;
         }
-        let indexes: Vec<usize> = files.iter().map(|(_, i)| *i).collect();
-        for &(domain, i) in files {
-            let others = other_paths(items, &indexes, i);
+        for &i in indexes {
+            let domain = domain_of(i);
+            let others = other_paths(items, indexes, i);
             let on = if domain.is_empty() {
                 "no domain".to_string()
             } else {
