@@ -49,7 +49,7 @@ kill $RUNPID; wait $RUNPID 2>/dev/null || true; RUNPID=
 # polls only ask Git, as at rest in a pod.
 GPORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 echo bench-secret >"$WORK/gw-secret"
-python3 bench/tyk-stub.py "$GPORT" "$WORK/gw-root" bench-secret >/dev/null 2>&1 & STUBPID=$!
+python3 bench/tyk-stub.py bench-secret "$GPORT:$WORK/gw-root" >/dev/null 2>&1 & STUBPID=$!
 sleep 0.3
 "$BIN" run --repo "$URL" --root "$WORK/gw-root" --listen "127.0.0.1:$LPORT" --period 100ms \
   --gateway "http://127.0.0.1:$GPORT" --gateway-secret-file "$WORK/gw-secret" \

@@ -351,11 +351,47 @@ impl PolicyIdOnly {
     }
 }
 
+/// The connection pool `Gateway`s talk through. Building one loads the
+/// system's CA bundle (tens of milliseconds of CPU on the async runtime,
+/// for an `http://` gateway too): a long-running process builds one and
+/// hands it to every `Gateway` it makes, which also keeps the previous
+/// sync's connections to the gateway open for the next.
+#[derive(Clone)]
+pub struct GatewayClient {
+    client: reqwest::Client,
+}
+
+impl GatewayClient {
+    /// `url` only names the gateway in an error.
+    pub fn new(url: &str, request_timeout: Duration) -> Result<GatewayClient, GatewayError> {
+        let client = reqwest::Client::builder()
+            .timeout(request_timeout)
+            .connect_timeout(request_timeout.min(Duration::from_secs(5)))
+            .build()
+            .map_err(|err| GatewayError::Setup {
+                url: redact_url(url),
+                reason: error_chain(&err),
+            })?;
+        Ok(GatewayClient { client })
+    }
+}
+
 impl Gateway {
+    /// A client of its own: for one-shot commands.
     pub fn new(
         base_url: &str,
         secret: String,
         request_timeout: Duration,
+    ) -> Result<Gateway, GatewayError> {
+        let client = GatewayClient::new(base_url, request_timeout)?;
+        Gateway::with_client(base_url, secret, &client)
+    }
+
+    /// Talks through `client`'s pool.
+    pub fn with_client(
+        base_url: &str,
+        secret: String,
+        client: &GatewayClient,
     ) -> Result<Gateway, GatewayError> {
         let display = redact_url(base_url);
         let url = reqwest::Url::parse(base_url).map_err(|err| GatewayError::Setup {
@@ -368,20 +404,12 @@ impl Gateway {
                 reason: "the URL must start with http:// or https://".to_string(),
             });
         }
-        let client = reqwest::Client::builder()
-            .timeout(request_timeout)
-            .connect_timeout(request_timeout.min(Duration::from_secs(5)))
-            .build()
-            .map_err(|err| GatewayError::Setup {
-                url: display.clone(),
-                reason: error_chain(&err),
-            })?;
         Ok(Gateway {
             base: base_url.trim_end_matches('/').to_string(),
             display: display.trim_end_matches('/').to_string(),
             secret,
             secret_from: "--gateway-secret-file".to_string(),
-            client,
+            client: client.client.clone(),
             health: format!("/{DEFAULT_HEALTH_PATH}"),
             version: Mutex::new(None),
         })
@@ -473,8 +501,12 @@ impl Gateway {
             ReloadMode::None => return Ok(()),
         };
         tracing::info!(gateway = %self.display, ?mode, "reloading gateway");
+        let started = Instant::now();
         // A blocking reload of thousands of APIs outlasts an ordinary request.
-        self.get(path, Some(RELOAD_TIMEOUT)).await.map(drop)
+        self.get(path, Some(RELOAD_TIMEOUT)).await?;
+        // Mostly the wait for the gateway's next reload tick (Local).
+        tracing::debug!(ms = started.elapsed().as_millis() as u64, "reload answered");
+        Ok(())
     }
 
     /// The API ids and policy ids the gateway runs right now.

@@ -19,7 +19,8 @@ use crate::apply::{ApplyError, Manifest, Revisions};
 use crate::config::{ConfigError, SyncConfig};
 use crate::exit::Exit;
 use crate::gateway::{
-    DEFAULT_HEALTH_PATH, Expected, ExpectedApi, Gateway, GatewayError, Loaded, ProbeMode,
+    DEFAULT_HEALTH_PATH, Expected, ExpectedApi, Gateway, GatewayClient, GatewayError, Loaded,
+    ProbeMode,
 };
 use crate::source::{Commit, Source, SourceError};
 use crate::state::{Applied, Rejection, State, StateError, now};
@@ -193,6 +194,9 @@ pub struct Reconciler {
     /// `state()`): what the sidecar shows and reports without reading the
     /// file back.
     saved: Mutex<Option<Arc<State>>>,
+    /// Built by the first pass that talks to the gateway and kept: each
+    /// new one parsed the CA bundle again, on the runtime, every sync.
+    gateway_client: Mutex<Option<GatewayClient>>,
 }
 
 async fn blocking<T: Send + 'static>(
@@ -216,6 +220,7 @@ impl Reconciler {
             first_without_gateway: false,
             git_lock: Arc::new(tokio::sync::Mutex::new(())),
             saved: Mutex::new(None),
+            gateway_client: Mutex::new(None),
         }
     }
 
@@ -838,16 +843,27 @@ impl Reconciler {
                     .unwrap_or_else(|| DEFAULT_HEALTH_PATH.to_string())
             }
         };
-        let gw = Gateway::new(
-            &gc.url,
-            secret.expose().to_string(),
-            GATEWAY_REQUEST_TIMEOUT,
-        )?
-        .with_secret_from(gc.secret.describe())
-        .with_health_path(&health);
+        let client = self.gateway_client(&gc.url)?;
+        let gw = Gateway::with_client(&gc.url, secret.expose().to_string(), &client)?
+            .with_secret_from(gc.secret.describe())
+            .with_health_path(&health);
         gw.wait_ready(gc.wait).await?;
         let loaded = gw.loaded().await?;
         Ok(Some((gw, loaded)))
+    }
+
+    /// The pool every pass's `Gateway` talks through.
+    fn gateway_client(&self, url: &str) -> Result<GatewayClient, GatewayError> {
+        let mut kept = self
+            .gateway_client
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(client) = kept.as_ref() {
+            return Ok(client.clone());
+        }
+        let client = GatewayClient::new(url, GATEWAY_REQUEST_TIMEOUT)?;
+        *kept = Some(client.clone());
+        Ok(client)
     }
 
     /// The commit is already in `current`: check the gateway still runs it
@@ -902,8 +918,13 @@ impl Reconciler {
         let Some(gc) = &self.config.gateway else {
             return Ok(());
         };
-        let expected = self.expected(revs, name, manifest, before, gc.probe).await;
-        gw.reload(gc.reload).await?;
+        // What verify checks is worked out while the gateway reloads (Tyk
+        // runs a reload at the next tick of its 1 s reload loop).
+        let (expected, reloaded) = tokio::join!(
+            self.expected(revs, name, manifest, before, gc.probe),
+            gw.reload(gc.reload)
+        );
+        reloaded?;
         gw.verify_served(&expected, gc.verify_timeout).await?;
         Ok(())
     }

@@ -227,6 +227,7 @@ impl FleetHandle {
             next_connect: Instant::now(),
             clash_checks: 0,
             tip_ttl: (poll_every * TIP_PERIODS).max(LEASE_TTL * 2),
+            announced: None,
         };
         self.tasks = vec![tokio::spawn(agent.run(rx)), subscriber, watcher];
     }
@@ -375,7 +376,14 @@ struct Agent {
     clash_checks: u32,
     /// How long a tip we write stands (a few of our poll periods).
     tip_ttl: Duration,
+    /// What the last status change we announced said of the fields `fleet
+    /// wait` decides on: a sync that changed none of them (a drift check
+    /// that found nothing) is not announced.
+    announced: Option<Decisive>,
 }
+
+/// A status's sha, verified, error and rejected commits.
+type Decisive = (Option<String>, bool, Option<String>, Vec<String>);
 
 impl Agent {
     async fn run(mut self, mut rx: mpsc::Receiver<Request>) {
@@ -387,7 +395,7 @@ impl Agent {
                     self.check_id().await;
                     // Status first: a lease whose holder has no status is
                     // free to take (LEASE_SCRIPT).
-                    self.write_status().await;
+                    self.write_status(false).await;
                     self.lease().await;
                     self.follow_tip().await;
                 }
@@ -397,17 +405,17 @@ impl Agent {
                         if verified && self.writes_verified() {
                             self.set_verified(&commit).await;
                         }
-                        self.write_status().await;
+                        self.write_status(true).await;
                     }
                     Some(Request::Verified(commit)) => {
                         if self.writes_verified() {
                             self.set_verified(&commit).await;
                         }
-                        self.write_status().await;
+                        self.write_status(true).await;
                     }
                     Some(Request::Announce(commit)) => self.publish(&commit).await,
                     Some(Request::Listed(commit)) => self.set_tip(&commit).await,
-                    Some(Request::Report) => self.write_status().await,
+                    Some(Request::Report) => self.write_status(true).await,
                     Some(Request::Close) | None => {
                         self.leave().await;
                         return;
@@ -595,7 +603,9 @@ impl Agent {
         }
     }
 
-    async fn write_status(&mut self) {
+    /// `announce`: written after a sync (not a heartbeat): when it changed
+    /// what `fleet wait` decides on, say so on `status_changes`.
+    async fn write_status(&mut self, announce: bool) {
         let state = self.app.live().state.clone();
         let last = self.app.live().last_attempt.clone();
         let mut status = ReplicaStatus::new(
@@ -621,7 +631,23 @@ impl Agent {
         .arg(value)
         .arg("PX")
         .arg(STATUS_TTL.as_millis() as u64);
-        self.query::<()>("SET status", &cmd).await;
+        let written = self.query::<()>("SET status", &cmd).await.is_some();
+        let decisive = (status.sha, status.verified, status.error, status.rejected);
+        if written && announce && self.announced.as_ref() != Some(&decisive) {
+            let mut cmd = redis::cmd("PUBLISH");
+            cmd.arg(self.config.keys().status_changes()).arg(
+                self.config
+                    .keys()
+                    .replica(&self.app.replica_id, &self.app.instance),
+            );
+            if self
+                .query::<i64>("PUBLISH status change", &cmd)
+                .await
+                .is_some()
+            {
+                self.announced = Some(decisive);
+            }
+        }
     }
 
     async fn leave(&mut self) {

@@ -16,7 +16,9 @@ use crate::flags::{FleetArgs, parse_duration};
 use crate::sha::printable;
 use crate::state::now;
 
-/// How often `wait` looks again.
+/// How often `wait` looks again when no replica said its status changed
+/// (a replica of an older version says nothing; a change missed while
+/// the subscription was down).
 const WAIT_POLL: Duration = Duration::from_millis(250);
 
 #[derive(Debug, clap::Args)]
@@ -435,8 +437,11 @@ async fn wait(args: WaitArgs) -> Exit {
     let mut reached = false;
     let mut last_error = None;
     let mut last = None;
+    // Subscribed before the first look, so no change falls between.
+    let mut changes = status_changes(&config).await;
+    let mut con = None;
     loop {
-        match snapshot_replicas(&config).await {
+        match snapshot_replicas(&config, &mut con).await {
             Ok((Statuses { replicas, ignored }, rollout)) => {
                 reached = true;
                 if let Some(r) = rollout.failed(&args.sha) {
@@ -479,7 +484,8 @@ async fn wait(args: WaitArgs) -> Exit {
         if Instant::now() >= deadline {
             break;
         }
-        tokio::time::sleep(WAIT_POLL.min(deadline.saturating_duration_since(Instant::now()))).await;
+        let pause = WAIT_POLL.min(deadline.saturating_duration_since(Instant::now()));
+        next_change(&mut changes, pause).await;
     }
     if !reached && let Some(e) = last_error {
         eprintln!("error: {e}");
@@ -489,10 +495,55 @@ async fn wait(args: WaitArgs) -> Exit {
     Exit::Refused
 }
 
-async fn snapshot_replicas(config: &FleetConfig) -> Result<(Statuses, Rollouts), FleetError> {
-    let mut con = config.connect().await?;
-    let statuses = super::read_statuses(config, &mut con).await?;
-    Ok((statuses, read_rollouts(config, &mut con).await?))
+/// Every status and rollout, on the connection of the previous look
+/// (connecting when there is none; dropped after a failure).
+async fn snapshot_replicas(
+    config: &FleetConfig,
+    con: &mut Option<redis::aio::MultiplexedConnection>,
+) -> Result<(Statuses, Rollouts), FleetError> {
+    let mut connection = match con.take() {
+        Some(c) => c,
+        None => config.connect().await?,
+    };
+    let statuses = super::read_statuses(config, &mut connection).await?;
+    let rollouts = read_rollouts(config, &mut connection).await?;
+    *con = Some(connection);
+    Ok((statuses, rollouts))
+}
+
+type Changes = std::pin::Pin<Box<redis::aio::PubSubStream>>;
+
+/// The replicas' status changes (`Keys::status_changes`); `None` when the
+/// subscription cannot be made, and `wait` only polls.
+async fn status_changes(config: &FleetConfig) -> Option<Changes> {
+    let mut pubsub = config.pubsub().await.ok()?;
+    let channel = config.keys().status_changes();
+    match tokio::time::timeout(super::REDIS_TIMEOUT, pubsub.subscribe(&channel)).await {
+        Ok(Ok(())) => Some(Box::pin(pubsub.into_on_message())),
+        _ => None,
+    }
+}
+
+/// Until a replica says its status changed, or `pause` passed. A burst of
+/// changes (every replica verifying one push) makes one look, not one
+/// each.
+async fn next_change(changes: &mut Option<Changes>, pause: Duration) {
+    use futures_util::{FutureExt, StreamExt};
+    let Some(stream) = changes.as_mut() else {
+        tokio::time::sleep(pause).await;
+        return;
+    };
+    tokio::select! {
+        message = stream.next() => {
+            if message.is_none() {
+                // The subscription is gone: poll from now on.
+                *changes = None;
+                return;
+            }
+            while let Some(Some(_)) = stream.next().now_or_never() {}
+        }
+        _ = tokio::time::sleep(pause) => {}
+    }
 }
 
 fn timed_out(args: &WaitArgs, last: Option<(Progress, Vec<Ignored>)>) -> String {

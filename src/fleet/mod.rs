@@ -197,6 +197,12 @@ impl Keys {
     pub fn replica_pattern(&self) -> String {
         self.key("replica:*")
     }
+    /// The channel on which a replica says its status changed after a
+    /// sync (the payload is its status key): `fleet wait` looks again at
+    /// once instead of at its next poll.
+    pub fn status_changes(&self) -> String {
+        self.key("status-changes")
+    }
     /// The last commit a replica verified: the one newcomers start on.
     pub fn verified(&self) -> String {
         self.key("verified")

@@ -220,6 +220,57 @@ fn fleet_wait_stops_as_soon_as_a_replica_rejects_the_commit() {
     assert!(text(&out).contains("rejected"), "{}", text(&out));
 }
 
+/// `fleet wait` looks again as soon as a replica says its status changed
+/// with a sync, rather than at its next poll: the replica names the key it
+/// wrote, on the cluster's status-changes channel. Heartbeats, and drift
+/// checks that found nothing (every 500 ms here), say nothing.
+#[test]
+fn a_replica_says_when_a_sync_changed_its_status_and_heartbeats_say_nothing() {
+    let (repo, _daemon, url) = served_repo();
+    let redis = RedisServer::start();
+    let replicas = fleet(&redis, 1, &url, &[]);
+    let mut con = redis.connection();
+    let mut changes = con.as_pubsub();
+    changes
+        .subscribe(format!("tyk-gitops:{CLUSTER}:status-changes"))
+        .unwrap();
+    fn quiet_for(changes: &mut ::redis::PubSub<'_>, secs: u64) {
+        changes
+            .set_read_timeout(Some(Duration::from_secs(secs)))
+            .unwrap();
+    }
+    // What the start announced.
+    quiet_for(&mut changes, 1);
+    while changes.get_message().is_ok() {}
+    quiet_for(&mut changes, 5);
+
+    repo.api("beta");
+    let sha = repo.commit("beta");
+    replicas[0].sighup();
+    let key: String = loop {
+        let message = changes.get_message().expect("a status change within 5 s");
+        let key: String = message.get_payload().unwrap();
+        assert!(
+            key.starts_with(&format!("tyk-gitops:{CLUSTER}:replica:pod-0:")),
+            "{key}"
+        );
+        let status: Value = serde_json::from_str(&redis.get(&key).expect("the key named")).unwrap();
+        if status["sha"] == *sha.as_str() && status["verified"] == true {
+            break key;
+        }
+    };
+    // Then heartbeats (every 2 s) rewrite the status, and drift checks
+    // report, without a word.
+    quiet_for(&mut changes, 1);
+    while changes.get_message().is_ok() {}
+    quiet_for(&mut changes, 5);
+    assert!(
+        changes.get_message().is_err(),
+        "a heartbeat announced a change"
+    );
+    assert!(redis.get(&key).is_some(), "the heartbeats keep the status");
+}
+
 #[test]
 fn fleet_commands_exit_3_when_redis_is_unreachable_and_1_with_no_replica() {
     let port = free_port();
