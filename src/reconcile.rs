@@ -374,8 +374,10 @@ impl Reconciler {
         if result.is_ok() {
             self.force.store(false, Ordering::Relaxed);
         }
-        // What a pass that read a tree allocated is free now.
+        // What a pass that read a tree allocated is free now, and the
+        // schemas are not needed before the next commit.
         if !matches!(result, Ok(Outcome::Unchanged { .. })) {
+            crate::validate::release_schemas();
             crate::memory::give_back();
         }
         result

@@ -33,6 +33,9 @@ use crate::gateway::GatewayVersion;
 use crate::tree::{Cached, Content, EntryKind, Tree};
 use analyse::{Analysis, Companion, Facts, Role};
 pub use report::{Finding, Format, Report, Severity, render};
+/// Drops the compiled schemas (a sidecar between syncs); the next check
+/// compiles them again.
+pub use schema::release as release_schemas;
 
 pub const DEFAULT_MAX_FILE_SIZE: u64 = 4 * 1024 * 1024;
 

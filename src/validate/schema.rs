@@ -1,10 +1,12 @@
 //! Our JSON Schemas (`schemas/*.json`), embedded in the binary and compiled
-//! once per process. They constrain what the gateway relies on and leave
+//! on first use. They constrain what the gateway relies on and leave
 //! unknown fields alone; the known top-level fields double as the list
-//! `--strict` checks unknown fields against.
+//! `--strict` checks unknown fields against. Compiled and parsed they take
+//! ~1 MiB: a sidecar that syncs once and idles drops them (`release`) and
+//! compiles them again for its next sync (a few ms).
 
 use std::collections::HashSet;
-use std::sync::LazyLock;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use jsonschema::{Retrieve, Uri, Validator};
 use serde_json::Value;
@@ -119,27 +121,71 @@ fn compile(kind: Kind) -> Compiled {
     Compiled { validator, known }
 }
 
-static COMPILED: LazyLock<[Compiled; 6]> = LazyLock::new(|| {
-    [
-        compile(Kind::ApiDefinition),
-        compile(Kind::Oas),
-        compile(Kind::Mcp),
-        compile(Kind::Policy),
-        compile(Kind::PoliciesMap),
-        compile(Kind::TykIndex),
-    ]
-});
+/// Every schema, compiled (for validating) and parsed (for walking:
+/// `canonical_keys`).
+struct Schemas {
+    compiled: [Compiled; 6],
+    roots: Vec<(&'static str, Value)>,
+}
 
-fn compiled(kind: Kind) -> &'static Compiled {
-    let i = match kind {
-        Kind::ApiDefinition => 0,
-        Kind::Oas => 1,
-        Kind::Mcp => 2,
-        Kind::Policy => 3,
-        Kind::PoliciesMap => 4,
-        Kind::TykIndex => 5,
-    };
-    &COMPILED[i]
+impl Schemas {
+    fn build() -> Schemas {
+        Schemas {
+            compiled: [
+                compile(Kind::ApiDefinition),
+                compile(Kind::Oas),
+                compile(Kind::Mcp),
+                compile(Kind::Policy),
+                compile(Kind::PoliciesMap),
+                compile(Kind::TykIndex),
+            ],
+            roots: SOURCES
+                .iter()
+                .filter_map(|(name, text)| Some((*name, serde_json::from_str(text).ok()?)))
+                .collect(),
+        }
+    }
+
+    fn compiled(&self, kind: Kind) -> &Compiled {
+        let i = match kind {
+            Kind::ApiDefinition => 0,
+            Kind::Oas => 1,
+            Kind::Mcp => 2,
+            Kind::Policy => 3,
+            Kind::PoliciesMap => 4,
+            Kind::TykIndex => 5,
+        };
+        &self.compiled[i]
+    }
+
+    fn root(&self, file: &str) -> Option<Node<'_>> {
+        self.roots
+            .iter()
+            .find(|(n, _)| *n == file)
+            .map(|(n, root)| (*n, root))
+    }
+}
+
+/// Built by the first check after start or after `release`.
+static LOADED: RwLock<Option<Arc<Schemas>>> = RwLock::new(None);
+
+fn schemas() -> Arc<Schemas> {
+    if let Some(loaded) = LOADED
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .as_ref()
+    {
+        return loaded.clone();
+    }
+    let mut slot = LOADED.write().unwrap_or_else(PoisonError::into_inner);
+    slot.get_or_insert_with(|| Arc::new(Schemas::build()))
+        .clone()
+}
+
+/// Drops the compiled schemas once the checks under way are done with
+/// them; the next check compiles them again.
+pub fn release() {
+    *LOADED.write().unwrap_or_else(PoisonError::into_inner) = None;
 }
 
 /// Whether Go's encoding/json would decode JSON key `key` into the struct
@@ -154,18 +200,11 @@ pub fn go_fold_eq(key: &str, field: &str) -> bool {
     key.chars().map(fold).eq(field.chars().map(fold))
 }
 
-/// The schemas, parsed once, for walking them (`canonical_keys`).
-static ROOTS: LazyLock<Vec<(&'static str, Value)>> = LazyLock::new(|| {
-    SOURCES
-        .iter()
-        .filter_map(|(name, text)| Some((*name, serde_json::from_str(text).ok()?)))
-        .collect()
-});
-
-type Node = (&'static str, &'static Value);
+/// A schema file's name and a node in it.
+type Node<'a> = (&'static str, &'a Value);
 
 /// Follows `$ref`s (within a schema and between ours).
-fn deref((mut file, mut node): Node) -> Option<Node> {
+fn deref<'a>(schemas: &'a Schemas, (mut file, mut node): Node<'a>) -> Option<Node<'a>> {
     for _ in 0..8 {
         let Some(target) = node.get("$ref").and_then(Value::as_str) else {
             return Some((file, node));
@@ -176,7 +215,7 @@ fn deref((mut file, mut node): Node) -> Option<Node> {
         } else {
             name.strip_prefix(BASE)?
         };
-        let (found, root) = ROOTS.iter().find(|(n, _)| *n == name)?;
+        let (found, root) = schemas.root(name)?;
         file = found;
         node = root.pointer(pointer)?;
     }
@@ -184,8 +223,8 @@ fn deref((mut file, mut node): Node) -> Option<Node> {
 }
 
 /// The schema nodes that apply to one value: the node and its `allOf`s.
-fn branches(node: Node, out: &mut Vec<Node>) {
-    if let Some((file, node)) = deref(node) {
+fn branches<'a>(schemas: &'a Schemas, node: Node<'a>, out: &mut Vec<Node<'a>>) {
+    if let Some((file, node)) = deref(schemas, node) {
         out.push((file, node));
         for sub in node
             .get("allOf")
@@ -193,7 +232,7 @@ fn branches(node: Node, out: &mut Vec<Node>) {
             .into_iter()
             .flatten()
         {
-            branches((file, sub), out);
+            branches(schemas, (file, sub), out);
         }
     }
 }
@@ -222,18 +261,19 @@ pub struct Renamed {
 /// objects; the clash is reported, so that difference never ships).
 pub fn canonical_keys(kind: Kind, doc: &mut Value) -> Renamed {
     let mut out = Renamed::default();
-    if let Some((name, root)) = ROOTS.iter().find(|(n, _)| *n == kind.file()) {
-        canonical((name, root), doc, "", &mut out);
+    let schemas = schemas();
+    if let Some(root) = schemas.root(kind.file()) {
+        canonical(&schemas, root, doc, "", &mut out);
     }
     out
 }
 
-fn canonical(node: Node, doc: &mut Value, at: &str, out: &mut Renamed) {
+fn canonical(schemas: &Schemas, node: Node<'_>, doc: &mut Value, at: &str, out: &mut Renamed) {
     let mut nodes = Vec::new();
-    branches(node, &mut nodes);
+    branches(schemas, node, &mut nodes);
     match doc {
         Value::Object(map) => {
-            let fields: Vec<&'static str> = nodes
+            let fields: Vec<&str> = nodes
                 .iter()
                 .filter_map(|(_, n)| n.get("properties").and_then(Value::as_object))
                 .flat_map(|p| p.keys().map(String::as_str))
@@ -273,7 +313,7 @@ fn canonical(node: Node, doc: &mut Value, at: &str, out: &mut Renamed) {
                         .and_then(|p| p.get(key.as_str()))
                         .or_else(|| n.get("additionalProperties").filter(|a| a.is_object()));
                     if let Some(sub) = sub {
-                        canonical((file, sub), value, &here, out);
+                        canonical(schemas, (file, sub), value, &here, out);
                     }
                 }
             }
@@ -283,7 +323,7 @@ fn canonical(node: Node, doc: &mut Value, at: &str, out: &mut Renamed) {
                 if let Some(sub) = n.get("items") {
                     let nested = items.iter_mut().enumerate();
                     for (i, item) in nested.filter(|(_, v)| v.is_object() || v.is_array()) {
-                        canonical((file, sub), item, &format!("{at}/{i}"), out);
+                        canonical(schemas, (file, sub), item, &format!("{at}/{i}"), out);
                     }
                 }
             }
@@ -295,16 +335,17 @@ fn canonical(node: Node, doc: &mut Value, at: &str, out: &mut Renamed) {
 /// Whether Go would decode top-level key `key` into a field the schema for
 /// `kind` knows.
 pub fn is_known_field(kind: Kind, key: &str) -> bool {
-    let known = &compiled(kind).known;
+    let schemas = schemas();
+    let known = &schemas.compiled(kind).known;
     known.contains(key) || known.iter().any(|f| go_fold_eq(key, f))
 }
 
 /// Whether Go would decode `key`, inside an `access_rights` entry, into a
 /// field of the grant (`api_id`, `versions`, ...).
 pub fn is_grant_field(key: &str) -> bool {
-    let fields = ROOTS
-        .iter()
-        .find(|(n, _)| *n == Kind::Policy.file())
+    let schemas = schemas();
+    let fields = schemas
+        .root(Kind::Policy.file())
         .and_then(|(_, root)| {
             root.pointer("/$defs/policy/properties/access_rights/additionalProperties/properties")
         })
@@ -322,7 +363,8 @@ pub struct Violation {
 /// Checks `doc` against its schema. The fast `is_valid` path runs first;
 /// errors are collected only for invalid documents.
 pub fn violations(kind: Kind, doc: &Value) -> Vec<Violation> {
-    let Some(validator) = &compiled(kind).validator else {
+    let schemas = schemas();
+    let Some(validator) = &schemas.compiled(kind).validator else {
         // Unreachable with the schemas we ship (a unit test compiles each);
         // say so rather than pass everything silently.
         return vec![Violation {
@@ -383,7 +425,8 @@ fn collect_strings<'a>(value: &'a Value, out: &mut Vec<&'a str>) {
 
 /// Top-level fields of `doc` that the schema for `kind` does not know.
 pub fn unknown_fields(kind: Kind, doc: &Value) -> Vec<String> {
-    let known = &compiled(kind).known;
+    let schemas = schemas();
+    let known = &schemas.compiled(kind).known;
     doc.as_object()
         .map(|m| {
             m.keys()
@@ -409,11 +452,29 @@ mod tests {
             Kind::PoliciesMap,
             Kind::TykIndex,
         ] {
-            assert!(compiled(kind).validator.is_some(), "{kind:?}");
+            assert!(schemas().compiled(kind).validator.is_some(), "{kind:?}");
             // The map's fields are policy ids, not known names.
             let has_fields = kind != Kind::PoliciesMap;
-            assert_eq!(!compiled(kind).known.is_empty(), has_fields, "{kind:?}");
+            assert_eq!(
+                !schemas().compiled(kind).known.is_empty(),
+                has_fields,
+                "{kind:?}"
+            );
         }
+    }
+
+    #[test]
+    fn released_schemas_are_compiled_again_and_check_the_same() {
+        let bad = json!({"api_id": 7, "proxy": {"listen_path": "/a/"}});
+        let before = violations(Kind::ApiDefinition, &bad);
+        assert!(!before.is_empty());
+        let held = schemas();
+        release();
+        // A check under way keeps what it holds; the next one compiles
+        // (other tests of this process may have compiled them already).
+        assert!(held.compiled(Kind::ApiDefinition).validator.is_some());
+        assert_eq!(violations(Kind::ApiDefinition, &bad), before);
+        assert!(is_known_field(Kind::ApiDefinition, "Proxy"));
     }
 
     #[test]
