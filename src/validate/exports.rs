@@ -52,6 +52,11 @@ struct PolicyIds {
 pub fn unwrap(tree: &mut Tree, report: &mut Report) -> usize {
     let mut added: Vec<TreeEntry> = Vec::new();
     let mut rewritten = 0;
+    // Most commits hold no export at all: one look at the bytes, before
+    // the list of names below.
+    if !tree.entries.iter().any(|e| json_file_where(e, may_unwrap)) {
+        return 0;
+    }
     let taken: std::collections::HashSet<String> =
         tree.entries.iter().map(|e| e.path.clone()).collect();
     for entry in &mut tree.entries {
@@ -134,6 +139,16 @@ fn in_place(bytes: &[u8], raw: &RawValue) -> Vec<u8> {
 
 /// The classic definition and OpenAPI document of an API export, each at
 /// its place; `None` when `bytes` is not one.
+/// A `.json` file read, whose bytes pass `test`.
+pub fn json_file_where(entry: &TreeEntry, test: fn(&[u8]) -> bool) -> bool {
+    match &entry.content {
+        Content::Loaded(bytes) => {
+            entry.kind == EntryKind::File && entry.path.ends_with(".json") && test(bytes)
+        }
+        _ => false,
+    }
+}
+
 /// Whether `unwrap` could rewrite a file of these bytes, wherever it sits
 /// (the cheap refusals of `api_export` and `policy_with_id`).
 pub fn may_unwrap(bytes: &[u8]) -> bool {

@@ -276,6 +276,15 @@ pub fn may_pair(bytes: &[u8]) -> bool {
 }
 
 pub fn pair(tree: &mut Tree, report: &mut Report) -> Pairs {
+    // Most commits keep no document alone: one look at the bytes, before
+    // the list of names below.
+    if !tree
+        .entries
+        .iter()
+        .any(|e| super::exports::json_file_where(e, may_pair))
+    {
+        return Pairs::default();
+    }
     let taken: HashSet<String> = tree.entries.iter().map(|e| e.path.clone()).collect();
     let indexed = taken.contains(TYK_INDEX);
     let mut added = Vec::new();
