@@ -568,10 +568,7 @@ fn api_facts(sink: &mut Sink<'_>, doc: &Value) -> ApiFacts {
 
 /// See `ApiFacts::standalone`.
 fn standalone(bytes: &[u8]) -> Option<u64> {
-    let untouched = !super::vars::may_substitute(bytes)
-        && !super::exports::may_unwrap(bytes)
-        && !super::oas::may_pair(bytes);
-    untouched.then_some(bytes.len() as u64)
+    super::markers::untouched(bytes).then_some(bytes.len() as u64)
 }
 
 /// `proxy.target_url` as the gateway treats it (see `target.rs`): what

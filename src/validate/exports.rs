@@ -16,6 +16,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::locate::{line_col, locate};
+use super::markers::{EXPORT_MARK, POLICY_MARK, contains, json_file_where, may_unwrap};
 use super::report::{Finding, Report, Severity};
 use super::rules;
 use crate::bundle::{
@@ -139,25 +140,6 @@ fn in_place(bytes: &[u8], raw: &RawValue) -> Vec<u8> {
 
 /// The classic definition and OpenAPI document of an API export, each at
 /// its place; `None` when `bytes` is not one.
-/// A `.json` file read, whose bytes pass `test`.
-pub fn json_file_where(entry: &TreeEntry, test: fn(&[u8]) -> bool) -> bool {
-    match &entry.content {
-        Content::Loaded(bytes) => {
-            entry.kind == EntryKind::File && entry.path.ends_with(".json") && test(bytes)
-        }
-        _ => false,
-    }
-}
-
-/// Whether `unwrap` could rewrite a file of these bytes, wherever it sits
-/// (the cheap refusals of `api_export` and `policy_with_id`).
-pub fn may_unwrap(bytes: &[u8]) -> bool {
-    contains(bytes, EXPORT_MARK) || contains(bytes, POLICY_MARK)
-}
-
-const EXPORT_MARK: &[u8] = b"\"api_definition\"";
-const POLICY_MARK: &[u8] = b"\"_id\"";
-
 fn api_export(bytes: &[u8]) -> Option<(Vec<u8>, Option<Vec<u8>>)> {
     // Cheap refusal first: most files are definitions.
     if !contains(bytes, EXPORT_MARK) {
@@ -208,10 +190,6 @@ fn policy_with_id(bytes: &[u8]) -> Option<Vec<u8>> {
 
 /// Runs on every JSON file of every sync: a vectorised search, not a
 /// window-by-window compare.
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    memchr::memmem::find(haystack, needle).is_some()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,6 +12,7 @@ pub mod empty;
 mod exports;
 mod ids;
 mod locate;
+mod markers;
 mod oas;
 mod persist;
 pub mod report;

@@ -90,7 +90,7 @@ use crate::bundle::{
 };
 use crate::tree::{Content, EntryKind, Tree, TreeEntry};
 
-const EXTENSION: &str = "x-tyk-api-gateway";
+const EXTENSION: &str = super::markers::OAS_EXTENSION;
 
 /// Warnings of one kind kept per document.
 const MAX_WARNINGS: usize = 20;
@@ -269,19 +269,13 @@ fn extension_key(bytes: &[u8]) -> usize {
 
 /// Makes the pair of every Tyk OAS document kept alone in `tree`; warnings
 /// for what the derived half leaves out go into `report`.
-/// Whether `pair` could take a file of these bytes for a Tyk OAS document
-/// kept alone, wherever it sits (its cheap refusal).
-pub fn may_pair(bytes: &[u8]) -> bool {
-    memchr::memmem::find(bytes, EXTENSION.as_bytes()).is_some()
-}
-
 pub fn pair(tree: &mut Tree, report: &mut Report) -> Pairs {
     // Most commits keep no document alone: one look at the bytes, before
     // the list of names below.
     if !tree
         .entries
         .iter()
-        .any(|e| super::exports::json_file_where(e, may_pair))
+        .any(|e| super::markers::json_file_where(e, super::markers::may_pair))
     {
         return Pairs::default();
     }
@@ -325,7 +319,7 @@ pub fn pair(tree: &mut Tree, report: &mut Report) -> Pairs {
         };
         // Cheap refusals first: most files are classic definitions or
         // halves of a pair, and this runs on every sync.
-        if taken.contains(other) || !may_pair(bytes) {
+        if taken.contains(other) || !super::markers::may_pair(bytes) {
             continue;
         }
         let Ok(doc) = serde_json::from_slice::<Value>(bytes) else {

@@ -152,7 +152,7 @@ impl Vars {
             let Content::Loaded(bytes) = &entry.content else {
                 continue;
             };
-            if !may_substitute(bytes) {
+            if !super::markers::may_substitute(bytes) {
                 continue;
             }
             let Ok(text) = std::str::from_utf8(bytes) else {
@@ -291,12 +291,6 @@ fn position(text: &str, offset: usize) -> (u32, u32) {
         u32::try_from(line).unwrap_or(u32::MAX),
         u32::try_from(column).unwrap_or(u32::MAX),
     )
-}
-
-/// Whether `substitute` could change a file of these bytes: only a `$`
-/// starts a reference (or an escaped one).
-pub fn may_substitute(bytes: &[u8]) -> bool {
-    memchr::memchr(b'$', bytes).is_some()
 }
 
 fn substitutable(path: &str) -> bool {
