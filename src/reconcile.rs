@@ -197,7 +197,12 @@ pub struct Reconciler {
     /// Built by the first pass that talks to the gateway and kept: each
     /// new one parsed the CA bundle again, on the runtime, every sync.
     gateway_client: Mutex<Option<GatewayClient>>,
+    /// When the last pass that read a commit ended (see `pass`).
+    last_built: Mutex<Option<Instant>>,
 }
+
+/// How long an idle sidecar keeps the compiled schemas (~0.5 MiB).
+const SCHEMAS_IDLE: Duration = Duration::from_secs(5);
 
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
@@ -221,6 +226,7 @@ impl Reconciler {
             git_lock: Arc::new(tokio::sync::Mutex::new(())),
             saved: Mutex::new(None),
             gateway_client: Mutex::new(None),
+            last_built: Mutex::new(None),
         }
     }
 
@@ -374,9 +380,16 @@ impl Reconciler {
         if result.is_ok() {
             self.force.store(false, Ordering::Relaxed);
         }
-        // What a pass that read a tree allocated is free now, and the
-        // schemas are not needed before the next commit.
+        // What a pass that read a tree allocated is free now. The compiled
+        // schemas stay while commits keep coming (a burst of pushes would
+        // compile them again for each), and go at the first pass that
+        // finds nothing new once `SCHEMAS_IDLE` passed since one that did.
+        let mut last = self.last_built.lock().unwrap_or_else(|p| p.into_inner());
         if !matches!(result, Ok(Outcome::Unchanged { .. })) {
+            *last = Some(Instant::now());
+            crate::memory::give_back();
+        } else if last.is_some_and(|at| at.elapsed() >= SCHEMAS_IDLE) {
+            *last = None;
             crate::validate::release_schemas();
             crate::memory::give_back();
         }
