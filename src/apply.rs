@@ -276,24 +276,22 @@ impl Revisions {
         let mut linked = 0usize;
         for (f, oid) in unkept {
             let link = previous
-                .source(&f.path, oid, f.len())
+                .source(&f.path, oid, f.size())
                 .is_some_and(|src| fs::hard_link(src, staging.join(&f.path)).is_ok());
             if link {
                 linked += 1;
                 continue;
             }
             // Left unread, and no older revision has it: read it now.
-            let read =
-                match f.unread {
-                    Some(_) => Some(reader.and_then(|r| r.read(oid)).ok_or_else(|| {
-                        ApplyError::Unread {
-                            path: f.path.clone(),
-                            blob: oid,
-                        }
-                    })?),
-                    None => None,
-                };
-            work.push((f, read));
+            let unread = |_| {
+                reader
+                    .and_then(|r| r.read(oid))
+                    .ok_or_else(|| ApplyError::Unread {
+                        path: f.path.clone(),
+                        blob: oid,
+                    })
+            };
+            work.push((f, f.unread.map(unread).transpose()?));
         }
         tracing::debug!(
             kept = kept.len(),
@@ -658,9 +656,7 @@ mod tests {
         revs.write("r1", base("r1"), &[file("apps/a.json", b"A1")], None)
             .unwrap();
         revs.publish("r1").unwrap();
-        let reader = BlobReader(std::sync::Arc::new(|blob| {
-            (blob == blob_id(b"B1")).then(|| b"B1".to_vec())
-        }));
+        let reader = BlobReader::new(|blob| (blob == blob_id(b"B1")).then(|| b"B1".to_vec()));
         let files = [unread("apps/a.json", b"A1"), unread("apps/b.json", b"B1")];
         revs.write_with("r2", base("r2"), &files, None, Some(&reader))
             .unwrap();

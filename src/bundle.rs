@@ -78,12 +78,8 @@ pub struct OutFile<'a> {
 
 impl OutFile<'_> {
     /// The file's size, read or not.
-    pub fn len(&self) -> u64 {
+    pub fn size(&self) -> u64 {
         self.unread.unwrap_or(self.bytes.len() as u64)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 

@@ -1095,25 +1095,12 @@ impl Checked {
         let mut cache = cache
             .lock()
             .map_err(|_| SyncError::Internal("validation cache poisoned".into()))?;
-        let mut tree = {
+        let tree = {
             let known = cache.reading();
             source.read_tree(commit, subpath.as_deref(), opts.max_file_size, &|blob| {
                 known.get(&blob).copied().unwrap_or(Cached::Unknown)
             })?
         };
-        // A blob left unread that cannot be read when needed after all
-        // (the cache changed under us) fails this pass like a failed read.
-        let unreadable = Arc::new(AtomicBool::new(false));
-        tree.reader = tree.reader.take().map(|inner| {
-            let unreadable = unreadable.clone();
-            BlobReader(Arc::new(move |blob| {
-                let bytes = inner.read(blob);
-                if bytes.is_none() {
-                    unreadable.store(true, Ordering::Relaxed);
-                }
-                bytes
-            }))
-        });
         let reader = tree.reader.clone();
         debug!(
             files = tree.len(),
@@ -1129,7 +1116,9 @@ impl Checked {
             source.config_roots(commit)
         };
         let (bundle, report) = crate::validate::vars::check(tree, vars, opts, &mut cache);
-        if unreadable.load(Ordering::Relaxed) {
+        // A blob left unread that could not be read when needed after all
+        // (the cache changed under us) fails this pass like a failed read.
+        if reader.as_ref().is_some_and(BlobReader::failed) {
             return Err(SyncError::Source(SourceError::Read {
                 sha: commit.sha.clone(),
                 message: "a file left unread could not be read when it was needed".into(),

@@ -68,9 +68,6 @@ pub struct Tree {
     pub reader: Option<BlobReader>,
 }
 
-/// Reads a blob by id from where the tree was read. `None` when it cannot:
-/// the reader keeps the error for its owner (see `Checked::read`), and the
-/// entry is treated as absent meanwhile.
 /// What the validation cache knows of a blob, as the reader asks it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Cached {
@@ -84,8 +81,14 @@ pub enum Cached {
     Unneeded { size: u64 },
 }
 
+/// Reads a blob by id from where the tree was read. `None` when it cannot,
+/// which the reader remembers (`failed`, shared by its clones): the entry
+/// is treated as absent meanwhile, and the owner fails the pass.
 #[derive(Clone)]
-pub struct BlobReader(pub std::sync::Arc<dyn Fn(Oid) -> Option<Vec<u8>> + Send + Sync>);
+pub struct BlobReader {
+    read: std::sync::Arc<dyn Fn(Oid) -> Option<Vec<u8>> + Send + Sync>,
+    failed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
 
 impl std::fmt::Debug for BlobReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -94,8 +97,25 @@ impl std::fmt::Debug for BlobReader {
 }
 
 impl BlobReader {
+    pub fn new(read: impl Fn(Oid) -> Option<Vec<u8>> + Send + Sync + 'static) -> BlobReader {
+        BlobReader {
+            read: std::sync::Arc::new(read),
+            failed: Default::default(),
+        }
+    }
+
     pub fn read(&self, blob: Oid) -> Option<Vec<u8>> {
-        (self.0)(blob)
+        let bytes = (self.read)(blob);
+        if bytes.is_none() {
+            self.failed
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        bytes
+    }
+
+    /// Whether a read failed, through this reader or a clone of it.
+    pub fn failed(&self) -> bool {
+        self.failed.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
@@ -261,6 +281,17 @@ pub fn blob_id(bytes: &[u8]) -> Oid {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reader_remembers_a_failed_read_for_every_clone() {
+        let known = blob_id(b"x");
+        let reader = BlobReader::new(move |blob| (blob == known).then(|| b"x".to_vec()));
+        let clone = reader.clone();
+        assert_eq!(clone.read(known).as_deref(), Some(&b"x"[..]));
+        assert!(!reader.failed());
+        assert_eq!(clone.read(blob_id(b"y")), None);
+        assert!(reader.failed(), "the owner sees its clone's failure");
+    }
 
     #[test]
     fn blob_id_matches_git() {

@@ -73,14 +73,14 @@ pub fn read_tree(
 /// (a libgit2 repository is used by one thread at a time: the lock).
 fn blob_reader(path: std::path::PathBuf) -> BlobReader {
     let opened: std::sync::Mutex<Option<Repository>> = std::sync::Mutex::new(None);
-    BlobReader(std::sync::Arc::new(move |blob| {
+    BlobReader::new(move |blob| {
         let mut repo = opened.lock().unwrap_or_else(|p| p.into_inner());
         if repo.is_none() {
             *repo = Some(Repository::open_bare(&path).ok()?);
         }
         let odb = repo.as_ref()?.odb().ok()?;
         odb.read(blob).ok().map(|object| object.data().to_vec())
-    }))
+    })
 }
 
 /// The tree of `sha` at `subpath` (the whole tree without one).
@@ -219,6 +219,17 @@ pub fn dirs(repo: &Repository, sha: &str, max_depth: usize) -> Vec<String> {
     found
 }
 
+/// What `read_blobs` learnt of a blob before reading any.
+#[derive(Debug, Clone, Copy)]
+enum Learnt {
+    /// Never analysed: its size, from its object header.
+    Header(u64),
+    /// Analysed before: read without the header, its size counted once read.
+    Known,
+    /// Analysed before, bytes not needed: its size, from the cache.
+    Unread(u64),
+}
+
 /// Sizes come from object headers, so an oversized blob is never read;
 /// except for blobs the cache knows (analysed before, so under an earlier
 /// limit): reading a deltified object's header costs more than reading the
@@ -237,29 +248,25 @@ fn read_blobs(
     too_large: impl Fn(u64) -> SourceError,
 ) -> Result<Vec<TreeEntry>, SourceError> {
     let odb = repo.odb().map_err(&read_error)?;
-    let mut sizes: HashMap<Oid, u64> = HashMap::new();
-    let mut unread: HashMap<Oid, u64> = HashMap::new();
-    let mut known: std::collections::HashSet<Oid> = std::collections::HashSet::new();
+    let mut learnt: HashMap<Oid, Learnt> = HashMap::new();
     let mut total: u64 = 0;
     for (_, id) in &blobs {
-        let size = match (sizes.get(id), unread.get(id)) {
-            (Some(size), _) | (_, Some(size)) => *size,
-            _ if known.contains(id) => continue,
-            _ => match cached(*id) {
-                Cached::Known => {
-                    known.insert(*id);
-                    continue;
-                }
-                Cached::Unneeded { size } => {
-                    unread.insert(*id, size);
-                    size
-                }
-                Cached::Unknown => {
-                    let size = odb.read_header(*id).map_err(&read_error)?.0 as u64;
-                    sizes.insert(*id, size);
-                    size
-                }
-            },
+        let this = match learnt.get(id) {
+            Some(this) => *this,
+            None => {
+                let this = match cached(*id) {
+                    Cached::Known => Learnt::Known,
+                    Cached::Unneeded { size } => Learnt::Unread(size),
+                    Cached::Unknown => {
+                        Learnt::Header(odb.read_header(*id).map_err(&read_error)?.0 as u64)
+                    }
+                };
+                learnt.insert(*id, this);
+                this
+            }
+        };
+        let (Learnt::Header(size) | Learnt::Unread(size)) = this else {
+            continue;
         };
         // Each entry is held and written on its own, shared blob or not.
         total = total.saturating_add(size.min(max_file_size.saturating_add(1)));
@@ -274,8 +281,11 @@ fn read_blobs(
     let mut wanted: Vec<Oid> = blobs
         .iter()
         .map(|(_, id)| *id)
-        .filter(|id| !unread.contains_key(id))
-        .filter(|id| sizes.get(id).is_none_or(|&size| size <= max_file_size))
+        .filter(|id| match learnt.get(id) {
+            Some(Learnt::Header(size)) => *size <= max_file_size,
+            Some(Learnt::Unread(_)) => false,
+            _ => true,
+        })
         .collect();
     wanted.sort_unstable();
     wanted.dedup();
@@ -283,7 +293,7 @@ fn read_blobs(
     // Known blobs had no header read: their sizes count now, once per
     // entry, before any entry copies them.
     for (_, id) in &blobs {
-        if known.contains(id)
+        if let Some(Learnt::Known) = learnt.get(id)
             && let Some(data) = read.get(id)
         {
             total = total.saturating_add(data.len() as u64);
@@ -308,15 +318,15 @@ fn read_blobs(
         } else {
             read.get(&id).cloned()
         };
-        let content = match (data, sizes.get(&id).or(unread.get(&id))) {
-            (None, Some(&size)) if unread.contains_key(&id) => Content::Unread { size },
+        let content = match (data, learnt.get(&id)) {
+            (None, Some(&Learnt::Unread(size))) => Content::Unread { size },
             (Some(data), _) if data.len() as u64 > max_file_size => Content::TooLarge {
                 size: data.len() as u64,
             },
             (Some(data), _) => Content::Loaded(data),
-            (None, Some(&size)) => Content::TooLarge { size },
+            (None, Some(&Learnt::Header(size))) => Content::TooLarge { size },
             // Every id within the limit was read above.
-            (None, None) => Content::TooLarge { size: 0 },
+            (None, _) => Content::TooLarge { size: 0 },
         };
         out.push(TreeEntry {
             path,

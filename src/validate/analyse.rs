@@ -101,7 +101,7 @@ pub struct ApiFacts {
     /// wherever it sits: no `$` (variables), no export or policy markers,
     /// no Tyk OAS extension. With no `refs` and not `renamed` either, the
     /// revision takes it byte for byte, so a later commit holding the same
-    /// blob need not read it (`Cache::cached`).
+    /// blob need not read it (`Cache::reading`).
     #[serde(default)]
     pub standalone: Option<u64>,
 }

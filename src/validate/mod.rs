@@ -851,7 +851,7 @@ mod tests {
                 unread += 1;
             }
         }
-        tree.reader = Some(BlobReader(Arc::new(move |blob| blobs.get(&blob).cloned())));
+        tree.reader = Some(BlobReader::new(move |blob| blobs.get(&blob).cloned()));
         (tree, unread)
     }
 
