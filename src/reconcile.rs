@@ -197,7 +197,8 @@ pub struct Reconciler {
     /// Built by the first pass that talks to the gateway and kept: each
     /// new one parsed the CA bundle again, on the runtime, every sync.
     gateway_client: Mutex<Option<GatewayClient>>,
-    /// When the last pass that read a commit ended (see `pass`).
+    /// When the last pass that read a commit ended, or the process
+    /// started (see `pass`); `None` once the sidecar went idle since.
     last_built: Mutex<Option<Instant>>,
 }
 
@@ -226,7 +227,7 @@ impl Reconciler {
             git_lock: Arc::new(tokio::sync::Mutex::new(())),
             saved: Mutex::new(None),
             gateway_client: Mutex::new(None),
-            last_built: Mutex::new(None),
+            last_built: Mutex::new(Some(Instant::now())),
         }
     }
 
@@ -383,7 +384,8 @@ impl Reconciler {
         // What a pass that read a tree allocated is free now. The compiled
         // schemas stay while commits keep coming (a burst of pushes would
         // compile them again for each), and go at the first pass that
-        // finds nothing new once `SCHEMAS_IDLE` passed since one that did.
+        // finds nothing new once `SCHEMAS_IDLE` passed since one that did
+        // (or since the start), with the pages of code only work ran.
         let mut last = self.last_built.lock().unwrap_or_else(|p| p.into_inner());
         if !matches!(result, Ok(Outcome::Unchanged { .. })) {
             *last = Some(Instant::now());
@@ -392,6 +394,7 @@ impl Reconciler {
             *last = None;
             crate::validate::release_schemas();
             crate::memory::give_back();
+            crate::memory::drop_idle_pages();
         }
         result
     }
