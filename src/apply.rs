@@ -28,6 +28,14 @@ const STAGING_PREFIX: &str = ".staging-";
 /// the middle of `remove_dir_all` never leaves a half-emptied directory
 /// under a revision name that `write` would later reuse as complete.
 const TRASH_PREFIX: &str = ".trash-";
+/// A hard-linked copy of a revision, kept ready for the next write to
+/// recycle while no revision is past `--keep-revisions` yet (the first
+/// revisions after a cold sync): see `prepare_spare`. Never a revision:
+/// never published, never pruned as one, ignored by `open`.
+const SPARE: &str = ".spare";
+/// A spare being linked; only `prepare_spare` removes leftovers, as a
+/// spare may be in the making while the same process opens the root.
+const SPARE_NEW_PREFIX: &str = ".spare-new-";
 const CURRENT: &str = "current";
 const CURRENT_TMP_PREFIX: &str = ".current-";
 
@@ -64,6 +72,63 @@ pub struct Manifest {
     pub policy_ids: BTreeSet<String>,
     /// `(path, blob id)` of every file, sorted by path.
     pub files: Vec<(String, String)>,
+}
+
+/// The `files` of a manifest, read without copying a string when none is
+/// escaped (the usual case): all that recycling and linking need of it.
+enum ListedFiles<'a> {
+    Borrowed(Vec<(&'a str, &'a str)>),
+    Owned(Vec<(String, String)>),
+}
+
+impl<'a> ListedFiles<'a> {
+    /// `None` when `bytes` is not a manifest.
+    fn parse(bytes: &'a [u8]) -> Option<ListedFiles<'a>> {
+        #[derive(Deserialize)]
+        struct Files<'a> {
+            #[serde(borrow)]
+            files: Vec<(&'a str, &'a str)>,
+        }
+        match serde_json::from_slice::<Files<'a>>(bytes) {
+            Ok(listed) => Some(ListedFiles::Borrowed(listed.files)),
+            // A path with an escaped character cannot be borrowed.
+            Err(_) => serde_json::from_slice::<Manifest>(bytes)
+                .ok()
+                .map(|m| ListedFiles::Owned(m.files)),
+        }
+    }
+
+    fn iter(&self) -> Box<dyn Iterator<Item = (&str, &str)> + '_> {
+        match self {
+            ListedFiles::Borrowed(files) => Box::new(files.iter().copied()),
+            ListedFiles::Owned(files) => {
+                Box::new(files.iter().map(|(p, o)| (p.as_str(), o.as_str())))
+            }
+        }
+    }
+}
+
+/// What an old revision holds, read ahead of a write that recycles it
+/// (`Revisions::inventory`, while Git fetches): the files its manifest
+/// lists and what is really in its directory.
+#[derive(Debug, Clone)]
+pub struct Inventory {
+    name: String,
+    /// `(path, blob id)` as its manifest lists them, sorted by path.
+    listed: Vec<(String, String)>,
+    /// Paths of what is in the directory: regular files (`true`) and
+    /// anything else that is not a folder (`false`).
+    present: Vec<(String, bool)>,
+    /// Its folders, by path.
+    dirs: Vec<String>,
+    /// Entries whose names are not UTF-8 (no manifest lists them).
+    strays: Vec<PathBuf>,
+}
+
+impl Inventory {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
 }
 
 /// The revisions under one root.
@@ -188,17 +253,22 @@ impl Revisions {
         files: &[OutFile<'_>],
         recycle: Option<&str>,
     ) -> Result<Manifest, ApplyError> {
+        let recycle = match recycle {
+            Some(old) => self.inventory(old)?,
+            None => None,
+        };
         self.write_with(name, manifest_base, files, recycle, None)
     }
 
-    /// `write`, where files left unread (`OutFile::unread`) that can be
-    /// neither kept nor linked are read by `reader`.
+    /// `write`, with the revision to recycle read ahead (`inventory`), and
+    /// where files left unread (`OutFile::unread`) that can be neither kept
+    /// nor linked are read by `reader`.
     pub fn write_with(
         &self,
         name: &str,
         manifest_base: Manifest,
         files: &[OutFile<'_>],
-        recycle: Option<&str>,
+        recycle: Option<Inventory>,
         reader: Option<&BlobReader>,
     ) -> Result<Manifest, ApplyError> {
         let (manifest, oids) = listed(manifest_base, files)?;
@@ -219,21 +289,17 @@ impl Revisions {
         let staging = self
             .dir()
             .join(format!("{STAGING_PREFIX}{name}-{}", std::process::id()));
-        // path → blob id (hex), as the manifest lists them.
-        let wanted: HashMap<&str, &str> = manifest
-            .files
-            .iter()
-            .map(|(path, oid)| (path.as_str(), oid.as_str()))
-            .collect();
         let needed_dirs: BTreeSet<&Path> = files
             .iter()
             .flat_map(|f| Path::new(&f.path).ancestors().skip(1))
             .filter(|d| !d.as_os_str().is_empty())
             .collect();
-        let recycled = match recycle.filter(|old| *old != name) {
-            Some(old) => self.recycle(old, &staging, &wanted, &needed_dirs)?,
+        let recycle = recycle.filter(|old| old.name != name);
+        let recycled = match &recycle {
+            Some(old) => self.recycle(old, &staging, &manifest.files, &needed_dirs)?,
             None => None,
         };
+        let recycle = recycle.as_ref().map(Inventory::name);
         let kept = recycled.unwrap_or_default();
         fs::create_dir_all(&staging).map_err(io_err("create", &staging))?;
         for dir in &needed_dirs {
@@ -258,7 +324,7 @@ impl Revisions {
         staging: &Path,
         files: &[OutFile<'_>],
         oids: Vec<Oid>,
-        kept: &HashSet<String>,
+        kept: &HashSet<&str>,
         recycle: Option<&str>,
         reader: Option<&BlobReader>,
     ) -> Result<(), ApplyError> {
@@ -374,32 +440,172 @@ impl Revisions {
             .collect())
     }
 
-    /// Moves revision `old` to `staging` and strips it down to the files it
-    /// shares with the new revision (same path, same blob id by its
-    /// manifest): everything else is removed, including anything its
-    /// manifest does not list. Returns the paths kept, or `None` when `old`
-    /// is gone or has no readable manifest (then nothing was moved).
-    /// Files are only ever unlinked here, never written: they may be hard
-    /// links shared with `current`.
-    fn recycle(
-        &self,
-        old: &str,
-        staging: &Path,
-        wanted: &HashMap<&str, &str>,
-        needed_dirs: &BTreeSet<&Path>,
-    ) -> Result<Option<HashSet<String>>, ApplyError> {
-        if self.current()?.as_deref() == Some(old) {
-            return Ok(None);
+    /// Reads ahead what the next write recycles (see `inventory`): the
+    /// revision past `keep` (see `surplus`), or else a spare, so that even
+    /// the first revisions after a cold sync cost a few file operations
+    /// instead of a hard link per file. Without a spare, one is made: every
+    /// file of `current` hard-linked into it (its manifest last, then one
+    /// rename). Once a revision is past `keep`, the spare is not needed and
+    /// goes. Meant to run while Git fetches; a write waits for it (the
+    /// caller holds one lock around both).
+    pub fn prepare(&self, keep: usize, protect: &[&str]) -> Result<Option<Inventory>, ApplyError> {
+        let spare = self.path_of(SPARE);
+        if let Some(old) = self.surplus(keep, protect)? {
+            if spare.exists() {
+                self.remove_revision(SPARE)?;
+            }
+            return self.inventory(&old);
         }
-        let Ok(manifest) = self.manifest(old) else {
+        if let Some(ready) = self.spare() {
+            return self.inventory(ready);
+        }
+        if spare.exists() {
+            self.remove_revision(SPARE)?;
+        }
+        let Some(current) = self.current()? else {
             return Ok(None);
         };
-        let listed: HashMap<&str, &str> = manifest
-            .files
-            .iter()
-            .map(|(path, oid)| (path.as_str(), oid.as_str()))
-            .collect();
-        let from = self.path_of(old);
+        let base = self.path_of(&current);
+        let Ok(bytes) = fs::read(base.join(MANIFEST)) else {
+            return Ok(None);
+        };
+        let Some(listed) = ListedFiles::parse(&bytes) else {
+            return Ok(None);
+        };
+        let dir = self.dir();
+        for entry in fs::read_dir(&dir).map_err(io_err("list", &dir))? {
+            let entry = entry.map_err(io_err("list", &dir))?;
+            if entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(SPARE_NEW_PREFIX)
+            {
+                let path = entry.path();
+                fs::remove_dir_all(&path).map_err(io_err("remove", &path))?;
+            }
+        }
+        let building = dir.join(format!(
+            "{SPARE_NEW_PREFIX}{}-{}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        let linked = link_all(&base, &building, listed.iter().map(|(path, _)| path))
+            .and_then(|()| {
+                let manifest = building.join(MANIFEST);
+                fs::write(&manifest, &bytes).map_err(io_err("write", &manifest))
+            })
+            .and_then(|()| fs::rename(&building, &spare).map_err(io_err("rename", &building)));
+        if linked.is_err() {
+            let _ = fs::remove_dir_all(&building);
+        }
+        linked?;
+        self.inventory(SPARE)
+    }
+
+    /// The spare's name when one is ready (its manifest readable), for
+    /// `write` to recycle.
+    pub fn spare(&self) -> Option<&'static str> {
+        let bytes = fs::read(self.path_of(SPARE).join(MANIFEST)).ok()?;
+        ListedFiles::parse(&bytes).map(|_| SPARE)
+    }
+
+    /// Reads what revision (or spare) `name` holds, for a write to recycle
+    /// it; `None` when it is gone or has no readable manifest. Only reads:
+    /// the directory may be served until the write renames it.
+    pub fn inventory(&self, name: &str) -> Result<Option<Inventory>, ApplyError> {
+        let dir = self.path_of(name);
+        let Ok(bytes) = fs::read(dir.join(MANIFEST)) else {
+            return Ok(None);
+        };
+        let Some(listed) = ListedFiles::parse(&bytes) else {
+            return Ok(None);
+        };
+        let mut inventory = Inventory {
+            name: name.to_string(),
+            listed: listed
+                .iter()
+                .map(|(path, oid)| (path.to_string(), oid.to_string()))
+                .collect(),
+            present: Vec::new(),
+            dirs: Vec::new(),
+            strays: Vec::new(),
+        };
+        let mut stack = vec![(dir, String::new())];
+        while let Some((dir, prefix)) = stack.pop() {
+            let list = match fs::read_dir(&dir) {
+                Ok(list) => list,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(io_err("list", &dir)(e)),
+            };
+            for entry in list {
+                let entry = entry.map_err(io_err("list", &dir))?;
+                let file_type = entry.file_type().map_err(io_err("stat", &entry.path()))?;
+                let Ok(name) = entry.file_name().into_string() else {
+                    let stray = entry.path();
+                    let base = self.path_of(&inventory.name);
+                    inventory
+                        .strays
+                        .push(stray.strip_prefix(&base).unwrap_or(&stray).to_path_buf());
+                    continue;
+                };
+                let rel = match prefix.is_empty() {
+                    true => name,
+                    false => format!("{prefix}/{name}"),
+                };
+                if file_type.is_dir() {
+                    stack.push((entry.path(), rel.clone()));
+                    inventory.dirs.push(rel);
+                } else {
+                    // The manifest too: it goes and a new one is created,
+                    // which also dates the directory for `removable`.
+                    inventory.present.push((rel, file_type.is_file()));
+                }
+            }
+        }
+        Ok(Some(inventory))
+    }
+
+    /// Moves revision `old` to `staging` and strips it down to the files it
+    /// shares with the new revision (same path, same blob id by its
+    /// manifest; `new` is the new manifest's list, sorted by path):
+    /// everything else is removed, including anything its manifest does not
+    /// list. Returns the paths kept, or `None` when `old` is gone or is
+    /// `current` (then nothing was moved).
+    /// Files are only ever unlinked here, never written: they may be hard
+    /// links shared with `current`.
+    fn recycle<'m>(
+        &self,
+        old: &Inventory,
+        staging: &Path,
+        new: &'m [(String, String)],
+        needed_dirs: &BTreeSet<&Path>,
+    ) -> Result<Option<HashSet<&'m str>>, ApplyError> {
+        if self.current()?.as_deref() == Some(old.name.as_str()) {
+            return Ok(None);
+        }
+        // Both lists are sorted by path: one merge finds the files to keep.
+        let mut matched: HashSet<&'m str> = HashSet::with_capacity(new.len());
+        let (mut old_files, mut new_files) = (old.listed.iter().peekable(), new.iter().peekable());
+        while let (Some((old_path, old_oid)), Some((new_path, new_oid))) =
+            (old_files.peek(), new_files.peek())
+        {
+            match old_path.cmp(new_path) {
+                std::cmp::Ordering::Less => {
+                    old_files.next();
+                }
+                std::cmp::Ordering::Greater => {
+                    new_files.next();
+                }
+                std::cmp::Ordering::Equal => {
+                    if old_oid == new_oid {
+                        matched.insert(new_path.as_str());
+                    }
+                    old_files.next();
+                    new_files.next();
+                }
+            }
+        }
+        let from = self.path_of(&old.name);
         match fs::rename(&from, staging) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -407,50 +613,38 @@ impl Revisions {
         }
         #[cfg(feature = "failpoints")]
         fail::fail_point!("apply-after-recycle");
-        let mut kept = HashSet::new();
-        let mut dirs = Vec::new();
-        let mut stack = vec![(staging.to_path_buf(), String::new())];
-        while let Some((dir, prefix)) = stack.pop() {
-            for entry in fs::read_dir(&dir).map_err(io_err("list", &dir))? {
-                let entry = entry.map_err(io_err("list", &dir))?;
-                let path = entry.path();
-                let file_type = entry.file_type().map_err(io_err("stat", &path))?;
-                let name = entry.file_name().into_string().ok();
-                let rel = name.map(|n| match prefix.is_empty() {
-                    true => n,
-                    false => format!("{prefix}/{n}"),
-                });
-                if file_type.is_dir() {
-                    match rel {
-                        Some(rel) => {
-                            stack.push((path, rel.clone()));
-                            dirs.push(rel);
-                        }
-                        None => fs::remove_dir_all(&path).map_err(io_err("remove", &path))?,
-                    }
-                    continue;
+        let remove = |rel: &Path, dir: bool| {
+            let path = staging.join(rel);
+            let removed = match dir {
+                true => fs::remove_dir_all(&path),
+                false => fs::remove_file(&path),
+            };
+            match removed {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err("remove", &path)(e)),
+                _ => Ok(()),
+            }
+        };
+        for stray in &old.strays {
+            remove(stray, staging.join(stray).is_dir())?;
+        }
+        // What was really there: a matched file missing from the directory
+        // is not kept (it is linked or written like a changed one), and
+        // whatever is there unmatched goes.
+        let mut kept = HashSet::with_capacity(matched.len());
+        for (rel, is_file) in &old.present {
+            match matched.get(rel.as_str()).filter(|_| *is_file) {
+                Some(path) => {
+                    kept.insert(*path);
                 }
-                let keep = file_type.is_file()
-                    && rel.as_deref().is_some_and(|rel| {
-                        rel != MANIFEST
-                            && wanted
-                                .get(rel)
-                                .is_some_and(|oid| listed.get(rel) == Some(oid))
-                    });
-                match rel {
-                    Some(rel) if keep => {
-                        kept.insert(rel);
-                    }
-                    _ => fs::remove_file(&path).map_err(io_err("remove", &path))?,
-                }
+                None => remove(Path::new(rel), false)?,
             }
         }
-        // Folders no new file lives in are empty by now; deepest first.
+        // Folders no new file lives in hold nothing kept; deepest first.
+        let mut dirs: Vec<&String> = old.dirs.iter().collect();
         dirs.sort_by_key(|d| std::cmp::Reverse(d.len()));
         for dir in dirs {
-            if !needed_dirs.contains(Path::new(&dir)) {
-                let path = staging.join(&dir);
-                fs::remove_dir(&path).map_err(io_err("remove", &path))?;
+            if !needed_dirs.contains(Path::new(dir)) {
+                remove(Path::new(dir), true)?;
             }
         }
         Ok(Some(kept))
@@ -486,28 +680,28 @@ impl Revisions {
         if wanted <= FEW {
             return Ok(Previous::Check(base));
         }
-        let Ok(manifest) = self.manifest(&name) else {
+        let Ok(bytes) = fs::read(base.join(MANIFEST)) else {
             return Ok(Previous::None);
         };
-        Ok(Previous::Listed(
-            manifest
-                .files
-                .into_iter()
-                .filter_map(|(path, oid)| {
-                    let oid = Oid::from_str(&oid).ok()?;
-                    let full = base.join(&path);
-                    Some(((path, oid), full))
-                })
-                .collect(),
-        ))
+        let Some(listed) = ListedFiles::parse(&bytes) else {
+            return Ok(Previous::None);
+        };
+        let files = listed
+            .iter()
+            .filter_map(|(path, oid)| Some((path.to_string(), Oid::from_str(oid).ok()?)))
+            .collect();
+        Ok(Previous::Listed { base, files })
     }
 }
 
 /// Files of the current revision that a new one may hard-link.
 enum Previous {
     None,
-    /// `(path, blob id)` → file, from current's manifest.
-    Listed(HashMap<(String, Oid), PathBuf>),
+    /// Current's directory, and path → blob id from its manifest.
+    Listed {
+        base: PathBuf,
+        files: HashMap<String, Oid>,
+    },
     /// Current's directory; a file qualifies when its bytes have the id.
     Check(PathBuf),
 }
@@ -516,7 +710,9 @@ impl Previous {
     fn source(&self, path: &str, oid: Oid, len: u64) -> Option<PathBuf> {
         match self {
             Previous::None => None,
-            Previous::Listed(files) => files.get(&(path.to_string(), oid)).cloned(),
+            Previous::Listed { base, files } => {
+                (files.get(path) == Some(&oid)).then(|| base.join(path))
+            }
             Previous::Check(base) => {
                 let full = base.join(path);
                 let meta = fs::symlink_metadata(&full).ok()?;
@@ -527,6 +723,31 @@ impl Previous {
             }
         }
     }
+}
+
+/// Hard-links each of `paths` (relative, as a manifest lists them) from
+/// `from` into the new directory `to`, creating folders as needed.
+fn link_all<'a>(
+    from: &Path,
+    to: &Path,
+    paths: impl Iterator<Item = &'a str>,
+) -> Result<(), ApplyError> {
+    fs::create_dir(to).map_err(io_err("create", to))?;
+    let mut made: HashSet<&Path> = HashSet::new();
+    for path in paths {
+        check_relative(path)?;
+        if let Some(parent) = Path::new(path)
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            && made.insert(parent)
+        {
+            let dir = to.join(parent);
+            fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
+        }
+        let target = to.join(path);
+        fs::hard_link(from.join(path), &target).map_err(io_err("link", &target))?;
+    }
+    Ok(())
 }
 
 /// The manifest of `files` (each path checked, listed with its blob id)
@@ -784,6 +1005,63 @@ mod tests {
             old.len() + 1,
             "current lost files"
         );
+    }
+
+    #[test]
+    fn without_a_surplus_a_spare_of_current_is_prepared_and_recycled() {
+        let root = tempfile::tempdir().unwrap();
+        let revs = Revisions::open(root.path()).unwrap();
+        let old = [file("apps/a.json", b"A"), file("middleware/m.js", b"M")];
+        revs.write("r1", base("r1"), &old, None).unwrap();
+        revs.publish("r1").unwrap();
+        assert_eq!(revs.surplus(3, &[]).unwrap(), None);
+
+        let ready = revs.prepare(3, &[]).unwrap().expect("a spare");
+        assert_eq!(ready.name(), SPARE);
+        let ino = |dir: &Path, f: &str| fs::metadata(dir.join(f)).unwrap().ino();
+        let (r1, spare) = (revs.path_of("r1"), revs.path_of(SPARE));
+        assert_eq!(ino(&spare, "apps/a.json"), ino(&r1, "apps/a.json"));
+        // Ready once: preparing again reads it, links nothing new.
+        let again = revs.prepare(3, &[]).unwrap().expect("the spare");
+        assert_eq!(ino(&spare, "apps/a.json"), ino(&r1, "apps/a.json"));
+        assert_eq!(again.listed, ready.listed);
+
+        let new = [file("apps/a.json", b"A"), file("apps/b.json", b"B")];
+        revs.write_with("r2", base("r2"), &new, Some(ready), None)
+            .unwrap();
+        assert!(!spare.exists(), "the spare became r2");
+        let r2 = revs.path_of("r2");
+        assert_eq!(ino(&r2, "apps/a.json"), ino(&r1, "apps/a.json"));
+        assert_eq!(fs::read(r2.join("apps/b.json")).unwrap(), b"B");
+        assert!(!r2.join("middleware").exists());
+        assert_eq!(contents(&r1).len(), old.len() + 1, "current lost files");
+
+        // No revision past keep 3 yet: a new spare. Past keep 1, r2 is
+        // recycled and the spare goes.
+        revs.prepare(3, &[]).unwrap();
+        assert!(spare.exists());
+        let surplus = revs.prepare(1, &[]).unwrap();
+        assert!(surplus.is_some_and(|s| s.name() == "r2"));
+        assert!(!spare.exists());
+    }
+
+    #[test]
+    fn a_recycled_revision_counts_as_the_newest() {
+        let root = tempfile::tempdir().unwrap();
+        let revs = Revisions::open(root.path()).unwrap();
+        let pause = || std::thread::sleep(std::time::Duration::from_millis(15));
+        for name in ["r1", "r2", "r3"] {
+            revs.write(name, base(name), &[file("apps/a.json", b"A")], None)
+                .unwrap();
+            revs.publish(name).unwrap();
+            pause();
+        }
+        assert_eq!(revs.surplus(3, &[]).unwrap().as_deref(), Some("r1"));
+        revs.write("r4", base("r4"), &[file("apps/a.json", b"A")], Some("r1"))
+            .unwrap();
+        revs.publish("r4").unwrap();
+        // r4 is r1's directory, dated by its new manifest: r2 goes next.
+        assert_eq!(revs.surplus(3, &[]).unwrap().as_deref(), Some("r2"));
     }
 
     #[test]

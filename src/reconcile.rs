@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::apply::{ApplyError, Manifest, Revisions};
+use crate::apply::{ApplyError, Inventory, Manifest, Revisions};
 use crate::config::{ConfigError, SyncConfig};
 use crate::exit::Exit;
 use crate::gateway::{
@@ -197,6 +197,13 @@ pub struct Reconciler {
     /// Built by the first pass that talks to the gateway and kept: each
     /// new one parsed the CA bundle again, on the runtime, every sync.
     gateway_client: Mutex<Option<GatewayClient>>,
+    /// What the next write recycles, read ahead while Git fetches (see
+    /// `prepare`); locked while it is read and while a revision is written,
+    /// so a write waits for it.
+    prepared: Arc<Mutex<Option<Inventory>>>,
+    /// Whether the next pass reads ahead: its first, and each after one
+    /// that may have written a revision.
+    prepare_due: Arc<AtomicBool>,
     /// When the last pass that read a commit ended, or the process
     /// started (see `pass`); `None` once the sidecar went idle since.
     last_built: Mutex<Option<Instant>>,
@@ -228,6 +235,8 @@ impl Reconciler {
             saved: Mutex::new(None),
             gateway_client: Mutex::new(None),
             last_built: Mutex::new(Some(Instant::now())),
+            prepared: Arc::new(Mutex::new(None)),
+            prepare_due: Arc::new(AtomicBool::new(true)),
         }
     }
 
@@ -365,8 +374,10 @@ impl Reconciler {
         let commit = match pinned {
             Some(c) => c,
             None => {
-                // A new process reads the saved analyses while Git works.
+                // A new process reads the saved analyses while Git works,
+                // and the next write's directory is made ready meanwhile.
                 let _loading = self.load_analyses();
+                let _preparing = self.prepare();
                 self.resolve().await?
             }
         };
@@ -389,6 +400,12 @@ impl Reconciler {
         let mut last = self.last_built.lock().unwrap_or_else(|p| p.into_inner());
         if !matches!(result, Ok(Outcome::Unchanged { .. })) {
             *last = Some(Instant::now());
+            // What was read ahead may be gone or renamed now.
+            self.prepared
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+            self.prepare_due.store(true, Ordering::Relaxed);
             crate::memory::give_back();
         } else if last.is_some_and(|at| at.elapsed() >= SCHEMAS_IDLE) {
             *last = None;
@@ -651,24 +668,30 @@ impl Reconciler {
             protected(&ground.state),
             cfg.root.clone(),
         );
+        let prepared = self.prepared.clone();
         let manifest = blocking(move || {
             let started = Instant::now();
             let files = bundle.revision_files(&base.to_string_lossy());
-            // The revision the prune below would remove becomes this one.
+            // The revision the prune below would remove becomes this one,
+            // or else the spare prepared while Git fetched.
             let protect: Vec<&str> = protect.iter().map(String::as_str).collect();
-            let recycle = revs.surplus(keep, &protect)?;
+            let mut prepared = prepared.lock().unwrap_or_else(|p| p.into_inner());
+            let recycle = match revs.surplus(keep, &protect)? {
+                Some(old) => Some(old),
+                None => revs.spare().map(str::to_string),
+            };
+            let recycle = match (recycle, prepared.take()) {
+                (Some(old), Some(ready)) if ready.name() == old => Some(ready),
+                (Some(old), _) => revs.inventory(&old)?,
+                (None, _) => None,
+            };
             let written = std::thread::scope(|scope| {
                 // New analyses are saved beside the write.
                 let span = tracing::Span::current();
                 let saving = changes
                     .map(|c| scope.spawn(move || span.in_scope(|| save_analyses(&c, &root))));
-                let written = revs.write_with(
-                    &write_name,
-                    manifest_base,
-                    &files,
-                    recycle.as_deref(),
-                    reader.as_ref(),
-                );
+                let written =
+                    revs.write_with(&write_name, manifest_base, &files, recycle, reader.as_ref());
                 if let Some(saving) = saving {
                     let _ = saving.join();
                 }
@@ -795,6 +818,30 @@ impl Reconciler {
                 *cache = validate::Cache::load(&root);
             }
         })
+    }
+
+    /// When due, reads ahead what the next write recycles, making a spare
+    /// if needed (`Revisions::prepare`), on a blocking thread. Errors only
+    /// cost the next write its shortcut: logged at debug level.
+    fn prepare(&self) -> Option<tokio::task::JoinHandle<()>> {
+        if !self.prepare_due.swap(false, Ordering::Relaxed) {
+            return None;
+        }
+        let (slot, due) = (self.prepared.clone(), self.prepare_due.clone());
+        let (root, keep) = (self.config.root.clone(), self.config.keep_revisions);
+        let state = self.state();
+        Some(tokio::task::spawn_blocking(move || {
+            let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
+            let protect = protected(&state);
+            let protect: Vec<&str> = protect.iter().map(String::as_str).collect();
+            match Revisions::open(&root).and_then(|r| r.prepare(keep, &protect)) {
+                Ok(inventory) => *slot = inventory,
+                Err(e) => {
+                    due.store(true, Ordering::Relaxed);
+                    debug!(error = %e, "nothing read ahead to recycle");
+                }
+            }
+        }))
     }
 
     /// The flags that shape a revision besides the commit.
