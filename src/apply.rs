@@ -490,16 +490,35 @@ impl Revisions {
             rand::random::<u32>()
         ));
         let linked = link_all(&base, &building, listed.iter().map(|(path, _)| path))
-            .and_then(|()| {
+            .and_then(|dirs| {
                 let manifest = building.join(MANIFEST);
-                fs::write(&manifest, &bytes).map_err(io_err("write", &manifest))
+                fs::write(&manifest, &bytes).map_err(io_err("write", &manifest))?;
+                Ok(dirs)
             })
-            .and_then(|()| fs::rename(&building, &spare).map_err(io_err("rename", &building)));
+            .and_then(|dirs| {
+                fs::rename(&building, &spare).map_err(io_err("rename", &building))?;
+                Ok(dirs)
+            });
         if linked.is_err() {
             let _ = fs::remove_dir_all(&building);
         }
-        linked?;
-        self.inventory(SPARE)
+        // Just made: what it holds is what was linked, no need to list it.
+        let listed: Vec<(String, String)> = listed
+            .iter()
+            .map(|(path, oid)| (path.to_string(), oid.to_string()))
+            .collect();
+        let present = listed
+            .iter()
+            .map(|(path, _)| (path.clone(), true))
+            .chain([(MANIFEST.to_string(), true)])
+            .collect();
+        Ok(Some(Inventory {
+            name: SPARE.to_string(),
+            listed,
+            present,
+            dirs: linked?,
+            strays: Vec::new(),
+        }))
     }
 
     /// The spare's name when one is ready (its manifest readable), for
@@ -726,28 +745,57 @@ impl Previous {
 }
 
 /// Hard-links each of `paths` (relative, as a manifest lists them) from
-/// `from` into the new directory `to`, creating folders as needed.
+/// `from` into the new directory `to`, creating folders as needed; returns
+/// the folders made (relative). Each link names its file relative to its
+/// folder's descriptors, opened once per folder, so the kernel resolves
+/// one name instead of two whole paths.
 fn link_all<'a>(
     from: &Path,
     to: &Path,
     paths: impl Iterator<Item = &'a str>,
-) -> Result<(), ApplyError> {
+) -> Result<Vec<String>, ApplyError> {
     fs::create_dir(to).map_err(io_err("create", to))?;
-    let mut made: HashSet<&Path> = HashSet::new();
+    let mut folders: HashMap<&'a str, (File, File)> = HashMap::default();
+    let mut made: BTreeSet<&'a str> = BTreeSet::new();
     for path in paths {
         check_relative(path)?;
-        if let Some(parent) = Path::new(path)
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            && made.insert(parent)
-        {
-            let dir = to.join(parent);
-            fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
+        let (parent, name) = path.rsplit_once('/').unwrap_or(("", path));
+        let (source, target) = match folders.entry(parent) {
+            std::collections::hash_map::Entry::Occupied(known) => known.into_mut(),
+            std::collections::hash_map::Entry::Vacant(new) => {
+                let target = to.join(parent);
+                if !parent.is_empty() {
+                    fs::create_dir_all(&target).map_err(io_err("create", &target))?;
+                    made.extend(parent.match_indices('/').map(|(at, _)| &parent[..at]));
+                    made.insert(parent);
+                }
+                let source = from.join(parent);
+                new.insert((
+                    File::open(&source).map_err(io_err("open", &source))?,
+                    File::open(&target).map_err(io_err("open", &target))?,
+                ))
+            }
+        };
+        let unsafe_path = || ApplyError::UnsafePath {
+            path: path.to_string(),
+        };
+        let name = std::ffi::CString::new(name).map_err(|_| unsafe_path())?;
+        // SAFETY: both descriptors are open folders owned by `folders`, and
+        // `name` is a NUL-terminated string that outlives the call.
+        let rc = unsafe {
+            libc::linkat(
+                source.as_raw_fd(),
+                name.as_ptr(),
+                target.as_raw_fd(),
+                name.as_ptr(),
+                0,
+            )
+        };
+        if rc != 0 {
+            return Err(io_err("link", &to.join(path))(io::Error::last_os_error()));
         }
-        let target = to.join(path);
-        fs::hard_link(from.join(path), &target).map_err(io_err("link", &target))?;
     }
-    Ok(())
+    Ok(made.into_iter().map(str::to_string).collect())
 }
 
 /// The manifest of `files` (each path checked, listed with its blob id)

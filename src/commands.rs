@@ -43,6 +43,9 @@ pub fn sync(args: SyncArgs) -> Exit {
     // A Git operation cut by its time limit may still be blocked in
     // libgit2 on the pool: dropping the runtime would wait for it.
     runtime.shutdown_background();
+    // Everything is saved by now; freeing the analyses of every file one
+    // by one would only delay the exit (the process ends right after).
+    std::mem::forget(reconciler);
     match result {
         Ok(outcome) => {
             report_outcome(&outcome);

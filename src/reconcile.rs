@@ -816,6 +816,8 @@ impl Reconciler {
             let mut cache = cache.lock().unwrap_or_else(|p| p.into_inner());
             if cache.is_empty() {
                 *cache = validate::Cache::load(&root);
+                // The first check of a process would compile them.
+                validate::prepare_schemas();
             }
         })
     }
@@ -1148,7 +1150,10 @@ impl Checked {
         let tree = {
             let known = cache.reading();
             source.read_tree(commit, subpath.as_deref(), opts.max_file_size, &|blob| {
-                known.get(&blob).copied().unwrap_or(Cached::Unknown)
+                known
+                    .get(&crate::tree::key(blob))
+                    .copied()
+                    .unwrap_or(Cached::Unknown)
             })?
         };
         let reader = tree.reader.clone();

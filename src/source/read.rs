@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use git2::{ObjectType, Oid, Repository};
 
 use super::SourceError;
-use crate::tree::{BlobReader, Cached, Content, EntryKind, Tree, TreeEntry};
+use crate::tree::{BlobKey, BlobReader, Cached, Content, EntryKind, Tree, TreeEntry, key};
 
 /// Files in one commit's config root. A config repo of 100,000 files
 /// applies in seconds (RELIABILITY.md); far more is abuse, and every file
@@ -248,10 +248,10 @@ fn read_blobs(
     too_large: impl Fn(u64) -> SourceError,
 ) -> Result<Vec<TreeEntry>, SourceError> {
     let odb = repo.odb().map_err(&read_error)?;
-    let mut learnt: HashMap<Oid, Learnt> = HashMap::new();
+    let mut learnt: foldhash::HashMap<BlobKey, Learnt> = foldhash::HashMap::default();
     let mut total: u64 = 0;
     for (_, id) in &blobs {
-        let this = match learnt.get(id) {
+        let this = match learnt.get(&key(*id)) {
             Some(this) => *this,
             None => {
                 let this = match cached(*id) {
@@ -261,7 +261,7 @@ fn read_blobs(
                         Learnt::Header(odb.read_header(*id).map_err(&read_error)?.0 as u64)
                     }
                 };
-                learnt.insert(*id, this);
+                learnt.insert(key(*id), this);
                 this
             }
         };
@@ -281,7 +281,7 @@ fn read_blobs(
     let mut wanted: Vec<Oid> = blobs
         .iter()
         .map(|(_, id)| *id)
-        .filter(|id| match learnt.get(id) {
+        .filter(|id| match learnt.get(&key(*id)) {
             Some(Learnt::Header(size)) => *size <= max_file_size,
             Some(Learnt::Unread(_)) => false,
             _ => true,
@@ -293,7 +293,7 @@ fn read_blobs(
     // Known blobs had no header read: their sizes count now, once per
     // entry, before any entry copies them.
     for (_, id) in &blobs {
-        if let Some(Learnt::Known) = learnt.get(id)
+        if let Some(Learnt::Known) = learnt.get(&key(*id))
             && let Some(data) = read.get(id)
         {
             total = total.saturating_add(data.len() as u64);
@@ -303,13 +303,13 @@ fn read_blobs(
         }
     }
     // Uses left of each blob: a shared one is copied until its last entry.
-    let mut uses: HashMap<Oid, usize> = HashMap::new();
+    let mut uses: foldhash::HashMap<BlobKey, usize> = foldhash::HashMap::default();
     for (_, id) in &blobs {
-        *uses.entry(*id).or_default() += 1;
+        *uses.entry(key(*id)).or_default() += 1;
     }
     let mut out = Vec::with_capacity(blobs.len());
     for (path, id) in blobs {
-        let left = uses.get_mut(&id).map_or(0, |n| {
+        let left = uses.get_mut(&key(id)).map_or(0, |n| {
             *n -= 1;
             *n
         });
@@ -318,7 +318,7 @@ fn read_blobs(
         } else {
             read.get(&id).cloned()
         };
-        let content = match (data, learnt.get(&id)) {
+        let content = match (data, learnt.get(&key(id))) {
             (None, Some(&Learnt::Unread(size))) => Content::Unread { size },
             (Some(data), _) if data.len() as u64 > max_file_size => Content::TooLarge {
                 size: data.len() as u64,

@@ -31,12 +31,12 @@ use crate::bundle::{
     POLICIES_MAP, PlainFile, PolicyEntry, TEMPLATES_DIR, TYK_CONF, TYK_INDEX,
 };
 use crate::gateway::GatewayVersion;
-use crate::tree::{Cached, Content, EntryKind, Tree};
+use crate::tree::{BlobKey, Cached, Content, EntryKind, Tree, key};
 use analyse::{Analysis, Companion, Facts, Role};
 pub use report::{Finding, Format, Report, Severity, render};
 /// Drops the compiled schemas (a sidecar between syncs); the next check
 /// compiles them again.
-pub use schema::release as release_schemas;
+pub use schema::{prepare as prepare_schemas, release as release_schemas};
 
 pub const DEFAULT_MAX_FILE_SIZE: u64 = 4 * 1024 * 1024;
 
@@ -96,14 +96,14 @@ impl Cache {
     /// What the cache knows of each blob it holds, for the reader: a blob
     /// whose every analysis is a `standalone` API definition need not be
     /// read (`Cached::Unneeded`); the others are `Known`.
-    pub fn reading(&self) -> HashMap<Oid, Cached> {
-        let mut out: HashMap<Oid, Cached> = HashMap::with_capacity(self.entries.len());
+    pub fn reading(&self) -> HashMap<BlobKey, Cached> {
+        let mut out: HashMap<BlobKey, Cached> = HashMap::with_capacity(self.entries.len());
         for ((blob, role), analysis) in &self.entries {
             let this = match standalone(*role, analysis) {
                 Some(size) => Cached::Unneeded { size },
                 None => Cached::Known,
             };
-            out.entry(*blob)
+            out.entry(key(*blob))
                 .and_modify(|seen| {
                     if *seen != this {
                         *seen = Cached::Known;
@@ -846,7 +846,7 @@ mod tests {
             .collect();
         let mut unread = 0;
         for entry in &mut tree.entries {
-            if let Some(Cached::Unneeded { size }) = reading.get(&entry.blob) {
+            if let Some(Cached::Unneeded { size }) = reading.get(&key(entry.blob)) {
                 entry.content = Content::Unread { size: *size };
                 unread += 1;
             }

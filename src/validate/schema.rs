@@ -182,6 +182,12 @@ fn schemas() -> Arc<Schemas> {
         .clone()
 }
 
+/// Compiles the schemas now rather than at the first check: a new process
+/// does it while Git fetches.
+pub fn prepare() {
+    schemas();
+}
+
 /// Drops the compiled schemas once the checks under way are done with
 /// them; the next check compiles them again.
 pub fn release() {
