@@ -8,7 +8,7 @@
 
 use std::collections::BTreeSet;
 
-use foldhash::{HashMap, HashSet, HashSetExt};
+use foldhash::{HashMap, HashSet};
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::os::fd::AsRawFd;
@@ -116,8 +116,8 @@ pub struct Inventory {
     name: String,
     /// `(path, blob id)` as its manifest lists them, sorted by path.
     listed: Vec<(String, String)>,
-    /// Paths of what is in the directory: regular files (`true`) and
-    /// anything else that is not a folder (`false`).
+    /// Paths of what is in the directory, sorted: regular files (`true`)
+    /// and anything else that is not a folder (`false`).
     present: Vec<(String, bool)>,
     /// Its folders, by path.
     dirs: Vec<String>,
@@ -271,7 +271,7 @@ impl Revisions {
         recycle: Option<Inventory>,
         reader: Option<&BlobReader>,
     ) -> Result<Manifest, ApplyError> {
-        let (manifest, oids) = listed(manifest_base, files)?;
+        let (manifest, oids, order) = listed(manifest_base, files)?;
         let final_dir = self.path_of(name);
         if final_dir.exists() {
             if self.manifest(name).ok().as_ref() == Some(&manifest) {
@@ -289,14 +289,17 @@ impl Revisions {
         let staging = self
             .dir()
             .join(format!("{STAGING_PREFIX}{name}-{}", std::process::id()));
-        let needed_dirs: BTreeSet<&Path> = files
+        let parents: HashSet<&str> = files
             .iter()
-            .flat_map(|f| Path::new(&f.path).ancestors().skip(1))
-            .filter(|d| !d.as_os_str().is_empty())
+            .filter_map(|f| f.path.rsplit_once('/').map(|(parent, _)| parent))
+            .collect();
+        let needed_dirs: BTreeSet<&str> = parents
+            .into_iter()
+            .flat_map(|p| p.match_indices('/').map(|(at, _)| &p[..at]).chain([p]))
             .collect();
         let recycle = recycle.filter(|old| old.name != name);
         let recycled = match &recycle {
-            Some(old) => self.recycle(old, &staging, &manifest.files, &needed_dirs)?,
+            Some(old) => self.recycle(old, &staging, &manifest.files, &order, &needed_dirs)?,
             None => None,
         };
         let recycle = recycle.as_ref().map(Inventory::name);
@@ -324,7 +327,7 @@ impl Revisions {
         staging: &Path,
         files: &[OutFile<'_>],
         oids: Vec<Oid>,
-        kept: &HashSet<&str>,
+        kept: &[bool],
         recycle: Option<&str>,
         reader: Option<&BlobReader>,
     ) -> Result<(), ApplyError> {
@@ -335,7 +338,9 @@ impl Revisions {
         let unkept: Vec<(&OutFile<'_>, Oid)> = files
             .iter()
             .zip(oids)
-            .filter(|(f, _)| !kept.contains(f.path.as_str()))
+            .enumerate()
+            .filter(|(i, _)| kept.get(*i) != Some(&true))
+            .map(|(_, file)| file)
             .collect();
         let previous = self.previous_files(unkept.len())?;
         let mut work: Vec<(&OutFile<'_>, Option<Vec<u8>>)> = Vec::new();
@@ -360,7 +365,7 @@ impl Revisions {
             work.push((f, f.unread.map(unread).transpose()?));
         }
         tracing::debug!(
-            kept = kept.len(),
+            kept = kept.iter().filter(|k| **k).count(),
             linked,
             written = work.len(),
             recycled = recycle.unwrap_or(""),
@@ -507,11 +512,12 @@ impl Revisions {
             .iter()
             .map(|(path, oid)| (path.to_string(), oid.to_string()))
             .collect();
-        let present = listed
+        let mut present: Vec<(String, bool)> = listed
             .iter()
             .map(|(path, _)| (path.clone(), true))
             .chain([(MANIFEST.to_string(), true)])
             .collect();
+        present.sort_unstable();
         Ok(Some(Inventory {
             name: SPARE.to_string(),
             listed,
@@ -581,6 +587,7 @@ impl Revisions {
                 }
             }
         }
+        inventory.present.sort_unstable();
         Ok(Some(inventory))
     }
 
@@ -588,24 +595,29 @@ impl Revisions {
     /// shares with the new revision (same path, same blob id by its
     /// manifest; `new` is the new manifest's list, sorted by path):
     /// everything else is removed, including anything its manifest does not
-    /// list. Returns the paths kept, or `None` when `old` is gone or is
-    /// `current` (then nothing was moved).
+    /// list. Returns which of the new files (by their index in `files`;
+    /// `new[k]` is `files[order[k]]`) it kept, or `None` when `old` is gone
+    /// or is `current` (then nothing was moved).
     /// Files are only ever unlinked here, never written: they may be hard
     /// links shared with `current`.
-    fn recycle<'m>(
+    fn recycle(
         &self,
         old: &Inventory,
         staging: &Path,
-        new: &'m [(String, String)],
-        needed_dirs: &BTreeSet<&Path>,
-    ) -> Result<Option<HashSet<&'m str>>, ApplyError> {
+        new: &[(String, String)],
+        order: &[usize],
+        needed_dirs: &BTreeSet<&str>,
+    ) -> Result<Option<Vec<bool>>, ApplyError> {
         if self.current()?.as_deref() == Some(old.name.as_str()) {
             return Ok(None);
         }
         // Both lists are sorted by path: one merge finds the files to keep.
-        let mut matched: HashSet<&'m str> = HashSet::with_capacity(new.len());
-        let (mut old_files, mut new_files) = (old.listed.iter().peekable(), new.iter().peekable());
-        while let (Some((old_path, old_oid)), Some((new_path, new_oid))) =
+        let mut matched = vec![false; new.len()];
+        let (mut old_files, mut new_files) = (
+            old.listed.iter().peekable(),
+            new.iter().zip(matched.iter_mut()).peekable(),
+        );
+        while let (Some((old_path, old_oid)), Some(((new_path, new_oid), _))) =
             (old_files.peek(), new_files.peek())
         {
             match old_path.cmp(new_path) {
@@ -616,11 +628,11 @@ impl Revisions {
                     new_files.next();
                 }
                 std::cmp::Ordering::Equal => {
-                    if old_oid == new_oid {
-                        matched.insert(new_path.as_str());
-                    }
+                    let same = old_oid == new_oid;
                     old_files.next();
-                    new_files.next();
+                    if let Some((_, matched)) = new_files.next() {
+                        *matched = same;
+                    }
                 }
             }
         }
@@ -646,23 +658,26 @@ impl Revisions {
         for stray in &old.strays {
             remove(stray, staging.join(stray).is_dir())?;
         }
-        // What was really there: a matched file missing from the directory
-        // is not kept (it is linked or written like a changed one), and
-        // whatever is there unmatched goes.
-        let mut kept = HashSet::with_capacity(matched.len());
+        // What was really there (sorted by path too): a matched file
+        // missing from the directory is not kept (it is linked or written
+        // like a changed one), and whatever is there unmatched goes.
+        let mut kept = vec![false; order.len()];
+        let mut k = 0;
         for (rel, is_file) in &old.present {
-            match matched.get(rel.as_str()).filter(|_| *is_file) {
-                Some(path) => {
-                    kept.insert(*path);
-                }
-                None => remove(Path::new(rel), false)?,
+            while k < new.len() && new[k].0 < *rel {
+                k += 1;
+            }
+            if *is_file && k < new.len() && new[k].0 == *rel && matched[k] {
+                kept[order[k]] = true;
+            } else {
+                remove(Path::new(rel), false)?;
             }
         }
         // Folders no new file lives in hold nothing kept; deepest first.
         let mut dirs: Vec<&String> = old.dirs.iter().collect();
         dirs.sort_by_key(|d| std::cmp::Reverse(d.len()));
         for dir in dirs {
-            if !needed_dirs.contains(Path::new(dir)) {
+            if !needed_dirs.contains(dir.as_str()) {
                 remove(Path::new(dir), true)?;
             }
         }
@@ -798,28 +813,32 @@ fn link_all<'a>(
     Ok(made.into_iter().map(str::to_string).collect())
 }
 
-/// The manifest of `files` (each path checked, listed with its blob id)
-/// and the blob ids in the order of `files`.
+/// The manifest of `files` (each path checked, listed with its blob id,
+/// sorted), the blob ids in the order of `files`, and where each manifest
+/// entry comes from (`manifest.files[k]` is `files[order[k]]`).
 fn listed(
     manifest_base: Manifest,
     files: &[OutFile<'_>],
-) -> Result<(Manifest, Vec<Oid>), ApplyError> {
+) -> Result<(Manifest, Vec<Oid>, Vec<usize>), ApplyError> {
     let mut oids = Vec::with_capacity(files.len());
     for f in files {
         check_relative(&f.path)?;
         oids.push(f.blob.unwrap_or_else(|| blob_id(&f.bytes)));
     }
-    let mut listed: Vec<(String, String)> = files
-        .iter()
-        .zip(&oids)
-        .map(|(f, oid)| (f.path.clone(), oid.to_string()))
-        .collect();
-    listed.sort();
+    let mut order: Vec<usize> = (0..files.len()).collect();
+    // By path, then blob id: the order of the hex ids as text.
+    order.sort_unstable_by(|&a, &b| {
+        (files[a].path.as_str(), oids[a].as_bytes())
+            .cmp(&(files[b].path.as_str(), oids[b].as_bytes()))
+    });
     let manifest = Manifest {
-        files: listed,
+        files: order
+            .iter()
+            .map(|&i| (files[i].path.clone(), oids[i].to_string()))
+            .collect(),
         ..manifest_base
     };
-    Ok((manifest, oids))
+    Ok((manifest, oids, order))
 }
 
 /// Writes the manifest last and makes everything in `staging` durable:

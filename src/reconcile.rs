@@ -325,6 +325,8 @@ impl Reconciler {
     /// with the remote, whose ref advertisement is the listing; its pack
     /// comes on the same connection when the commit is new.
     pub async fn resolve(&self) -> Result<Commit, SyncError> {
+        // What the next write recycles is read meanwhile (when due).
+        let _preparing = self.prepare();
         let source = self.source.clone();
         self.git(move || source.fetch_tip()).await
     }
@@ -374,10 +376,8 @@ impl Reconciler {
         let commit = match pinned {
             Some(c) => c,
             None => {
-                // A new process reads the saved analyses while Git works,
-                // and the next write's directory is made ready meanwhile.
+                // A new process reads the saved analyses while Git works.
                 let _loading = self.load_analyses();
-                let _preparing = self.prepare();
                 self.resolve().await?
             }
         };
