@@ -12,7 +12,7 @@ use foldhash::{HashMap, HashSet};
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::os::fd::AsRawFd;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use git2::Oid;
 use serde::{Deserialize, Serialize};
@@ -159,7 +159,9 @@ impl Revisions {
                 } else {
                     fs::remove_file(&path)
                 };
-                removed.map_err(io_err("remove", &path))?;
+                // Gone already: the read-ahead (`prepare`) opens the root
+                // too, and may be removing the same leftover.
+                gone(removed, &path)?;
             }
         }
         for entry in fs::read_dir(root).map_err(io_err("list", root))? {
@@ -170,7 +172,7 @@ impl Revisions {
                 .starts_with(CURRENT_TMP_PREFIX)
             {
                 let path = entry.path();
-                fs::remove_file(&path).map_err(io_err("remove", &path))?;
+                gone(fs::remove_file(&path), &path)?;
             }
         }
         Ok(revs)
@@ -650,10 +652,7 @@ impl Revisions {
                 true => fs::remove_dir_all(&path),
                 false => fs::remove_file(&path),
             };
-            match removed {
-                Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err("remove", &path)(e)),
-                _ => Ok(()),
-            }
+            gone(removed, &path)
         };
         for stray in &old.strays {
             remove(stray, staging.join(stray).is_dir())?;
@@ -874,12 +873,16 @@ fn write_files(staging: &Path, part: &[(&OutFile<'_>, Option<Vec<u8>>)]) -> Resu
 }
 
 /// Only plain relative paths may be written: no `..`, no absolute paths,
-/// nothing that could escape the revision directory.
+/// nothing that could escape the revision directory. The same verdicts as
+/// requiring every `Path::components` to be `Normal` (which skips empty and
+/// inner `.` parts), from the bytes: it runs for every file of every write.
 fn check_relative(path: &str) -> Result<(), ApplyError> {
-    let p = Path::new(path);
     let plain = !path.is_empty()
-        && p.components().all(|c| matches!(c, Component::Normal(_)))
-        && !path.ends_with('/');
+        && !path.ends_with('/')
+        && path
+            .split('/')
+            .enumerate()
+            .all(|(i, part)| part != ".." && (i > 0 || (!part.is_empty() && part != ".")));
     if plain {
         Ok(())
     } else {
@@ -897,6 +900,14 @@ fn sync_filesystem(path: &Path) -> Result<(), ApplyError> {
         return Err(io_err("sync", path)(io::Error::last_os_error()));
     }
     Ok(())
+}
+
+/// The result of removing `path`, where already gone counts as removed.
+fn gone(removed: io::Result<()>, path: &Path) -> Result<(), ApplyError> {
+    match removed {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err("remove", path)(e)),
+        _ => Ok(()),
+    }
 }
 
 fn fsync_dir(path: &Path) -> Result<(), ApplyError> {
@@ -1184,6 +1195,44 @@ mod tests {
         let ino = |rev: &str, f: &str| fs::metadata(revs.path_of(rev).join(f)).unwrap().ino();
         for (i, (path, _)) in bodies.iter().enumerate() {
             assert_eq!(ino("one", path) == ino("two", path), i != 7, "{path}");
+        }
+    }
+
+    #[test]
+    fn relative_paths_are_judged_as_by_their_components() {
+        let by_components = |path: &str| {
+            !path.is_empty()
+                && Path::new(path)
+                    .components()
+                    .all(|c| matches!(c, std::path::Component::Normal(_)))
+                && !path.ends_with('/')
+        };
+        for path in [
+            "apps/a.json",
+            "a",
+            "a//b",
+            "a/./b",
+            "a/.",
+            "a/..",
+            "./a",
+            ".",
+            "..",
+            "/a",
+            "a/../b",
+            "",
+            "a/",
+            "//a",
+            ".a",
+            "a/.b",
+            "...",
+            "a/.../b",
+            "a\\..\\b",
+        ] {
+            assert_eq!(
+                check_relative(path).is_ok(),
+                by_components(path),
+                "{path:?}"
+            );
         }
     }
 
