@@ -71,7 +71,7 @@ impl Default for Options {
 /// keeps only the entries its tree used, so it never outgrows one commit.
 #[derive(Debug, Default)]
 pub struct Cache {
-    entries: HashMap<(Oid, Role), Arc<Analysis>>,
+    entries: HashMap<(BlobKey, Role), Arc<Analysis>>,
     /// Changed since loaded or saved.
     dirty: bool,
     /// Analyses made since loaded or saved.
@@ -103,7 +103,7 @@ impl Cache {
                 Some(size) => Cached::Unneeded { size },
                 None => Cached::Known,
             };
-            out.entry(key(*blob))
+            out.entry(*blob)
                 .and_modify(|seen| {
                     if *seen != this {
                         *seen = Cached::Known;
@@ -117,7 +117,7 @@ impl Cache {
     /// Whether the analysis of `blob` as `role` is enough without its bytes.
     fn answers_unread(&self, blob: Oid, role: Role) -> bool {
         self.entries
-            .get(&(blob, role))
+            .get(&(key(blob), role))
             .is_some_and(|a| standalone(role, a).is_some())
     }
 
@@ -132,16 +132,16 @@ impl Cache {
             .iter()
             .filter(|(blob, role, _)| {
                 !blob.is_zero()
-                    && !self.entries.contains_key(&(*blob, *role))
-                    && seen.insert((*blob, *role))
+                    && !self.entries.contains_key(&(key(*blob), *role))
+                    && seen.insert((key(*blob), *role))
             })
             .collect();
         if crate::par::threads() == 1 || misses.len() < PARALLEL_FROM {
             return;
         }
-        let analysed: Vec<((Oid, Role), Analysis)> = crate::par::chunks(&misses, |part| {
+        let analysed: Vec<((BlobKey, Role), Analysis)> = crate::par::chunks(&misses, |part| {
             part.iter()
-                .map(|(blob, role, bytes)| ((*blob, *role), analyse::analyse(*role, bytes)))
+                .map(|(blob, role, bytes)| ((key(*blob), *role), analyse::analyse(*role, bytes)))
                 .collect::<Vec<_>>()
         })
         .into_iter()
@@ -160,17 +160,17 @@ impl Cache {
         blob: Oid,
         role: Role,
         bytes: &[u8],
-        used: &mut HashSet<(Oid, Role)>,
+        used: &mut HashSet<(BlobKey, Role)>,
     ) -> Arc<Analysis> {
         // A zero id means "unknown" (entries built by hand): never share it.
         if blob.is_zero() {
             self.analysed += 1;
             return Arc::new(analyse::analyse(role, bytes));
         }
-        used.insert((blob, role));
+        used.insert((key(blob), role));
         let (dirty, analysed, unsaved) = (&mut self.dirty, &mut self.analysed, &mut self.unsaved);
         self.entries
-            .entry((blob, role))
+            .entry((key(blob), role))
             .or_insert_with(|| {
                 *dirty = true;
                 *analysed += 1;
@@ -521,7 +521,7 @@ fn read_index(
     tree: &Tree,
     opts: &Options,
     cache: &mut Cache,
-    used: &mut HashSet<(Oid, Role)>,
+    used: &mut HashSet<(BlobKey, Role)>,
     report: &mut Report,
 ) -> Option<Index> {
     let entry = tree.get(TYK_INDEX)?;

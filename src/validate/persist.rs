@@ -116,7 +116,7 @@ impl Cache {
                 .entries
                 .iter()
                 .map(|((blob, role), analysis)| EntryOut {
-                    blob: blob.to_string(),
+                    blob: hex::encode(blob),
                     role: *role,
                     analysis,
                 })
@@ -153,7 +153,10 @@ fn read(path: &Path) -> Result<Option<Cache>, String> {
         if blob.is_zero() {
             return Err("an entry without a blob id".into());
         }
-        entries.insert((blob, entry.role), Arc::new(entry.analysis));
+        entries.insert(
+            (crate::tree::key(blob), entry.role),
+            Arc::new(entry.analysis),
+        );
     }
     Ok(Some(Cache {
         entries,
