@@ -13,6 +13,7 @@ use std::fs::{self, File};
 use std::io::{self, Write};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use git2::Oid;
 use serde::{Deserialize, Serialize};
@@ -459,8 +460,14 @@ impl Revisions {
     /// file of `current` hard-linked into it (its manifest last, then one
     /// rename). Once a revision is past `keep`, the spare is not needed and
     /// goes. Meant to run while Git fetches; a write waits for it (the
-    /// caller holds one lock around both).
-    pub fn prepare(&self, keep: usize, protect: &[&str]) -> Result<Option<Inventory>, ApplyError> {
+    /// caller holds one lock around both). `linking` is set while a spare
+    /// is being made, the one part worth waiting for before an exit.
+    pub fn prepare(
+        &self,
+        keep: usize,
+        protect: &[&str],
+        linking: &AtomicBool,
+    ) -> Result<Option<Inventory>, ApplyError> {
         let spare = self.path_of(SPARE);
         if let Some(old) = self.surplus(keep, protect)? {
             if spare.exists() {
@@ -501,6 +508,7 @@ impl Revisions {
             std::process::id(),
             rand::random::<u32>()
         ));
+        linking.store(true, Ordering::Relaxed);
         let linked = link_all(&base, &building, listed.iter().map(|(path, _)| path))
             .and_then(|dirs| {
                 let manifest = building.join(MANIFEST);
@@ -514,6 +522,7 @@ impl Revisions {
         if linked.is_err() {
             let _ = fs::remove_dir_all(&building);
         }
+        linking.store(false, Ordering::Relaxed);
         // Just made: what it holds is what was linked, no need to list it.
         let listed: Vec<(String, String)> = listed
             .iter()
@@ -1099,13 +1108,19 @@ mod tests {
         revs.publish("r1").unwrap();
         assert_eq!(revs.surplus(3, &[]).unwrap(), None);
 
-        let ready = revs.prepare(3, &[]).unwrap().expect("a spare");
+        let ready = revs
+            .prepare(3, &[], &AtomicBool::new(false))
+            .unwrap()
+            .expect("a spare");
         assert_eq!(ready.name(), SPARE);
         let ino = |dir: &Path, f: &str| fs::metadata(dir.join(f)).unwrap().ino();
         let (r1, spare) = (revs.path_of("r1"), revs.path_of(SPARE));
         assert_eq!(ino(&spare, "apps/a.json"), ino(&r1, "apps/a.json"));
         // Ready once: preparing again reads it, links nothing new.
-        let again = revs.prepare(3, &[]).unwrap().expect("the spare");
+        let again = revs
+            .prepare(3, &[], &AtomicBool::new(false))
+            .unwrap()
+            .expect("the spare");
         assert_eq!(ino(&spare, "apps/a.json"), ino(&r1, "apps/a.json"));
         assert_eq!(again.listed, ready.listed);
 
@@ -1121,9 +1136,9 @@ mod tests {
 
         // No revision past keep 3 yet: a new spare. Past keep 1, r2 is
         // recycled and the spare goes.
-        revs.prepare(3, &[]).unwrap();
+        revs.prepare(3, &[], &AtomicBool::new(false)).unwrap();
         assert!(spare.exists());
-        let surplus = revs.prepare(1, &[]).unwrap();
+        let surplus = revs.prepare(1, &[], &AtomicBool::new(false)).unwrap();
         assert!(surplus.is_some_and(|s| s.name() == "r2"));
         assert!(!spare.exists());
     }

@@ -37,7 +37,9 @@ pub fn sync(args: SyncArgs) -> Exit {
             Some(hint) => Some(reconciler.vouch(hint).await?.into_commit()),
             None => None,
         };
-        reconciler.sync(pinned).await
+        let result = reconciler.sync(pinned).await;
+        reconciler.settle().await;
+        result
     };
     let result = runtime.block_on(once);
     // A Git operation cut by its time limit may still be blocked in

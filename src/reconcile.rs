@@ -204,6 +204,10 @@ pub struct Reconciler {
     /// Whether the next pass reads ahead: its first, and each after one
     /// that may have written a revision.
     prepare_due: Arc<AtomicBool>,
+    /// The read-ahead under way, and whether it is making a spare: see
+    /// `settle`.
+    preparing: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    linking: Arc<AtomicBool>,
     /// When the last pass that read a commit ended, or the process
     /// started (see `pass`); `None` once the sidecar went idle since.
     last_built: Mutex<Option<Instant>>,
@@ -237,6 +241,8 @@ impl Reconciler {
             last_built: Mutex::new(Some(Instant::now())),
             prepared: Arc::new(Mutex::new(None)),
             prepare_due: Arc::new(AtomicBool::new(true)),
+            preparing: Mutex::new(None),
+            linking: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -326,7 +332,9 @@ impl Reconciler {
     /// comes on the same connection when the commit is new.
     pub async fn resolve(&self) -> Result<Commit, SyncError> {
         // What the next write recycles is read meanwhile (when due).
-        let _preparing = self.prepare();
+        if let Some(task) = self.prepare() {
+            *self.preparing.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
+        }
         let source = self.source.clone();
         self.git(move || source.fetch_tip()).await
     }
@@ -400,11 +408,12 @@ impl Reconciler {
         let mut last = self.last_built.lock().unwrap_or_else(|p| p.into_inner());
         if !matches!(result, Ok(Outcome::Unchanged { .. })) {
             *last = Some(Instant::now());
-            // What was read ahead may be gone or renamed now.
-            self.prepared
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .take();
+            // What was read ahead may be gone or renamed now. The write
+            // took it if it ran; a read-ahead still under way (the pass
+            // failed before writing) reads what no write has touched.
+            if let Ok(mut slot) = self.prepared.try_lock() {
+                slot.take();
+            }
             self.prepare_due.store(true, Ordering::Relaxed);
             crate::memory::give_back();
         } else if last.is_some_and(|at| at.elapsed() >= SCHEMAS_IDLE) {
@@ -822,6 +831,21 @@ impl Reconciler {
         })
     }
 
+    /// Waits for the read-ahead under way when it is making a spare: a
+    /// one-shot `sync` that exits in the middle would leave it to the next
+    /// process to remove and start over. Reading what exists is not waited
+    /// for: only the write it was for would use it.
+    pub async fn settle(&self) {
+        let task = self
+            .preparing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(task) = task.filter(|_| self.linking.load(Ordering::Relaxed)) {
+            let _ = task.await;
+        }
+    }
+
     /// When due, reads ahead what the next write recycles, making a spare
     /// if needed (`Revisions::prepare`), on a blocking thread. Errors only
     /// cost the next write its shortcut: logged at debug level.
@@ -830,13 +854,14 @@ impl Reconciler {
             return None;
         }
         let (slot, due) = (self.prepared.clone(), self.prepare_due.clone());
+        let linking = self.linking.clone();
         let (root, keep) = (self.config.root.clone(), self.config.keep_revisions);
         let state = self.state();
         Some(tokio::task::spawn_blocking(move || {
             let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
             let protect = protected(&state);
             let protect: Vec<&str> = protect.iter().map(String::as_str).collect();
-            match Revisions::open(&root).and_then(|r| r.prepare(keep, &protect)) {
+            match Revisions::open(&root).and_then(|r| r.prepare(keep, &protect, &linking)) {
                 Ok(inventory) => *slot = inventory,
                 Err(e) => {
                     due.store(true, Ordering::Relaxed);
