@@ -461,3 +461,46 @@ fn pinning_a_sha_on_a_stock_server_applies_the_tip_an_older_commit_and_a_rollbac
     assert!(!ran.stderr.contains("timed out"), "{}", ran.stderr);
     assert_eq!(node.current_sha(), shas[4]);
 }
+
+#[test]
+fn the_first_change_after_a_cold_sync_recycles_a_spare_made_before_it() {
+    // No revision is past --keep-revisions yet: a no-change sync leaves a
+    // spare (links of current's files), whole, and the next change is
+    // made from it instead of linking every file again.
+    let repo = two_api_repo();
+    let node = Node::new();
+    Tg::sync_node(&repo.url(), &node).run().ok();
+    let cold = fs::canonicalize(node.current()).unwrap();
+    Tg::sync_node(&repo.url(), &node).run().ok();
+    let revisions = node.root().join("revisions");
+    let spare = revisions.join(".spare");
+    let ino = |dir: &Path, f: &str| fs::metadata(dir.join(f)).unwrap().ino();
+    assert_eq!(
+        ino(&spare, "apps/alpha.json"),
+        ino(&cold, "apps/alpha.json")
+    );
+    assert!(spare.join(".revision").is_file());
+    let names: Vec<String> = fs::read_dir(&revisions)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names.iter().all(|n| !n.starts_with(".spare-new-")),
+        "{names:?}"
+    );
+    // The spare's directory becomes the new revision: its alpha.json is
+    // the very file (one inode), while current keeps its own.
+    let spare_ino = fs::metadata(&spare).unwrap().ino();
+    let mut beta = api_json("beta");
+    beta["proxy"]["target_url"] = "http://changed:8080/".into();
+    repo.json("apps/beta.json", &beta);
+    repo.commit("change beta");
+    Tg::sync_node(&repo.url(), &node).run().ok();
+    let next = fs::canonicalize(node.current()).unwrap();
+    assert_ne!(next, cold);
+    assert_eq!(fs::metadata(&next).unwrap().ino(), spare_ino);
+    assert!(!spare.exists());
+    assert_eq!(ino(&next, "apps/alpha.json"), ino(&cold, "apps/alpha.json"));
+    assert_ne!(ino(&next, "apps/beta.json"), ino(&cold, "apps/beta.json"));
+    assert_eq!(node.apis(), ids(&["alpha", "beta"]));
+}
