@@ -415,12 +415,25 @@ fn sigkill_at_random_instants_never_leaves_a_mixed_or_partial_revision() {
         served = next;
     }
     // After all that, leftovers of killed runs are gone once a run completes.
+    // A spare (`.spare`, links of a revision kept ready for the next write)
+    // is no leftover, but it must be whole: every file its manifest lists.
     let leftovers: Vec<String> = fs::read_dir(root.join("revisions"))
         .expect("revisions")
         .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with('.'))
+        .filter(|n| n.starts_with('.') && n != ".spare")
         .collect();
     assert!(leftovers.is_empty(), "left behind: {leftovers:?}");
+    let spare = root.join("revisions/.spare");
+    if spare.exists() {
+        let manifest: Value = serde_json::from_slice(
+            &fs::read(spare.join(".revision")).expect("the spare's manifest"),
+        )
+        .expect("the spare's manifest is whole");
+        for file in manifest["files"].as_array().expect("files") {
+            let path = file[0].as_str().expect("path");
+            assert!(spare.join(path).is_file(), "the spare lacks {path}");
+        }
+    }
     eprintln!(
         "RESULT crash-random: {kills} kills ({per_outcome:?}; {landed} serving the target), \
          {kills} next runs completed and verified (mean {:?}, max {max_recovery:?}), \
