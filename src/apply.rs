@@ -31,10 +31,10 @@ const STAGING_PREFIX: &str = ".staging-";
 const TRASH_PREFIX: &str = ".trash-";
 /// A hard-linked copy of a revision, kept ready for the next write to
 /// recycle while no revision is past `--keep-revisions` yet (the first
-/// revisions after a cold sync): see `prepare_spare`. Never a revision:
+/// revisions after a cold sync): see `prepare`. Never a revision:
 /// never published, never pruned as one, ignored by `open`.
 const SPARE: &str = ".spare";
-/// A spare being linked; only `prepare_spare` removes leftovers, as a
+/// A spare being linked; only `prepare` removes leftovers, as a
 /// spare may be in the making while the same process opens the root.
 const SPARE_NEW_PREFIX: &str = ".spare-new-";
 const CURRENT: &str = "current";
@@ -75,38 +75,14 @@ pub struct Manifest {
     pub files: Vec<(String, String)>,
 }
 
-/// The `files` of a manifest, read without copying a string when none is
-/// escaped (the usual case): all that recycling and linking need of it.
-enum ListedFiles<'a> {
-    Borrowed(Vec<(&'a str, &'a str)>),
-    Owned(Vec<(String, String)>),
-}
-
-impl<'a> ListedFiles<'a> {
-    /// `None` when `bytes` is not a manifest.
-    fn parse(bytes: &'a [u8]) -> Option<ListedFiles<'a>> {
-        #[derive(Deserialize)]
-        struct Files<'a> {
-            #[serde(borrow)]
-            files: Vec<(&'a str, &'a str)>,
-        }
-        match serde_json::from_slice::<Files<'a>>(bytes) {
-            Ok(listed) => Some(ListedFiles::Borrowed(listed.files)),
-            // A path with an escaped character cannot be borrowed.
-            Err(_) => serde_json::from_slice::<Manifest>(bytes)
-                .ok()
-                .map(|m| ListedFiles::Owned(m.files)),
-        }
+/// The `files` of the manifest in `bytes` (its ids skipped unread): all
+/// that recycling and linking need of it. `None` when it is no manifest.
+fn manifest_files(bytes: &[u8]) -> Option<Vec<(String, String)>> {
+    #[derive(Deserialize)]
+    struct Files {
+        files: Vec<(String, String)>,
     }
-
-    fn iter(&self) -> Box<dyn Iterator<Item = (&str, &str)> + '_> {
-        match self {
-            ListedFiles::Borrowed(files) => Box::new(files.iter().copied()),
-            ListedFiles::Owned(files) => {
-                Box::new(files.iter().map(|(p, o)| (p.as_str(), o.as_str())))
-            }
-        }
-    }
+    serde_json::from_slice::<Files>(bytes).ok().map(|f| f.files)
 }
 
 /// What an old revision holds, read ahead of a write that recycles it
@@ -148,34 +124,8 @@ impl Revisions {
         };
         let dir = revs.dir();
         fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
-        for entry in fs::read_dir(&dir).map_err(io_err("list", &dir))? {
-            let entry = entry.map_err(io_err("list", &dir))?;
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            if name.starts_with(STAGING_PREFIX) || name.starts_with(TRASH_PREFIX) {
-                let path = entry.path();
-                // A write probe is a file; staging and trash are directories.
-                let removed = if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                    fs::remove_dir_all(&path)
-                } else {
-                    fs::remove_file(&path)
-                };
-                // Gone already: the read-ahead (`prepare`) opens the root
-                // too, and may be removing the same leftover.
-                gone(removed, &path)?;
-            }
-        }
-        for entry in fs::read_dir(root).map_err(io_err("list", root))? {
-            let entry = entry.map_err(io_err("list", root))?;
-            if entry
-                .file_name()
-                .to_string_lossy()
-                .starts_with(CURRENT_TMP_PREFIX)
-            {
-                let path = entry.path();
-                gone(fs::remove_file(&path), &path)?;
-            }
-        }
+        remove_leftovers(&dir, &[STAGING_PREFIX, TRASH_PREFIX])?;
+        remove_leftovers(root, &[CURRENT_TMP_PREFIX])?;
         Ok(revs)
     }
 
@@ -296,10 +246,7 @@ impl Revisions {
             .iter()
             .filter_map(|f| f.path.rsplit_once('/').map(|(parent, _)| parent))
             .collect();
-        let needed_dirs: BTreeSet<&str> = parents
-            .into_iter()
-            .flat_map(|p| p.match_indices('/').map(|(at, _)| &p[..at]).chain([p]))
-            .collect();
+        let needed_dirs: BTreeSet<&str> = parents.into_iter().flat_map(folder_and_above).collect();
         let recycle = recycle.filter(|old| old.name != name);
         let recycled = match &recycle {
             Some(old) => self.recycle(old, &staging, &manifest.files, &order, &needed_dirs)?,
@@ -475,9 +422,10 @@ impl Revisions {
             }
             return self.inventory(&old);
         }
-        if let Some(ready) = self.spare() {
-            return self.inventory(ready);
+        if let Some(ready) = self.inventory(SPARE)? {
+            return Ok(Some(ready));
         }
+        // Without a readable manifest it is of no use.
         if spare.exists() {
             self.remove_revision(SPARE)?;
         }
@@ -488,46 +436,36 @@ impl Revisions {
         let Ok(bytes) = fs::read(base.join(MANIFEST)) else {
             return Ok(None);
         };
-        let Some(listed) = ListedFiles::parse(&bytes) else {
+        let Some(listed) = manifest_files(&bytes) else {
             return Ok(None);
         };
         let dir = self.dir();
-        for entry in fs::read_dir(&dir).map_err(io_err("list", &dir))? {
-            let entry = entry.map_err(io_err("list", &dir))?;
-            if entry
-                .file_name()
-                .to_string_lossy()
-                .starts_with(SPARE_NEW_PREFIX)
-            {
-                let path = entry.path();
-                fs::remove_dir_all(&path).map_err(io_err("remove", &path))?;
-            }
-        }
+        remove_leftovers(&dir, &[SPARE_NEW_PREFIX])?;
         let building = dir.join(format!(
             "{SPARE_NEW_PREFIX}{}-{}",
             std::process::id(),
             rand::random::<u32>()
         ));
         linking.store(true, Ordering::Relaxed);
-        let linked = link_all(&base, &building, listed.iter().map(|(path, _)| path))
-            .and_then(|dirs| {
-                let manifest = building.join(MANIFEST);
-                fs::write(&manifest, &bytes).map_err(io_err("write", &manifest))?;
-                Ok(dirs)
-            })
-            .and_then(|dirs| {
-                fs::rename(&building, &spare).map_err(io_err("rename", &building))?;
-                Ok(dirs)
-            });
+        let linked = link_all(
+            &base,
+            &building,
+            listed.iter().map(|(path, _)| path.as_str()),
+        )
+        .and_then(|dirs| {
+            let manifest = building.join(MANIFEST);
+            fs::write(&manifest, &bytes).map_err(io_err("write", &manifest))?;
+            Ok(dirs)
+        })
+        .and_then(|dirs| {
+            fs::rename(&building, &spare).map_err(io_err("rename", &building))?;
+            Ok(dirs)
+        });
         if linked.is_err() {
             let _ = fs::remove_dir_all(&building);
         }
         linking.store(false, Ordering::Relaxed);
         // Just made: what it holds is what was linked, no need to list it.
-        let listed: Vec<(String, String)> = listed
-            .iter()
-            .map(|(path, oid)| (path.to_string(), oid.to_string()))
-            .collect();
         let mut present: Vec<(String, bool)> = listed
             .iter()
             .map(|(path, _)| (path.clone(), true))
@@ -543,11 +481,21 @@ impl Revisions {
         }))
     }
 
-    /// The spare's name when one is ready (its manifest readable), for
-    /// `write` to recycle.
-    pub fn spare(&self) -> Option<&'static str> {
-        let bytes = fs::read(self.path_of(SPARE).join(MANIFEST)).ok()?;
-        ListedFiles::parse(&bytes).map(|_| SPARE)
+    /// What a write of a new revision recycles: the revision past `keep`
+    /// (see `surplus`), or else the spare, with its inventory; `ready` is
+    /// the one `prepare` read ahead, taken when it names the same.
+    pub fn recyclable(
+        &self,
+        keep: usize,
+        protect: &[&str],
+        ready: Option<Inventory>,
+    ) -> Result<Option<Inventory>, ApplyError> {
+        let old = self.surplus(keep, protect)?;
+        let old = old.as_deref().unwrap_or(SPARE);
+        match ready {
+            Some(ready) if ready.name == old => Ok(Some(ready)),
+            _ => self.inventory(old),
+        }
     }
 
     /// Reads what revision (or spare) `name` holds, for a write to recycle
@@ -558,15 +506,12 @@ impl Revisions {
         let Ok(bytes) = fs::read(dir.join(MANIFEST)) else {
             return Ok(None);
         };
-        let Some(listed) = ListedFiles::parse(&bytes) else {
+        let Some(listed) = manifest_files(&bytes) else {
             return Ok(None);
         };
         let mut inventory = Inventory {
             name: name.to_string(),
-            listed: listed
-                .iter()
-                .map(|(path, oid)| (path.to_string(), oid.to_string()))
-                .collect(),
+            listed,
             present: Vec::new(),
             dirs: Vec::new(),
             strays: Vec::new(),
@@ -730,12 +675,12 @@ impl Revisions {
         let Ok(bytes) = fs::read(base.join(MANIFEST)) else {
             return Ok(Previous::None);
         };
-        let Some(listed) = ListedFiles::parse(&bytes) else {
+        let Some(listed) = manifest_files(&bytes) else {
             return Ok(Previous::None);
         };
         let files = listed
-            .iter()
-            .filter_map(|(path, oid)| Some((path.to_string(), Oid::from_str(oid).ok()?)))
+            .into_iter()
+            .filter_map(|(path, oid)| Some((path, Oid::from_str(&oid).ok()?)))
             .collect();
         Ok(Previous::Listed { base, files })
     }
@@ -772,6 +717,13 @@ impl Previous {
     }
 }
 
+/// Folder `dir` (relative, `/`-separated) and every folder above it.
+fn folder_and_above(dir: &str) -> impl Iterator<Item = &str> {
+    dir.match_indices('/')
+        .map(|(at, _)| &dir[..at])
+        .chain([dir])
+}
+
 /// Hard-links each of `paths` (relative, as a manifest lists them) from
 /// `from` into the new directory `to`, creating folders as needed; returns
 /// the folders made (relative). Each link names its file relative to its
@@ -794,8 +746,7 @@ fn link_all<'a>(
                 let target = to.join(parent);
                 if !parent.is_empty() {
                     fs::create_dir_all(&target).map_err(io_err("create", &target))?;
-                    made.extend(parent.match_indices('/').map(|(at, _)| &parent[..at]));
-                    made.insert(parent);
+                    made.extend(folder_and_above(parent));
                 }
                 let source = from.join(parent);
                 new.insert((
@@ -912,6 +863,30 @@ fn sync_filesystem(path: &Path) -> Result<(), ApplyError> {
     let rc = unsafe { libc::syncfs(dir.as_raw_fd()) };
     if rc != 0 {
         return Err(io_err("sync", path)(io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+/// Removes every entry of `dir` whose name starts with one of `prefixes`
+/// (a folder with all it holds). One already gone counts as removed: the
+/// read-ahead (`Revisions::prepare`) opens the root beside a pass, and may
+/// be removing the same leftover.
+fn remove_leftovers(dir: &Path, prefixes: &[&str]) -> Result<(), ApplyError> {
+    for entry in fs::read_dir(dir).map_err(io_err("list", dir))? {
+        let entry = entry.map_err(io_err("list", dir))?;
+        let name = entry.file_name();
+        if prefixes
+            .iter()
+            .any(|p| name.to_string_lossy().starts_with(p))
+        {
+            let path = entry.path();
+            let removed = if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                fs::remove_dir_all(&path)
+            } else {
+                fs::remove_file(&path)
+            };
+            gone(removed, &path)?;
+        }
     }
     Ok(())
 }

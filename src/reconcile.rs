@@ -685,15 +685,7 @@ impl Reconciler {
             // or else the spare prepared while Git fetched.
             let protect: Vec<&str> = protect.iter().map(String::as_str).collect();
             let mut prepared = prepared.lock().unwrap_or_else(|p| p.into_inner());
-            let recycle = match revs.surplus(keep, &protect)? {
-                Some(old) => Some(old),
-                None => revs.spare().map(str::to_string),
-            };
-            let recycle = match (recycle, prepared.take()) {
-                (Some(old), Some(ready)) if ready.name() == old => Some(ready),
-                (Some(old), _) => revs.inventory(&old)?,
-                (None, _) => None,
-            };
+            let recycle = revs.recyclable(keep, &protect, prepared.take())?;
             let written = std::thread::scope(|scope| {
                 // New analyses are saved beside the write.
                 let span = tracing::Span::current();
