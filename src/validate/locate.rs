@@ -6,6 +6,10 @@
 //! recursive, and never panics on malformed input: it gives up with `None`
 //! or with the best position found so far.
 
+use std::borrow::Cow;
+
+use foldhash::HashMap;
+
 use super::schema::go_fold_eq;
 
 /// 1-based line and column (in characters) of byte `offset`.
@@ -103,77 +107,84 @@ pub struct DuplicateKey {
     pub key: String,
 }
 
-/// A member name as the bytes between its quotes hold it, unescaped.
-fn decode_key(raw: &[u8]) -> Option<String> {
+/// A member name as the bytes between its quotes hold it, unescaped:
+/// borrowed unless it has an escape (hardly ever).
+fn decode_key(raw: &[u8]) -> Option<Cow<'_, [u8]>> {
     if !raw.contains(&b'\\') {
-        return Some(String::from_utf8_lossy(raw).into_owned());
+        return Some(Cow::Borrowed(raw));
     }
     let mut quoted = Vec::with_capacity(raw.len() + 2);
     quoted.push(b'"');
     quoted.extend_from_slice(raw);
     quoted.push(b'"');
-    serde_json::from_slice::<String>(&quoted).ok()
+    serde_json::from_slice::<String>(&quoted)
+        .ok()
+        .map(|k| Cow::Owned(k.into_bytes()))
 }
 
 /// The first `limit` duplicate member names, in document order. One forward
 /// scan, no recursion (a stack of open containers instead); meant for
 /// documents that already parsed, and gives up quietly on anything else.
+/// Names are compared as borrowed bytes, and a pointer is only spelled out
+/// for a duplicate: this runs on every definition read.
 pub fn duplicate_keys(bytes: &[u8], limit: usize) -> Vec<DuplicateKey> {
-    use std::collections::HashMap;
-
-    enum Kind {
-        /// Names seen so far → offset of their first occurrence.
-        Object(HashMap<String, usize>),
+    /// Names seen so far in one object → offset of their first occurrence.
+    type Seen<'a> = HashMap<Cow<'a, [u8]>, usize>;
+    enum Frame<'a> {
+        /// The names seen, and the one whose value is being read.
+        Object(Seen<'a>, Option<Cow<'a, [u8]>>),
+        /// The index of the element being read.
         Array(usize),
     }
-    struct Frame {
-        kind: Kind,
-        /// This container's own pointer.
-        pointer: String,
-        /// The pointer token of the member or element being read.
-        token: String,
+    /// RFC 6901 pointer of the member or element each frame is reading.
+    fn pointer(stack: &[Frame<'_>]) -> String {
+        let mut out = String::new();
+        for frame in stack {
+            out.push('/');
+            match frame {
+                Frame::Object(_, Some(key)) => {
+                    out.push_str(&crate::bundle::escape_token(&String::from_utf8_lossy(key)));
+                }
+                Frame::Object(_, None) => {}
+                Frame::Array(index) => out.push_str(&index.to_string()),
+            }
+        }
+        out
     }
 
     let mut out = Vec::new();
-    let mut stack: Vec<Frame> = Vec::new();
+    let mut stack: Vec<Frame<'_>> = Vec::new();
+    // Emptied maps of closed objects, reused for the next ones.
+    let mut spare: Vec<Seen<'_>> = Vec::new();
     let mut expect_key = false;
     let mut s = Scanner { bytes, pos: 0 };
     while out.len() < limit {
         s.ws();
         let Some(b) = s.peek() else { break };
         match b {
-            b'{' | b'[' => {
-                let pointer = match stack.last() {
-                    Some(parent) => format!("{}/{}", parent.pointer, parent.token),
-                    None => String::new(),
-                };
-                let (kind, token) = if b == b'{' {
-                    (Kind::Object(HashMap::new()), String::new())
-                } else {
-                    (Kind::Array(0), "0".to_string())
-                };
-                stack.push(Frame {
-                    kind,
-                    pointer,
-                    token,
-                });
-                expect_key = b == b'{';
+            b'{' => {
+                stack.push(Frame::Object(spare.pop().unwrap_or_default(), None));
+                expect_key = true;
+                s.pos += 1;
+            }
+            b'[' => {
+                stack.push(Frame::Array(0));
+                expect_key = false;
                 s.pos += 1;
             }
             b'}' | b']' => {
-                stack.pop();
+                if let Some(Frame::Object(mut seen, _)) = stack.pop() {
+                    seen.clear();
+                    spare.push(seen);
+                }
                 expect_key = false;
                 s.pos += 1;
             }
             b',' => {
-                if let Some(top) = stack.last_mut() {
-                    match &mut top.kind {
-                        Kind::Object(_) => expect_key = true,
-                        Kind::Array(index) => {
-                            *index += 1;
-                            top.token = index.to_string();
-                        }
-                    }
+                match stack.last_mut() {
+                    Some(Frame::Object(..)) => expect_key = true,
+                    Some(Frame::Array(index)) => *index += 1,
+                    None => {}
                 }
                 s.pos += 1;
             }
@@ -185,25 +196,23 @@ pub fn duplicate_keys(bytes: &[u8], limit: usize) -> Vec<DuplicateKey> {
                     continue;
                 }
                 expect_key = false;
-                let Some(Frame {
-                    kind: Kind::Object(seen),
-                    token,
-                    pointer,
-                }) = stack.last_mut()
-                else {
+                let Some(Frame::Object(seen, reading)) = stack.last_mut() else {
                     continue;
                 };
                 let Some(key) = decode_key(raw) else { break };
-                *token = crate::bundle::escape_token(&key);
                 match seen.get(&key) {
-                    Some(&first) => out.push(DuplicateKey {
-                        offset: start,
-                        first,
-                        pointer: format!("{pointer}/{token}"),
-                        key,
-                    }),
+                    Some(&first) => {
+                        *reading = Some(key.clone());
+                        out.push(DuplicateKey {
+                            offset: start,
+                            first,
+                            pointer: pointer(&stack),
+                            key: String::from_utf8_lossy(&key).into_owned(),
+                        });
+                    }
                     None => {
-                        seen.insert(key, start);
+                        seen.insert(key.clone(), start);
+                        *reading = Some(key);
                     }
                 }
             }
@@ -256,7 +265,7 @@ struct Scanner<'a> {
     pos: usize,
 }
 
-impl Scanner<'_> {
+impl<'a> Scanner<'a> {
     fn peek(&self) -> Option<u8> {
         self.bytes.get(self.pos).copied()
     }
@@ -268,7 +277,7 @@ impl Scanner<'_> {
     }
 
     /// At a `"`: moves past the closing quote; returns the raw contents.
-    fn string(&mut self) -> Option<&[u8]> {
+    fn string(&mut self) -> Option<&'a [u8]> {
         if self.peek() != Some(b'"') {
             return None;
         }
@@ -457,6 +466,13 @@ mod tests {
         // The same name in sibling objects, or as a value, is no duplicate.
         assert!(duplicate_keys(br#"[{"a":1},{"a":"a"}]"#, 10).is_empty());
         assert!(duplicate_keys(br#"{"a":{"a":{"a":"a"}}}"#, 10).is_empty());
+        // The pointer names the members and elements above, escaped.
+        let nested = br#"{"a/b":[0,{"e\u0041":{"k~":1,"k~":2}}],"c":{"d":1,"d":1}}"#;
+        let pointers: Vec<String> = duplicate_keys(nested, 10)
+            .into_iter()
+            .map(|d| d.pointer)
+            .collect();
+        assert_eq!(pointers, ["/a~1b/1/eA/k~0", "/c/d"]);
     }
 
     #[test]

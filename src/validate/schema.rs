@@ -269,26 +269,51 @@ pub fn canonical_keys(kind: Kind, doc: &mut Value) -> Renamed {
     let mut out = Renamed::default();
     let schemas = schemas();
     if let Some(root) = schemas.root(kind.file()) {
-        canonical(&schemas, root, doc, "", &mut out);
+        canonical(&schemas, root, doc, &At::Root, &mut out);
     }
     out
 }
 
-fn canonical(schemas: &Schemas, node: Node<'_>, doc: &mut Value, at: &str, out: &mut Renamed) {
+/// Where `canonical` is in the document, spelled out as a JSON pointer
+/// only for a clash (it walks every object of every definition read).
+enum At<'a> {
+    Root,
+    Member(&'a At<'a>, &'a str),
+    Element(&'a At<'a>, usize),
+}
+
+impl At<'_> {
+    fn pointer(&self) -> String {
+        match self {
+            At::Root => String::new(),
+            At::Member(parent, key) => {
+                format!("{}/{}", parent.pointer(), crate::bundle::escape_token(key))
+            }
+            At::Element(parent, index) => format!("{}/{index}", parent.pointer()),
+        }
+    }
+}
+
+fn canonical(schemas: &Schemas, node: Node<'_>, doc: &mut Value, at: &At<'_>, out: &mut Renamed) {
     let mut nodes = Vec::new();
     branches(schemas, node, &mut nodes);
     match doc {
         Value::Object(map) => {
-            let fields: Vec<&str> = nodes
+            let fields: Vec<&serde_json::Map<String, Value>> = nodes
                 .iter()
                 .filter_map(|(_, n)| n.get("properties").and_then(Value::as_object))
-                .flat_map(|p| p.keys().map(String::as_str))
                 .collect();
+            // A key spelled as its field is looked up, not compared with
+            // each field (the common case, every key of every object).
             let field_of = |key: &str| {
-                if fields.contains(&key) {
+                if fields.iter().any(|p| p.contains_key(key)) {
                     None
                 } else {
-                    fields.iter().find(|f| go_fold_eq(key, f)).copied()
+                    fields
+                        .iter()
+                        .flat_map(|p| p.keys())
+                        .find(|f| go_fold_eq(key, f))
+                        .map(String::as_str)
                 }
             };
             if map.keys().any(|k| field_of(k).is_some()) {
@@ -297,7 +322,7 @@ fn canonical(schemas: &Schemas, node: Node<'_>, doc: &mut Value, at: &str, out: 
                     let field = field_of(&key).map_or_else(|| key.clone(), str::to_string);
                     if let Some((_, first)) = spelled.iter().find(|(f, _)| *f == field) {
                         out.clashes.push(Clash {
-                            pointer: format!("{at}/{}", crate::bundle::escape_token(&field)),
+                            pointer: At::Member(at, &field).pointer(),
                             first: first.clone(),
                             second: key.clone(),
                         });
@@ -312,7 +337,7 @@ fn canonical(schemas: &Schemas, node: Node<'_>, doc: &mut Value, at: &str, out: 
                 if !(value.is_object() || value.is_array()) {
                     continue;
                 }
-                let here = format!("{at}/{}", crate::bundle::escape_token(key));
+                let here = At::Member(at, key);
                 for (file, n) in &nodes {
                     let sub = n
                         .get("properties")
@@ -329,7 +354,7 @@ fn canonical(schemas: &Schemas, node: Node<'_>, doc: &mut Value, at: &str, out: 
                 if let Some(sub) = n.get("items") {
                     let nested = items.iter_mut().enumerate();
                     for (i, item) in nested.filter(|(_, v)| v.is_object() || v.is_array()) {
-                        canonical(schemas, (file, sub), item, &format!("{at}/{i}"), out);
+                        canonical(schemas, (file, sub), item, &At::Element(at, i), out);
                     }
                 }
             }
