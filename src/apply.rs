@@ -19,7 +19,7 @@ use git2::Oid;
 use serde::{Deserialize, Serialize};
 
 use crate::bundle::OutFile;
-use crate::tree::{BlobReader, blob_id};
+use crate::tree::{BlobReader, blob_id, hex_id};
 
 /// Metadata written into each revision (not `.json`: the gateway never reads
 /// the revision root, but the name keeps it clear of any glob).
@@ -798,7 +798,7 @@ fn listed(
     let manifest = Manifest {
         files: order
             .iter()
-            .map(|&i| (files[i].path.clone(), hex::encode(oids[i].as_bytes())))
+            .map(|&i| (files[i].path.clone(), hex_id(oids[i].as_bytes())))
             .collect(),
         ..manifest_base
     };

@@ -419,6 +419,7 @@ impl Reconciler {
         } else if last.is_some_and(|at| at.elapsed() >= SCHEMAS_IDLE) {
             *last = None;
             crate::validate::release_schemas();
+            self.source.forget_folders();
             crate::memory::give_back();
             crate::memory::drop_idle_pages();
         }

@@ -239,11 +239,23 @@ fn suggest_paths(roots: &[String]) -> String {
 pub struct Source {
     pub config: SourceConfig,
     pub cache_dir: PathBuf,
+    /// What the last `read_tree` found in its folders (`read::Folders`).
+    folders: std::sync::Mutex<read::Folders>,
 }
 
 impl Source {
     pub fn new(config: SourceConfig, cache_dir: PathBuf) -> Source {
-        Source { config, cache_dir }
+        Source {
+            config,
+            cache_dir,
+            folders: Default::default(),
+        }
+    }
+
+    /// Drops what `read_tree` kept of the folders it read (an idle sidecar
+    /// holds no file contents).
+    pub fn forget_folders(&self) {
+        *self.folders.lock().unwrap_or_else(|p| p.into_inner()) = Default::default();
     }
 
     /// The commit the ref points at now: one remote ref listing, no pack.
@@ -325,7 +337,15 @@ impl Source {
         let repo = cache::open_existing(&self.cache_dir).map_err(|_| SourceError::NotFetched {
             sha: commit.sha.clone(),
         })?;
-        read::read_tree(&repo, &commit.sha, subpath, max_file_size, cached)
+        let mut folders = self.folders.lock().unwrap_or_else(|p| p.into_inner());
+        read::read_tree(
+            &repo,
+            &commit.sha,
+            subpath,
+            max_file_size,
+            cached,
+            &mut folders,
+        )
     }
 
     /// The folders of the fetched commit that have `apps/`: `--path`

@@ -37,15 +37,27 @@ pub fn read_tree(
     subpath: Option<&str>,
     max_file_size: u64,
     cached: &dyn Fn(Oid) -> Cached,
+    folders: &mut Folders,
 ) -> Result<Tree, SourceError> {
     read_without_rehashing();
     let read_error = |err: git2::Error| SourceError::Read {
         sha: sha.to_string(),
         message: err.message().to_string(),
     };
+    if folders.limit != max_file_size {
+        *folders = Folders {
+            limit: max_file_size,
+            ..Folders::default()
+        };
+    }
     let start = config_root_tree(repo, sha, subpath)?;
     // The walk only lists; the blobs are read afterwards.
-    let (mut entries, blobs) = walk(repo, sha, start)?;
+    let Walked {
+        mut entries,
+        blobs,
+        folders: walked,
+        reused_bytes,
+    } = walk(repo, sha, start, folders)?;
     let too_large = |total: u64| SourceError::TooLarge {
         sha: sha.to_string(),
         message: format!(
@@ -54,19 +66,83 @@ pub fn read_tree(
             total / (1024 * 1024)
         ),
     };
+    if reused_bytes > MAX_COMMIT_BYTES {
+        return Err(too_large(reused_bytes));
+    }
     entries.extend(read_blobs(
         repo,
         blobs,
         max_file_size,
         cached,
+        reused_bytes,
         read_error,
         too_large,
     )?);
     let mut tree = Tree::from_entries(entries);
+    folders.remember(&tree, walked);
     if tree.unread() > 0 {
         tree.reader = Some(blob_reader(repo.path().to_path_buf()));
     }
     Ok(tree)
+}
+
+/// What the last read found in the folders of the config root, by tree
+/// id: a folder with the same id holds the same files, so a sidecar that
+/// reads commit after commit reads again only the folders on the path of
+/// what changed. Only folders whose every file was read whole are kept
+/// (a file left unread, or too large, depends on what the validation cache
+/// knew at the time), up to `FOLDERS_MAX_BYTES` in all. With 1,000
+/// policies, whose bytes `policies.json` needs, their 1,000 blobs were
+/// inflated on every pass.
+#[derive(Debug, Default)]
+pub struct Folders {
+    /// The `max_file_size` the files were read under.
+    limit: u64,
+    /// Tree id → every entry beneath it, paths relative to the folder.
+    by_tree: HashMap<Oid, Vec<TreeEntry>>,
+}
+
+/// The most file bytes `Folders` keeps.
+const FOLDERS_MAX_BYTES: u64 = 16 * 1024 * 1024;
+
+impl Folders {
+    /// Keeps the folders of this read (`walked`: tree id and path, with a
+    /// trailing `/`) whose entries in `tree` were all read whole.
+    fn remember(&mut self, tree: &Tree, walked: Vec<(Oid, String)>) {
+        let mut kept = HashMap::new();
+        let mut bytes = 0u64;
+        for (id, prefix) in walked {
+            if kept.contains_key(&id) {
+                continue;
+            }
+            let from = tree.entries.partition_point(|e| e.path < prefix);
+            let beneath = tree.entries[from..]
+                .iter()
+                .take_while(|e| e.path.starts_with(&prefix));
+            let mut files = Vec::new();
+            let mut size = 0u64;
+            let whole = beneath.into_iter().all(|e| {
+                let ok = match &e.content {
+                    Content::Loaded(data) => {
+                        size += data.len() as u64;
+                        true
+                    }
+                    Content::Absent => true,
+                    Content::TooLarge { .. } | Content::Unread { .. } => false,
+                };
+                files.push(TreeEntry {
+                    path: e.path[prefix.len()..].to_string(),
+                    ..e.clone()
+                });
+                ok
+            });
+            if whole && !files.is_empty() && bytes + size <= FOLDERS_MAX_BYTES {
+                bytes += size;
+                kept.insert(id, files);
+            }
+        }
+        self.by_tree = kept;
+    }
 }
 
 /// Reads blobs of the cache at `path` on demand, opening it on first use
@@ -132,18 +208,33 @@ fn config_root_tree<'r>(
 }
 
 /// What `walk` found: entries without content, and blobs to read.
-type Walked = (Vec<TreeEntry>, Vec<(String, Oid)>);
+/// What `walk` lists: entries without content to read (symlinks,
+/// submodules) and those of folders read before, the blobs to read, every
+/// folder met (tree id, path with a trailing `/`), and the bytes of the
+/// entries taken from `Folders`.
+struct Walked {
+    entries: Vec<TreeEntry>,
+    blobs: Vec<(String, Oid)>,
+    folders: Vec<(Oid, String)>,
+    reused_bytes: u64,
+}
 
-/// Every entry under `start`: links and submodules as they are, blobs
-/// listed (path, id) to be read afterwards. Refuses names no file can have
-/// and more than `MAX_COMMIT_FILES` entries.
-fn walk(repo: &Repository, sha: &str, start: git2::Tree<'_>) -> Result<Walked, SourceError> {
+fn walk(
+    repo: &Repository,
+    sha: &str,
+    start: git2::Tree<'_>,
+    known: &Folders,
+) -> Result<Walked, SourceError> {
     let read_error = |err: git2::Error| SourceError::Read {
         sha: sha.to_string(),
         message: err.message().to_string(),
     };
-    let mut entries = Vec::new();
-    let mut blobs: Vec<(String, Oid)> = Vec::new();
+    let mut out = Walked {
+        entries: Vec::new(),
+        blobs: Vec::new(),
+        folders: Vec::new(),
+        reused_bytes: 0,
+    };
     let mut stack = vec![(start, String::new())];
     while let Some((tree, prefix)) = stack.pop() {
         for item in tree.iter() {
@@ -151,8 +242,6 @@ fn walk(repo: &Repository, sha: &str, start: git2::Tree<'_>) -> Result<Walked, S
                 sha: sha.to_string(),
                 path: format!("{prefix}{}", String::from_utf8_lossy(item.name_bytes())),
             })?;
-            // A crafted tree could name an entry `..`; the Tree invariant
-            // (and every later stage) relies on clean relative paths.
             if name.is_empty()
                 || name == "."
                 || name == ".."
@@ -171,14 +260,38 @@ fn walk(repo: &Repository, sha: &str, start: git2::Tree<'_>) -> Result<Walked, S
             let path = format!("{prefix}{name}");
             match item.filemode() {
                 MODE_TREE => {
-                    let subtree = repo.find_tree(item.id()).map_err(read_error)?;
-                    stack.push((subtree, format!("{path}/")));
+                    let folder = format!("{path}/");
+                    // Paths were checked when the folder was first read,
+                    // under a prefix of the same length or not: check the
+                    // length again.
+                    match known.by_tree.get(&item.id()) {
+                        Some(files)
+                            if files
+                                .iter()
+                                .all(|f| folder.len() + f.path.len() <= MAX_PATH_BYTES) =>
+                        {
+                            for f in files {
+                                if let Content::Loaded(data) = &f.content {
+                                    out.reused_bytes += data.len() as u64;
+                                }
+                                out.entries.push(TreeEntry {
+                                    path: format!("{folder}{}", f.path),
+                                    ..f.clone()
+                                });
+                            }
+                        }
+                        _ => {
+                            let subtree = repo.find_tree(item.id()).map_err(read_error)?;
+                            stack.push((subtree, folder.clone()));
+                        }
+                    }
+                    out.folders.push((item.id(), folder));
                 }
-                MODE_SYMLINK => entries.push(no_content(path, EntryKind::Symlink)),
-                MODE_GITLINK => entries.push(no_content(path, EntryKind::Submodule)),
-                _ => blobs.push((path, item.id())),
+                MODE_SYMLINK => out.entries.push(no_content(path, EntryKind::Symlink)),
+                MODE_GITLINK => out.entries.push(no_content(path, EntryKind::Submodule)),
+                _ => out.blobs.push((path, item.id())),
             }
-            if entries.len() + blobs.len() > MAX_COMMIT_FILES {
+            if out.entries.len() + out.blobs.len() > MAX_COMMIT_FILES {
                 return Err(SourceError::TooLarge {
                     sha: sha.to_string(),
                     message: format!("more than {MAX_COMMIT_FILES} files"),
@@ -186,12 +299,9 @@ fn walk(repo: &Repository, sha: &str, start: git2::Tree<'_>) -> Result<Walked, S
             }
         }
     }
-    Ok((entries, blobs))
+    Ok(out)
 }
 
-/// The folders of a commit, `/`-separated, down to `max_depth` levels
-/// (for suggestions when a config root holds no config). Best effort: an
-/// unreadable tree is left out.
 pub fn dirs(repo: &Repository, sha: &str, max_depth: usize) -> Vec<String> {
     let Some(root) = Oid::from_str(sha)
         .ok()
@@ -236,7 +346,8 @@ enum Learnt {
 /// object, and a config repo is mostly such blobs. Blobs whose bytes no
 /// later stage needs (`Cached::Unneeded`) are not read at all: their size
 /// comes from the cache. The commit's total (`MAX_COMMIT_BYTES`) is checked
-/// from the headers and cached sizes before anything is read, and again
+/// from the headers and cached sizes before anything is read (starting
+/// from the `counted` bytes of entries taken from `Folders`), and again
 /// with the known blobs once read, before any entry copies one. A blob
 /// named by several entries is inflated once.
 fn read_blobs(
@@ -244,12 +355,13 @@ fn read_blobs(
     blobs: Vec<(String, Oid)>,
     max_file_size: u64,
     cached: &dyn Fn(Oid) -> Cached,
+    counted: u64,
     read_error: impl Fn(git2::Error) -> SourceError + Sync,
     too_large: impl Fn(u64) -> SourceError,
 ) -> Result<Vec<TreeEntry>, SourceError> {
     let odb = repo.odb().map_err(&read_error)?;
     let mut learnt: foldhash::HashMap<BlobKey, Learnt> = foldhash::HashMap::default();
-    let mut total: u64 = 0;
+    let mut total: u64 = counted;
     for (_, id) in &blobs {
         let this = match learnt.get(&key(*id)) {
             Some(this) => *this,

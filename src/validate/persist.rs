@@ -116,7 +116,7 @@ impl Cache {
                 .entries
                 .iter()
                 .map(|((blob, role), analysis)| EntryOut {
-                    blob: hex::encode(blob),
+                    blob: crate::tree::hex_id(blob),
                     role: *role,
                     analysis,
                 })

@@ -613,6 +613,85 @@ fn a_large_tree_reads_every_file_once_shared_blobs_and_oversized_ones_too() {
     );
 }
 
+/// A source reading commit after commit takes the folders whose tree did
+/// not change as it read them (their blobs are not looked at again), and
+/// reads anew a folder that changed, or all of them under another size
+/// limit: each read equals what a new source reads.
+#[test]
+fn unchanged_folders_are_taken_from_the_last_read_and_equal_a_fresh_one() {
+    let world = World::new();
+    world
+        .repo
+        .file("policies/deep/more/q.json", "{\"id\": \"q\"}")
+        .file("middleware/auth.js", "var x = 1;");
+    world.repo.commit("folders");
+    world.publish();
+    let daemon = GitDaemon::start(world.served.path());
+    let url = daemon.url("config.git");
+    let source = world.source(config(&url));
+    let read = |source: &Source, limit: u64| {
+        let commit = source.fetch_tip().expect("fetch_tip");
+        let asked = std::sync::Mutex::new(Vec::new());
+        let tree = source
+            .read_tree(&commit, None, limit, &|blob| {
+                asked.lock().unwrap().push(blob);
+                Cached::Unknown
+            })
+            .expect("read_tree");
+        (tree, asked.into_inner().unwrap())
+    };
+    let fresh = |limit: u64| {
+        let other = tempfile::tempdir().expect("root");
+        let source = Source::new(config(&url), other.path().join("cache"));
+        read(&source, limit).0
+    };
+    let contents = |tree: &Tree| -> Vec<(String, Content)> {
+        tree.entries
+            .iter()
+            .map(|e| (e.path.clone(), e.content.clone()))
+            .collect()
+    };
+    let policy_blob = |tree: &Tree| tree.get("policies/p1.json").expect("p1").blob;
+
+    let (first, asked) = read(&source, 1 << 20);
+    assert!(asked.contains(&policy_blob(&first)));
+
+    // Only apps/ changed: policies/ and middleware/ come from the last read.
+    world.repo.file("apps/a.json", "{\"api_id\": \"a2\"}");
+    world.repo.commit("apps only");
+    world.publish();
+    let (second, asked) = read(&source, 1 << 20);
+    assert_eq!(contents(&second), contents(&fresh(1 << 20)));
+    assert_eq!(loaded(&second, "apps/a.json"), "{\"api_id\": \"a2\"}");
+    assert!(
+        !asked.contains(&policy_blob(&second)),
+        "policies read again"
+    );
+    let q = second.get("policies/deep/more/q.json").expect("q").blob;
+    assert!(!asked.contains(&q), "a folder beneath read again");
+
+    // A file deep in policies/ changed: that folder is read again.
+    world
+        .repo
+        .file("policies/deep/more/q.json", "{\"id\": \"q2\"}");
+    world.repo.commit("policy");
+    world.publish();
+    let (third, _) = read(&source, 1 << 20);
+    assert_eq!(contents(&third), contents(&fresh(1 << 20)));
+    assert_eq!(
+        loaded(&third, "policies/deep/more/q.json"),
+        "{\"id\": \"q2\"}"
+    );
+
+    // Under a smaller limit, what was read whole before is too large now.
+    let (small, _) = read(&source, 8);
+    assert_eq!(contents(&small), contents(&fresh(8)));
+    assert!(matches!(
+        small.get("policies/p1.json").expect("p1").content,
+        Content::TooLarge { .. }
+    ));
+}
+
 /// The refs and pack files of the cache, as `git` sees them.
 fn cache_shape(cache: &Path) -> (Vec<String>, usize) {
     let refs = git(cache, &["for-each-ref", "--format=%(refname)"]);
