@@ -311,7 +311,6 @@ fn place_entries(
 ) -> (Vec<ToAnalyse>, Vec<(usize, Place)>) {
     let mut pending: Vec<(usize, Role, String)> = Vec::new();
     let mut plain: Vec<(usize, Place)> = Vec::new();
-    let mut names: HashMap<String, String> = HashMap::new();
     for (i, entry) in tree.entries.iter().enumerate() {
         let path = entry.path.as_str();
         if !bundle::is_safe_relative_path(path) {
@@ -369,27 +368,32 @@ fn place_entries(
             Content::Absent => continue,
         }
         match place {
-            Place::Analysed(role, name) => {
-                if let Role::Api(_) = role
-                    && let Some(first) = names.insert(name.clone(), path.to_string())
-                {
-                    report.push(whole_file(
-                        rules::TYK_INDEX,
-                        Severity::Error,
-                        path,
-                        format!("two API files would both be apps/{name} (the other is {first})"),
-                        Some(
-                            "the revision's apps/ folder is flat: give the files distinct names"
-                                .into(),
-                        ),
-                    ));
-                    continue;
-                }
-                pending.push((i, role, name));
-            }
+            Place::Analysed(role, name) => pending.push((i, role, name)),
             other => plain.push((i, other)),
         }
     }
+    // Two API files of one name in the flat apps/: the later ones are
+    // refused, each naming the one before it.
+    let mut names: HashMap<&str, &str> = HashMap::with_capacity(pending.len());
+    let mut refused = vec![false; pending.len()];
+    for (k, (i, role, name)) in pending.iter().enumerate() {
+        let path = tree.entries[*i].path.as_str();
+        if let Role::Api(_) = role
+            && let Some(first) = names.insert(name, path)
+        {
+            report.push(whole_file(
+                rules::TYK_INDEX,
+                Severity::Error,
+                path,
+                format!("two API files would both be apps/{name} (the other is {first})"),
+                Some("the revision's apps/ folder is flat: give the files distinct names".into()),
+            ));
+            refused[k] = true;
+        }
+    }
+    drop(names);
+    let mut refused = refused.into_iter();
+    pending.retain(|_| !refused.next().unwrap_or(false));
     (pending, plain)
 }
 
@@ -464,10 +468,11 @@ fn too_large(path: &str, size: u64, max: u64) -> Finding {
 /// policy files come from it and JSON files left in `apps/` or `policies/`
 /// are reported as ignored.
 fn place_in_folders(path: &str, indexed: bool, report: &mut Report) -> Place {
-    if path.starts_with(&format!("{MIDDLEWARE_DIR}/")) {
+    let under = |dir: &str| path.strip_prefix(dir).is_some_and(|r| r.starts_with('/'));
+    if under(MIDDLEWARE_DIR) {
         return Place::Middleware;
     }
-    if path.starts_with(&format!("{TEMPLATES_DIR}/")) {
+    if under(TEMPLATES_DIR) {
         return Place::Template;
     }
     match path {
@@ -688,7 +693,8 @@ fn build_bundle(
     let mut bundle = Bundle::default();
     plain_files(tree, plain, extra, &mut bundle);
     for (i, role, name, analysis) in work {
-        let source = tree.entries[i].path.clone();
+        // The tree goes with the bundle built: its paths move.
+        let source = std::mem::take(&mut tree.entries[i].path);
         match (&analysis.facts, role) {
             (Facts::Api(api), _) => {
                 let unread = unread_size(tree, i);
@@ -833,6 +839,43 @@ mod tests {
                 .map(|(path, bytes)| TreeEntry::file(*path, bytes.clone()))
                 .collect(),
         )
+    }
+
+    #[test]
+    fn api_files_an_index_gives_one_name_are_refused_after_the_first() {
+        let index = br#"{"type":"apidef","files":[{"file":"a/x.json"},{"file":"b/x.json"},{"file":"c/x.json"},{"file":"d/y.json"}]}"#;
+        let (bundle, report) = check(
+            tree(&[
+                (".tyk.json", index.to_vec()),
+                ("a/x.json", api("a", "/a/")),
+                ("b/x.json", api("b", "/b/")),
+                ("c/x.json", api("c", "/c/")),
+                ("d/y.json", api("d", "/d/")),
+            ]),
+            &Options::default(),
+            &mut Cache::default(),
+        );
+        let refused: Vec<(&str, &str)> = report
+            .errors
+            .iter()
+            .filter(|f| f.rule == rules::TYK_INDEX)
+            .map(|f| (f.file.as_str(), f.message.as_str()))
+            .collect();
+        assert_eq!(
+            refused,
+            [
+                (
+                    "b/x.json",
+                    "two API files would both be apps/x.json (the other is a/x.json)"
+                ),
+                (
+                    "c/x.json",
+                    "two API files would both be apps/x.json (the other is b/x.json)"
+                ),
+            ]
+        );
+        let sources: Vec<&str> = bundle.apps.iter().map(|a| a.source.as_str()).collect();
+        assert_eq!(sources, ["a/x.json", "d/y.json"]);
     }
 
     /// `files` as the Git reader gives them to a pass after `cache`:
