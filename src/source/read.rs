@@ -116,28 +116,30 @@ impl Folders {
                 continue;
             }
             let from = tree.entries.partition_point(|e| e.path < prefix);
-            let beneath = tree.entries[from..]
-                .iter()
-                .take_while(|e| e.path.starts_with(&prefix));
-            let mut files = Vec::new();
+            let beneath = || {
+                tree.entries[from..]
+                    .iter()
+                    .take_while(|e| e.path.starts_with(&prefix))
+            };
+            // Judged before anything is copied: a cold sync reads every
+            // folder whole, most of them past the limit.
             let mut size = 0u64;
-            let whole = beneath.into_iter().all(|e| {
-                let ok = match &e.content {
-                    Content::Loaded(data) => {
-                        size += data.len() as u64;
-                        true
-                    }
-                    Content::Absent => true,
-                    Content::TooLarge { .. } | Content::Unread { .. } => false,
-                };
-                files.push(TreeEntry {
-                    path: e.path[prefix.len()..].to_string(),
-                    ..e.clone()
-                });
-                ok
+            let whole = beneath().all(|e| match &e.content {
+                Content::Loaded(data) => {
+                    size += data.len() as u64;
+                    bytes + size <= FOLDERS_MAX_BYTES
+                }
+                Content::Absent => true,
+                Content::TooLarge { .. } | Content::Unread { .. } => false,
             });
-            if whole && !files.is_empty() && bytes + size <= FOLDERS_MAX_BYTES {
+            if whole && beneath().next().is_some() {
                 bytes += size;
+                let files = beneath()
+                    .map(|e| TreeEntry {
+                        path: e.path[prefix.len()..].to_string(),
+                        ..e.clone()
+                    })
+                    .collect();
                 kept.insert(id, files);
             }
         }
