@@ -56,6 +56,7 @@ pub fn read_tree(
         mut entries,
         blobs,
         folders: walked,
+        reused,
         reused_bytes,
     } = walk(repo, sha, start, folders)?;
     let too_large = |total: u64| SourceError::TooLarge {
@@ -79,7 +80,9 @@ pub fn read_tree(
         too_large,
     )?);
     let mut tree = Tree::from_entries(entries);
-    folders.remember(&tree, walked);
+    folders.remember(&tree, walked, |blob| {
+        reused.contains(&key(blob)) || cached(blob) == Cached::Known
+    });
     if tree.unread() > 0 {
         tree.reader = Some(blob_reader(repo.path().to_path_buf()));
     }
@@ -93,7 +96,9 @@ pub fn read_tree(
 /// (a file left unread, or too large, depends on what the validation cache
 /// knew at the time), up to `FOLDERS_MAX_BYTES` in all. With 1,000
 /// policies, whose bytes `policies.json` needs, their 1,000 blobs were
-/// inflated on every pass.
+/// inflated on every pass. Only files the validation cache knows (and
+/// needs read) count: after a cold read, which knows nothing, nothing is
+/// kept (a one-shot sync would only pay to copy every file).
 #[derive(Debug, Default)]
 pub struct Folders {
     /// The `max_file_size` the files were read under.
@@ -107,8 +112,14 @@ const FOLDERS_MAX_BYTES: u64 = 16 * 1024 * 1024;
 
 impl Folders {
     /// Keeps the folders of this read (`walked`: tree id and path, with a
-    /// trailing `/`) whose entries in `tree` were all read whole.
-    fn remember(&mut self, tree: &Tree, walked: Vec<(Oid, String)>) {
+    /// trailing `/`) whose entries in `tree` were all read whole, of blobs
+    /// `kept` says to keep.
+    fn remember(
+        &mut self,
+        tree: &Tree,
+        walked: Vec<(Oid, String)>,
+        kept_blob: impl Fn(Oid) -> bool,
+    ) {
         let mut kept = HashMap::new();
         let mut bytes = 0u64;
         for (id, prefix) in walked {
@@ -125,12 +136,12 @@ impl Folders {
             // folder whole, most of them past the limit.
             let mut size = 0u64;
             let whole = beneath().all(|e| match &e.content {
-                Content::Loaded(data) => {
+                Content::Loaded(data) if kept_blob(e.blob) => {
                     size += data.len() as u64;
                     bytes + size <= FOLDERS_MAX_BYTES
                 }
                 Content::Absent => true,
-                Content::TooLarge { .. } | Content::Unread { .. } => false,
+                Content::Loaded(_) | Content::TooLarge { .. } | Content::Unread { .. } => false,
             });
             if whole && beneath().next().is_some() {
                 bytes += size;
@@ -212,12 +223,13 @@ fn config_root_tree<'r>(
 /// What `walk` found: entries without content, and blobs to read.
 /// What `walk` lists: entries without content to read (symlinks,
 /// submodules) and those of folders read before, the blobs to read, every
-/// folder met (tree id, path with a trailing `/`), and the bytes of the
-/// entries taken from `Folders`.
+/// folder met (tree id, path with a trailing `/`), and the blobs and bytes
+/// of the entries taken from `Folders`.
 struct Walked {
     entries: Vec<TreeEntry>,
     blobs: Vec<(String, Oid)>,
     folders: Vec<(Oid, String)>,
+    reused: foldhash::HashSet<BlobKey>,
     reused_bytes: u64,
 }
 
@@ -235,6 +247,7 @@ fn walk(
         entries: Vec::new(),
         blobs: Vec::new(),
         folders: Vec::new(),
+        reused: foldhash::HashSet::default(),
         reused_bytes: 0,
     };
     let mut stack = vec![(start, String::new())];
@@ -275,6 +288,7 @@ fn walk(
                             for f in files {
                                 if let Content::Loaded(data) = &f.content {
                                     out.reused_bytes += data.len() as u64;
+                                    out.reused.insert(key(f.blob));
                                 }
                                 out.entries.push(TreeEntry {
                                     path: format!("{folder}{}", f.path),

@@ -616,7 +616,8 @@ fn a_large_tree_reads_every_file_once_shared_blobs_and_oversized_ones_too() {
 /// A source reading commit after commit takes the folders whose tree did
 /// not change as it read them (their blobs are not looked at again), and
 /// reads anew a folder that changed, or all of them under another size
-/// limit: each read equals what a new source reads.
+/// limit: each read equals what a new source reads. A read that knew none
+/// of the files (the first, cold) keeps nothing.
 #[test]
 fn unchanged_folders_are_taken_from_the_last_read_and_equal_a_fresh_one() {
     let world = World::new();
@@ -629,21 +630,34 @@ fn unchanged_folders_are_taken_from_the_last_read_and_equal_a_fresh_one() {
     let daemon = GitDaemon::start(world.served.path());
     let url = daemon.url("config.git");
     let source = world.source(config(&url));
+    // Blobs of earlier reads are known, as the validation cache knows
+    // what it analysed.
+    let known = std::sync::Mutex::new(std::collections::HashSet::new());
     let read = |source: &Source, limit: u64| {
         let commit = source.fetch_tip().expect("fetch_tip");
         let asked = std::sync::Mutex::new(Vec::new());
         let tree = source
             .read_tree(&commit, None, limit, &|blob| {
                 asked.lock().unwrap().push(blob);
-                Cached::Unknown
+                match known.lock().unwrap().contains(&blob) {
+                    true => Cached::Known,
+                    false => Cached::Unknown,
+                }
             })
             .expect("read_tree");
+        known
+            .lock()
+            .unwrap()
+            .extend(tree.entries.iter().map(|e| e.blob));
         (tree, asked.into_inner().unwrap())
     };
     let fresh = |limit: u64| {
         let other = tempfile::tempdir().expect("root");
         let source = Source::new(config(&url), other.path().join("cache"));
-        read(&source, limit).0
+        let commit = source.fetch_tip().expect("fetch_tip");
+        source
+            .read_tree(&commit, None, limit, &|_| Cached::Unknown)
+            .expect("read_tree")
     };
     let contents = |tree: &Tree| -> Vec<(String, Content)> {
         tree.entries
@@ -652,22 +666,29 @@ fn unchanged_folders_are_taken_from_the_last_read_and_equal_a_fresh_one() {
             .collect()
     };
     let policy_blob = |tree: &Tree| tree.get("policies/p1.json").expect("p1").blob;
+    let change_apps = |n: usize| {
+        world
+            .repo
+            .file("apps/a.json", format!("{{\"api_id\": \"a{n}\"}}"));
+        world.repo.commit("apps only");
+        world.publish();
+    };
 
     let (first, asked) = read(&source, 1 << 20);
     assert!(asked.contains(&policy_blob(&first)));
+    // The cold read kept nothing: policies/ is read again, now known.
+    change_apps(2);
+    let (second, asked) = read(&source, 1 << 20);
+    assert!(asked.contains(&policy_blob(&second)), "a cold read kept");
+    assert_eq!(contents(&second), contents(&fresh(1 << 20)));
 
     // Only apps/ changed: policies/ and middleware/ come from the last read.
-    world.repo.file("apps/a.json", "{\"api_id\": \"a2\"}");
-    world.repo.commit("apps only");
-    world.publish();
-    let (second, asked) = read(&source, 1 << 20);
-    assert_eq!(contents(&second), contents(&fresh(1 << 20)));
-    assert_eq!(loaded(&second, "apps/a.json"), "{\"api_id\": \"a2\"}");
-    assert!(
-        !asked.contains(&policy_blob(&second)),
-        "policies read again"
-    );
-    let q = second.get("policies/deep/more/q.json").expect("q").blob;
+    change_apps(3);
+    let (third, asked) = read(&source, 1 << 20);
+    assert_eq!(contents(&third), contents(&fresh(1 << 20)));
+    assert_eq!(loaded(&third, "apps/a.json"), "{\"api_id\": \"a3\"}");
+    assert!(!asked.contains(&policy_blob(&third)), "policies read again");
+    let q = third.get("policies/deep/more/q.json").expect("q").blob;
     assert!(!asked.contains(&q), "a folder beneath read again");
 
     // A file deep in policies/ changed: that folder is read again.
@@ -676,10 +697,10 @@ fn unchanged_folders_are_taken_from_the_last_read_and_equal_a_fresh_one() {
         .file("policies/deep/more/q.json", "{\"id\": \"q2\"}");
     world.repo.commit("policy");
     world.publish();
-    let (third, _) = read(&source, 1 << 20);
-    assert_eq!(contents(&third), contents(&fresh(1 << 20)));
+    let (fourth, _) = read(&source, 1 << 20);
+    assert_eq!(contents(&fourth), contents(&fresh(1 << 20)));
     assert_eq!(
-        loaded(&third, "policies/deep/more/q.json"),
+        loaded(&fourth, "policies/deep/more/q.json"),
         "{\"id\": \"q2\"}"
     );
 
