@@ -49,6 +49,16 @@ pub struct TreeEntry {
 }
 
 impl TreeEntry {
+    /// A copy of this entry under another path (its path is not copied).
+    pub fn moved(&self, path: &str) -> TreeEntry {
+        TreeEntry {
+            path: path.to_string(),
+            kind: self.kind,
+            content: self.content.clone(),
+            blob: self.blob,
+        }
+    }
+
     /// A file whose bytes are loaded, with its Git blob id computed.
     pub fn file(path: impl Into<String>, bytes: Vec<u8>) -> TreeEntry {
         TreeEntry {

@@ -113,7 +113,7 @@ const FOLDERS_MAX_BYTES: u64 = 16 * 1024 * 1024;
 impl Folders {
     /// Keeps the folders of this read (`walked`: tree id and path, with a
     /// trailing `/`) whose entries in `tree` were all read whole, of blobs
-    /// `kept` says to keep.
+    /// `kept_blob` says to keep.
     fn remember(
         &mut self,
         tree: &Tree,
@@ -146,10 +146,7 @@ impl Folders {
             if whole && beneath().next().is_some() {
                 bytes += size;
                 let files = beneath()
-                    .map(|e| TreeEntry {
-                        path: e.path[prefix.len()..].to_string(),
-                        ..e.clone()
-                    })
+                    .map(|e| e.moved(&e.path[prefix.len()..]))
                     .collect();
                 kept.insert(id, files);
             }
@@ -220,7 +217,6 @@ fn config_root_tree<'r>(
     })
 }
 
-/// What `walk` found: entries without content, and blobs to read.
 /// What `walk` lists: entries without content to read (symlinks,
 /// submodules) and those of folders read before, the blobs to read, every
 /// folder met (tree id, path with a trailing `/`), and the blobs and bytes
@@ -290,10 +286,7 @@ fn walk(
                                     out.reused_bytes += data.len() as u64;
                                     out.reused.insert(key(f.blob));
                                 }
-                                out.entries.push(TreeEntry {
-                                    path: format!("{folder}{}", f.path),
-                                    ..f.clone()
-                                });
+                                out.entries.push(f.moved(&format!("{folder}{}", f.path)));
                             }
                         }
                         _ => {

@@ -391,7 +391,6 @@ fn place_entries(
             refused[k] = true;
         }
     }
-    drop(names);
     let mut refused = refused.into_iter();
     pending.retain(|_| !refused.next().unwrap_or(false));
     (pending, plain)
