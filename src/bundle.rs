@@ -14,6 +14,8 @@ use std::collections::{BTreeSet, HashSet};
 use git2::Oid;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+use crate::json::Lookup;
 use sha2::{Digest, Sha256};
 
 /// One file that goes into the revision's `apps/` folder.
@@ -369,11 +371,11 @@ pub fn middleware_refs(doc: &Value) -> Vec<MiddlewareRef> {
         }
     }
     let versions = doc
-        .pointer("/version_data/versions")
+        .lookup("/version_data/versions")
         .and_then(Value::as_object);
     for (name, version) in versions.into_iter().flatten() {
         let virtuals = version
-            .pointer("/extended_paths/virtual")
+            .lookup("/extended_paths/virtual")
             .and_then(Value::as_array);
         for (i, v) in virtuals.into_iter().flatten().enumerate() {
             if str_at(v, "function_source_type") != Some("file") {
@@ -400,9 +402,9 @@ pub fn middleware_refs(doc: &Value) -> Vec<MiddlewareRef> {
 fn oas_refs(ext: &Value, refs: &mut Vec<MiddlewareRef>) {
     const X: &str = "/x-tyk-api-gateway";
     let enabled = |v: &Value| v.get("enabled").and_then(Value::as_bool) == Some(true);
-    let global = ext.pointer("/middleware/global");
+    let global = ext.lookup("/middleware/global");
     let driver = global
-        .and_then(|g| g.pointer("/pluginConfig/driver"))
+        .and_then(|g| g.lookup("/pluginConfig/driver"))
         .and_then(Value::as_str)
         .unwrap_or("");
     let file_based = file_based_driver(driver);
@@ -442,13 +444,13 @@ fn oas_refs(ext: &Value, refs: &mut Vec<MiddlewareRef>) {
             "responsePlugin",
         ] {
             plugin_list(
-                global.pointer(&format!("/{single}/plugins")),
+                global.lookup(&format!("/{single}/plugins")),
                 format!("{X}/middleware/global/{single}/plugins"),
                 refs,
             );
         }
     }
-    if let Some(config) = ext.pointer("/server/authentication/custom/config") {
+    if let Some(config) = ext.lookup("/server/authentication/custom/config") {
         push_ref(
             refs,
             format!("{X}/server/authentication/custom/config/path"),
@@ -457,7 +459,7 @@ fn oas_refs(ext: &Value, refs: &mut Vec<MiddlewareRef>) {
         );
     }
     let operations = ext
-        .pointer("/middleware/operations")
+        .lookup("/middleware/operations")
         .and_then(Value::as_object);
     for (op, settings) in operations.into_iter().flatten() {
         let op_at = format!("{X}/middleware/operations/{}", escape_token(op));
@@ -500,7 +502,7 @@ fn rewrite_middleware(bytes: &[u8], plain: &HashSet<&str>, base: &str) -> Option
         if !plain.contains(rel.as_str()) {
             continue;
         }
-        if let Some(slot) = doc.pointer_mut(&r.pointer) {
+        if let Some(slot) = doc.lookup_mut(&r.pointer) {
             *slot = Value::String(format!("{base}/{rel}"));
             changed = true;
         }

@@ -14,6 +14,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::json::Lookup;
+
 use crate::bundle::{self, MCP_SUFFIX, OAS_SUFFIX};
 use crate::exit::Exit;
 use crate::gateway::{Gateway, GatewayError};
@@ -365,7 +367,7 @@ fn relink(
     for r in refs {
         match find_script(from, &r.path) {
             Some((dest, bytes)) => {
-                if let Some(slot) = doc.pointer_mut(&r.pointer) {
+                if let Some(slot) = doc.lookup_mut(&r.pointer) {
                     *slot = Value::String(dest.clone());
                 }
                 scripts.insert(dest, bytes);

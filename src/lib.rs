@@ -36,6 +36,7 @@ pub mod export;
 pub mod flags;
 pub mod fleet;
 pub mod gateway;
+pub mod json;
 pub mod live;
 pub mod logging;
 pub mod memory;

@@ -12,6 +12,7 @@ use super::report::{Finding, Severity};
 use super::schema::{self, Kind};
 use super::target::{self, Verdict};
 use crate::bundle::{self, MCP_SUFFIX, MiddlewareRef, OAS_SUFFIX};
+use crate::json::Lookup;
 
 /// Deepest nesting serde_json accepts: its recursion limit of 128 fails a
 /// document on its 128th nested array or object.
@@ -502,13 +503,13 @@ fn unknown_findings(sink: &mut Sink<'_>, kind: Kind, doc: &Value, prefix: &str) 
 }
 
 fn string(doc: &Value, pointer: &str) -> Option<String> {
-    doc.pointer(pointer)
+    doc.lookup(pointer)
         .and_then(Value::as_str)
         .map(String::from)
 }
 
 fn flag(doc: &Value, pointer: &str) -> Option<bool> {
-    doc.pointer(pointer).and_then(Value::as_bool)
+    doc.lookup(pointer).and_then(Value::as_bool)
 }
 
 /// Strings the gateway replaces before parsing (secret stores); their real
@@ -526,7 +527,7 @@ fn api_facts(sink: &mut Sink<'_>, doc: &Value) -> ApiFacts {
         && doc.get("proxy").is_some_and(Value::is_object)
     {
         let lp = listen_path.as_deref().unwrap_or_default();
-        let at = if doc.pointer("/proxy/listen_path").is_some() {
+        let at = if doc.lookup("/proxy/listen_path").is_some() {
             "/proxy/listen_path"
         } else {
             "/proxy"
@@ -577,7 +578,7 @@ fn standalone(bytes: &[u8]) -> Option<u64> {
 /// go to it at all.
 fn target_findings(sink: &mut Sink<'_>, doc: &Value) {
     const POINTER: &str = "/proxy/target_url";
-    let value = doc.pointer(POINTER);
+    let value = doc.lookup(POINTER);
     let target = value.and_then(Value::as_str).unwrap_or_default();
     if is_secret_reference(target) {
         return;
@@ -622,19 +623,19 @@ fn target_findings(sink: &mut Sink<'_>, doc: &Value) {
     let http = is_http(doc);
     let graphql_engine = flag(doc, "/graphql/enabled") == Some(true)
         && matches!(
-            doc.pointer("/graphql/execution_mode")
+            doc.lookup("/graphql/execution_mode")
                 .and_then(Value::as_str),
             Some("executionEngine" | "supergraph")
         );
     let balanced = flag(doc, "/proxy/enable_load_balancing") == Some(true)
         && doc
-            .pointer("/proxy/target_list")
+            .lookup("/proxy/target_list")
             .and_then(Value::as_array)
             .is_some_and(|l| !l.is_empty());
     let discovered = flag(doc, "/proxy/service_discovery/use_discovery_service") == Some(true);
     let versioned = flag(doc, "/version_data/not_versioned") != Some(true)
         && doc
-            .pointer("/version_data/versions")
+            .lookup("/version_data/versions")
             .and_then(Value::as_object)
             .is_some_and(|v| {
                 v.values().any(|v| {
@@ -679,7 +680,7 @@ fn listen_path_problem(doc: &Value) -> Option<&'static str> {
     if !is_http(doc) {
         return None;
     }
-    match doc.pointer("/proxy/listen_path").and_then(Value::as_str) {
+    match doc.lookup("/proxy/listen_path").and_then(Value::as_str) {
         None | Some("") => Some("is empty"),
         Some(lp) if lp.contains(' ') => Some("contains a space"),
         Some(_) => None,
@@ -700,7 +701,7 @@ fn policy_refs(doc: &Value) -> Vec<PolicyRef> {
         }
     };
     let map_values = |pointer: &str| -> Vec<(String, &Value)> {
-        doc.pointer(pointer)
+        doc.lookup(pointer)
             .and_then(Value::as_object)
             .into_iter()
             .flatten()
@@ -727,7 +728,7 @@ fn policy_refs(doc: &Value) -> Vec<PolicyRef> {
     }
     if !keyless && flag(doc, "/use_openid") == Some(true) {
         let providers = doc
-            .pointer("/openid_options/providers")
+            .lookup("/openid_options/providers")
             .and_then(Value::as_array);
         for (i, _) in providers.into_iter().flatten().enumerate() {
             for (pointer, id) in map_values(&format!("/openid_options/providers/{i}/client_ids")) {
@@ -780,7 +781,7 @@ const VERSION: &str = "version_data.versions.<version>";
 /// without them, silently.
 fn misplaced_findings(sink: &mut Sink<'_>, doc: &Value) {
     let versions: Vec<&String> = doc
-        .pointer("/version_data/versions")
+        .lookup("/version_data/versions")
         .and_then(Value::as_object)
         .map(|v| v.keys().collect())
         .unwrap_or_default();
@@ -792,7 +793,7 @@ fn misplaced_findings(sink: &mut Sink<'_>, doc: &Value) {
         ("", doc),
         (
             "/version_data",
-            doc.pointer("/version_data").unwrap_or(&Value::Null),
+            doc.lookup("/version_data").unwrap_or(&Value::Null),
         ),
     ];
     let mut count = 0;

@@ -88,6 +88,7 @@ use crate::bundle::{
     APPS_DIR, MCP_SUFFIX, MIDDLEWARE_DIR, OAS_SUFFIX, POLICIES_DIR, POLICIES_MAP, TEMPLATES_DIR,
     TYK_INDEX, escape_token,
 };
+use crate::json::Lookup;
 use crate::tree::{Content, EntryKind, Tree, TreeEntry};
 
 const EXTENSION: &str = super::markers::OAS_EXTENSION;
@@ -581,7 +582,7 @@ impl Classic {
     /// Applies `rules` to the extension `ext`.
     fn take(&mut self, ext: &Value, rules: &[(&str, &str, Take)]) {
         for &(at, from, how) in rules {
-            let found = ext.pointer(from);
+            let found = ext.lookup(from);
             let on = found.and_then(Value::as_bool).unwrap_or(false);
             let value = match how {
                 Take::Value => found.cloned(),
@@ -612,7 +613,7 @@ fn derive(doc: &Value) -> Option<Classic> {
         return None;
     }
     let ext = doc.get(EXTENSION).filter(|e| e.is_object())?;
-    ext.pointer("/info/id")
+    ext.lookup("/info/id")
         .and_then(Value::as_str)
         .filter(|id| !id.is_empty())?;
     let mut c = Classic {
@@ -635,7 +636,7 @@ fn derive(doc: &Value) -> Option<Classic> {
     security(&mut c, doc, ext);
     // handleAddApi switches context variables on unless the document says.
     let context = ext
-        .pointer("/middleware/global/contextVariables/enabled")
+        .lookup("/middleware/global/contextVariables/enabled")
         .and_then(Value::as_bool)
         .unwrap_or(true);
     c.set(
@@ -656,7 +657,7 @@ fn derive(doc: &Value) -> Option<Classic> {
 
 /// `Versioning.ExtractTo`: `info.versioning` into `version_definition`.
 fn versioning(c: &mut Classic, ext: &Value) {
-    let Some(v) = ext.pointer("/info/versioning").and_then(Value::as_object) else {
+    let Some(v) = ext.lookup("/info/versioning").and_then(Value::as_object) else {
         return;
     };
     let from = "/info/versioning";
@@ -691,7 +692,7 @@ fn versioning(c: &mut Classic, ext: &Value) {
 /// `(*OAS).extractSecurityTo` in the default ("legacy") mode.
 fn security(c: &mut Classic, doc: &Value, ext: &Value) {
     let auth_at = "/server/authentication";
-    let Some(auth) = ext.pointer(auth_at).filter(|a| a.is_object()) else {
+    let Some(auth) = ext.lookup(auth_at).filter(|a| a.is_object()) else {
         c.set("/use_keyless", json!(true), auth_at);
         return;
     };
@@ -747,7 +748,7 @@ fn security(c: &mut Classic, doc: &Value, ext: &Value) {
 
 /// A boolean at `pointer` in `v`; missing or not a boolean is Go's `false`.
 fn on(v: &Value, pointer: &str) -> bool {
-    v.pointer(pointer).and_then(Value::as_bool).unwrap_or(false)
+    v.lookup(pointer).and_then(Value::as_bool).unwrap_or(false)
 }
 
 /// `HMAC.ExtractTo`.
@@ -781,14 +782,14 @@ fn first_requirement(c: &mut Classic, doc: &Value, auth: &Value, enabled: bool) 
     let auth_at = "/server/authentication";
     let schemes = auth.get("securitySchemes").and_then(Value::as_object);
     let has_schemes = schemes.is_some_and(|s| !s.is_empty());
-    let Some(first) = doc.pointer("/security/0").and_then(Value::as_object) else {
+    let Some(first) = doc.lookup("/security/0").and_then(Value::as_object) else {
         return;
     };
     if !(enabled || has_schemes) {
         return;
     }
     let components = doc
-        .pointer("/components/securitySchemes")
+        .lookup("/components/securitySchemes")
         .and_then(Value::as_object);
     let mut token_done = false;
     // The enabled apiKey scheme first: only one token auth can be on.
@@ -904,7 +905,7 @@ fn api_key_place(c: &mut Classic, at: &str, native: &Value, native_at: &str) {
         Some("cookie") => (("use_cookie", true), "cookie_name"),
         _ => return,
     };
-    let Some(Value::Object(config)) = c.value.pointer_mut(at) else {
+    let Some(Value::Object(config)) = c.value.lookup_mut(at) else {
         return;
     };
     config.insert(flag.0.into(), json!(flag.1));
@@ -1029,7 +1030,7 @@ fn basic(c: &mut Classic, name: &str, tyk: &Value, from: &str) {
 
 /// Sections of `ext` at `at` other than `derived`.
 fn left_out_keys(c: &mut Classic, ext: &Value, at: &str, derived: &[&str]) {
-    let Some(section) = ext.pointer(at).and_then(Value::as_object) else {
+    let Some(section) = ext.lookup(at).and_then(Value::as_object) else {
         return;
     };
     let keys: Vec<String> = section

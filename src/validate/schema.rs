@@ -6,10 +6,12 @@
 //! compiles them again for its next sync (a few ms).
 
 use std::collections::HashSet;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, LazyLock, PoisonError, RwLock};
 
 use jsonschema::{Retrieve, Uri, Validator};
 use serde_json::Value;
+
+use crate::json::Lookup;
 
 /// Which schema a document is checked against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -105,7 +107,7 @@ fn compile(kind: Kind) -> Compiled {
     // The policy schema keeps its fields under $defs/policy, shared with
     // the policies map; the others list theirs at the top.
     let props = if kind == Kind::Policy {
-        schema.pointer("/$defs/policy/properties")
+        schema.lookup("/$defs/policy/properties")
     } else {
         schema.get("properties")
     };
@@ -198,6 +200,10 @@ pub fn release() {
 /// field named `field`: case-insensitively, with the two non-ASCII letters
 /// that fold to ASCII ones (the Kelvin sign and the long s).
 pub fn go_fold_eq(key: &str, field: &str) -> bool {
+    // Both ASCII (every field, nearly every key): no letter folds across.
+    if key.is_ascii() && field.is_ascii() {
+        return key.eq_ignore_ascii_case(field);
+    }
     let fold = |c: char| match c {
         '\u{212A}' => 'k',
         '\u{17F}' => 's',
@@ -223,7 +229,7 @@ fn deref<'a>(schemas: &'a Schemas, (mut file, mut node): Node<'a>) -> Option<Nod
         };
         let (found, root) = schemas.root(name)?;
         file = found;
-        node = root.pointer(pointer)?;
+        node = root.lookup(pointer)?;
     }
     None
 }
@@ -374,14 +380,21 @@ pub fn is_known_field(kind: Kind, key: &str) -> bool {
 /// Whether Go would decode `key`, inside an `access_rights` entry, into a
 /// field of the grant (`api_id`, `versions`, ...).
 pub fn is_grant_field(key: &str) -> bool {
-    let schemas = schemas();
-    let fields = schemas
-        .root(Kind::Policy.file())
-        .and_then(|(_, root)| {
-            root.pointer("/$defs/policy/properties/access_rights/additionalProperties/properties")
-        })
-        .and_then(Value::as_object);
-    fields.is_some_and(|f| f.keys().any(|name| go_fold_eq(key, name)))
+    // A few short names, asked for every member of every grant: kept apart
+    // from the schemas (which an idle sidecar drops) and read once.
+    static FIELDS: LazyLock<Vec<String>> = LazyLock::new(|| {
+        source(Kind::Policy.file())
+            .as_ref()
+            .and_then(|root| {
+                root.lookup(
+                    "/$defs/policy/properties/access_rights/additionalProperties/properties",
+                )
+            })
+            .and_then(Value::as_object)
+            .map(|f| f.keys().cloned().collect())
+            .unwrap_or_default()
+    });
+    FIELDS.iter().any(|name| go_fold_eq(key, name))
 }
 
 /// One schema violation: where (JSON pointer) and what.
