@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::ids;
-use super::locate::{depth_exceeded, duplicate_keys, line_col, locate, values_exceeded};
+use super::locate::{duplicate_keys, line_col, locate, members, structure};
 use super::report::{Finding, Severity};
 use super::schema::{self, Kind};
 use super::target::{self, Verdict};
@@ -17,7 +17,7 @@ use crate::json::Lookup;
 /// Deepest nesting serde_json accepts: its recursion limit of 128 fails a
 /// document on its 128th nested array or object.
 pub const MAX_DEPTH: usize = 127;
-/// JSON values in one file (see `locate::values_exceeded`). The largest
+/// JSON values in one file (see `locate::structure`). The largest
 /// real definitions hold a few thousand; parsed and analysed, a value
 /// costs a few hundred bytes, so this bounds one file to tens of MiB.
 pub const MAX_VALUES: usize = 200_000;
@@ -360,7 +360,8 @@ fn parse(sink: &mut Sink<'_>) -> Option<Value> {
         );
         return None;
     }
-    if let Some(offset) = depth_exceeded(bytes, MAX_DEPTH) {
+    let shape = structure(bytes, MAX_DEPTH, MAX_VALUES);
+    if let Some(offset) = shape.too_deep {
         let (line, column) = line_col(bytes, offset);
         sink.whole(
             ids::TOO_DEEP,
@@ -371,7 +372,7 @@ fn parse(sink: &mut Sink<'_>) -> Option<Value> {
         );
         return None;
     }
-    if let Some(offset) = values_exceeded(bytes, MAX_VALUES) {
+    if let Some(offset) = shape.too_many {
         let (line, column) = line_col(bytes, offset);
         sink.whole(
             ids::FILE_TOO_LARGE,
@@ -384,7 +385,11 @@ fn parse(sink: &mut Sink<'_>) -> Option<Value> {
     }
     match serde_json::from_slice::<Value>(bytes) {
         Ok(doc) => {
-            duplicate_key_findings(sink);
+            // Every member the source spells out is in the tree: no name
+            // repeats in any object, and the byte scan for one is spared.
+            if members(&doc) != shape.members {
+                duplicate_key_findings(sink);
+            }
             Some(doc)
         }
         Err(e) => {

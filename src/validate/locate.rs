@@ -1,4 +1,4 @@
-//! Positions in JSON source bytes: nesting depth (checked before parsing, so
+//! Positions in JSON source bytes: nesting depth and size (checked before parsing, so
 //! hostile input never reaches serde_json's recursion limit) and JSON pointer
 //! → line/column (parsed values carry no spans).
 //!
@@ -34,62 +34,103 @@ fn to_u32(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
 
-/// The bytes outside JSON strings, with their offsets: the structure the
-/// scans below look at.
-fn outside_strings(bytes: &[u8]) -> impl Iterator<Item = (usize, u8)> + '_ {
-    let mut in_string = false;
-    let mut escaped = false;
-    bytes.iter().enumerate().filter_map(move |(i, &b)| {
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_string = false;
-            }
-            return None;
-        }
-        if b == b'"' {
-            in_string = true;
-            return None;
-        }
-        Some((i, b))
-    })
+/// What one scan of a document's structure (everything outside its
+/// strings) finds; see `structure`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Structure {
+    /// The offset of the first bracket that opens nesting level
+    /// `max_depth + 1`, when the document nests deeper than that.
+    pub too_deep: Option<usize>,
+    /// Where the document passes `max_values` values, counted as
+    /// containers opened plus separators (a close upper bound of the values
+    /// it holds): a file of millions of tiny values (`[[],[],…]`) is
+    /// refused before it is parsed into a tree that costs a hundred times
+    /// its size.
+    pub too_many: Option<usize>,
+    /// Colons outside strings: in a document that parses, the number of
+    /// object members it spells out. A parsed tree holding fewer had two
+    /// members of one name in some object (see `members`).
+    pub members: usize,
 }
 
-/// The offset of the first bracket that opens nesting level `limit + 1`,
-/// when the document nests deeper than `limit`. Brackets inside strings do
-/// not count.
-pub fn depth_exceeded(bytes: &[u8], limit: usize) -> Option<usize> {
-    let mut depth = 0usize;
-    for (i, b) in outside_strings(bytes) {
+/// Scans `bytes` once for `Structure`; brackets, commas and colons inside
+/// strings do not count. Stops at the first bracket too deep (the depth is
+/// judged first). Strings are skipped by searching for their closing quote,
+/// not byte by byte: they are most of a definition's bytes.
+pub fn structure(bytes: &[u8], max_depth: usize, max_values: usize) -> Structure {
+    let mut out = Structure {
+        too_deep: None,
+        too_many: None,
+        members: 0,
+    };
+    // One value to start with; each opener or separator adds one, so the
+    // limit is passed at the `max_values`-th of them.
+    let max_values = max_values.max(1);
+    let (mut depth, mut values) = (0usize, 0usize);
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
         match b {
+            b'"' => {
+                i = string_end(bytes, i + 1);
+                continue;
+            }
             b'{' | b'[' => {
                 depth += 1;
-                if depth > limit {
-                    return Some(i);
+                if depth > max_depth {
+                    out.too_deep = Some(i);
+                    return out;
                 }
             }
             b'}' | b']' => depth = depth.saturating_sub(1),
+            b':' => out.members += 1,
+            _ => {}
+        }
+        if matches!(b, b'{' | b'[' | b',') {
+            values += 1;
+            if values == max_values {
+                out.too_many.get_or_insert(i);
+            }
+        }
+        i += 1;
+    }
+    out
+}
+
+/// The offset just past the quote that closes the string whose contents
+/// start at `from` (or the end of `bytes` when it never closes).
+fn string_end(bytes: &[u8], mut from: usize) -> usize {
+    while let Some(at) = memchr::memchr2(b'"', b'\\', &bytes[from.min(bytes.len())..]) {
+        let at = from + at;
+        if bytes[at] == b'"' {
+            return at + 1;
+        }
+        // A backslash escapes the byte after it, whatever it is.
+        from = at + 2;
+    }
+    bytes.len()
+}
+
+/// The members of every object in `doc`, at any depth. Fewer than the
+/// document's source spells out (`Structure::members`) means two members
+/// of one object had the same name, the later replacing the earlier.
+pub fn members(doc: &serde_json::Value) -> usize {
+    use serde_json::Value;
+    let mut count = 0;
+    let mut stack = vec![doc];
+    while let Some(v) = stack.pop() {
+        match v {
+            Value::Object(map) => {
+                count += map.len();
+                stack.extend(map.values().filter(|v| v.is_object() || v.is_array()));
+            }
+            Value::Array(items) => {
+                stack.extend(items.iter().filter(|v| v.is_object() || v.is_array()));
+            }
             _ => {}
         }
     }
-    None
-}
-
-/// Where a document passes `limit` values, counted as containers opened
-/// plus separators outside strings (a close upper bound of the values it
-/// holds), or `None`. A scan of the bytes, so a file of millions of tiny
-/// values (`[[],[],…]`) is refused before it is parsed into a tree that
-/// costs a hundred times its size.
-pub fn values_exceeded(bytes: &[u8], limit: usize) -> Option<usize> {
-    // One value to start with; each opener or separator adds one, so the
-    // limit is passed at the `limit`-th of them.
-    outside_strings(bytes)
-        .filter(|(_, b)| matches!(b, b'{' | b'[' | b','))
-        .nth(limit.saturating_sub(1))
-        .map(|(i, _)| i)
+    count
 }
 
 /// A member name that appears twice in one object. serde_json and the
@@ -406,11 +447,40 @@ impl<'a> Scanner<'a> {
 
 #[cfg(test)]
 mod tests {
+    fn too_many(bytes: &[u8], limit: usize) -> Option<usize> {
+        structure(bytes, 127, limit).too_many
+    }
+
+    fn too_deep(bytes: &[u8], limit: usize) -> Option<usize> {
+        structure(bytes, limit, 1000).too_deep
+    }
+
     #[test]
     fn values_are_counted_outside_strings_only() {
-        assert_eq!(values_exceeded(br#"["a,b,c,{,[", 1]"#, 3), None);
-        assert_eq!(values_exceeded(b"[1,2]", 2), Some(2));
-        assert_eq!(values_exceeded(br#"{"k\",": [[]]}"#, 3), Some(10));
+        assert_eq!(too_many(br#"["a,b,c,{,[", 1]"#, 3), None);
+        assert_eq!(too_many(b"[1,2]", 2), Some(2));
+        assert_eq!(too_many(br#"{"k\",": [[]]}"#, 3), Some(10));
+        assert_eq!(too_many(br#"["\\",[],"\\\"]"]"#, 3), Some(6));
+        assert_eq!(too_many(b"[1,2]", 0), Some(0));
+    }
+
+    #[test]
+    fn members_are_counted_outside_strings_and_against_the_parsed_tree() {
+        let plain = br#"{"a:b":"c:d","e":[{"f":1},{"g\":":2}],"h":{}}"#;
+        assert_eq!(structure(plain, 127, 1000).members, 5);
+        let doc: serde_json::Value = serde_json::from_slice(plain).unwrap();
+        assert_eq!(members(&doc), 5);
+        let dup = br#"[{"a":1},{"k":{"x":1,"x":2}}]"#;
+        assert_eq!(structure(dup, 127, 1000).members, 4);
+        let doc: serde_json::Value = serde_json::from_slice(dup).unwrap();
+        assert_eq!(members(&doc), 3);
+        // A name spelled with an escape is the same name.
+        let escaped = br#"{"eA":1,"e\u0041":2}"#;
+        let doc: serde_json::Value = serde_json::from_slice(escaped).unwrap();
+        assert_eq!(
+            (structure(escaped, 127, 1000).members, members(&doc)),
+            (2, 1)
+        );
     }
 
     use super::*;
@@ -441,8 +511,11 @@ mod tests {
 
     #[test]
     fn depth_ignores_brackets_in_strings() {
-        assert_eq!(depth_exceeded(br#"[["[[[["]]"#, 2), None);
-        assert_eq!(depth_exceeded(b"[[[1]]]", 2), Some(2));
+        assert_eq!(too_deep(br#"[["[[[["]]"#, 2), None);
+        assert_eq!(too_deep(b"[[[1]]]", 2), Some(2));
+        assert_eq!(too_deep(br#"[["\"[[[\\",[[1]]]]"#, 3), Some(13));
+        // The depth is judged even where the values already passed theirs.
+        assert_eq!(structure(b"[[[1]]]", 2, 1).too_deep, Some(2));
     }
 
     #[test]
@@ -479,7 +552,7 @@ mod tests {
     fn garbage_never_panics() {
         for doc in [&b"{\"a"[..], b"[1,", b"{\"a\":", b"\"\\", b"{,,,}", b"}"] {
             let _ = locate(doc, "/a/0/b");
-            let _ = depth_exceeded(doc, 1);
+            let _ = structure(doc, 1, 2);
             let _ = duplicate_keys(doc, 10);
             let _ = line_col(doc, 1000);
         }
