@@ -21,6 +21,9 @@ use serde::{Deserialize, Serialize};
 use crate::bundle::OutFile;
 use crate::tree::{BlobReader, blob_id, hex_id};
 
+mod early;
+pub use early::{Early, EarlyFile};
+
 /// Metadata written into each revision (not `.json`: the gateway never reads
 /// the revision root, but the name keeps it clear of any glob).
 const MANIFEST: &str = ".revision";
@@ -1116,6 +1119,68 @@ mod tests {
         let surplus = revs.prepare(1, &[], &AtomicBool::new(false)).unwrap();
         assert!(surplus.is_some_and(|s| s.name() == "r2"));
         assert!(!spare.exists());
+    }
+
+    #[test]
+    fn files_written_early_are_kept_by_the_write_and_the_rest_goes() {
+        let root = tempfile::tempdir().unwrap();
+        let revs = Revisions::open(root.path()).unwrap();
+        let git = |path: &str, bytes: &[u8]| (path.to_string(), blob_id(bytes), bytes.to_vec());
+        let early = revs.write_early(vec![
+            git("apps/a.json", b"A"),
+            git("apps/b.json", b"B"),
+            git("README.md", b"read me"),
+            git("docs/deep/x.md", b"X"),
+            git("../out.json", b"O"),
+        ]);
+        let written = early.finish().expect("written");
+        let dir = revs.path_of(written.name());
+        assert!(
+            written.name().starts_with(STAGING_PREFIX),
+            "{}",
+            written.name()
+        );
+        assert!(!root.path().join("out.json").exists());
+        let ino = |dir: &Path, f: &str| fs::metadata(dir.join(f)).unwrap().ino();
+        let a = ino(&dir, "apps/a.json");
+
+        // b's bytes changed in the bundle (a ${VAR}, say); policies.json is
+        // made by it.
+        let mut new = [
+            file("apps/a.json", b"A"),
+            file("apps/b.json", b"B2"),
+            file("policies/policies.json", b"{}"),
+        ];
+        new[0].blob = Some(blob_id(b"A"));
+        revs.write_with("r1", base("r1"), &new, Some(written), None)
+            .unwrap();
+        let r1 = revs.path_of("r1");
+        assert_eq!(ino(&r1, "apps/a.json"), a, "kept, not written again");
+        let want: BTreeSet<(String, Vec<u8>)> = [
+            ("apps/a.json", &b"A"[..]),
+            ("apps/b.json", b"B2"),
+            ("policies/policies.json", b"{}"),
+        ]
+        .iter()
+        .map(|(p, b)| (p.to_string(), b.to_vec()))
+        .collect();
+        let mut got = contents(&r1);
+        got.retain(|(p, _)| p != MANIFEST);
+        assert_eq!(got, want);
+        assert!(!r1.join("docs").exists() && !r1.join("README.md").exists());
+        let left: Vec<_> = fs::read_dir(revs.dir()).unwrap().collect();
+        assert_eq!(left.len(), 1, "only r1 under revisions/");
+    }
+
+    #[test]
+    fn an_early_write_dropped_unfinished_leaves_nothing() {
+        let root = tempfile::tempdir().unwrap();
+        let revs = Revisions::open(root.path()).unwrap();
+        let files = (0..500)
+            .map(|i| (format!("apps/{i}.json"), Oid::ZERO_SHA1, vec![b'x'; 100]))
+            .collect();
+        drop(revs.write_early(files));
+        assert_eq!(fs::read_dir(revs.dir()).unwrap().count(), 0);
     }
 
     #[test]

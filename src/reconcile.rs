@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::apply::{ApplyError, Inventory, Manifest, Revisions};
+use crate::apply::{ApplyError, Early, EarlyFile, Inventory, Manifest, Revisions};
 use crate::config::{ConfigError, SyncConfig};
 use crate::exit::Exit;
 use crate::gateway::{
@@ -576,17 +576,13 @@ impl Reconciler {
             cfg.path.clone(),
             self.cache.clone(),
         );
-        let allow_empty = cfg.allow_empty;
+        let reading = Reading {
+            subpath,
+            allow_empty: cfg.allow_empty,
+            cold: ground.current.is_none().then(|| ground.revs.clone()),
+        };
         let read = blocking(move || {
-            Checked::read(
-                &source,
-                &fetched,
-                subpath,
-                &opts,
-                vars.as_ref(),
-                &cache,
-                allow_empty,
-            )
+            Checked::read(&source, &fetched, reading, &opts, vars.as_ref(), &cache)
         })
         .await?;
         // A commit whose tree cannot be read as a config (a name no file
@@ -625,6 +621,10 @@ impl Reconciler {
             warn!(file = %w.file, line = w.line, rule = w.rule, "{}", w.message);
         }
         if checked.report.rejects(cfg.validate.strict) {
+            // Refused: what was written early goes (off the runtime).
+            if let Some(early) = checked.early.take() {
+                blocking(move || drop(early)).await?;
+            }
             if let Some(changes) = checked.changes.take() {
                 let root = cfg.root.clone();
                 blocking(move || save_analyses(&changes, &root)).await?;
@@ -664,6 +664,7 @@ impl Reconciler {
             bundle,
             changes,
             reader,
+            early,
             ..
         } = checked;
         let manifest_base = Manifest {
@@ -686,7 +687,11 @@ impl Reconciler {
             // or else the spare prepared while Git fetched.
             let protect: Vec<&str> = protect.iter().map(String::as_str).collect();
             let mut prepared = prepared.lock().unwrap_or_else(|p| p.into_inner());
-            let recycle = revs.recyclable(keep, &protect, prepared.take())?;
+            // A cold sync recycles what it wrote early.
+            let recycle = match early.and_then(Early::finish) {
+                Some(written) => Some(written),
+                None => revs.recyclable(keep, &protect, prepared.take())?,
+            };
             let written = std::thread::scope(|scope| {
                 // New analyses are saved beside the write.
                 let span = tracing::Span::current();
@@ -1147,6 +1152,17 @@ struct Checked {
     analysed: usize,
     /// Analyses new to the cache, to save.
     changes: Option<validate::Cache>,
+    /// A cold sync's files, being written while validation ran.
+    early: Option<Early>,
+}
+
+/// How `Checked::read` reads a commit, beside what it validates with.
+struct Reading {
+    /// `--path`.
+    subpath: Option<String>,
+    allow_empty: bool,
+    /// For a cold sync, where to write the files early.
+    cold: Option<Revisions>,
 }
 
 impl Checked {
@@ -1155,12 +1171,16 @@ impl Checked {
     fn read(
         source: &Source,
         commit: &Commit,
-        subpath: Option<String>,
+        reading: Reading,
         opts: &validate::Options,
         vars: Option<&crate::validate::vars::Vars>,
         cache: &Mutex<validate::Cache>,
-        allow_empty: bool,
     ) -> Result<Checked, SyncError> {
+        let Reading {
+            subpath,
+            allow_empty,
+            cold,
+        } = reading;
         let started = Instant::now();
         let mut cache = cache
             .lock()
@@ -1182,6 +1202,8 @@ impl Checked {
             "tree read"
         );
         let files = tree.len();
+        // Nothing to link or recycle: the files are written meanwhile.
+        let early = cold.map(|revs| revs.write_early(early_files(&tree)));
         let holds_config = empty::holds_config(&tree);
         let suggestions = if holds_config || allow_empty {
             Vec::new()
@@ -1214,8 +1236,22 @@ impl Checked {
             files,
             analysed: cache.analysed(),
             changes: cache.changes(),
+            early,
         })
     }
+}
+
+/// The files of `tree` read whole, as a cold sync writes them early: each
+/// where the revision most often has it (the same path), with its bytes
+/// copied, as validation takes the tree.
+fn early_files(tree: &crate::tree::Tree) -> Vec<EarlyFile> {
+    tree.entries
+        .iter()
+        .filter_map(|e| match &e.content {
+            crate::tree::Content::Loaded(bytes) => Some((e.path.clone(), e.blob, bytes.clone())),
+            _ => None,
+        })
+        .collect()
 }
 
 /// A revision written completely under `revisions/`, not yet published.

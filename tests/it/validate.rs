@@ -796,6 +796,32 @@ fn load_case(repo: &ConfigRepo, case: &Path) {
     }
 }
 
+/// A cold sync writes the files while validation runs (`apply::Early`):
+/// refused, nothing of it stays, and nothing is published.
+#[test]
+fn a_cold_sync_of_a_commit_with_errors_leaves_nothing_under_the_root() {
+    let repo = ConfigRepo::new();
+    load_case(&repo, &cases_dir().join("duplicate-api-id/two-files"));
+    for i in 0..200 {
+        repo.api(&format!("extra-{i:03}"));
+    }
+    repo.commit("bad");
+    let root = tempfile::tempdir().expect("root");
+    let out = Tg::sync(&repo.url(), root.path()).run();
+    assert_eq!(out.code, 1, "{}", out.output());
+    assert!(
+        out.output().contains("duplicate-api-id"),
+        "{}",
+        out.output()
+    );
+    assert!(!root.path().join("current").exists());
+    let left: Vec<_> = fs::read_dir(root.path().join("revisions"))
+        .expect("revisions")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
 #[test]
 fn sync_of_a_commit_with_errors_changes_nothing() {
     let repo = ConfigRepo::new();

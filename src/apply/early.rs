@@ -1,0 +1,158 @@
+//! A cold write begun early. With no revision to link from or recycle,
+//! writing 11,000 files is most of a cold sync's write, and it only needs
+//! the bytes as Git holds them. So the files are written while validation
+//! runs, on a thread of their own, into a directory with a staging name
+//! (`open` removes it after a crash), and flushed there. The write then
+//! recycles that directory like an old revision: it keeps every file whose
+//! path and blob id the new revision has, removes the rest and writes what
+//! the bundle made or changed. Refused, the directory is removed.
+
+use std::ffi::CString;
+use std::fs::{self, File};
+use std::io::Write;
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::path::{Path, PathBuf};
+use std::thread::JoinHandle;
+
+use foldhash::HashMap;
+use git2::Oid;
+
+use super::{
+    ApplyError, Inventory, Revisions, STAGING_PREFIX, check_relative, folder_and_above, io_err,
+    sync_filesystem,
+};
+use crate::tree::hex_id;
+
+/// A file as Git holds it: path in the revision, blob id, bytes.
+pub type EarlyFile = (String, Oid, Vec<u8>);
+
+/// Files being written ahead of validation; see the module.
+pub struct Early {
+    dir: PathBuf,
+    writing: Option<JoinHandle<Result<Inventory, ApplyError>>>,
+}
+
+impl Revisions {
+    /// Starts writing `files` into a new directory under `revisions/` on a
+    /// thread of its own (one: creates in one folder serialise on its
+    /// lock, and a second thread only spins on it). Files with unsafe
+    /// paths are left out; the write judges them.
+    pub fn write_early(&self, files: Vec<EarlyFile>) -> Early {
+        let name = format!(
+            "{STAGING_PREFIX}early-{}-{}",
+            std::process::id(),
+            rand::random::<u32>()
+        );
+        let dir = self.path_of(&name);
+        let into = dir.clone();
+        let span = tracing::Span::current();
+        let writing = std::thread::Builder::new()
+            .name("early-write".into())
+            .spawn(move || span.in_scope(|| write_all(&into, name, files)))
+            .ok();
+        Early { dir, writing }
+    }
+}
+
+impl Early {
+    /// Waits for the files; what the directory holds, for `write_with` to
+    /// recycle. `None` when the early write failed (its directory is gone;
+    /// the write then writes every file itself and reports what fails).
+    pub fn finish(mut self) -> Option<Inventory> {
+        let done = self.writing.take()?.join();
+        match done {
+            Ok(Ok(inventory)) => Some(inventory),
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "early write failed; the write does it all");
+                remove(&self.dir);
+                None
+            }
+            Err(_) => {
+                remove(&self.dir);
+                None
+            }
+        }
+    }
+}
+
+impl Drop for Early {
+    /// Unfinished (the commit was refused, or the pass failed): waits for
+    /// the thread and removes what it wrote, so a refused commit leaves
+    /// nothing behind.
+    fn drop(&mut self) {
+        if let Some(writing) = self.writing.take() {
+            let _ = writing.join();
+            remove(&self.dir);
+        }
+    }
+}
+
+fn remove(dir: &Path) {
+    if let Err(e) = fs::remove_dir_all(dir)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(dir = %dir.display(), error = %e, "could not remove an early write; the next start removes it");
+    }
+}
+
+/// Writes `files` into the new directory `dir`, each named relative to its
+/// folder's descriptor, frees each one's bytes once written, and flushes
+/// the filesystem, so the write's own flush finds little left to do.
+fn write_all(dir: &Path, name: String, mut files: Vec<EarlyFile>) -> Result<Inventory, ApplyError> {
+    files.retain(|(path, _, _)| check_relative(path).is_ok());
+    files.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    files.dedup_by(|a, b| a.0 == b.0);
+    fs::create_dir(dir).map_err(io_err("create", dir))?;
+    let mut folders: HashMap<String, File> = HashMap::default();
+    let mut dirs: Vec<String> = Vec::new();
+    let mut listed = Vec::with_capacity(files.len());
+    for (path, id, bytes) in files {
+        let (parent, file_name) = path.rsplit_once('/').unwrap_or(("", &path));
+        if !folders.contains_key(parent) {
+            let at = dir.join(parent);
+            fs::create_dir_all(&at).map_err(io_err("create", &at))?;
+            for above in folder_and_above(parent).filter(|d| !d.is_empty()) {
+                if !dirs.iter().any(|d| d == above) {
+                    dirs.push(above.to_string());
+                }
+            }
+            let opened = File::open(&at).map_err(io_err("open", &at))?;
+            folders.insert(parent.to_string(), opened);
+        }
+        let folder = &folders[parent];
+        let full = || dir.join(&path);
+        let c_name =
+            CString::new(file_name).map_err(|_| ApplyError::UnsafePath { path: path.clone() })?;
+        // SAFETY: `folder` is an open directory and `c_name` a
+        // NUL-terminated name that outlives the call; the descriptor
+        // returned is owned by the `File` made from it.
+        let fd = unsafe {
+            libc::openat(
+                folder.as_raw_fd(),
+                c_name.as_ptr(),
+                libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC,
+                0o666,
+            )
+        };
+        if fd < 0 {
+            return Err(io_err("create", &full())(std::io::Error::last_os_error()));
+        }
+        // SAFETY: `fd` was just opened and nothing else owns it.
+        let mut out = unsafe { File::from_raw_fd(fd) };
+        out.write_all(&bytes).map_err(io_err("write", &full()))?;
+        drop(bytes);
+        listed.push((path, hex_id(id.as_bytes())));
+    }
+    sync_filesystem(dir)?;
+    let present = listed
+        .iter()
+        .map(|(path, _)| (path.clone(), true))
+        .collect();
+    Ok(Inventory {
+        name,
+        listed,
+        present,
+        dirs,
+        strays: Vec::new(),
+    })
+}
