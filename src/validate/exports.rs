@@ -16,7 +16,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::locate::{line_col, locate};
-use super::markers::{EXPORT_MARK, POLICY_MARK, contains, json_file_where, may_unwrap};
+use super::markers::{has_export_mark, has_policy_mark, json_file_where, may_unwrap};
 use super::report::{Finding, Report, Severity};
 use super::rules;
 use crate::bundle::{
@@ -142,7 +142,7 @@ fn in_place(bytes: &[u8], raw: &RawValue) -> Vec<u8> {
 /// its place; `None` when `bytes` is not one.
 fn api_export(bytes: &[u8]) -> Option<(Vec<u8>, Option<Vec<u8>>)> {
     // Cheap refusal first: most files are definitions.
-    if !contains(bytes, EXPORT_MARK) {
+    if !has_export_mark(bytes) {
         return None;
     }
     let export: ApiExport = serde_json::from_slice(bytes).ok()?;
@@ -160,7 +160,7 @@ fn api_export(bytes: &[u8]) -> Option<(Vec<u8>, Option<Vec<u8>>)> {
 /// `id`: the empty `""` is replaced where it stands, or `"id"` is added
 /// first in the object.
 fn policy_with_id(bytes: &[u8]) -> Option<Vec<u8>> {
-    if !contains(bytes, POLICY_MARK) {
+    if !has_policy_mark(bytes) {
         return None;
     }
     let ids: PolicyIds = serde_json::from_slice(bytes).ok()?;

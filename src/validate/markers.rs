@@ -5,6 +5,10 @@
 //! `standalone` (see `ApiFacts::standalone`), and a later commit holding
 //! the same blob need not read it.
 
+use std::sync::LazyLock;
+
+use memchr::memmem::Finder;
+
 use crate::tree::{Content, EntryKind, TreeEntry};
 
 /// The key of the Tyk OAS extension in an OpenAPI document.
@@ -23,22 +27,33 @@ pub fn may_substitute(bytes: &[u8]) -> bool {
 /// Whether `exports::unwrap` could rewrite a file of these bytes, wherever
 /// it sits.
 pub fn may_unwrap(bytes: &[u8]) -> bool {
-    contains(bytes, EXPORT_MARK) || contains(bytes, POLICY_MARK)
+    has_export_mark(bytes) || has_policy_mark(bytes)
+}
+
+/// Whether the bytes hold `EXPORT_MARK`.
+pub fn has_export_mark(bytes: &[u8]) -> bool {
+    static FINDER: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(EXPORT_MARK));
+    FINDER.find(bytes).is_some()
+}
+
+/// Whether the bytes hold `POLICY_MARK`.
+pub fn has_policy_mark(bytes: &[u8]) -> bool {
+    static FINDER: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(POLICY_MARK));
+    FINDER.find(bytes).is_some()
 }
 
 /// Whether `oas::pair` could take a file of these bytes for a Tyk OAS
 /// document kept alone, wherever it sits.
 pub fn may_pair(bytes: &[u8]) -> bool {
-    contains(bytes, OAS_EXTENSION.as_bytes())
+    // Asked of every file read: the searcher is built once, not per call.
+    static FINDER: LazyLock<Finder<'static>> =
+        LazyLock::new(|| Finder::new(OAS_EXTENSION.as_bytes()));
+    FINDER.find(bytes).is_some()
 }
 
 /// Whether no stage before the analysis changes a file of these bytes.
 pub fn untouched(bytes: &[u8]) -> bool {
     !may_substitute(bytes) && !may_unwrap(bytes) && !may_pair(bytes)
-}
-
-pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    memchr::memmem::find(haystack, needle).is_some()
 }
 
 /// A `.json` file read, whose bytes pass `test`.
