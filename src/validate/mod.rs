@@ -139,14 +139,12 @@ impl Cache {
         if crate::par::threads() == 1 || misses.len() < PARALLEL_FROM {
             return;
         }
-        let analysed: Vec<((BlobKey, Role), Analysis)> = crate::par::chunks(&misses, |part| {
-            part.iter()
-                .map(|(blob, role, bytes)| ((key(*blob), *role), analyse::analyse(*role, bytes)))
-                .collect::<Vec<_>>()
-        })
-        .into_iter()
-        .flatten()
-        .collect();
+        // Taken 32 at a time: a cold sync writes its files meanwhile on a
+        // thread of its own, so the analysing threads do not get equal
+        // shares of the cores.
+        let analysed = crate::par::map(&misses, 32, |(blob, role, bytes)| {
+            ((key(*blob), *role), analyse::analyse(*role, bytes))
+        });
         for (key, analysis) in analysed {
             self.entries.insert(key, Arc::new(analysis));
             self.dirty = true;
