@@ -774,9 +774,15 @@ fn home_of(key: &str) -> Option<&'static str> {
         ("auth_check", "custom_middleware"),
         ("id_extractor", "custom_middleware"),
     ];
+    // Asked of every top-level key of every definition: an ASCII key
+    // (nearly all) is compared as ASCII, its length first.
+    let ascii = key.is_ascii();
     HOMES
         .iter()
-        .find(|(field, _)| schema::go_fold_eq(key, field))
+        .find(|(field, _)| match ascii {
+            true => key.eq_ignore_ascii_case(field),
+            false => schema::go_fold_eq(key, field),
+        })
         .map(|(_, home)| *home)
 }
 

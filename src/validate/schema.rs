@@ -201,8 +201,13 @@ pub fn release() {
 /// that fold to ASCII ones (the Kelvin sign and the long s).
 pub fn go_fold_eq(key: &str, field: &str) -> bool {
     // Both ASCII (every field, nearly every key): no letter folds across.
+    // The same length first: most keys are compared with fields they are
+    // not.
+    if key.len() == field.len() && key.eq_ignore_ascii_case(field) {
+        return true;
+    }
     if key.is_ascii() && field.is_ascii() {
-        return key.eq_ignore_ascii_case(field);
+        return false;
     }
     let fold = |c: char| match c {
         '\u{212A}' => 'k',
