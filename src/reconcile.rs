@@ -576,10 +576,24 @@ impl Reconciler {
             cfg.path.clone(),
             self.cache.clone(),
         );
+        let cold = ground.current.is_none().then(|| ground.revs.clone());
+        if cold.is_some() {
+            // The read-ahead opens the root, which removes staging
+            // directories left by an interrupted run: done before an early
+            // write makes one (with nothing to recycle, it is quick).
+            let task = self
+                .preparing
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+            if let Some(task) = task {
+                let _ = task.await;
+            }
+        }
         let reading = Reading {
             subpath,
             allow_empty: cfg.allow_empty,
-            cold: ground.current.is_none().then(|| ground.revs.clone()),
+            cold,
         };
         let read = blocking(move || {
             Checked::read(&source, &fetched, reading, &opts, vars.as_ref(), &cache)
