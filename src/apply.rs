@@ -913,6 +913,7 @@ mod tests {
     use super::*;
     use std::borrow::Cow;
     use std::os::unix::fs::MetadataExt;
+    use std::sync::Arc;
 
     fn file<'a>(path: &str, bytes: &'a [u8]) -> OutFile<'a> {
         OutFile {
@@ -1125,7 +1126,8 @@ mod tests {
     fn files_written_early_are_kept_by_the_write_and_the_rest_goes() {
         let root = tempfile::tempdir().unwrap();
         let revs = Revisions::open(root.path()).unwrap();
-        let git = |path: &str, bytes: &[u8]| (path.to_string(), blob_id(bytes), bytes.to_vec());
+        let git =
+            |path: &str, bytes: &[u8]| (path.to_string(), blob_id(bytes), Arc::new(bytes.to_vec()));
         let early = revs.write_early(vec![
             git("apps/a.json", b"A"),
             git("apps/b.json", b"B"),
@@ -1177,7 +1179,13 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let revs = Revisions::open(root.path()).unwrap();
         let files = (0..500)
-            .map(|i| (format!("apps/{i}.json"), Oid::ZERO_SHA1, vec![b'x'; 100]))
+            .map(|i| {
+                (
+                    format!("apps/{i}.json"),
+                    Oid::ZERO_SHA1,
+                    Arc::new(vec![b'x'; 100]),
+                )
+            })
             .collect();
         drop(revs.write_early(files));
         assert_eq!(fs::read_dir(revs.dir()).unwrap().count(), 0);

@@ -1255,29 +1255,16 @@ impl Checked {
     }
 }
 
-/// The most file bytes a cold sync copies for its early write: past them,
-/// the write writes the rest itself (the copies add to the peak memory).
-const EARLY_MAX_BYTES: usize = 32 * 1024 * 1024;
-
 /// The files of `tree` read whole, as a cold sync writes them early: each
-/// where the revision most often has it (the same path), with its bytes
-/// copied, as validation takes the tree; at most `EARLY_MAX_BYTES`.
+/// where the revision most often has it (the same path), its bytes shared
+/// with validation, not copied.
 fn early_files(tree: &crate::tree::Tree) -> Vec<EarlyFile> {
-    let mut budget = EARLY_MAX_BYTES;
     tree.entries
         .iter()
         .filter_map(|e| match &e.content {
-            crate::tree::Content::Loaded(bytes) => Some((e, bytes)),
+            crate::tree::Content::Loaded(bytes) => Some((e.path.clone(), e.blob, bytes.clone())),
             _ => None,
         })
-        .take_while(|(_, bytes)| match budget.checked_sub(bytes.len()) {
-            Some(left) => {
-                budget = left;
-                true
-            }
-            None => false,
-        })
-        .map(|(e, bytes)| (e.path.clone(), e.blob, bytes.clone()))
         .collect()
 }
 

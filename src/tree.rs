@@ -8,6 +8,7 @@
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use git2::Oid;
 
@@ -23,18 +24,17 @@ pub enum EntryKind {
 /// A file's bytes, or why we did not read them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Content {
-    Loaded(Vec<u8>),
+    /// Shared, not copied, by what reads them beside validation (a cold
+    /// sync's early write, the folders a source keeps for its next read);
+    /// validation takes them whole where nothing else holds them.
+    Loaded(Arc<Vec<u8>>),
     /// Over the size limit: refused without reading it all.
-    TooLarge {
-        size: u64,
-    },
+    TooLarge { size: u64 },
     /// Symlinks and submodules have no content we would use.
     Absent,
     /// Not read: analysed before (same blob id) with a result that needs no
     /// bytes. `Tree::load` reads it when a later stage does need them.
-    Unread {
-        size: u64,
-    },
+    Unread { size: u64 },
 }
 
 #[derive(Debug, Clone)]
@@ -65,7 +65,7 @@ impl TreeEntry {
             path: path.into(),
             kind: EntryKind::File,
             blob: blob_id(&bytes),
-            content: Content::Loaded(bytes),
+            content: Content::Loaded(Arc::new(bytes)),
         }
     }
 }
@@ -155,7 +155,7 @@ impl Tree {
         let entry = &mut self.entries[i];
         if let Content::Unread { .. } = entry.content {
             entry.content = match self.reader.as_ref().and_then(|r| r.read(entry.blob)) {
-                Some(bytes) => Content::Loaded(bytes),
+                Some(bytes) => Content::Loaded(Arc::new(bytes)),
                 None => Content::Absent,
             };
         }
@@ -384,7 +384,7 @@ mod tests {
         assert_eq!(tree.get("apps/l.json").unwrap().kind, EntryKind::Symlink);
         assert_eq!(
             tree.get("apps/a.json").unwrap().content,
-            Content::Loaded(b"{}".to_vec())
+            Content::Loaded(Arc::new(b"{}".to_vec()))
         );
     }
 }

@@ -12,6 +12,7 @@ use std::fs::{self, File};
 use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use foldhash::HashMap;
@@ -23,8 +24,9 @@ use super::{
 };
 use crate::tree::hex_id;
 
-/// A file as Git holds it: path in the revision, blob id, bytes.
-pub type EarlyFile = (String, Oid, Vec<u8>);
+/// A file as Git holds it: path in the revision, blob id, bytes (shared
+/// with validation, which takes them whole once this write dropped them).
+pub type EarlyFile = (String, Oid, Arc<Vec<u8>>);
 
 /// Files being written ahead of validation; see the module.
 pub struct Early {
@@ -96,7 +98,7 @@ fn remove(dir: &Path) {
 }
 
 /// Writes `files` into the new directory `dir`, each named relative to its
-/// folder's descriptor, frees each one's bytes once written, and flushes
+/// folder's descriptor, lets go of each one's bytes once written, and flushes
 /// the filesystem, so the write's own flush finds little left to do.
 fn write_all(dir: &Path, name: String, mut files: Vec<EarlyFile>) -> Result<Inventory, ApplyError> {
     files.retain(|(path, _, _)| check_relative(path).is_ok());

@@ -3,6 +3,7 @@
 //! read into memory; symlinks and submodules are recorded, not followed.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use git2::{ObjectType, Oid, Repository};
 
@@ -446,7 +447,7 @@ fn read_blobs(
             (Some(data), _) if data.len() as u64 > max_file_size => Content::TooLarge {
                 size: data.len() as u64,
             },
-            (Some(data), _) => Content::Loaded(data),
+            (Some(data), _) => Content::Loaded(Arc::new(data)),
             (None, Some(&Learnt::Header(size))) => Content::TooLarge { size },
             // Every id within the limit was read above.
             (None, _) => Content::TooLarge { size: 0 },

@@ -597,7 +597,7 @@ fn read_index(
         }
     }
     Some(Index {
-        bytes: bytes.clone(),
+        bytes: bytes.to_vec(),
         named,
     })
 }
@@ -674,9 +674,13 @@ fn unread_size(tree: &Tree, i: usize) -> Option<u64> {
     }
 }
 
+/// The bytes of entry `i`, taken from the tree: moved, unless something
+/// else still holds them (a cold sync's early write), then copied.
 fn take_bytes(tree: &mut Tree, i: usize) -> Vec<u8> {
     match &mut tree.entries[i].content {
-        Content::Loaded(b) => std::mem::take(b),
+        Content::Loaded(b) => {
+            Arc::try_unwrap(std::mem::take(b)).unwrap_or_else(|shared| shared.to_vec())
+        }
         _ => Vec::new(),
     }
 }

@@ -347,7 +347,7 @@ pub fn pair(tree: &mut Tree, report: &mut Report) -> Pairs {
         // Serialising a Value cannot fail (its keys are strings).
         let mut text = serde_json::to_vec_pretty(&classic.value).unwrap_or_default();
         text.push(b'\n');
-        let user_bytes = bytes.clone();
+        let user_bytes = bytes.to_vec();
         if document_path != path {
             added.push(TreeEntry::file(document_path.clone(), user_bytes.clone()));
             *entry = TreeEntry::file(path.clone(), text);

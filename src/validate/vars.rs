@@ -363,7 +363,7 @@ mod tests {
         ]);
         assert!(vars().substitute(&mut tree).is_empty());
         let text = |p: &str| match &tree.get(p).expect("entry").content {
-            Content::Loaded(b) => String::from_utf8(b.clone()).expect("utf-8"),
+            Content::Loaded(b) => String::from_utf8(b.to_vec()).expect("utf-8"),
             _ => String::new(),
         };
         assert_eq!(text("apps/a.json"), "{\"x\": \"orders.prod.internal\"}");
