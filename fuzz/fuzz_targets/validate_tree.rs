@@ -6,6 +6,8 @@
 //! and the revision must be safe (see common.rs).
 #![no_main]
 
+use std::sync::Arc;
+
 use arbitrary::{Arbitrary, Unstructured};
 use git2::Oid;
 use libfuzzer_sys::fuzz_target;
@@ -290,8 +292,10 @@ fn entry(e: &Entry) -> TreeEntry {
         Kind::File => (
             EntryKind::File,
             match &e.body {
-                Body::Raw(b) => Content::Loaded(b.clone()),
-                Body::Json(g) => Content::Loaded(serde_json::to_vec_pretty(&build(g)).unwrap()),
+                Body::Raw(b) => Content::Loaded(Arc::new(b.clone())),
+                Body::Json(g) => {
+                    Content::Loaded(Arc::new(serde_json::to_vec_pretty(&build(g)).unwrap()))
+                }
                 Body::TooLarge(size) => Content::TooLarge { size: *size },
             },
         ),
