@@ -22,7 +22,7 @@ use crate::bundle::OutFile;
 use crate::tree::{BlobReader, blob_id, hex_id};
 
 mod early;
-pub use early::{Early, EarlyFile};
+pub use early::{Early, EarlyFeed};
 
 /// Metadata written into each revision (not `.json`: the gateway never reads
 /// the revision root, but the name keeps it clear of any glob).
@@ -1126,15 +1126,17 @@ mod tests {
     fn files_written_early_are_kept_by_the_write_and_the_rest_goes() {
         let root = tempfile::tempdir().unwrap();
         let revs = Revisions::open(root.path()).unwrap();
-        let git =
-            |path: &str, bytes: &[u8]| (path.to_string(), blob_id(bytes), Arc::new(bytes.to_vec()));
-        let early = revs.write_early(vec![
-            git("apps/a.json", b"A"),
-            git("apps/b.json", b"B"),
-            git("README.md", b"read me"),
-            git("docs/deep/x.md", b"X"),
-            git("../out.json", b"O"),
-        ]);
+        let (early, feed) = revs.write_early();
+        for (path, bytes) in [
+            ("apps/b.json", &b"B"[..]),
+            ("apps/a.json", b"A"),
+            ("README.md", b"read me"),
+            ("docs/deep/x.md", b"X"),
+            ("../out.json", b"O"),
+        ] {
+            feed.send(path, blob_id(bytes), &Arc::new(bytes.to_vec()));
+        }
+        drop(feed);
         let written = early.finish().expect("written");
         let dir = revs.path_of(written.name());
         assert!(
@@ -1178,16 +1180,14 @@ mod tests {
     fn an_early_write_dropped_unfinished_leaves_nothing() {
         let root = tempfile::tempdir().unwrap();
         let revs = Revisions::open(root.path()).unwrap();
-        let files = (0..500)
-            .map(|i| {
-                (
-                    format!("apps/{i}.json"),
-                    Oid::ZERO_SHA1,
-                    Arc::new(vec![b'x'; 100]),
-                )
-            })
-            .collect();
-        drop(revs.write_early(files));
+        let (early, feed) = revs.write_early();
+        let bytes = Arc::new(vec![b'x'; 100]);
+        for i in 0..500 {
+            feed.send(&format!("apps/{i}.json"), Oid::ZERO_SHA1, &bytes);
+        }
+        // The feed ends first, as in a pass that fails while reading.
+        drop(feed);
+        drop(early);
         assert_eq!(fs::read_dir(revs.dir()).unwrap().count(), 0);
     }
 

@@ -15,14 +15,14 @@ use std::time::{Duration, Instant};
 
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::apply::{ApplyError, Early, EarlyFile, Inventory, Manifest, Revisions};
+use crate::apply::{ApplyError, Early, Inventory, Manifest, Revisions};
 use crate::config::{ConfigError, SyncConfig};
 use crate::exit::Exit;
 use crate::gateway::{
     DEFAULT_HEALTH_PATH, Expected, ExpectedApi, Gateway, GatewayClient, GatewayError, Loaded,
     ProbeMode,
 };
-use crate::source::{Commit, Source, SourceError};
+use crate::source::{Commit, EachFile, Source, SourceError};
 use crate::state::{Applied, Rejection, State, StateError, now};
 use crate::tree::{BlobReader, Cached};
 use crate::validate::{self, Report, empty};
@@ -1199,14 +1199,33 @@ impl Checked {
         let mut cache = cache
             .lock()
             .map_err(|_| SyncError::Internal("validation cache poisoned".into()))?;
+        // Nothing to link or recycle: each file is written as it is read,
+        // while the rest is read and validated.
+        let (early, feed) = cold.map(|revs| revs.write_early()).unzip();
         let tree = {
+            // The feed ends with this block, read or not: the early write
+            // waits for its end.
+            let feed = feed;
+            let each = |path: &str, blob, bytes: &Arc<Vec<u8>>| {
+                if let Some(feed) = &feed {
+                    feed.send(path, blob, bytes);
+                }
+            };
             let known = cache.reading();
-            source.read_tree(commit, subpath.as_deref(), opts.max_file_size, &|blob| {
+            let cached = |blob| {
                 known
                     .get(&crate::tree::key(blob))
                     .copied()
                     .unwrap_or(Cached::Unknown)
-            })?
+            };
+            let each = feed.is_some().then_some(&each as EachFile<'_>);
+            source.read_tree_feeding(
+                commit,
+                subpath.as_deref(),
+                opts.max_file_size,
+                &cached,
+                each,
+            )?
         };
         let reader = tree.reader.clone();
         debug!(
@@ -1216,8 +1235,6 @@ impl Checked {
             "tree read"
         );
         let files = tree.len();
-        // Nothing to link or recycle: the files are written meanwhile.
-        let early = cold.map(|revs| revs.write_early(early_files(&tree)));
         let holds_config = empty::holds_config(&tree);
         let suggestions = if holds_config || allow_empty {
             Vec::new()
@@ -1253,19 +1270,6 @@ impl Checked {
             early,
         })
     }
-}
-
-/// The files of `tree` read whole, as a cold sync writes them early: each
-/// where the revision most often has it (the same path), its bytes shared
-/// with validation, not copied.
-fn early_files(tree: &crate::tree::Tree) -> Vec<EarlyFile> {
-    tree.entries
-        .iter()
-        .filter_map(|e| match &e.content {
-            crate::tree::Content::Loaded(bytes) => Some((e.path.clone(), e.blob, bytes.clone())),
-            _ => None,
-        })
-        .collect()
 }
 
 /// A revision written completely under `revisions/`, not yet published.

@@ -1,11 +1,13 @@
 //! A cold write begun early. With no revision to link from or recycle,
 //! writing 11,000 files is most of a cold sync's write, and it only needs
-//! the bytes as Git holds them. So the files are written while validation
-//! runs, on a thread of their own, into a directory with a staging name
-//! (`open` removes it after a crash), and flushed there. The write then
-//! recycles that directory like an old revision: it keeps every file whose
-//! path and blob id the new revision has, removes the rest and writes what
-//! the bundle made or changed. Refused, the directory is removed.
+//! the bytes as Git holds them. So each file is handed over as soon as it
+//! is read from Git (`EarlyFeed`) and written while the rest is read and
+//! validated, on a thread of its own, into a directory with a staging
+//! name (`open` removes it after a crash), flushed once the feed ends. The
+//! write then recycles that directory like an old revision: it keeps every
+//! file whose path and blob id the new revision has, removes the rest and
+//! writes what the bundle made or changed, or what the early write lacks.
+//! Refused, the directory is removed.
 
 use std::ffi::CString;
 use std::fs::{self, File};
@@ -13,6 +15,7 @@ use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::mpsc::{Receiver, Sender, channel};
 use std::thread::JoinHandle;
 
 use foldhash::HashMap;
@@ -26,7 +29,18 @@ use crate::tree::hex_id;
 
 /// A file as Git holds it: path in the revision, blob id, bytes (shared
 /// with validation, which takes them whole once this write dropped them).
-pub type EarlyFile = (String, Oid, Arc<Vec<u8>>);
+type EarlyFile = (String, Oid, Arc<Vec<u8>>);
+
+/// Hands files to an early write; dropping it ends the write's input.
+pub struct EarlyFeed(Sender<EarlyFile>);
+
+impl EarlyFeed {
+    /// Queues a file for the early write (ignored once that write has
+    /// failed). Called from the threads that read Git.
+    pub fn send(&self, path: &str, id: Oid, bytes: &Arc<Vec<u8>>) {
+        let _ = self.0.send((path.to_string(), id, bytes.clone()));
+    }
+}
 
 /// Files being written ahead of validation; see the module.
 pub struct Early {
@@ -35,11 +49,13 @@ pub struct Early {
 }
 
 impl Revisions {
-    /// Starts writing `files` into a new directory under `revisions/` on a
-    /// thread of its own (one: creates in one folder serialise on its
-    /// lock, and a second thread only spins on it). Files with unsafe
-    /// paths are left out; the write judges them.
-    pub fn write_early(&self, files: Vec<EarlyFile>) -> Early {
+    /// Starts an early write into a new directory under `revisions/`, on
+    /// a thread of its own (one: creates in one folder serialise on its
+    /// lock, and a second thread only spins on it), of the files the feed
+    /// hands it until it is dropped. Files with unsafe paths are left out;
+    /// the write judges them.
+    pub fn write_early(&self) -> (Early, EarlyFeed) {
+        let (feed, files) = channel();
         let name = format!(
             "{STAGING_PREFIX}early-{}-{}",
             std::process::id(),
@@ -52,7 +68,7 @@ impl Revisions {
             .name("early-write".into())
             .spawn(move || span.in_scope(|| write_all(&into, name, files)))
             .ok();
-        Early { dir, writing }
+        (Early { dir, writing }, EarlyFeed(feed))
     }
 }
 
@@ -80,7 +96,8 @@ impl Early {
 impl Drop for Early {
     /// Unfinished (the commit was refused, or the pass failed): waits for
     /// the thread and removes what it wrote, so a refused commit leaves
-    /// nothing behind.
+    /// nothing behind. The feed must be gone by then: the thread writes
+    /// until it ends.
     fn drop(&mut self) {
         if let Some(writing) = self.writing.take() {
             let _ = writing.join();
@@ -97,18 +114,23 @@ fn remove(dir: &Path) {
     }
 }
 
-/// Writes `files` into the new directory `dir`, each named relative to its
-/// folder's descriptor, lets go of each one's bytes once written, and flushes
-/// the filesystem, so the write's own flush finds little left to do.
-fn write_all(dir: &Path, name: String, mut files: Vec<EarlyFile>) -> Result<Inventory, ApplyError> {
-    files.retain(|(path, _, _)| check_relative(path).is_ok());
-    files.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    files.dedup_by(|a, b| a.0 == b.0);
+/// Writes each file of `files` into the new directory `dir` as it comes,
+/// named relative to its folder's descriptor, lets go of its bytes once
+/// written, and at the end of the feed flushes the filesystem, so the
+/// write's own flush finds little left to do.
+fn write_all(
+    dir: &Path,
+    name: String,
+    files: Receiver<EarlyFile>,
+) -> Result<Inventory, ApplyError> {
     fs::create_dir(dir).map_err(io_err("create", dir))?;
     let mut folders: HashMap<String, File> = HashMap::default();
     let mut dirs: Vec<String> = Vec::new();
-    let mut listed = Vec::with_capacity(files.len());
+    let mut listed = Vec::new();
     for (path, id, bytes) in files {
+        if check_relative(&path).is_err() {
+            continue;
+        }
         let (parent, file_name) = path.rsplit_once('/').unwrap_or(("", &path));
         if !folders.contains_key(parent) {
             let at = dir.join(parent);
@@ -145,6 +167,9 @@ fn write_all(dir: &Path, name: String, mut files: Vec<EarlyFile>) -> Result<Inve
         drop(bytes);
         listed.push((path, hex_id(id.as_bytes())));
     }
+    // They came in the order they were read; the write merges by path (a
+    // tree has each path once).
+    listed.sort_unstable();
     sync_filesystem(dir)?;
     let present = listed
         .iter()

@@ -22,7 +22,7 @@ use git2::Oid;
 use crate::tree::Tree;
 use remote::Session;
 
-pub use read::{MAX_COMMIT_BYTES, MAX_COMMIT_FILES};
+pub use read::{EachFile, MAX_COMMIT_BYTES, MAX_COMMIT_FILES};
 pub use tls::defer_ca_bundle;
 pub use url::redact_url;
 
@@ -334,6 +334,19 @@ impl Source {
         max_file_size: u64,
         cached: &dyn Fn(Oid) -> crate::tree::Cached,
     ) -> Result<Tree, SourceError> {
+        self.read_tree_feeding(commit, subpath, max_file_size, cached, None)
+    }
+
+    /// `read_tree`, handing each file read whole from Git to `each` (path,
+    /// blob id, bytes) as soon as it is read, from the reading threads.
+    pub fn read_tree_feeding(
+        &self,
+        commit: &Commit,
+        subpath: Option<&str>,
+        max_file_size: u64,
+        cached: &dyn Fn(Oid) -> crate::tree::Cached,
+        each: Option<EachFile<'_>>,
+    ) -> Result<Tree, SourceError> {
         let repo = cache::open_existing(&self.cache_dir).map_err(|_| SourceError::NotFetched {
             sha: commit.sha.clone(),
         })?;
@@ -345,6 +358,7 @@ impl Source {
             max_file_size,
             cached,
             &mut folders,
+            each,
         )
     }
 

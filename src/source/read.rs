@@ -32,6 +32,10 @@ const MODE_GITLINK: i32 = 0o160000;
 /// How deep `dirs` looks for `apps/` folders to suggest (`envs/eu/prod/apps`).
 pub const CONFIG_ROOT_DEPTH: usize = 5;
 
+/// Takes each file read whole from Git as it is read: path, blob id,
+/// bytes (see `Source::read_tree_feeding`).
+pub type EachFile<'a> = &'a (dyn Fn(&str, Oid, &Arc<Vec<u8>>) + Sync);
+
 pub fn read_tree(
     repo: &Repository,
     sha: &str,
@@ -39,6 +43,7 @@ pub fn read_tree(
     max_file_size: u64,
     cached: &dyn Fn(Oid) -> Cached,
     folders: &mut Folders,
+    each: Option<EachFile<'_>>,
 ) -> Result<Tree, SourceError> {
     read_without_rehashing();
     let read_error = |err: git2::Error| SourceError::Read {
@@ -71,15 +76,13 @@ pub fn read_tree(
     if reused_bytes > MAX_COMMIT_BYTES {
         return Err(too_large(reused_bytes));
     }
-    entries.extend(read_blobs(
-        repo,
-        blobs,
+    let reading = Reading {
         max_file_size,
         cached,
-        reused_bytes,
-        read_error,
-        too_large,
-    )?);
+        counted: reused_bytes,
+        each,
+    };
+    entries.extend(read_blobs(repo, blobs, reading, read_error, too_large)?);
     let mut tree = Tree::from_entries(entries);
     folders.remember(&tree, walked, |blob| {
         reused.contains(&key(blob)) || cached(blob) == Cached::Known
@@ -360,15 +363,28 @@ enum Learnt {
 /// from the `counted` bytes of entries taken from `Folders`), and again
 /// with the known blobs once read, before any entry copies one. A blob
 /// named by several entries is inflated once.
+/// How `read_blobs` reads.
+struct Reading<'a> {
+    max_file_size: u64,
+    cached: &'a dyn Fn(Oid) -> Cached,
+    /// File bytes already counted toward `MAX_COMMIT_BYTES`.
+    counted: u64,
+    each: Option<EachFile<'a>>,
+}
+
 fn read_blobs(
     repo: &Repository,
     blobs: Vec<(String, Oid)>,
-    max_file_size: u64,
-    cached: &dyn Fn(Oid) -> Cached,
-    counted: u64,
+    reading: Reading<'_>,
     read_error: impl Fn(git2::Error) -> SourceError + Sync,
     too_large: impl Fn(u64) -> SourceError,
 ) -> Result<Vec<TreeEntry>, SourceError> {
+    let Reading {
+        max_file_size,
+        cached,
+        counted,
+        each,
+    } = reading;
     // Headers are read on this thread: libgit2 serialises pack access, and
     // reading them on two threads made a cold read slower (59 -> 87 ms).
     let odb = repo.odb().map_err(&read_error)?;
@@ -413,7 +429,21 @@ fn read_blobs(
         .collect();
     wanted.sort_unstable();
     wanted.dedup();
-    let mut read = read_objects(repo, &wanted, &read_error)?;
+    // Who takes each blob as it is read, by path (only for a feed).
+    let mut paths_of: foldhash::HashMap<BlobKey, Vec<&str>> = foldhash::HashMap::default();
+    if each.is_some() {
+        for (path, id) in &blobs {
+            paths_of.entry(key(*id)).or_default().push(path);
+        }
+    }
+    let fed = |id: Oid, data: &Arc<Vec<u8>>| {
+        if let Some(each) = each.filter(|_| data.len() as u64 <= max_file_size) {
+            for path in paths_of.get(&key(id)).into_iter().flatten() {
+                each(path, id, data);
+            }
+        }
+    };
+    let read = read_objects(repo, &wanted, &read_error, &fed)?;
     // Known blobs had no header read: their sizes count now, once per
     // entry, before any entry copies them.
     for (_, id) in &blobs {
@@ -426,28 +456,16 @@ fn read_blobs(
             }
         }
     }
-    // Uses left of each blob: a shared one is copied until its last entry.
-    let mut uses: foldhash::HashMap<BlobKey, usize> = foldhash::HashMap::default();
-    for (_, id) in &blobs {
-        *uses.entry(key(*id)).or_default() += 1;
-    }
+    // A blob at several paths is shared by their entries.
     let mut out = Vec::with_capacity(blobs.len());
     for (path, id) in blobs {
-        let left = uses.get_mut(&key(id)).map_or(0, |n| {
-            *n -= 1;
-            *n
-        });
-        let data = if left == 0 {
-            read.remove(&id)
-        } else {
-            read.get(&id).cloned()
-        };
+        let data = read.get(&id).cloned();
         let content = match (data, learnt.get(&key(id))) {
             (None, Some(&Learnt::Unread(size))) => Content::Unread { size },
             (Some(data), _) if data.len() as u64 > max_file_size => Content::TooLarge {
                 size: data.len() as u64,
             },
-            (Some(data), _) => Content::Loaded(Arc::new(data)),
+            (Some(data), _) => Content::Loaded(data),
             (None, Some(&Learnt::Header(size))) => Content::TooLarge { size },
             // Every id within the limit was read above.
             (None, _) => Content::TooLarge { size: 0 },
@@ -463,21 +481,25 @@ fn read_blobs(
 }
 
 /// The bytes of `ids`, read on `par::threads()` threads past a few hundred.
+/// Each is handed to `fed` as soon as it is read.
 fn read_objects(
     repo: &Repository,
     ids: &[Oid],
     read_error: &(impl Fn(git2::Error) -> SourceError + Sync),
-) -> Result<HashMap<Oid, Vec<u8>>, SourceError> {
+    fed: &(impl Fn(Oid, &Arc<Vec<u8>>) + Sync),
+) -> Result<HashMap<Oid, Arc<Vec<u8>>>, SourceError> {
     const PARALLEL_FROM: usize = 512;
-    let read_all =
-        |odb: &git2::Odb<'_>, part: &[Oid]| -> Result<Vec<(Oid, Vec<u8>)>, SourceError> {
-            part.iter()
-                .map(|id| {
-                    let object = odb.read(*id).map_err(read_error)?;
-                    Ok((*id, object.data().to_vec()))
-                })
-                .collect()
-        };
+    type Read = Vec<(Oid, Arc<Vec<u8>>)>;
+    let read_all = |odb: &git2::Odb<'_>, part: &[Oid]| -> Result<Read, SourceError> {
+        part.iter()
+            .map(|id| {
+                let object = odb.read(*id).map_err(read_error)?;
+                let data = Arc::new(object.data().to_vec());
+                fed(*id, &data);
+                Ok((*id, data))
+            })
+            .collect()
+    };
     if ids.len() < PARALLEL_FROM || crate::par::threads() == 1 {
         let odb = repo.odb().map_err(read_error)?;
         return Ok(read_all(&odb, ids)?.into_iter().collect());
