@@ -102,7 +102,7 @@ pub fn read_tree(
 /// policies, whose bytes `policies.json` needs, their 1,000 blobs were
 /// inflated on every pass. Only files the validation cache knows (and
 /// needs read) count: after a cold read, which knows nothing, nothing is
-/// kept (a one-shot sync would only pay to copy every file).
+/// kept (a one-shot sync would only hold every file for nothing).
 #[derive(Debug, Default)]
 pub struct Folders {
     /// The `max_file_size` the files were read under.
@@ -136,7 +136,7 @@ impl Folders {
                     .iter()
                     .take_while(|e| e.path.starts_with(&prefix))
             };
-            // Judged before anything is copied: a cold sync reads every
+            // Judged before anything is kept: a cold sync reads every
             // folder whole, most of them past the limit.
             let mut size = 0u64;
             let whole = beneath().all(|e| match &e.content {
@@ -353,16 +353,6 @@ enum Learnt {
     Unread(u64),
 }
 
-/// Sizes come from object headers, so an oversized blob is never read;
-/// except for blobs the cache knows (analysed before, so under an earlier
-/// limit): reading a deltified object's header costs more than reading the
-/// object, and a config repo is mostly such blobs. Blobs whose bytes no
-/// later stage needs (`Cached::Unneeded`) are not read at all: their size
-/// comes from the cache. The commit's total (`MAX_COMMIT_BYTES`) is checked
-/// from the headers and cached sizes before anything is read (starting
-/// from the `counted` bytes of entries taken from `Folders`), and again
-/// with the known blobs once read, before any entry copies one. A blob
-/// named by several entries is inflated once.
 /// How `read_blobs` reads.
 struct Reading<'a> {
     max_file_size: u64,
@@ -372,6 +362,17 @@ struct Reading<'a> {
     each: Option<EachFile<'a>>,
 }
 
+/// Sizes come from object headers, so an oversized blob is never read;
+/// except for blobs the cache knows (analysed before, so under an earlier
+/// limit): reading a deltified object's header costs more than reading the
+/// object, and a config repo is mostly such blobs. Blobs whose bytes no
+/// later stage needs (`Cached::Unneeded`) are not read at all: their size
+/// comes from the cache. The commit's total (`MAX_COMMIT_BYTES`) is checked
+/// from the headers and cached sizes before anything is read (starting
+/// from the `counted` bytes of entries taken from `Folders`), and again
+/// with the known blobs once read, before any entry holds one. A blob
+/// named by several entries is inflated once, and shared by them; each
+/// file read whole goes to `each` as soon as it is read.
 fn read_blobs(
     repo: &Repository,
     blobs: Vec<(String, Oid)>,
@@ -445,7 +446,7 @@ fn read_blobs(
     };
     let read = read_objects(repo, &wanted, &read_error, &fed)?;
     // Known blobs had no header read: their sizes count now, once per
-    // entry, before any entry copies them.
+    // entry, before any entry holds them.
     for (_, id) in &blobs {
         if let Some(Learnt::Known) = learnt.get(&key(*id))
             && let Some(data) = read.get(id)
