@@ -10,6 +10,7 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeSet, HashSet};
+use std::sync::Arc;
 
 use git2::Oid;
 use serde::{Deserialize, Serialize};
@@ -25,7 +26,8 @@ pub struct ApiFile {
     pub name: String,
     /// Where it came from, relative to the config root.
     pub source: String,
-    pub bytes: Vec<u8>,
+    /// Shared with the tree it was read into (see `tree::Content`).
+    pub bytes: Arc<Vec<u8>>,
     /// The `api_id` the gateway will load it under; `None` for OAS/MCP
     /// companion documents (`*-oas.json`, `*-mcp.json`), which it does not
     /// load as APIs.
@@ -48,7 +50,7 @@ pub struct PolicyEntry {
     pub id: String,
     /// Where it came from, relative to the config root.
     pub source: String,
-    pub bytes: Vec<u8>,
+    pub bytes: Arc<Vec<u8>>,
     /// Git blob id of `bytes` when known (read from Git), so the apply
     /// stage need not hash them again.
     pub blob: Option<Oid>,
@@ -59,7 +61,7 @@ pub struct PolicyEntry {
 pub struct PlainFile {
     /// Relative to the config root, and to the revision directory.
     pub path: String,
-    pub bytes: Vec<u8>,
+    pub bytes: Arc<Vec<u8>>,
     /// Git blob id of `bytes` when known (read from Git), so the apply
     /// stage need not hash them again.
     pub blob: Option<Oid>,
@@ -522,7 +524,7 @@ mod tests {
         ApiFile {
             name: name.to_string(),
             source: format!("apps/{name}"),
-            bytes: serde_json::to_vec(doc).unwrap(),
+            bytes: Arc::new(serde_json::to_vec(doc).unwrap()),
             api_id: doc.get("api_id").and_then(Value::as_str).map(String::from),
             names_files: true,
             blob: Some(crate::tree::blob_id(&serde_json::to_vec(doc).unwrap())),
@@ -550,12 +552,12 @@ mod tests {
             policies: vec![PolicyEntry {
                 id: "p 1".into(),
                 source: "policies.json".into(),
-                bytes: br#"{"id": "p 1", "rate": 1}"#.to_vec(),
+                bytes: Arc::new(br#"{"id": "p 1", "rate": 1}"#.to_vec()),
                 blob: None,
             }],
             middleware: vec![PlainFile {
                 path: "middleware/x.js".into(),
-                bytes: b"var x;".to_vec(),
+                bytes: Arc::new(b"var x;".to_vec()),
                 blob: None,
             }],
             templates: vec![],

@@ -674,14 +674,12 @@ fn unread_size(tree: &Tree, i: usize) -> Option<u64> {
     }
 }
 
-/// The bytes of entry `i`, taken from the tree: moved, unless something
-/// else still holds them (a cold sync's early write), then copied.
-fn take_bytes(tree: &mut Tree, i: usize) -> Vec<u8> {
+/// The bytes of entry `i`, taken from the tree (still shared with
+/// whatever holds them too: a cold sync's early write).
+fn take_bytes(tree: &mut Tree, i: usize) -> Arc<Vec<u8>> {
     match &mut tree.entries[i].content {
-        Content::Loaded(b) => {
-            Arc::try_unwrap(std::mem::take(b)).unwrap_or_else(|shared| shared.to_vec())
-        }
-        _ => Vec::new(),
+        Content::Loaded(b) => std::mem::take(b),
+        _ => Arc::default(),
     }
 }
 
@@ -707,7 +705,7 @@ fn build_bundle(
                     && !api.refs.is_empty()
                     && let Some(canonical) = analyse::canonical_definition(&bytes)
                 {
-                    bytes = canonical;
+                    bytes = Arc::new(canonical);
                     blob = None;
                 }
                 bundle.apps.push(ApiFile {
@@ -739,7 +737,7 @@ fn build_bundle(
                     // Only the policy itself: what follows it is never read
                     // by the gateway, and would break the policies map.
                     if let Some(end) = p.value_end {
-                        bytes.truncate(end);
+                        bytes = Arc::new(bytes[..end.min(bytes.len())].to_vec());
                         blob = None;
                     }
                     bundle.policies.push(PolicyEntry {
@@ -755,7 +753,7 @@ fn build_bundle(
                     bundle.policies.push(PolicyEntry {
                         id: e.key.clone(),
                         source: source.clone(),
-                        bytes: e.json.clone().into_bytes(),
+                        bytes: Arc::new(e.json.clone().into_bytes()),
                         blob: None,
                     });
                 }
