@@ -419,7 +419,11 @@ fn read_blobs(
     // revision of 10,000 files spends most of its read here): each opens
     // the cache on its own, as a libgit2 repository is not shared across
     // threads.
-    let mut wanted: Vec<Oid> = blobs
+    // In the order of their paths, each once: a cold sync's early write
+    // creates the files in the order they are read, and a later write that
+    // links them by path then finds their inodes side by side.
+    let mut once = foldhash::HashSet::default();
+    let wanted: Vec<Oid> = blobs
         .iter()
         .map(|(_, id)| *id)
         .filter(|id| match learnt.get(&key(*id)) {
@@ -427,9 +431,8 @@ fn read_blobs(
             Some(Learnt::Unread(_)) => false,
             _ => true,
         })
+        .filter(|id| once.insert(key(*id)))
         .collect();
-    wanted.sort_unstable();
-    wanted.dedup();
     // Who takes each blob as it is read, by path (only for a feed).
     let mut paths_of: foldhash::HashMap<BlobKey, Vec<&str>> = foldhash::HashMap::default();
     if each.is_some() {
