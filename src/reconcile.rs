@@ -550,6 +550,21 @@ impl Reconciler {
         }
     }
 
+    /// Waits for the read-ahead (`prepare`). It opens the root, which
+    /// removes staging directories left by an interrupted run: a cold pass
+    /// waits before its early write makes one (with nothing to recycle,
+    /// the read-ahead is quick).
+    async fn read_ahead_done(&self) {
+        let task = self
+            .preparing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+    }
+
     /// Reads the commit's config root and validates it (after `${VAR}`
     /// substitution, for the gateway version that answered), off the
     /// runtime. A commit that is refused (findings, unreadable as a
@@ -578,17 +593,7 @@ impl Reconciler {
         );
         let cold = ground.current.is_none().then(|| ground.revs.clone());
         if cold.is_some() {
-            // The read-ahead opens the root, which removes staging
-            // directories left by an interrupted run: done before an early
-            // write makes one (with nothing to recycle, it is quick).
-            let task = self
-                .preparing
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .take();
-            if let Some(task) = task {
-                let _ = task.await;
-            }
+            self.read_ahead_done().await;
         }
         let reading = Reading {
             subpath,

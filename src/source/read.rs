@@ -415,31 +415,12 @@ fn read_blobs(
             return Err(too_large(total));
         }
     }
-    // Each blob within the limit is inflated once, on a few threads (a
-    // revision of 10,000 files spends most of its read here): each opens
-    // the cache on its own, as a libgit2 repository is not shared across
-    // threads.
-    // In the order of their paths, each once: a cold sync's early write
-    // creates the files in the order they are read, and a later write that
-    // links them by path then finds their inodes side by side.
-    let mut once = foldhash::HashSet::default();
-    let wanted: Vec<Oid> = blobs
-        .iter()
-        .map(|(_, id)| *id)
-        .filter(|id| match learnt.get(&key(*id)) {
-            Some(Learnt::Header(size)) => *size <= max_file_size,
-            Some(Learnt::Unread(_)) => false,
-            _ => true,
-        })
-        .filter(|id| once.insert(key(*id)))
-        .collect();
+    let wanted = wanted(&blobs, &learnt, max_file_size);
     // Who takes each blob as it is read, by path (only for a feed).
-    let mut paths_of: foldhash::HashMap<BlobKey, Vec<&str>> = foldhash::HashMap::default();
-    if each.is_some() {
-        for (path, id) in &blobs {
-            paths_of.entry(key(*id)).or_default().push(path);
-        }
-    }
+    let paths_of = match each {
+        Some(_) => paths_of(&blobs),
+        None => foldhash::HashMap::default(),
+    };
     let fed = |id: Oid, data: &Arc<Vec<u8>>| {
         if let Some(each) = each.filter(|_| data.len() as u64 <= max_file_size) {
             for path in paths_of.get(&key(id)).into_iter().flatten() {
@@ -447,6 +428,10 @@ fn read_blobs(
             }
         }
     };
+    // Each blob within the limit is inflated once, on a few threads (a
+    // revision of 10,000 files spends most of its read here): each opens
+    // the cache on its own, as a libgit2 repository is not shared across
+    // threads.
     let read = read_objects(repo, &wanted, &read_error, &fed)?;
     // Known blobs had no header read: their sizes count now, once per
     // entry, before any entry holds them.
@@ -485,6 +470,37 @@ fn read_blobs(
 }
 
 /// The bytes of `ids`, read on `par::threads()` threads past a few hundred.
+/// The blobs to read whole, in the order of their paths, each once: a cold
+/// sync's early write creates the files in the order they are read, and a
+/// later write that links them by path then finds their inodes side by
+/// side.
+fn wanted(
+    blobs: &[(String, Oid)],
+    learnt: &foldhash::HashMap<BlobKey, Learnt>,
+    max_file_size: u64,
+) -> Vec<Oid> {
+    let mut once = foldhash::HashSet::default();
+    blobs
+        .iter()
+        .map(|(_, id)| *id)
+        .filter(|id| match learnt.get(&key(*id)) {
+            Some(Learnt::Header(size)) => *size <= max_file_size,
+            Some(Learnt::Unread(_)) => false,
+            _ => true,
+        })
+        .filter(|id| once.insert(key(*id)))
+        .collect()
+}
+
+/// The paths of each blob.
+fn paths_of(blobs: &[(String, Oid)]) -> foldhash::HashMap<BlobKey, Vec<&str>> {
+    let mut paths: foldhash::HashMap<BlobKey, Vec<&str>> = foldhash::HashMap::default();
+    for (path, id) in blobs {
+        paths.entry(key(*id)).or_default().push(path);
+    }
+    paths
+}
+
 /// Each is handed to `fed` as soon as it is read.
 fn read_objects(
     repo: &Repository,
