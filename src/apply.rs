@@ -862,6 +862,13 @@ fn check_relative(path: &str) -> Result<(), ApplyError> {
 
 fn sync_filesystem(path: &Path) -> Result<(), ApplyError> {
     let dir = File::open(path).map_err(io_err("open", path))?;
+    sync_filesystem_of(&dir, path)
+}
+
+/// Flushes the filesystem that holds `dir` (opened at `path`). Each call
+/// reports the write-back errors since the last call through the same
+/// open directory, or since it was opened.
+fn sync_filesystem_of(dir: &File, path: &Path) -> Result<(), ApplyError> {
     // SAFETY: syncfs only reads the descriptor, which `dir` keeps open.
     let rc = unsafe { libc::syncfs(dir.as_raw_fd()) };
     if rc != 0 {
