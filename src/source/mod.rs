@@ -10,6 +10,7 @@ mod fetch;
 mod known_hosts;
 mod read;
 mod remote;
+mod sizes;
 mod tls;
 mod url;
 
