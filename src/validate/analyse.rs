@@ -308,7 +308,10 @@ pub fn analyse(role: Role, bytes: &[u8]) -> Analysis {
 /// Returns the value and, when something follows it, where it ends.
 fn parse_first_value(sink: &mut Sink<'_>) -> (Option<Value>, Option<usize>) {
     let bytes = sink.bytes;
-    let mut stream = serde_json::Deserializer::from_slice(bytes).into_iter::<Value>();
+    // Only where the first value ends: skimmed, not built (the strict
+    // parse below builds it, and reports any error in it).
+    let mut stream =
+        serde_json::Deserializer::from_slice(bytes).into_iter::<serde::de::IgnoredAny>();
     let end = match stream.next() {
         Some(Ok(_)) => stream.byte_offset(),
         // An error in the first value: the strict parse reports it.
