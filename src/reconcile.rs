@@ -706,18 +706,20 @@ impl Reconciler {
             // or else the spare prepared while Git fetched.
             let protect: Vec<&str> = protect.iter().map(String::as_str).collect();
             let mut prepared = prepared.lock().unwrap_or_else(|p| p.into_inner());
-            // A cold sync recycles what it wrote early.
-            let recycle = match early.and_then(Early::finish) {
-                Some(written) => Some(written),
-                None => revs.recyclable(keep, &protect, prepared.take())?,
-            };
             let written = std::thread::scope(|scope| {
-                // New analyses are saved beside the write.
+                // New analyses are saved beside the write, from its start:
+                // beside the wait for a cold sync's early write too.
                 let span = tracing::Span::current();
                 let saving = changes
                     .map(|c| scope.spawn(move || span.in_scope(|| save_analyses(&c, &root))));
-                let written =
-                    revs.write_with(&write_name, manifest_base, &files, recycle, reader.as_ref());
+                // A cold sync recycles what it wrote early.
+                let written = match early.and_then(Early::finish) {
+                    Some(written) => Ok(Some(written)),
+                    None => revs.recyclable(keep, &protect, prepared.take()),
+                }
+                .and_then(|recycle| {
+                    revs.write_with(&write_name, manifest_base, &files, recycle, reader.as_ref())
+                });
                 if let Some(saving) = saving {
                     let _ = saving.join();
                 }
