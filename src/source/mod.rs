@@ -7,6 +7,7 @@
 mod ancestry;
 mod cache;
 mod fetch;
+mod git_protocol;
 mod known_hosts;
 mod read;
 mod remote;

@@ -61,6 +61,7 @@ pub struct Session<'a> {
 
 impl<'a> Session<'a> {
     pub fn start(config: &'a SourceConfig) -> Result<Session<'a>, SourceError> {
+        super::git_protocol::register();
         let transport = transport(&config.repo);
         // libgit2 would say "unsupported URL protocol" for a missing folder.
         if let Some(path) = super::local_path(&config.repo)

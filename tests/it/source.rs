@@ -864,7 +864,14 @@ fn unreachable_server_is_a_connect_error_within_the_timeout() {
         .resolve()
         .expect_err("nothing listens");
 
-    assert!(matches!(err, SourceError::Connect { .. }), "{err:?}");
+    let SourceError::Connect { message, .. } = &err else {
+        panic!("{err:?}");
+    };
+    assert!(
+        message.contains("failed to connect to 127.0.0.1"),
+        "{message}"
+    );
+    assert!(message.to_lowercase().contains("refused"), "{message}");
     assert!(
         start.elapsed() < Duration::from_secs(5),
         "{:?}",
@@ -887,13 +894,8 @@ fn a_server_that_never_answers_times_out() {
         .resolve()
         .expect_err("silent server");
 
-    assert!(
-        matches!(
-            err,
-            SourceError::Timeout { .. } | SourceError::Connect { .. }
-        ),
-        "{err:?}"
-    );
+    // The read times out (the connection was accepted).
+    assert!(matches!(err, SourceError::Timeout { .. }), "{err:?}");
     assert!(
         start.elapsed() < Duration::from_secs(5),
         "{:?}",
