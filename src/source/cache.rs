@@ -51,7 +51,11 @@ pub fn open_existing(dir: &Path) -> Result<Repository, SourceError> {
 
 fn init(dir: &Path) -> Result<Repository, SourceError> {
     fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
-    Repository::init_bare(dir).map_err(|err| SourceError::Cache {
+    // Without git's template (sample hooks, description): nothing here
+    // runs hooks, and a new process spent a few ms copying them.
+    let mut options = git2::RepositoryInitOptions::new();
+    options.bare(true).external_template(false);
+    Repository::init_opts(dir, &options).map_err(|err| SourceError::Cache {
         path: dir.to_path_buf(),
         message: err.message().to_string(),
     })
