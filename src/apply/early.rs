@@ -225,8 +225,10 @@ fn write_all(
     // They came in the order they were read; the write merges by path (a
     // tree has each path once).
     listed.sort_unstable();
+    tracing::debug!(files = listed.len(), "early write done; flushing");
     flushes.wait()?;
     sync_filesystem_of(&root, dir)?;
+    tracing::debug!("early write flushed");
     let present = listed
         .iter()
         .map(|(path, _)| (path.clone(), true))
