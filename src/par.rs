@@ -32,11 +32,28 @@ pub fn chunks<T: Sync, R: Send>(items: &[T], f: impl Fn(&[T]) -> R + Sync) -> Ve
     })
 }
 
+/// How the threads of `map` are scheduled beside the caller's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Priority {
+    Same,
+    /// Below every other thread of the process (nice +`LOWER_BY`): work
+    /// that should leave the cores first to a thread writing beside it.
+    Lower,
+}
+
+/// How much `Priority::Lower` lowers a thread's priority.
+pub const LOWER_BY: i32 = 10;
+
 /// Runs `f` on each of `items` on at most `threads()` threads, each taking
 /// the next `batch` items whenever it is free, so uneven work (or a thread
 /// that shares its core with other work) does not leave one thread
 /// finishing alone; the results come back in the order of `items`.
-pub fn map<T: Sync, R: Send>(items: &[T], batch: usize, f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+pub fn map<T: Sync, R: Send>(
+    items: &[T],
+    batch: usize,
+    priority: Priority,
+    f: impl Fn(&T) -> R + Sync,
+) -> Vec<R> {
     let batch = batch.max(1);
     let next = AtomicUsize::new(0);
     let workers = threads().min(items.len().div_ceil(batch)).max(1);
@@ -45,6 +62,9 @@ pub fn map<T: Sync, R: Send>(items: &[T], batch: usize, f: impl Fn(&T) -> R + Sy
             .map(|_| {
                 let (f, next) = (&f, &next);
                 scope.spawn(move || {
+                    if priority == Priority::Lower {
+                        lower_this_thread();
+                    }
                     let mut done = Vec::new();
                     loop {
                         let start = next.fetch_add(batch, Ordering::Relaxed);
@@ -66,8 +86,25 @@ pub fn map<T: Sync, R: Send>(items: &[T], batch: usize, f: impl Fn(&T) -> R + Sy
     parts.into_iter().flat_map(|(_, done)| done).collect()
 }
 
+/// Lowers the calling thread's priority by `LOWER_BY` (Linux sets a
+/// nice value per thread). Best effort: a refusal leaves it as it was.
+fn lower_this_thread() {
+    // SAFETY: getpriority and setpriority read and set one value of the
+    // calling thread, named by its id.
+    unsafe {
+        let tid = libc::gettid() as libc::id_t;
+        *libc::__errno_location() = 0;
+        let now = libc::getpriority(libc::PRIO_PROCESS, tid);
+        if *libc::__errno_location() == 0 {
+            libc::setpriority(libc::PRIO_PROCESS, tid, (now + LOWER_BY).min(19));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::{LOWER_BY, Priority};
+
     #[test]
     fn every_item_once_in_order() {
         let items: Vec<u32> = (0..1001).collect();
@@ -81,9 +118,32 @@ mod tests {
     fn map_gives_each_result_once_in_order() {
         let items: Vec<u32> = (0..1001).collect();
         for batch in [0, 1, 7, 64, 2000] {
-            let doubled = super::map(&items, batch, |n| n * 2);
+            let doubled = super::map(&items, batch, Priority::Same, |n| n * 2);
             assert_eq!(doubled, items.iter().map(|n| n * 2).collect::<Vec<_>>());
         }
-        assert!(super::map(&[] as &[u32], 8, |n| *n).is_empty());
+        assert!(super::map(&[] as &[u32], 8, Priority::Same, |n| *n).is_empty());
+    }
+
+    fn nice() -> i32 {
+        // SAFETY: reads the calling thread's nice value.
+        unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t) }
+    }
+
+    #[test]
+    fn lower_priority_threads_run_below_the_caller_and_leave_it_as_it_was() {
+        let caller = nice();
+        let items: Vec<u32> = (0..64).collect();
+        let seen = super::map(&items, 1, Priority::Lower, |_| nice());
+        let expected = (caller + LOWER_BY).min(19);
+        assert!(
+            seen.iter().all(|n| *n == expected),
+            "{seen:?} (caller {caller})"
+        );
+        let same = super::map(&items, 1, Priority::Same, |_| nice());
+        assert!(
+            same.iter().all(|n| *n == caller),
+            "{same:?} (caller {caller})"
+        );
+        assert_eq!(nice(), caller);
     }
 }

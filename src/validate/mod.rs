@@ -141,10 +141,15 @@ impl Cache {
         }
         // Taken 32 at a time: a cold sync writes its files meanwhile on a
         // thread of its own, so the analysing threads do not get equal
-        // shares of the cores.
-        let analysed = crate::par::map(&misses, 32, |(blob, role, bytes)| {
-            ((key(*blob), *role), analyse::analyse(*role, bytes))
-        });
+        // shares of the cores. And below that writer: finished first, its
+        // last flush overlaps the analysis instead of following it (fresh
+        // ext4, 9 rounds: cold sync 338 -> 316 ms).
+        let analysed = crate::par::map(
+            &misses,
+            32,
+            crate::par::Priority::Lower,
+            |(blob, role, bytes)| ((key(*blob), *role), analyse::analyse(*role, bytes)),
+        );
         for (key, analysis) in analysed {
             self.entries.insert(key, Arc::new(analysis));
             self.dirty = true;
