@@ -402,13 +402,7 @@ fn read_blobs(
                     Cached::Known => Learnt::Known,
                     Cached::Unneeded { size } => Learnt::Unread(size),
                     Cached::Unknown => {
-                        let packs = packs.get_or_insert_with(|| PackSizes::open(repo.path()));
-                        match packs.size(*id) {
-                            Some(size) => Learnt::Header(size),
-                            None => {
-                                Learnt::Header(odb.read_header(*id).map_err(&read_error)?.0 as u64)
-                            }
-                        }
+                        Learnt::Header(size_of(repo, &odb, &mut packs, *id).map_err(&read_error)?)
                     }
                 };
                 learnt.insert(key(*id), this);
@@ -478,7 +472,21 @@ fn read_blobs(
     Ok(out)
 }
 
-/// The bytes of `ids`, read on `par::threads()` threads past a few hundred.
+/// A blob's size from the packs (`PackSizes`, opened at the first ask), or
+/// else from libgit2's header.
+fn size_of(
+    repo: &Repository,
+    odb: &git2::Odb<'_>,
+    packs: &mut Option<PackSizes>,
+    id: Oid,
+) -> Result<u64, git2::Error> {
+    let packs = packs.get_or_insert_with(|| PackSizes::open(repo.path()));
+    match packs.size(id) {
+        Some(size) => Ok(size),
+        None => Ok(odb.read_header(id)?.0 as u64),
+    }
+}
+
 /// The blobs to read whole, in the order of their paths, each once: a cold
 /// sync's early write creates the files in the order they are read, and a
 /// later write that links them by path then finds their inodes side by
@@ -510,7 +518,8 @@ fn paths_of(blobs: &[(String, Oid)]) -> foldhash::HashMap<BlobKey, Vec<&str>> {
     paths
 }
 
-/// Each is handed to `fed` as soon as it is read.
+/// The bytes of `ids`, read on `par::threads()` threads past a few hundred;
+/// each is handed to `fed` as soon as it is read.
 fn read_objects(
     repo: &Repository,
     ids: &[Oid],
