@@ -198,9 +198,6 @@ struct Map {
     len: usize,
 }
 
-// SAFETY: the mapping is read-only and owned by this value alone.
-unsafe impl Send for Map {}
-
 impl Map {
     fn open(path: &Path) -> Option<Map> {
         let file = File::open(path).ok()?;
